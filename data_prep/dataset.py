@@ -1,0 +1,133 @@
+"""The levels dataset: 16 orbital energies per molecule, its fixed split, and its provenance.
+
+One compressed ``.npz`` holds ``index`` (QM9 index), ``levels`` (N x 16 float32, eV, ascending),
+``split`` (0 train, 1 test, 2 validation: 90/5/5, seeded), ``rank`` (a seeded order for taking
+subsets: a subset of n molecules is those of rank < n, so every subset's test and validation
+molecules are also test and validation molecules of the full set), ``provenance`` (JSON), and
+optionally ``coulomb`` (N x 29 x 29, for datasets imported without geometries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.qm9 import DataError
+
+TRAIN, TEST, VALIDATION = 0, 1, 2
+SPLIT_NAMES = {TRAIN: "train", TEST: "test", VALIDATION: "validation"}
+SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
+SPLIT_SEED = 2019
+
+BUNDLED_PATH = Path(__file__).parent / "data" / "qm9_gfn2xtb_levels.npz"
+
+
+def make_split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(split labels, subset ranks) for n molecules, both from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_train = int(round(SPLIT_FRACTIONS[0] * n))
+    n_test = int(round(SPLIT_FRACTIONS[1] * n))
+    split = np.full(n, VALIDATION, np.uint8)
+    split[order[:n_train]] = TRAIN
+    split[order[n_train : n_train + n_test]] = TEST
+    rank = np.empty(n, np.int32)
+    rank[rng.permutation(n)] = np.arange(n, dtype=np.int32)
+    return split, rank
+
+
+@dataclass(frozen=True)
+class LevelsDataset:
+    index: np.ndarray
+    levels: np.ndarray
+    split: np.ndarray
+    rank: np.ndarray
+    provenance: dict = field(default_factory=dict)
+    coulomb: np.ndarray | None = None  # only for imported datasets without geometries
+
+    def __post_init__(self) -> None:
+        n = len(self.index)
+        if self.levels.shape != (n, 16):
+            raise DataError(f"levels have shape {self.levels.shape}, expected ({n}, 16)")
+        if len(self.split) != n or len(self.rank) != n:
+            raise DataError("split and rank must have one entry per molecule")
+        if self.coulomb is not None and self.coulomb.shape != (n, 29, 29):
+            raise DataError(f"coulomb has shape {self.coulomb.shape}, expected ({n}, 29, 29)")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @classmethod
+    def create(cls, index, levels, provenance: dict, coulomb=None, seed: int = SPLIT_SEED):
+        split, rank = make_split(len(index), seed)
+        provenance = {**provenance, "split": {"fractions": SPLIT_FRACTIONS, "seed": seed}}
+        return cls(np.asarray(index, np.int32), np.asarray(levels, np.float32), split, rank,
+                   provenance, None if coulomb is None else np.asarray(coulomb, np.float32))
+
+    def subset(self, n: int | None) -> LevelsDataset:
+        """The n molecules of lowest rank (all when n is None), in dataset order."""
+        if n is None or n >= len(self):
+            return self
+        if n < 20:
+            raise DataError(f"subset of {n} molecules is too small (at least 20)")
+        keep = self.rank < n
+        return LevelsDataset(
+            self.index[keep], self.levels[keep], self.split[keep], self.rank[keep],
+            {**self.provenance, "subset": n},
+            None if self.coulomb is None else self.coulomb[keep],
+        )
+
+    def rows(self, part: int) -> np.ndarray:
+        return np.flatnonzero(self.split == part)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short content hash: names cache entries derived from this dataset."""
+        h = hashlib.sha256()
+        for a in (self.index, self.levels, self.split):
+            h.update(np.ascontiguousarray(a).tobytes())
+        if self.coulomb is not None:
+            h.update(np.ascontiguousarray(self.coulomb).tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = dict(index=self.index, levels=self.levels, split=self.split, rank=self.rank,
+                      provenance=np.array(json.dumps(self.provenance, indent=1)))
+        if self.coulomb is not None:
+            arrays["coulomb"] = self.coulomb
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+
+    def summary(self) -> dict:
+        counts = {SPLIT_NAMES[k]: int((self.split == k).sum()) for k in SPLIT_NAMES}
+        return {
+            "molecules": len(self),
+            **counts,
+            "levels_eV": [float(self.levels.min()), float(self.levels.max())] if len(self) else [],
+            "fingerprint": self.fingerprint,
+            "provenance": self.provenance,
+        }
+
+
+def load_levels(path: str | Path | None = None) -> LevelsDataset:
+    """Load a levels dataset; the bundled GFN2-xTB one when ``path`` is None."""
+    path = Path(path) if path is not None else BUNDLED_PATH
+    if not path.exists():
+        hint = " (the bundled dataset is missing: reinstall specopt)" if path == BUNDLED_PATH else ""
+        raise DataError(f"dataset not found: {path}{hint}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return LevelsDataset(
+                f["index"], f["levels"], f["split"], f["rank"],
+                json.loads(str(f["provenance"])),
+                f["coulomb"] if "coulomb" in f.files else None,
+            )
+    except (KeyError, ValueError, OSError) as err:
+        raise DataError(f"{path}: not a specopt levels dataset ({err})") from None

@@ -1,0 +1,168 @@
+"""Real QM9 geometries: the PyPI package ``qm9pack`` and the original ``dsgdb9nsd_*.xyz`` files.
+
+Geometries are kept zero-padded to 29 atoms, positions in Angstrom as QM9 gives them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAX_ATOMS = 29
+ELEMENTS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
+N_QM9PACK = 130_831
+
+
+class DataError(ValueError):
+    """Bad input data: a malformed file, an unknown element, too many atoms, a bad parameter."""
+
+
+@dataclass(frozen=True)
+class Geometries:
+    """A batch of molecules, zero-padded to ``MAX_ATOMS`` atoms."""
+
+    index: np.ndarray  # (N,) int32: QM9 index (the number in dsgdb9nsd_NNNNNN.xyz)
+    n_atoms: np.ndarray  # (N,) int16
+    Z: np.ndarray  # (N, 29) uint8 atomic numbers, 0 = padding
+    R: np.ndarray  # (N, 29, 3) float32 positions in Angstrom
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, rows: np.ndarray) -> Geometries:
+        return Geometries(self.index[rows], self.n_atoms[rows], self.Z[rows], self.R[rows])
+
+    def rows_for(self, qm9_index: np.ndarray) -> np.ndarray:
+        """Row numbers of the given QM9 indices; DataError names any that are missing."""
+        order = np.argsort(self.index)
+        pos = np.searchsorted(self.index, qm9_index, sorter=order)
+        pos = np.clip(pos, 0, len(order) - 1)
+        rows = order[pos]
+        missing = self.index[rows] != qm9_index
+        if missing.any():
+            raise DataError(f"QM9 indices not in the geometries: {qm9_index[missing][:5].tolist()}")
+        return rows
+
+
+def atomic_numbers(symbols: list[str], source: str = "input") -> np.ndarray:
+    try:
+        return np.array([ELEMENTS[s] for s in symbols], dtype=np.uint8)
+    except KeyError as err:
+        raise DataError(f"{source}: unknown element {err.args[0]!r} (QM9 has H, C, N, O, F)") from None
+
+
+def pad(Z: np.ndarray, R: np.ndarray, source: str = "input") -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad one molecule to 29 atoms."""
+    n = len(Z)
+    if n > MAX_ATOMS:
+        raise DataError(f"{source}: {n} atoms, more than the {MAX_ATOMS} a Coulomb matrix holds")
+    if R.shape != (n, 3):
+        raise DataError(f"{source}: positions have shape {R.shape}, expected ({n}, 3)")
+    Zp = np.zeros(MAX_ATOMS, np.uint8)
+    Rp = np.zeros((MAX_ATOMS, 3), np.float32)
+    Zp[:n], Rp[:n] = Z, R
+    return Zp, Rp
+
+
+def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
+    """Read one QM9 ``.xyz`` file; returns (QM9 index, Z, R in Angstrom).
+
+    QM9 writes Mathematica exponents (``1.2*^-6``); they are read as ``1.2e-6``.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+        n = int(lines[0].split()[0])
+        header = lines[1].split()
+        index = int(header[1]) if len(header) > 1 and header[0] == "gdb" else _index_from_name(path)
+        rows = [line.replace("*^", "e").split() for line in lines[2 : 2 + n]]
+        if len(rows) != n or any(len(r) < 4 for r in rows):
+            raise ValueError(f"expected {n} atom lines")
+        Z = atomic_numbers([r[0] for r in rows], str(path))
+        R = np.array([[float(x) for x in r[1:4]] for r in rows], dtype=np.float64)
+    except DataError:
+        raise
+    except (ValueError, IndexError, OSError) as err:
+        raise DataError(f"{path}: malformed QM9 .xyz file ({err})") from None
+    if n > MAX_ATOMS:
+        raise DataError(f"{path}: {n} atoms, more than the {MAX_ATOMS} a Coulomb matrix holds")
+    return index, Z, R
+
+
+def _index_from_name(path: Path) -> int:
+    m = re.search(r"(\d+)", path.stem)
+    return int(m.group(1)) if m else 0
+
+
+def read_xyz_files(paths: list[Path]) -> tuple[Geometries, list[str]]:
+    """Read many ``.xyz`` files, skipping bad ones; returns the geometries and one error per bad file."""
+    idx, nat, Zs, Rs, errors = [], [], [], [], []
+    for p in paths:
+        try:
+            i, Z, R = read_xyz(p)
+        except DataError as err:
+            errors.append(str(err))
+            continue
+        Zp, Rp = pad(Z, R, str(p))
+        idx.append(i), nat.append(len(Z)), Zs.append(Zp), Rs.append(Rp)
+    geoms = Geometries(
+        np.array(idx, np.int32),
+        np.array(nat, np.int16),
+        np.array(Zs, np.uint8).reshape(-1, MAX_ATOMS),
+        np.array(Rs, np.float32).reshape(-1, MAX_ATOMS, 3),
+    )
+    return geoms, errors
+
+
+def qm9pack_dir() -> Path:
+    # find_spec does not import qm9pack, whose __init__ needs the removed pkg_resources.
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the qm9pack package is not installed: pip install qm9pack")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def _parse_numbers(strings: list[str]) -> np.ndarray:
+    # XYZ_Ang holds Python float literals such as "0." (not JSON): strip the brackets, split.
+    text = " ".join(strings).translate(str.maketrans("[],", "   "))
+    return np.array(text.split(), dtype=np.float64)
+
+
+def load_qm9pack(cache_dir: Path | None = None) -> Geometries:
+    """All 130,831 QM9 geometries from qm9pack, cached as ``.npz`` after the first parse."""
+    from data_prep.cache import cache_root
+
+    cache = (cache_dir or cache_root()) / "qm9pack_geometries.npz"
+    if cache.exists():
+        with np.load(cache) as f:
+            return Geometries(f["index"], f["n_atoms"], f["Z"], f["R"])
+    import pandas as pd
+
+    parts = sorted(qm9pack_dir().glob("qm9_part*.csv"))
+    if not parts:
+        raise DataError(f"no qm9_part*.csv in {qm9pack_dir()}")
+    cols = ["Index", "N_atoms", "Elements", "XYZ_Ang"]
+    df = pd.concat([pd.read_csv(p, usecols=cols) for p in parts], ignore_index=True)
+    df = df.sort_values("Index", kind="stable").reset_index(drop=True)
+    n_atoms = df["N_atoms"].to_numpy(np.int16)
+    if n_atoms.max() > MAX_ATOMS:
+        raise DataError(f"qm9pack: a molecule has {n_atoms.max()} atoms (> {MAX_ATOMS})")
+    symbols = " ".join(df["Elements"]).translate(str.maketrans("[],'\"", "     ")).split()
+    Z_flat = atomic_numbers(symbols, "qm9pack")
+    R_flat = _parse_numbers(df["XYZ_Ang"].tolist()).reshape(-1, 3)
+    if len(Z_flat) != n_atoms.sum() or len(R_flat) != n_atoms.sum():
+        raise DataError("qm9pack: element or coordinate counts disagree with N_atoms")
+    mask = np.arange(MAX_ATOMS)[None, :] < n_atoms[:, None]
+    Z = np.zeros((len(df), MAX_ATOMS), np.uint8)
+    R = np.zeros((len(df), MAX_ATOMS, 3), np.float32)
+    Z[mask], R[mask] = Z_flat, R_flat
+    geoms = Geometries(df["Index"].to_numpy(np.int32), n_atoms, Z, R)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, index=geoms.index, n_atoms=geoms.n_atoms, Z=geoms.Z, R=geoms.R)
+    tmp.replace(cache)
+    return geoms
