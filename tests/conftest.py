@@ -1,0 +1,36 @@
+"""Shared fixtures: real (small) data from the bundled GFN2-xTB dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never touch the user's cache; one cache per test session."""
+    os.environ["SPECOPT_CACHE"] = str(tmp_path_factory.mktemp("specopt-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def levels_dataset():
+    """The bundled dataset (or $SPECOPT_TEST_DATASET, a levels .npz)."""
+    from data_prep import load_levels
+
+    return load_levels(os.environ.get("SPECOPT_TEST_DATASET") or None)
+
+
+@pytest.fixture(scope="session")
+def small_data(levels_dataset):
+    """600 real molecules at sigma 0.5, Np 300 (about 540 train, 30 test, 30 validation)."""
+    from data_prep import prepare
+
+    return prepare(levels_dataset, sigma=0.5, n_points=300, subset=600)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
