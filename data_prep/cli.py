@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from data_prep.dataset import BUNDLED_PATH, load_levels
+from data_prep.qm9 import DataError
 
 app = typer.Typer(help="Build, import and inspect orbital-level datasets.", no_args_is_help=True)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input ends the command with one line naming the file or value, exit status 2."""
+    try:
+        yield
+    except DataError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -25,7 +38,8 @@ def build(
     """Compute the 16 highest occupied orbital levels of every molecule (resumable)."""
     from data_prep.build import build_levels
 
-    ds = build_levels(out, method, xyz_dir, limit, workers)
+    with one_line_errors():
+        ds = build_levels(out, method, xyz_dir, limit, workers)
     typer.echo(json.dumps(ds.provenance["molecules"]))
     typer.echo(f"wrote {out}: {len(ds)} molecules")
 
@@ -33,6 +47,26 @@ def build(
 @app.command()
 def info(dataset: Path = typer.Argument(None, help="Dataset file (default: the bundled one).")):
     """Counts, split sizes, level range and provenance of a dataset."""
-    ds = load_levels(dataset)
+    with one_line_errors():
+        ds = load_levels(dataset)
     typer.echo(f"dataset: {dataset or BUNDLED_PATH}")
     typer.echo(json.dumps(ds.summary(), indent=1))
+
+
+@app.command("import-original")
+def import_original_cmd(
+    folder: Path = typer.Argument(..., help="Folder with coulomb.npz, energies.txt and "
+                                  "(optionally) spectra.npz, as in Zenodo 3386508."),
+    out: Path = typer.Option(..., help="Dataset file to write (.npz)."),
+    not_negated: bool = typer.Option(False, "--not-negated",
+                                     help="coulomb.npz is stored as is, not negated."),
+) -> None:
+    """Import the original dataset of Ghosh et al. 2019 (molecules with a -10000 level dropped)."""
+    from data_prep.original import import_original
+
+    with one_line_errors():
+        ds = import_original(folder, negated=not not_negated)
+        ds.save(out)
+    typer.echo(json.dumps(ds.provenance["molecules"]))
+    typer.echo(f"original spectra: {json.dumps(ds.provenance['original_spectra'])}")
+    typer.echo(f"wrote {out}: {len(ds)} molecules")

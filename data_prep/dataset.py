@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def load_levels(path: str | Path | None = None) -> LevelsDataset:
     """Load a levels dataset; the bundled GFN2-xTB one when ``path`` is None."""
     path = Path(path) if path is not None else BUNDLED_PATH
     if not path.exists():
-        hint = " (the bundled dataset is missing: reinstall specopt)" if path == BUNDLED_PATH else ""
+        bundled = path == BUNDLED_PATH
+        hint = " (the bundled dataset is missing: reinstall specopt)" if bundled else ""
         raise DataError(f"dataset not found: {path}{hint}")
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -129,5 +131,5 @@ def load_levels(path: str | Path | None = None) -> LevelsDataset:
                 json.loads(str(f["provenance"])),
                 f["coulomb"] if "coulomb" in f.files else None,
             )
-    except (KeyError, ValueError, OSError) as err:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a specopt levels dataset ({err})") from None

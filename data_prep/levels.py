@@ -143,25 +143,32 @@ def compute_levels(
         parts_dir.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    done = sum(min(chunk_size, len(geoms) - s) for s in starts if s not in todo)
+    done = len(geoms) - sum(min(chunk_size, len(geoms) - s) for s in todo)
     bar = tqdm(total=len(geoms), initial=done, unit="mol", desc=f"levels ({m.name})",
                disable=not progress)
-    import multiprocessing as mp
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init) as pool:
-        futures = {
-            pool.submit(_compute_chunk, m.name, geoms.take(slice(s, s + chunk_size))): s
-            for s in todo
-        }
-        for fut in as_completed(futures):
-            s = futures[fut]
-            levels, status = fut.result()
-            if parts_dir is not None:
-                _save_part(parts_dir, s, geoms.index[s : s + chunk_size], levels, status)
-            else:
-                results[s] = (levels, status)
-            bar.update(len(status))
+    def finish(s: int, levels: np.ndarray, status: np.ndarray) -> None:
+        if parts_dir is not None:
+            _save_part(parts_dir, s, geoms.index[s : s + chunk_size], levels, status)
+        else:
+            results[s] = (levels, status)
+        bar.update(len(status))
+
+    if workers == 1 or len(todo) <= 1:
+        # No pool: nothing to parallelise (and no process start-up to pay for).
+        for s in todo:
+            finish(s, *_compute_chunk(m.name, geoms.take(slice(s, s + chunk_size))))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init) as pool:
+            futures = {
+                pool.submit(_compute_chunk, m.name, geoms.take(slice(s, s + chunk_size))): s
+                for s in todo
+            }
+            for fut in as_completed(futures):
+                finish(futures[fut], *fut.result())
     bar.close()
     if parts_dir is not None:
         results = {s: _load_part(parts_dir, s, geoms.index[s : s + chunk_size]) for s in starts}

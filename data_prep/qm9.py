@@ -52,7 +52,8 @@ def atomic_numbers(symbols: list[str], source: str = "input") -> np.ndarray:
     try:
         return np.array([ELEMENTS[s] for s in symbols], dtype=np.uint8)
     except KeyError as err:
-        raise DataError(f"{source}: unknown element {err.args[0]!r} (QM9 has H, C, N, O, F)") from None
+        raise DataError(f"{source}: unknown element {err.args[0]!r} "
+                        "(QM9 has H, C, N, O, F)") from None
 
 
 def pad(Z: np.ndarray, R: np.ndarray, source: str = "input") -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +100,10 @@ def _index_from_name(path: Path) -> int:
 
 
 def read_xyz_files(paths: list[Path]) -> tuple[Geometries, list[str]]:
-    """Read many ``.xyz`` files, skipping bad ones; returns the geometries and one error per bad file."""
+    """Read many ``.xyz`` files, skipping bad ones.
+
+    Returns the geometries and one error line per bad file (a batch never dies on one file).
+    """
     idx, nat, Zs, Rs, errors = [], [], [], [], []
     for p in paths:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -13,11 +14,13 @@ E_MIN, E_MAX = -30.0, 0.0
 
 
 def check_grid(sigma: float, n_points: int, e_min: float = E_MIN, e_max: float = E_MAX) -> None:
-    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+    if isinstance(sigma, bool) or not (isinstance(sigma, Real) and math.isfinite(sigma)
+                                       and sigma > 0):
         raise DataError(f"sigma must be a positive number of eV, got {sigma!r}")
-    if not isinstance(n_points, int | np.integer) or n_points < 2:
+    if isinstance(n_points, bool) or not isinstance(n_points, Integral) or n_points < 2:
         raise DataError(f"Np (number of grid points) must be an integer >= 2, got {n_points!r}")
-    if not e_max > e_min:
+    if not (isinstance(e_min, Real) and isinstance(e_max, Real) and math.isfinite(e_min)
+            and math.isfinite(e_max) and e_max > e_min):
         raise DataError(f"empty energy window: e_min={e_min} must be below e_max={e_max}")
 
 

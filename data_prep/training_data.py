@@ -80,7 +80,9 @@ def dataset_spectra(ds: LevelsDataset, sigma: float, n_points: int, e_min: float
                     e_max: float = E_MAX, cache_dir: Path | None = None) -> np.ndarray:
     """Spectra of every molecule of ``ds`` at (sigma, Np, window), cached per dataset."""
     check_grid(sigma, n_points, e_min, e_max)
-    name = f"{ds.fingerprint}_s{sigma:g}_n{n_points}_{e_min:g}_{e_max:g}.npy"
+    # repr() is the shortest exact form of a float: sigmas that differ at all never share a file.
+    name = (f"{ds.fingerprint}_s{float(sigma)!r}_n{int(n_points)}"
+            f"_{float(e_min)!r}_{float(e_max)!r}.npy")
     path = (cache_dir or cache_root()) / "spectra" / name
     return _cached(path, lambda: broaden(ds.levels, sigma, n_points, e_min, e_max))
 
