@@ -95,8 +95,9 @@ def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def _index_from_name(path: Path) -> int:
-    m = re.search(r"(\d+)", path.stem)
-    return int(m.group(1)) if m else 0
+    # The last number: "dsgdb9nsd_000003" is molecule 3 (not the 9 in "dsgdb9nsd").
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else 0
 
 
 def read_xyz_files(paths: list[Path]) -> tuple[Geometries, list[str]]:
