@@ -7,6 +7,7 @@ levels, or whose calculation fails, are dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -112,10 +113,27 @@ def _compute_chunk(method: str, geoms: Geometries) -> tuple[np.ndarray, np.ndarr
     return levels, status
 
 
+def _single_threaded():
+    """Limit the OpenMP / BLAS pools already loaded (tblite's, torch's) to one thread.
+
+    Setting OMP_NUM_THREADS is not enough once torch has loaded libgomp (``import data_prep``
+    does), and two OpenMP threads per process on busy cores made GFN2-xTB 10-20x slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
 def _worker_init() -> None:
     # One thread per process: the parallelism is over molecules.
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    _single_threaded()  # applies for the life of the worker
 
 
 @dataclass
@@ -156,8 +174,9 @@ def compute_levels(
 
     if workers == 1 or len(todo) <= 1:
         # No pool: nothing to parallelise (and no process start-up to pay for).
-        for s in todo:
-            finish(s, *_compute_chunk(m.name, geoms.take(slice(s, s + chunk_size))))
+        with _single_threaded():
+            for s in todo:
+                finish(s, *_compute_chunk(m.name, geoms.take(slice(s, s + chunk_size))))
     else:
         import multiprocessing as mp
 
