@@ -45,7 +45,13 @@ def coulomb_matrix(Z, R_angstrom) -> np.ndarray:
 
 
 def _permute_by_row_norm(C: torch.Tensor, noise: float, generator) -> torch.Tensor:
-    norms = torch.linalg.vector_norm(C, dim=-1)
+    if not noise:
+        # The plain sort decides near-ties (symmetric atoms, whose rows differ a lot) by the
+        # rounding of the norm, so sum the row's sorted squares in float64: the result does not
+        # depend on the column order, and sorting a sorted matrix changes nothing.
+        norms = torch.sort(C.double().square(), dim=-1).values.sum(dim=-1).sqrt()
+    else:
+        norms = torch.linalg.vector_norm(C, dim=-1)
     if noise:
         norms = norms + noise * torch.randn(norms.shape, generator=generator, device=C.device,
                                             dtype=norms.dtype)

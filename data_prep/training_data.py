@@ -66,7 +66,8 @@ def dataset_coulomb(ds: LevelsDataset, geometries: Geometries | None = None,
     """Sorted Coulomb matrices for every molecule of ``ds`` (from its geometries), cached."""
     if ds.coulomb is not None:
         return sort_coulomb(ds.coulomb)
-    path = (cache_dir or cache_root()) / "coulomb" / f"{ds.fingerprint}.npy"
+    # v2: near-ties in row norm decided by float64 norms (sorting a sorted matrix is a no-op)
+    path = (cache_dir or cache_root()) / "coulomb" / f"{ds.fingerprint}_v2.npy"
 
     def make() -> np.ndarray:
         geoms = geometries or load_qm9pack(cache_dir)
