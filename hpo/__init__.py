@@ -1,0 +1,25 @@
+"""Optuna studies over the report's CNN: study files, storage, workers, launch.
+
+Python API (the ``specopt`` commands are thin layers over it)::
+
+    import hpo
+    cfg = hpo.load_study_config("demo")            # or a path to a .toml file
+    study = hpo.create_study(cfg)                  # create or join (SQLite under runs/ default)
+    hpo.run_worker(cfg)                            # trials until the budget is spent
+    hpo.launch(cfg, workers=4)                     # 4 local worker processes
+
+``hpo.objective(trial, config, ...)`` is the Optuna objective itself (module ``hpo.training``).
+"""
+
+from hpo.config import ConfigError, StudyConfig, load_study_config, shipped_studies
+from hpo.launch import launch
+from hpo.storage import StorageError, mask_url, open_storage
+from hpo.study import artifact_dir, create_study, storage_url
+from hpo.training import WorkerInterrupted, objective
+from hpo.worker import WorkerSummary, run_worker
+
+__all__ = [
+    "ConfigError", "StorageError", "StudyConfig", "WorkerInterrupted", "WorkerSummary",
+    "artifact_dir", "create_study", "launch", "load_study_config", "mask_url", "objective",
+    "open_storage", "run_worker", "shipped_studies", "storage_url",
+]

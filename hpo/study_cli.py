@@ -1,7 +1,187 @@
-"""CLI commands of this package, added to the ``specopt`` app by ``hpo.cli``."""
+"""CLI commands of this package, added to the ``specopt`` app by ``hpo.cli``:
+``studies``, ``worker``, ``launch``, ``run`` and ``demo``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
 
 import typer
 
+STUDY_HELP = "a shipped study name (see `specopt studies`) or the path of a study .toml file"
+
+StorageOpt = typer.Option(None, "--storage", help="storage URL: sqlite:///FILE, "
+                          "postgresql+psycopg://USER:PASS@HOST:PORT/DB or journal:///FILE "
+                          "(default: the study file's, else sqlite:///runs/STUDY.db)")
+NTrialsOpt = typer.Option(None, "--n-trials", help="trial budget across all workers "
+                          "(default: the study file's; grid studies: the grid size)")
+TimeoutOpt = typer.Option(None, "--timeout", help="wall-time budget of each worker, seconds")
+EpochsOpt = typer.Option(None, "--epochs", help="epochs per trial (overrides the study file)")
+SubsetOpt = typer.Option(None, "--subset", help="train on this many molecules (overrides)")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder (checkpoints, "
+                            "predictions); must be shared by workers on several machines")
+DatasetOpt = typer.Option(None, "--dataset", help="levels .npz (default: the bundled one)")
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def _config(study: str, **overrides):
+    from hpo.config import ConfigError, load_study_config
+
+    try:
+        return load_study_config(study).with_overrides(**overrides)
+    except ConfigError as err:
+        _fail(err)
+
+
+def studies() -> None:
+    """List the shipped studies."""
+    from hpo.config import load_study_config, shipped_studies
+
+    rows = []
+    for name in shipped_studies():
+        c = load_study_config(name)
+        n = c.n_trials if c.n_trials is not None else "-"
+        rows.append((name, c.sampler.name, c.pruner.name, str(n), ", ".join(
+            f"{d[:3]} {o}" for o, d in zip(c.objectives, c.directions, strict=True)),
+            c.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    head = ("study", "sampler", "pruner", "trials", "objectives")
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  description")
+    for r in rows:
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+
+
+def worker(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    storage: str | None = StorageOpt,
+    n_trials: int | None = NTrialsOpt,
+    timeout: float | None = TimeoutOpt,
+    epochs: int | None = EpochsOpt,
+    subset: int | None = SubsetOpt,
+    artifacts: str | None = ArtifactsOpt,
+    dataset: str | None = DatasetOpt,
+    worker_index: int = typer.Option(0, "--worker-index", help="distinguishes workers (seeds)"),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for training"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Run trials of STUDY until its budget (trials or time) is spent.
+
+    Start as many as you like, on one machine or many, against the same storage. A worker killed
+    mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a
+    worker finish its current epoch, re-queue its trial and exit."""
+    from hpo.storage import StorageError
+    from hpo.worker import run_worker, setup_logging
+
+    setup_logging()
+    cfg = _config(study, epochs=epochs, subset=subset, storage=storage, artifacts=artifacts,
+                  dataset=dataset)
+    try:
+        s = run_worker(cfg, n_trials=n_trials, timeout=timeout, worker_index=worker_index,
+                       num_threads=threads, device=device)
+    except (StorageError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"[{cfg.name} worker {worker_index}] done: {s.completed} complete, {s.pruned} "
+               f"pruned, {s.failed} failed in {s.seconds:.0f} s"
+               + (" (interrupted)" if s.interrupted else ""), err=True)
+    if s.interrupted:
+        raise typer.Exit(130)
+
+
+def launch(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    workers: int = typer.Option(2, "--workers", "-w", help="worker processes"),
+    storage: str | None = StorageOpt,
+    n_trials: int | None = NTrialsOpt,
+    timeout: float | None = TimeoutOpt,
+    epochs: int | None = EpochsOpt,
+    subset: int | None = SubsetOpt,
+    artifacts: str | None = ArtifactsOpt,
+    dataset: str | None = DatasetOpt,
+) -> None:
+    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores
+    divided between them."""
+    code = _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifacts, dataset)
+    if code:
+        raise typer.Exit(code)
+
+
+def _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifacts, dataset):
+    from hpo.launch import launch as launch_workers
+    from hpo.storage import StorageError
+    from hpo.worker import setup_logging
+
+    setup_logging()
+    cfg = _config(study, epochs=epochs, subset=subset, storage=storage, artifacts=artifacts,
+                  dataset=dataset)
+    try:
+        return launch_workers(cfg, workers, n_trials=n_trials, timeout=timeout, epochs=epochs,
+                              subset=subset, artifacts=artifacts, dataset=dataset,
+                              storage=storage)
+    except (StorageError, ValueError) as err:
+        _fail(err)
+
+
+def _report(study: str, storage: str | None, out: Path | None) -> None:
+    """Write the study's report through ``hpo.report.write_report`` (another package's)."""
+    from hpo.study import create_study
+
+    cfg = _config(study, storage=storage)
+    out = out or Path("runs") / f"{cfg.name}-report"
+    try:
+        from hpo.report import write_report
+    except ImportError:
+        typer.echo("(no report: hpo.report is not available)", err=True)
+        return
+    written = write_report(create_study(cfg), out)
+    typer.echo(f"report: {written or out}")
+
+
+def run(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    workers: int = typer.Option(2, "--workers", "-w", help="worker processes"),
+    storage: str | None = StorageOpt,
+    n_trials: int | None = NTrialsOpt,
+    timeout: float | None = TimeoutOpt,
+    epochs: int | None = EpochsOpt,
+    subset: int | None = SubsetOpt,
+    out: Path | None = typer.Option(None, "--out", help="report folder (runs/STUDY-report)"),
+) -> None:
+    """Launch N local workers on STUDY, wait for them, then write the report."""
+    code = _launch(study, workers, storage, n_trials, timeout, epochs, subset, None, None)
+    if code:
+        raise typer.Exit(code)
+    _report(study, storage, out)
+
+
+def demo(
+    workers: int = typer.Option(2, "--workers", "-w", help="worker processes"),
+    out: Path | None = typer.Option(None, "--out", help="report folder (runs/demo-report)"),
+) -> None:
+    """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores)
+    with 2 local workers, then its report."""
+    code = _launch("demo", workers, None, None, None, None, None, None, None)
+    if code:
+        raise typer.Exit(code)
+    _report("demo", None, out)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("studies")(studies)
+    app.command("worker")(worker)
+    app.command("launch")(launch)
+    app.command("run")(run)
+    app.command("demo")(demo)
+
+
+if __name__ == "__main__":  # `python -m hpo.study_cli worker ...`: what `launch` starts
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _app = typer.Typer(add_completion=False)
+    register(_app)
+    _app(prog_name="specopt", args=sys.argv[1:])
+    logging.shutdown()

@@ -1,0 +1,103 @@
+"""``launch``: N local worker processes on one study, one GPU each when there are GPUs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from hpo.config import StudyConfig
+from hpo.study import create_study, storage_url
+
+_log = logging.getLogger("specopt.launch")
+
+
+def gpu_count() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install: run on CPUs
+        return 0
+
+
+def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None) -> list[dict]:
+    """Environment per worker: ``CUDA_VISIBLE_DEVICES`` (one GPU each, round robin when there are
+    more workers than GPUs; empty without GPUs) and the CPU threads it may use."""
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    gpus = gpu_count() if gpus is None else gpus
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    plan = []
+    for i in range(workers):
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "CUDA_VISIBLE_DEVICES": str(i % gpus) if gpus else ""}
+        plan.append({"index": i, "threads": threads, "device": "cuda" if gpus else "cpu",
+                     "env": env})
+    return plan
+
+
+def worker_command(study: str, *, index: int, threads: int, device: str, storage: str,
+                   overrides: dict) -> list[str]:
+    cmd = [sys.executable, "-m", "hpo.study_cli", "worker", study, "--storage", storage,
+           "--worker-index", str(index), "--threads", str(threads), "--device", device]
+    for key, value in overrides.items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cmd
+
+
+def launch(config: StudyConfig, workers: int, *, storage: str | None = None,
+           gpus: int | None = None, cores: int | None = None, n_trials: int | None = None,
+           timeout: float | None = None, epochs: int | None = None, subset: int | None = None,
+           artifacts: str | None = None, dataset: str | None = None) -> int:
+    """Start ``workers`` worker processes and wait for them; returns the worst exit code.
+
+    SIGINT/SIGTERM are forwarded once to every worker (each finishes its epoch, fails and
+    re-queues its trial, and exits); a second signal kills them.
+    """
+    url = storage_url(config, storage)
+    create_study(config, url)  # storage and definition errors show here, once
+    study_ref = config.source or config.name
+    overrides = {"n_trials": n_trials, "timeout": timeout, "epochs": epochs, "subset": subset,
+                 "artifacts": artifacts, "dataset": dataset}
+    procs: list[subprocess.Popen] = []
+    for w in worker_plan(workers, gpus, cores):
+        cmd = worker_command(str(study_ref), index=w["index"], threads=w["threads"],
+                             device=w["device"] if config.train.device == "auto"
+                             else config.train.device,
+                             storage=url, overrides=overrides)
+        env = {**os.environ, **w["env"]}
+        # a new session: a terminal's Ctrl-C reaches only this process, which forwards it once
+        procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+        _log.info(f"worker {w['index']}: pid {procs[-1].pid}, {w['device']}"
+                  + (f" {w['env']['CUDA_VISIBLE_DEVICES']}" if w["device"] == "cuda" else "")
+                  + f", {w['threads']} thread(s)")
+
+    signals_seen = 0
+
+    def forward(signum, frame):
+        nonlocal signals_seen
+        signals_seen += 1
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signum if signals_seen == 1 else signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    codes = [p.returncode for p in procs]
+    return max(codes, key=abs) if codes else 0

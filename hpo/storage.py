@@ -1,0 +1,283 @@
+"""Study storage: SQLite (default), PostgreSQL, or Optuna's journal file for shared file systems.
+
+URLs:
+- ``sqlite:///runs/demo.db`` (relative to the working directory), ``sqlite:////abs/demo.db``;
+- ``postgresql+psycopg://user:password@host:5432/db`` (``postgresql://`` means the same);
+- ``journal:///runs/demo.log`` (relative), ``journal:////shared/demo.log`` (absolute): an
+  append-only log file, safe on NFS and other shared file systems without a database server.
+
+Every storage gets heartbeats and a retry callback: a trial whose worker died (SIGKILL, node
+lost) is marked FAIL after the grace period and re-queued with the same parameters.
+Errors (bad URL, unreachable server) are a one-line :class:`StorageError` naming the URL, with any
+password masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import TrialState
+
+SCHEMES = ("sqlite:///", "postgresql+psycopg://", "postgresql://", "journal:///")
+
+
+class StorageError(RuntimeError):
+    """The storage URL is malformed or its server cannot be reached (one line)."""
+
+
+def runs_dir() -> Path:
+    """The project's run folder: ``$SPECOPT_RUNS``, else ``./runs``."""
+    return Path(os.environ.get("SPECOPT_RUNS") or "runs").resolve()
+
+
+def default_storage_url(study_name: str) -> str:
+    return f"sqlite:///{runs_dir() / f'{study_name}.db'}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{head}://{creds}{at}{host}"
+
+
+def _path_of(url: str, scheme: str) -> Path:
+    rest = url[len(scheme):]
+    if not rest or rest == "/":
+        raise StorageError(f"storage {url}: no file path after {scheme!r}")
+    return Path(rest).resolve()
+
+
+def normalize_url(url: str) -> str:
+    """Canonical form: absolute file paths, ``postgresql+psycopg`` driver."""
+    url = url.strip()
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://"):]
+    if url.startswith("sqlite:///"):
+        return f"sqlite:///{_path_of(url, 'sqlite:///')}"
+    if url.startswith("journal:///"):
+        return f"journal:///{_path_of(url, 'journal:///')}"
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise StorageError(f"storage {mask_url(url)}: unsupported scheme {scheme!r} (use "
+                       "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
+                       "journal:///FILE)")
+
+
+def storage_kind(url: str) -> str:
+    url = normalize_url(url)
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL (None for PostgreSQL)."""
+    url = normalize_url(url)
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            return Path(url[len(scheme):])
+    return None
+
+
+def _retry_callback(max_retry: int):
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+        optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(max_retry=max_retry)
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Journal storage with heartbeats (Optuna's has none): a running trial's heartbeat is a
+    system attribute; trials silent longer than the grace period are stale.  Needs roughly
+    synchronised clocks across machines (as NFS itself does)."""
+
+    KEY = "specopt:heartbeat"
+
+    def __init__(self, backend, heartbeat_interval: int, grace_period: int,
+                 stale_trial_callback: Callable | None) -> None:
+        super().__init__(backend)
+        self._hb_interval = heartbeat_interval
+        self._hb_grace = grace_period
+        self._hb_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, self.KEY, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            last = t.system_attrs.get(self.KEY)
+            if last is None:
+                last = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - last > self._hb_grace:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._hb_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._hb_callback
+
+    def get_failed_trial_callback(self):  # older Optuna name
+        return self._hb_callback
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line[:300]
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
+                 max_retry: int | None = 3, connect_timeout: int = 10) -> BaseStorage:
+    """An Optuna storage for ``url`` with heartbeats and the retry callback.
+
+    Raises :class:`StorageError` (one line, password masked) on a bad URL or unreachable server.
+    """
+    shown = mask_url(url)
+    url = normalize_url(url)
+    callback = _retry_callback(max_retry) if heartbeat_interval else None
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = storage_file(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = JournalFileBackend(str(path))
+            if heartbeat_interval:
+                return HeartbeatJournalStorage(backend, heartbeat_interval,
+                                               grace_period or 2 * heartbeat_interval, callback)
+            return JournalStorage(backend)
+        except OSError as err:
+            raise StorageError(f"storage {shown}: cannot open journal file ({err})") from None
+
+    import sqlalchemy.exc
+
+    engine_kwargs: dict = {}
+    if url.startswith("sqlite:///"):
+        path = storage_file(url)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+                # WAL: readers do not block the writer; several local workers can share the file
+                con.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as err:
+            raise StorageError(f"storage {shown}: cannot open SQLite file ({err})") from None
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout},
+                         "pool_pre_ping": True}
+    kwargs: dict = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+    import inspect
+
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+           else "failed_trial_callback")
+    kwargs[key] = callback
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except sqlalchemy.exc.ArgumentError as err:
+        raise StorageError(f"storage {shown}: malformed URL ({_first_line(err)})") from None
+    except sqlalchemy.exc.OperationalError as err:
+        raise StorageError(f"storage {shown}: cannot connect ({_first_line(err)})") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise StorageError(f"storage {shown}: {_first_line(err)}") from None
+    except ValueError as err:
+        raise StorageError(f"storage {shown}: malformed URL ({_first_line(err)})") from None
+    except ImportError as err:
+        raise StorageError(f"storage {shown}: missing database driver ({_first_line(err)})"
+                           ) from None
+
+
+# --- a lock around "decide, then ask" so that parallel workers never pick one grid point twice --
+
+def _lock_key(study_name: str) -> int:
+    return int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:8], "big", signed=True)
+
+
+class ClaimLock:
+    """Mutual exclusion among all workers of one study, across processes and machines.
+
+    PostgreSQL: a session advisory lock (released by the server if the worker dies).
+    SQLite: ``flock`` on a file beside the database.  Journal: Optuna's NFS-safe open lock.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url = normalize_url(url)
+        self.study_name = study_name
+        self._pg = None
+
+    def _pg_connection(self):
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        if self._pg is None or self._pg.closed:
+            u = make_url(self.url).set(drivername="postgresql")
+            self._pg = psycopg.connect(u.render_as_string(hide_password=False), autocommit=True,
+                                       connect_timeout=10)
+        return self._pg
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.url.startswith("postgresql"):
+            key = _lock_key(self.study_name)
+            try:
+                con = self._pg_connection()
+                con.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except Exception as err:
+                self._pg = None
+                raise StorageError(f"storage {mask_url(self.url)}: lock failed "
+                                   f"({_first_line(err)})") from None
+            try:
+                yield
+            finally:
+                try:
+                    con.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except Exception:  # a lost connection releases the lock anyway
+                    self._pg = None
+        elif self.url.startswith("journal:///"):
+            from optuna.storages.journal import JournalFileOpenLock
+
+            lock = JournalFileOpenLock(f"{storage_file(self.url)}.{self.study_name}.claim")
+            lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        else:
+            path = storage_file(self.url).with_name(
+                f"{storage_file(self.url).name}.{self.study_name}.lock")
+            with open(path, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.close()
+            self._pg = None

@@ -1,0 +1,258 @@
+"""The Optuna objective: one trial trains the report's CNN through ``model.train``.
+
+Per epoch it reports the early-stopping split's score (the study's first objective) to Optuna and
+prunes through the study's pruner.  At the end it records, as trial user attributes:
+``metrics`` (validation set, from ``model.metrics.evaluate``: the report's ``accuracy`` and the
+sigma-fair ``fair_accuracy`` among them), ``selection_metrics`` (the test split, best epoch),
+``history`` (per-epoch dicts, thinned to at most 200), ``device``, ``seconds_per_epoch``,
+``dataset`` (fingerprint and provenance summary), ``seed``, ``status``, ``params`` (every training
+setting, fixed or searched), ``worker``; and as Optuna artifacts ``checkpoint.pt``,
+``predictions.npz`` (``pred``, ``target``, ``index``, ``grid``) and ``history.json`` (all epochs).
+
+Which split scores a trial: ``objective_split = "test"`` (default) uses the report's test split,
+the one the report used for early stopping and model selection, so that the validation split stays
+untouched by the search and its metrics remain an unbiased estimate; ``"validation"`` scores on the
+validation split instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpo.config import StudyConfig
+
+MAX_HISTORY = 200
+
+
+class WorkerInterrupted(Exception):
+    """The worker got SIGINT/SIGTERM: the trial stopped after its current epoch."""
+
+
+def _round(x: Any, digits: int = 6) -> Any:
+    if isinstance(x, float | np.floating):
+        x = float(x)
+        if not math.isfinite(x):
+            return None
+        return float(f"{x:.{digits}g}")
+    if isinstance(x, int | np.integer) and not isinstance(x, bool):
+        return int(x)
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+def epoch_dict(report) -> dict:
+    """An ``EpochReport`` (or its dict) as a rounded, JSON-friendly dict."""
+    if not isinstance(report, dict):
+        report = {k: getattr(report, k) for k in ("epoch", "train_loss", "test_loss",
+                                                   "test_metrics", "seconds")
+                  if hasattr(report, k)}
+    return _round(dict(report))
+
+
+def thin_history(history: list[dict], keep: int = MAX_HISTORY) -> list[dict]:
+    """At most ``keep`` entries: evenly spaced, always the first and the last."""
+    if len(history) <= keep:
+        return history
+    idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
+    return [history[i] for i in idx]
+
+
+def _provenance_summary(provenance: dict, limit: int = 3000) -> dict:
+    out: dict = {}
+    for k, v in provenance.items():
+        text = json.dumps(v, default=str)
+        if len(text) <= 400:
+            out[k] = json.loads(text)
+        else:
+            out[k] = text[:200] + "..."
+    while len(json.dumps(out, default=str)) > limit and out:
+        out.pop(next(reversed(out)))
+    return out
+
+
+# --- data: one levels dataset per process, training arrays cached on disk by data_prep -----------
+
+_LEVELS: dict = {}
+
+
+def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float, e_max: float,
+                  subset: int | None):
+    from data_prep import load_levels, prepare
+
+    key = str(Path(dataset).resolve()) if dataset else None
+    if key not in _LEVELS:
+        _LEVELS[key] = load_levels(key)
+    return prepare(_LEVELS[key], sigma=sigma, n_points=n_points, e_min=e_min, e_max=e_max,
+                   subset=subset)
+
+
+def train_settings(config: StudyConfig, params: dict, *, device: str | None = None,
+                   num_threads: int | None = None, checkpoint_dir: str | None = None) -> dict:
+    """Keyword arguments of ``model.TrainConfig`` for one trial."""
+    t = config.train
+    kw = {k: v for k, v in params.items() if v is not None}
+    kw.update(
+        e_min=t.e_min, e_max=t.e_max, dataset=t.dataset, device=device or t.device, amp=t.amp,
+        compile=t.compile, reference_sigma=config.reference_sigma_value,
+        checkpoint_dir=checkpoint_dir,
+    )
+    threads = num_threads or t.num_threads
+    if threads:
+        kw["num_threads"] = threads
+    return kw
+
+
+def _metric(metrics: dict, name: str, where: str) -> float:
+    if name not in metrics:
+        raise KeyError(f"objective {name!r} is not among the {where} metrics "
+                       f"({', '.join(sorted(metrics))})")
+    return float(metrics[name])
+
+
+def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = None,
+              num_threads: int | None = None, artifact_store=None,
+              should_stop: Callable[[], bool] | None = None,
+              worker: dict | None = None) -> float | list[float]:
+    """Train one configuration and return the study's objective value(s)."""
+    import model
+
+    params = config.suggest(trial)
+    trial.set_user_attr("params", _round(params))
+    trial.set_user_attr("seed", params.get("seed"))
+    trial.set_user_attr("worker", worker or {"host": socket.gethostname(), "pid": os.getpid()})
+    retry_of = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    if retry_of is not None:
+        trial.set_user_attr("retry_of", retry_of)
+
+    data = training_data(config.train.dataset, params["sigma"], params["n_points"],
+                         config.train.e_min, config.train.e_max, params.get("subset"))
+    trial.set_user_attr("dataset", {
+        "fingerprint": data.fingerprint,
+        "molecules": int(len(data.index)),
+        "train": int(len(data.train_rows)),
+        "test": int(len(data.test_rows)),
+        "validation": int(len(data.validation_rows)),
+        "subset": params.get("subset"),
+        "path": config.train.dataset or "bundled",
+        "provenance": _provenance_summary(data.provenance),
+    })
+
+    single = not config.is_multi_objective
+    first = config.objectives[0]
+    history: list[dict] = []
+
+    def on_epoch(report) -> None:
+        entry = epoch_dict(report)
+        history.append(entry)
+        metrics = entry.get("test_metrics") or {}
+        value = metrics.get(first)
+        if single and value is not None:
+            trial.report(value, step=int(entry["epoch"]))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {entry['epoch']} ({first} {value})")
+        if should_stop is not None and should_stop():
+            raise WorkerInterrupted(f"stopped by a signal after epoch {entry['epoch']}")
+
+    def record_history(status: str) -> None:
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("history", thin_history(history))
+        trial.set_user_attr("epochs_run", len(history))
+        if history:
+            secs = [h["seconds"] for h in history if h.get("seconds") is not None]
+            if secs:
+                trial.set_user_attr("seconds_per_epoch", _round(float(np.mean(secs))))
+
+    workdir = tempfile.mkdtemp(prefix=f"specopt-{config.name}-{trial.number}-")
+    try:
+        tc = model.TrainConfig(**train_settings(config, params, device=device,
+                                                num_threads=num_threads,
+                                                checkpoint_dir=workdir))
+        try:
+            result = model.train(tc, data=data, on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            record_history("pruned")
+            raise
+        except WorkerInterrupted:
+            record_history("interrupted")
+            raise
+        except model.TrainingFailed as err:
+            record_history("failed")
+            trial.set_user_attr("failure", str(err)[:500])
+            raise
+        return _finish(trial, config, params, data, result, history, workdir, artifact_store)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(trial, config: StudyConfig, params: dict, data, result, history: list[dict],
+            workdir: str, artifact_store) -> float | list[float]:
+    metrics = _round(dict(result.metrics))
+    by_epoch = {h.get("epoch"): h for h in history}
+    best = by_epoch.get(result.best_epoch) or (history[-1] if history else {})
+    selection = best.get("test_metrics") or {}
+
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("selection_metrics", selection)
+    trial.set_user_attr("best_epoch", _round(result.best_epoch))
+    trial.set_user_attr("epochs_run", len(history))
+    trial.set_user_attr("history", thin_history(history))
+    trial.set_user_attr("device", str(result.device))
+    trial.set_user_attr("seconds_per_epoch", _round(result.seconds_per_epoch))
+    trial.set_user_attr("reference_sigma", config.reference_sigma_value)
+
+    values = []
+    for name in config.objectives:
+        if name in ("sigma", "n_points"):
+            values.append(float(params[name]))
+        elif config.objective_split == "validation":
+            values.append(_metric(metrics, name, "validation"))
+        elif name in selection:
+            values.append(float(selection[name]))
+        else:
+            # the per-epoch test metrics lack this one: fall back to the validation set, and say so
+            trial.set_user_attr("objective_fallback", f"{name}: validation split")
+            values.append(_metric(metrics, name, "validation"))
+
+    if artifact_store is not None:
+        _upload(trial, artifact_store, result, data, history, workdir)
+    return values[0] if len(values) == 1 else values
+
+
+def _upload(trial, store, result, data, history: list[dict], workdir: str) -> None:
+    from optuna.artifacts import upload_artifact
+
+    ids = {}
+    out = Path(workdir) / "upload"
+    out.mkdir(exist_ok=True)
+    pred = out / "predictions.npz"
+    np.savez_compressed(pred, pred=np.asarray(result.val_predictions, np.float32),
+                        target=np.asarray(result.val_targets, np.float32),
+                        index=np.asarray(result.val_index), grid=data.grid,
+                        sigma=np.float64(data.sigma))
+    files = [pred]
+    hist = out / "history.json"
+    hist.write_text(json.dumps(history))
+    files.append(hist)
+    if result.checkpoint_path and Path(result.checkpoint_path).is_file():
+        ckpt = out / "checkpoint.pt"
+        shutil.copyfile(result.checkpoint_path, ckpt)
+        files.append(ckpt)
+    for f in files:
+        ids[f.name] = upload_artifact(artifact_store=store, file_path=str(f),
+                                      study_or_trial=trial)
+    trial.set_user_attr("artifacts", ids)
