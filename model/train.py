@@ -1,0 +1,396 @@
+"""One training run: Adam on randomised Coulomb matrices, test-set model selection and early
+stopping, validation-set metrics, a checkpoint of the best model.
+
+The whole dataset lives on the training device (under 1 GB for all of QM9). Every epoch the
+training matrices are re-randomised there, shuffled with a seeded generator and cut into
+batches by indexing, so no batch goes through the host. On CUDA the training step (gather the
+batch, forward, loss, backward, Adam) is captured once as a CUDA graph and replayed: with batches
+of 90 tiny matrices, launching the ~100 kernels of a step one by one would cost more than
+running them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep import TrainingData, prepare, randomize_coulomb, sort_coulomb
+from model.config import TrainConfig
+from model.losses import get_loss
+from model.metrics import EPOCH_METRICS, evaluate
+from model.network import SpectraCNN
+
+CHECKPOINT_FORMAT = "specopt-checkpoint-1"
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainingFailed(RuntimeError):
+    """The loss became NaN or infinite: the run cannot go on (often a too-high lr)."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"training failed in epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+@dataclass
+class EpochReport:
+    epoch: int  # 1-based
+    train_loss: float
+    test_loss: float
+    test_metrics: dict[str, float]
+    seconds: float  # training and test evaluation of this epoch
+    best: bool = False  # lowest test loss so far
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "early_stopped"
+    best_epoch: int
+    best_test_loss: float
+    history: list[dict]  # EpochReport as dicts
+    metrics: dict[str, float]  # validation set, from model.metrics.evaluate
+    val_predictions: np.ndarray  # (n_val, Np) float32
+    val_targets: np.ndarray
+    val_index: np.ndarray  # QM9 indices of the validation molecules
+    val_levels: np.ndarray  # (n_val, 16) eV
+    grid: np.ndarray  # (Np,) eV
+    checkpoint_path: Path | None
+    device: str
+    seconds_per_epoch: float  # median over epochs (the first one includes warm-up)
+    config: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested, but CUDA is not available "
+                             f"(torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested, but there are only "
+                             f"{torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def use_amp(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast of the convolutions: on CUDA unless switched off; on the CPU only when
+    asked for (``amp="bf16"``; fast with AMX)."""
+    if config.amp == "off":
+        return False
+    return config.amp == "bf16" or device.type == "cuda"
+
+
+def check_data(config: TrainConfig, data: TrainingData) -> None:
+    """The prepared data must be what the config describes."""
+    same = (math.isclose(data.sigma, config.sigma, rel_tol=1e-9) and data.n_points ==
+            config.n_points and math.isclose(data.e_min, config.e_min) and
+            math.isclose(data.e_max, config.e_max))
+    if not same:
+        raise ValueError(
+            f"the data were prepared for sigma={data.sigma:g} eV, Np={data.n_points}, window "
+            f"[{data.e_min:g}, {data.e_max:g}] eV, but the config asks for sigma="
+            f"{config.sigma:g}, Np={config.n_points}, [{config.e_min:g}, {config.e_max:g}]: "
+            "call data_prep.prepare with the config's values")
+    if data.spectra.shape[1:] != (config.n_points,) or data.coulomb.shape[1:] != (29, 29):
+        raise ValueError(f"spectra {data.spectra.shape} / Coulomb matrices "
+                         f"{data.coulomb.shape} do not match Np={config.n_points}")
+    for name, rows in (("training", data.train_rows), ("test", data.test_rows),
+                       ("validation", data.validation_rows)):
+        if len(rows) == 0:
+            raise ValueError(f"the data have no {name} molecules (use a larger subset)")
+
+
+class Trainer:
+    """The state of one run: model, optimiser, device-resident data. ``train`` drives it; the
+    speed benchmark times ``train_epoch`` on its own."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData) -> None:
+        check_data(config, data)
+        self.config, self.data = config, data
+        self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+        else:
+            torch.backends.cudnn.benchmark = True
+        self.amp = use_amp(config, self.device)
+        torch.manual_seed(config.seed)
+        self.model = SpectraCNN(config.n_points, config.output_head).to(
+            self.device, memory_format=torch.channels_last)
+        self.loss_fn = get_loss(config.loss, huber_delta=config.huber_delta, de=data.de)
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, betas=config.betas,
+            fused=True, capturable=cuda)
+        self.step_model = torch.compile(self.model) if config.compile else self.model
+
+        def put(rows, what):
+            return torch.from_numpy(np.ascontiguousarray(what[rows])).to(self.device)
+
+        self.x_train = put(data.train_rows, data.coulomb).unsqueeze(1)
+        self.y_train = put(data.train_rows, data.spectra)
+        self.x_test = put(data.test_rows, data.coulomb).unsqueeze(1)
+        self.y_test = put(data.test_rows, data.spectra)
+        self.x_val = put(data.validation_rows, data.coulomb).unsqueeze(1)
+        self.y_val = put(data.validation_rows, data.spectra)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.epoch = 0
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_failed = False
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    def _autocast(self):
+        # Caching must be off for CUDA-graph capture; it saves nothing here anyway.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp,
+                              cache_enabled=False)
+
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            pred = self.step_model(x.contiguous(memory_format=torch.channels_last))
+        return self.loss_fn(pred.float(), y)
+
+    def _eager_step(self, x, y) -> torch.Tensor:
+        loss = self._forward_loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    # -- CUDA graph of one full-size training step -------------------------------------------
+    def _capture(self) -> None:
+        bs = self.config.batch_size
+        self._x_epoch = torch.empty_like(self.x_train)
+        self._x_epoch.copy_(self.x_train)
+        self._idx = torch.arange(bs, device=self.device)
+        self._loss_sum = torch.zeros((), device=self.device)
+        initial = copy.deepcopy(self.model.state_dict())
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up (cuDNN autotuning, optimiser state)
+            for _ in range(3):
+                self._eager_step(self._x_epoch[self._idx], self.y_train[self._idx])
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            loss = self._forward_loss(self._x_epoch[self._idx], self.y_train[self._idx])
+            loss.backward()
+            self.optimizer.step()
+            self._loss_sum.add_(loss.detach() * bs)
+        # Undo the warm-up and capture steps in place (the graph holds these very tensors).
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                value.copy_(initial[name])
+            for state in self.optimizer.state.values():
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
+            self._loss_sum.zero_()
+        self._graph = graph
+
+    def _use_graph(self) -> bool:
+        if self.device.type != "cuda" or self._graph_failed:
+            return False
+        if self._graph is None and self.n_train >= self.config.batch_size:
+            try:
+                self._capture()
+            except Exception as err:  # an unsupported op: fall back to eager steps
+                warnings.warn(f"CUDA graph capture failed, training eagerly: {err}",
+                              stacklevel=2)
+                self._graph_failed = True
+                self._graph = None
+                torch.cuda.synchronize(self.device)
+        return self._graph is not None
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        """One pass over the (re-randomised, shuffled) training set; returns the mean loss."""
+        self.epoch += 1
+        self.model.train()
+        cfg, n, bs = self.config, self.n_train, self.config.batch_size
+        with torch.no_grad():
+            x = (randomize_coulomb(self.x_train, cfg.coulomb_noise, self.generator)
+                 if cfg.coulomb_noise > 0 else self.x_train)
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+        full = n - n % bs
+        if self._use_graph():
+            self._x_epoch.copy_(x)
+            self._loss_sum.zero_()
+            for s in range(0, full, bs):
+                self._idx.copy_(order[s : s + bs])
+                self._graph.replay()
+            total = self._loss_sum.clone()
+            if full < n:
+                rest = order[full:]
+                total += self._eager_step(x[rest], self.y_train[rest]) * (n - full)
+                self.optimizer.zero_grad(set_to_none=True)
+            mean = float(total) / n
+        else:
+            total, cpu = 0.0, self.device.type == "cpu"
+            for s in range(0, n, bs):
+                idx = order[s : s + bs]
+                loss = self._eager_step(x[idx], self.y_train[idx]) * len(idx)
+                if cpu and not torch.isfinite(loss):  # a free check on the CPU: stop at once
+                    raise TrainingFailed(self.epoch, f"training loss is {float(loss)} at "
+                                         f"batch {s // bs + 1} (lr={cfg.lr:g})")
+                total = total + loss
+            mean = float(total) / n
+        if not math.isfinite(mean):
+            raise TrainingFailed(self.epoch, f"training loss is {mean} (lr={cfg.lr:g})")
+        return mean
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 predictions of (N, 1, 29, 29) matrices, in large batches."""
+        self.model.eval()
+        bs = self.config.eval_batch_size
+        out = [self.model(x[s : s + bs].contiguous(memory_format=torch.channels_last)).float()
+               for s in range(0, len(x), bs)]
+        return torch.cat(out)
+
+    def test_epoch(self) -> tuple[float, dict[str, float]]:
+        pred = self.predict(self.x_test)
+        loss = float(self.loss_fn(pred, self.y_test))
+        if not math.isfinite(loss):
+            raise TrainingFailed(self.epoch, f"test loss is {loss} (lr={self.config.lr:g})")
+        metrics = evaluate(pred, self.y_test, None, self.data.grid, self.config.sigma,
+                           self.config.reference_sigma, metrics=EPOCH_METRICS)
+        return loss, metrics
+
+    def save_checkpoint(self, path: Path, epoch: int, test_loss: float) -> None:
+        cfg, data = self.config, self.data
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "config": cfg.model_dump(mode="json"),
+            "n_points": cfg.n_points,
+            "output_head": cfg.output_head,
+            "sigma": cfg.sigma,
+            "e_min": cfg.e_min,
+            "e_max": cfg.e_max,
+            "grid": torch.from_numpy(data.grid),
+            "fingerprint": data.fingerprint,
+            "epoch": epoch,
+            "test_loss": test_loss,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+
+def train(config: TrainConfig, data: TrainingData | None = None,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Train one model. ``data`` defaults to ``data_prep.prepare`` with the config's dataset,
+    sigma, Np, window and subset. ``on_epoch`` runs after every epoch; whatever it raises
+    (e.g. ``optuna.TrialPruned``) propagates unchanged. A NaN or infinite loss raises
+    ``TrainingFailed``."""
+    if data is None:
+        data = prepare(config.dataset, config.sigma, config.n_points, config.e_min,
+                       config.e_max, subset=config.subset)
+    trainer = Trainer(config, data)
+    checkpoint = config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None
+    history: list[dict] = []
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    status = "completed"
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        train_loss = trainer.train_epoch()
+        test_loss, test_metrics = trainer.test_epoch()
+        improved = test_loss < best_loss
+        if improved:
+            best_loss, best_epoch = test_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            if checkpoint is not None:
+                trainer.save_checkpoint(checkpoint, epoch, test_loss)
+        report = EpochReport(epoch, train_loss, test_loss, test_metrics,
+                             time.perf_counter() - start, improved)
+        history.append(asdict(report))
+        if on_epoch is not None:
+            on_epoch(report)
+        if config.patience is not None and epoch - best_epoch >= config.patience:
+            status = "early_stopped"
+            break
+
+    trainer.model.load_state_dict(best_state)
+    val_pred = trainer.predict(trainer.x_val)
+    val_levels = data.levels[data.validation_rows]
+    metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
+                       config.reference_sigma)
+    return TrainResult(
+        status=status,
+        best_epoch=best_epoch,
+        best_test_loss=best_loss,
+        history=history,
+        metrics=metrics,
+        val_predictions=val_pred.cpu().numpy(),
+        val_targets=data.spectra[data.validation_rows],
+        val_index=data.index[data.validation_rows],
+        val_levels=val_levels,
+        grid=data.grid,
+        checkpoint_path=checkpoint,
+        device=str(trainer.device),
+        seconds_per_epoch=statistics.median(h["seconds"] for h in history),
+        config=config.model_dump(mode="json"),
+    )
+
+
+def load_checkpoint(path: str | Path, n_points: int | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[SpectraCNN, dict]:
+    """(model in eval mode, metadata) from a checkpoint written by ``train``. With ``n_points``,
+    a checkpoint trained for another Np is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a specopt checkpoint")
+    if n_points is not None and payload["n_points"] != n_points:
+        raise ValueError(f"{path}: the model was trained for Np={payload['n_points']} points, "
+                         f"not Np={n_points}")
+    model = SpectraCNN(payload["n_points"], payload["output_head"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta["grid"] = meta["grid"].numpy()
+    return model, meta
+
+
+def predict(model: SpectraCNN, coulomb, batch_size: int = 8192,
+            device: str | torch.device | None = None) -> np.ndarray:
+    """(N, Np) float32 spectra of (N, 29, 29) Coulomb matrices (numpy or torch). The matrices
+    are sorted by row norm first, as in training (sorting a sorted matrix changes nothing)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(coulomb, np.float32) if not torch.is_tensor(coulomb)
+                        else coulomb, dtype=torch.float32)
+    if x.dim() == 4:
+        x = x.squeeze(1)
+    if x.dim() != 3 or x.shape[1:] != (29, 29):
+        raise ValueError(f"expected (N, 29, 29) Coulomb matrices, got {tuple(x.shape)}")
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            xb = sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1)
+            out.append(model(xb).float().cpu())
+    if not out:
+        return np.zeros((0, model.n_points), np.float32)
+    return torch.cat(out).numpy()
