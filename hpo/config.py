@@ -511,7 +511,7 @@ def study_path(name_or_path: str | Path) -> Path:
     """The TOML file of a shipped study name, or the given path."""
     s = str(name_or_path)
     p = Path(s)
-    if s.endswith((".toml", ".TOML")) or p.is_file() or "/" in s:
+    if s.endswith((".toml", ".json")) or p.is_file() or "/" in s:
         if not p.is_file():
             raise ConfigError(f"study file not found: {p}")
         return p
@@ -523,17 +523,30 @@ def study_path(name_or_path: str | Path) -> Path:
 
 
 def load_study_config(name_or_path: str | Path) -> StudyConfig:
-    """Read and validate a study: a shipped name (``demo``) or the path of a TOML file."""
+    """Read and validate a study: a shipped name (``demo``) or the path of a TOML file (or of
+    the JSON that ``config_json`` writes, which ``launch`` hands to its workers)."""
     path = study_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        source = data.pop("source", None) or path
+        return study_config_from_dict(data, source=source)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     return study_config_from_dict(data, source=path)
 
 
 def config_json(cfg: StudyConfig) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True)
+    """The definition as JSON (``load_study_config`` reads it back)."""
+    return json.dumps({**cfg.to_dict(), "source": cfg.source}, sort_keys=True)
 
 
 # --- samplers and pruners -----------------------------------------------------------------------

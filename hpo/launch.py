@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-from hpo.config import StudyConfig
+from hpo.config import StudyConfig, config_json
 from hpo.study import create_study, storage_url
 
 _log = logging.getLogger("specopt.launch")
@@ -43,14 +44,9 @@ def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None)
     return plan
 
 
-def worker_command(study: str, *, index: int, threads: int, device: str, storage: str,
-                   overrides: dict) -> list[str]:
-    cmd = [sys.executable, "-m", "hpo.study_cli", "worker", study, "--storage", storage,
-           "--worker-index", str(index), "--threads", str(threads), "--device", device]
-    for key, value in overrides.items():
-        if value is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
-    return cmd
+def worker_command(study: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
+    return [sys.executable, "-m", "hpo.study_cli", "worker", study, "--storage", storage,
+            "--worker-index", str(index), "--threads", str(threads), "--device", device]
 
 
 def launch(config: StudyConfig, workers: int, *, storage: str | None = None,
@@ -62,17 +58,29 @@ def launch(config: StudyConfig, workers: int, *, storage: str | None = None,
     SIGINT/SIGTERM are forwarded once to every worker (each finishes its epoch, fails and
     re-queues its trial, and exits); a second signal kills them.
     """
+    config = config.with_overrides(n_trials=n_trials, timeout=timeout, epochs=epochs,
+                                   subset=subset, artifacts=artifacts, dataset=dataset)
     url = storage_url(config, storage)
     create_study(config, url)  # storage and definition errors show here, once
-    study_ref = config.source or config.name
-    overrides = {"n_trials": n_trials, "timeout": timeout, "epochs": epochs, "subset": subset,
-                 "artifacts": artifacts, "dataset": dataset}
+    # the workers get exactly this definition (file plus overrides), as JSON
+    fd, spec = tempfile.mkstemp(prefix=f"specopt-{config.name}-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(config_json(config))
     procs: list[subprocess.Popen] = []
+    try:
+        return _run(config, workers, gpus, cores, url, spec, procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        os.unlink(spec)
+
+
+def _run(config, workers, gpus, cores, url, spec, procs) -> int:
     for w in worker_plan(workers, gpus, cores):
-        cmd = worker_command(str(study_ref), index=w["index"], threads=w["threads"],
-                             device=w["device"] if config.train.device == "auto"
-                             else config.train.device,
-                             storage=url, overrides=overrides)
+        device = w["device"] if config.train.device == "auto" else config.train.device
+        cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=device,
+                             storage=url)
         env = {**os.environ, **w["env"]}
         # a new session: a terminal's Ctrl-C reaches only this process, which forwards it once
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))

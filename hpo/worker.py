@@ -160,6 +160,11 @@ def budget_state(study: optuna.Study, config: StudyConfig, n_trials: int | None)
     }
 
 
+def _needs_counts(config: StudyConfig, n_trials: int | None) -> bool:
+    """Time-only budgets of non-grid studies need no trial counts (ask() pops retries itself)."""
+    return n_trials is not None or config.is_grid
+
+
 def next_action(state: dict, config: StudyConfig) -> str:
     """``run`` (a retry or a new trial), ``wait`` (others still running) or ``done``."""
     n = state["n_trials"]
@@ -175,6 +180,18 @@ def next_action(state: dict, config: StudyConfig) -> str:
     return "wait" if state["running"] else "done"
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None):
+    """``study.tell`` outside ``optimize``: GridSampler.after_trial calls ``study.stop()`` when
+    the grid is done, which raises outside optimize() after the result is stored; the worker
+    loop decides on stopping itself, so that is harmless."""
+    try:
+        return study.tell(trial, values, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+        return study._storage.get_trial(trial._trial_id)
+
+
 def _mark_failed_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Interrupted trial: FAIL it and queue a retry with the same parameters."""
     storage = study._storage
@@ -183,7 +200,7 @@ def _mark_failed_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: s
         trial.set_user_attr("failure", reason)
     except Exception as err:  # best effort: the trial is failed below whatever happens
         _log.warning(f"could not annotate trial {trial.number}: {err}")
-    study.tell(trial, state=TrialState.FAIL)
+    _tell(study, trial, state=TrialState.FAIL)
     callback = None
     if hasattr(storage, "get_heartbeat_stale_trial_callback"):
         callback = storage.get_heartbeat_stale_trial_callback()
@@ -246,7 +263,8 @@ def run_worker(
                 break
             with lock():
                 _fail_stale(study)
-                action = next_action(budget_state(study, config, n_trials), config)
+                action = (next_action(budget_state(study, config, n_trials), config)
+                          if _needs_counts(config, n_trials) else "run")
                 trial = None
                 if action == "run":
                     with warnings.catch_warnings():  # heartbeats are recorded here, not by
@@ -295,7 +313,7 @@ def _run_one(study, trial, config, storage_obj, stop, objective_fn, device, num_
                 values = objective(trial, config, device=device, num_threads=num_threads,
                                    artifact_store=artifacts, should_stop=stop, worker=info)
         except optuna.TrialPruned as err:
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             _log.info(f"{prefix} trial {trial.number} {err}")
             return TrialState.PRUNED
         except (WorkerInterrupted, KeyboardInterrupt) as err:
@@ -306,16 +324,16 @@ def _run_one(study, trial, config, storage_obj, stop, objective_fn, device, num_
             import model
 
             if isinstance(err, getattr(model, "TrainingFailed", ())):
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 _log.warning(f"{prefix} trial {trial.number} failed: {err}")
                 return TrialState.FAIL
             try:
                 trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:500])
                 trial.set_user_attr("status", "error")
             finally:
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
             raise
-    frozen = study.tell(trial, values)
+    frozen = _tell(study, trial, values)
     if frozen.state == TrialState.COMPLETE:
         shown = ", ".join(f"{v:.4g}" for v in frozen.values)
         _log.info(f"{prefix} trial {trial.number} complete: {shown}")
