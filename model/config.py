@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from model.losses import LOSSES
 from model.network import OUTPUT_HEADS
 
+DEFAULT_REFERENCE_SIGMA = 0.5
+
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid")
 
     # Data: which spectra to learn (must match the prepared dataset).
     sigma: float = Field(0.5, description="Gaussian broadening of the target spectra, eV.")
@@ -43,13 +45,14 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(90, ge=1, description="Molecules per optimiser step.")
     epochs: int = Field(50, ge=1, description="Maximum epochs (the report: 2500).")
     patience: int | None = Field(
-        20, ge=1, description="Stop after this many epochs without a lower test loss "
-        "(None: never).")
+        None, ge=1, description="Stop after this many epochs without a lower test loss "
+        "(None: never, as the report, which ran all its epochs).")
     seed: int = Field(0, ge=0, description="Seeds weights, shuffling and Coulomb noise.")
 
     # Scoring.
-    reference_sigma: float = Field(
-        0.5, gt=0, description="Width (eV) that fair_accuracy re-broadens to; >= sigma.")
+    reference_sigma: float | None = Field(
+        None, gt=0, description="Width (eV) that fair_accuracy re-broadens to, >= sigma; "
+        "compare runs at one value. Default: max(0.5, sigma).")
 
     # Where and how fast.
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or "
@@ -64,8 +67,8 @@ class TrainConfig(BaseModel):
 
     @field_validator("sigma", "e_min", "e_max", "reference_sigma", "lr", "huber_delta")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
 
@@ -130,6 +133,8 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> TrainConfig:
         if not self.e_max > self.e_min:
             raise ValueError(f"empty energy window: e_min {self.e_min} >= e_max {self.e_max}")
+        if self.reference_sigma is None:
+            self.reference_sigma = max(DEFAULT_REFERENCE_SIGMA, self.sigma)
         if self.reference_sigma < self.sigma:
             raise ValueError(
                 f"reference_sigma {self.reference_sigma} is below sigma {self.sigma}: fair "

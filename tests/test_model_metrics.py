@@ -1,0 +1,168 @@
+"""Metrics against hand-worked examples."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep import broaden, energy_grid
+from model.metrics import (
+    METRICS,
+    accuracy_per_spectrum,
+    evaluate,
+    extract_levels,
+    rebroaden,
+    wasserstein_per_spectrum,
+)
+
+# Np = 4 points on [0, 4] eV: the report's dE = 4 / 4 = 1.
+GRID4 = np.linspace(0.0, 4.0, 4)
+T4 = np.array([[1.0, 2.0, 3.0, 2.0], [1.0, 2.0, 3.0, 2.0]])
+P4 = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 2.0]])
+
+
+def _eval(p, t, names, grid=GRID4, sigma=0.5, ref=None, levels=None):
+    return evaluate(p, t, levels, grid, sigma, ref, metrics=names)
+
+
+def test_accuracy_rmse_mae_r2_by_hand():
+    # First spectrum: sum dE (T-P)^2 = 4, sum dE T = 8 -> 1 - 2/8; RMSE 1; MAE 0.5;
+    # SS_tot = 2 -> R^2 = 1 - 4/2 = -1. The second is perfect.
+    m = _eval(P4, T4, ["accuracy", "accuracy_min", "accuracy_max", "rmse", "mae", "r2"])
+    assert m == pytest.approx({"accuracy": (0.75 + 1) / 2, "accuracy_min": 0.75,
+                               "accuracy_max": 1.0, "rmse": 0.5, "mae": 0.25, "r2": 0.0})
+    np.testing.assert_allclose(accuracy_per_spectrum(P4, T4, 1.0), [0.75, 1.0])
+    acc = accuracy_per_spectrum(torch.from_numpy(P4), torch.from_numpy(T4), 1.0)
+    assert isinstance(acc, torch.Tensor)
+
+
+def test_accuracy_uses_the_report_de():
+    # Np = 300 on [-30, 0]: dE = 0.1 (not the grid step 30/299).
+    t = np.zeros((1, 300))
+    t[0, 100] = 10.0
+    p = np.zeros((1, 300))
+    m = _eval(p, t, ["accuracy"], grid=energy_grid(300))
+    assert m["accuracy"] == pytest.approx(1 - np.sqrt(0.1 * 100) / (0.1 * 10))
+
+
+def test_negative_share_and_magnitude_by_hand():
+    # L2-normalised: [-0.5, 0.5, 0.5, 0.5] and [-0.6, -0.8, 0, 0]
+    p = np.array([[-1.0, 1.0, 1.0, 1.0], [-3.0, -4.0, 0.0, 0.0]])
+    m = _eval(p, T4, ["negative_share", "negative_magnitude"])
+    assert m["negative_share"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+    assert m["negative_magnitude"] == pytest.approx((0.5 + 0.6 + 0.8) / 3)
+    assert _eval(T4, T4, ["negative_magnitude"])["negative_magnitude"] == 0.0
+
+
+def test_normalised_metrics_ignore_the_scale():
+    names = ["accuracy", "rmse", "accuracy_normalised", "rmse_normalised", "mae_normalised",
+             "r2_normalised"]
+    m = _eval(2 * T4, T4, names)
+    t = T4[0]
+    assert m["accuracy"] == pytest.approx(1 - np.sqrt((t**2).sum()) / t.sum())
+    assert m["rmse"] == pytest.approx(np.sqrt((t**2).mean()))
+    assert m["accuracy_normalised"] == pytest.approx(1.0)
+    assert m["rmse_normalised"] == pytest.approx(0.0, abs=1e-12)
+    assert m["mae_normalised"] == pytest.approx(0.0, abs=1e-12)
+    assert m["r2_normalised"] == pytest.approx(1.0)
+    # Unit-norm spectra: [0.5, 0.5, 0.5, 0.5] vs [1, 0, 0, 0] -> RMSE_n sqrt((0.25 + 3 * 0.25) / 4)
+    m = _eval(np.array([[1.0, 1.0, 1.0, 1.0]]), np.array([[3.0, 0.0, 0.0, 0.0]]),
+              ["rmse_normalised", "mae_normalised"])
+    assert m == pytest.approx({"rmse_normalised": 0.5, "mae_normalised": 0.5})
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.5])
+@pytest.mark.parametrize("shift", [0.3, 1.0, 2.5])
+def test_wasserstein_of_a_shifted_gaussian_is_the_shift(sigma, shift):
+    grid = energy_grid(300)
+    t = broaden(np.array([[-15.0]]), sigma, 300)
+    p = broaden(np.array([[-15.0 + shift]]), sigma, 300)
+    m = _eval(p, t, ["wasserstein_eV"], grid=grid, sigma=sigma)
+    assert m["wasserstein_eV"] == pytest.approx(shift, abs=2e-3)
+
+
+def test_wasserstein_clips_negative_predictions_and_handles_empty_ones():
+    step = 1.0
+    t = np.array([[0.0, 1.0, 0.0, 0.0]])
+    # Negative intensity is no mass: the prediction is the target.
+    assert float(wasserstein_per_spectrum(np.array([[-5.0, 1.0, 0.0, -1.0]]), t, step)[0]) == 0
+    # All mass moved two points to the right.
+    assert float(wasserstein_per_spectrum(np.array([[0.0, 0.0, 0.0, 7.0]]), t, step)[0]) == 2
+    # No positive intensity: counts as all mass beyond the grid's end (CDF 0 throughout).
+    assert float(wasserstein_per_spectrum(np.zeros((1, 4)), t, step)[0]) == 3
+
+
+def test_rebroadening_composes_gaussians():
+    grid = energy_grid(300)
+    levels = np.array([[-20.0, -17.5, -15.0, -14.6, -11.0]])
+    narrow = broaden(levels, 0.3, 300)
+    wide = broaden(levels, 0.5, 300)
+    out = rebroaden(narrow, 0.3, 0.5, grid[1] - grid[0]).numpy()
+    np.testing.assert_allclose(out, wide, atol=2e-3 * wide.max())
+    assert rebroaden(torch.from_numpy(wide), 0.5, 0.5, 0.1) is not None
+    with pytest.raises(ValueError, match="cannot be sharpened"):
+        rebroaden(wide, 0.5, 0.3, 0.1)
+
+
+def test_fair_accuracy_does_not_depend_on_sigma():
+    # The same 0.4 eV shift: the plain accuracy punishes the narrow spectra far more; after
+    # re-broadening to a common 0.5 eV both score the same.
+    grid = energy_grid(300)
+    levels = np.array([[-20.0, -16.0, -12.0]])
+    scores = {}
+    for sigma in (0.1, 0.3, 0.5):
+        t = broaden(levels, sigma, 300)
+        p = broaden(levels + 0.4, sigma, 300)
+        scores[sigma] = _eval(p, t, ["accuracy", "fair_accuracy"], grid=grid, sigma=sigma,
+                              ref=0.5)
+    assert scores[0.1]["accuracy"] < scores[0.3]["accuracy"] < scores[0.5]["accuracy"] - 0.1
+    assert scores[0.5]["fair_accuracy"] == pytest.approx(scores[0.5]["accuracy"])
+    for sigma in (0.1, 0.3):
+        assert scores[sigma]["fair_accuracy"] == pytest.approx(scores[0.5]["fair_accuracy"],
+                                                               abs=2e-3)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.3, 0.5])
+def test_levels_are_recovered_from_spectra(levels_dataset, sigma):
+    levels = levels_dataset.levels[:40].astype(np.float64)
+    grid = energy_grid(300)
+    found = extract_levels(broaden(levels, sigma, 300), grid, sigma).numpy()
+    assert np.abs(found - np.sort(levels, 1)).mean() < 0.01
+    # A spectrum of levels all shifted by 0.2 eV: each level is off by 0.2 eV.
+    m = evaluate(broaden(levels + 0.2, sigma, 300), broaden(levels, sigma, 300), levels, grid,
+                 sigma, 0.5, metrics=["level_error_eV", "level_error_target_eV"])
+    assert m["level_error_eV"] == pytest.approx(0.2, abs=0.01)
+    assert m["level_error_target_eV"] < 0.01
+
+
+def test_level_extraction_by_hand():
+    grid = energy_grid(300)
+    levels = np.array([[-25.0, -24.0, -21.0, -19.5, -18.0, -17.0, -16.0, -15.2, -14.0, -13.0,
+                        -12.1, -11.0, -10.0, -9.0, -8.0, -5.0]])
+    # Scale does not matter (spectra are taken to hold 16 unit areas).
+    found = extract_levels(3 * broaden(levels, 0.3, 300), grid, 0.3).numpy()
+    np.testing.assert_allclose(found, levels, atol=1e-3)
+
+
+def test_full_evaluation_of_a_perfect_prediction(small_data):
+    rows = small_data.validation_rows
+    t = small_data.spectra[rows]
+    m = evaluate(t, t, small_data.levels[rows], small_data.grid, 0.5, 0.5)
+    assert list(m) == list(METRICS)
+    for name in ("accuracy", "r2", "accuracy_normalised", "r2_normalised", "fair_accuracy"):
+        assert m[name] == pytest.approx(1.0)
+    for name in ("rmse", "mae", "negative_share", "wasserstein_eV", "rmse_normalised"):
+        assert m[name] == pytest.approx(0.0, abs=1e-9)
+    assert m["level_error_eV"] == m["level_error_target_eV"] < 0.02
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="unknown metric 'acc'"):
+        _eval(P4, T4, ["acc"])
+    with pytest.raises(ValueError, match="cannot be sharpened"):
+        _eval(P4, T4, ["fair_accuracy"], sigma=0.5, ref=0.3)
+    with pytest.raises(ValueError, match="must both be"):
+        _eval(P4[:, :3], T4, ["accuracy"])
+    with pytest.raises(ValueError, match="grid"):
+        _eval(P4, T4, ["accuracy"], grid=np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="needs the true levels"):
+        _eval(P4, T4, ["level_error_eV"])
