@@ -29,23 +29,80 @@ def energy_grid(n_points: int, e_min: float = E_MIN, e_max: float = E_MAX) -> np
     return np.linspace(e_min, e_max, n_points)
 
 
+CUTOFF_SIGMAS = 6.0  # exp(-6^2 / 2) = 1.5e-8 of a peak: nothing left that float32 would keep
+
+
 def broaden(
     levels_eV, sigma: float, n_points: int, e_min: float = E_MIN, e_max: float = E_MAX,
-    chunk: int = 4096,
+    chunk: int | None = None, method: str = "windowed",
 ) -> np.ndarray:
-    """(..., n_points) float32 spectra: sum of unit-area Gaussians of width ``sigma`` eV.
+    """(..., n_points) float32 spectra: sum of unit-area Gaussians of width ``sigma`` eV,
+    sampled on ``energy_grid(n_points, e_min, e_max)``.
 
-    Levels outside the window simply contribute their tails; NaN levels contribute nothing.
+    Levels outside the window contribute their tails; NaN levels contribute nothing.
+    ``method="windowed"`` (default) evaluates each Gaussian only at the grid points within
+    6 sigma of its centre and adds them with one scatter-add (vectorised over the batch; no loop
+    per molecule); ``"dense"`` evaluates every level at every grid point. Both agree with the
+    exact formula to about 1e-7 of the spectrum's peak (the test asks for 1e-6).
     """
     check_grid(sigma, n_points, e_min, e_max)
+    if method not in ("windowed", "dense"):
+        raise DataError(f"broaden method must be 'windowed' or 'dense', got {method!r}")
     levels = np.asarray(levels_eV, np.float32)
+    if levels.ndim == 0:
+        raise DataError("levels must have at least one dimension (the levels of a molecule)")
     flat = torch.from_numpy(np.ascontiguousarray(levels.reshape(-1, levels.shape[-1])))
-    grid = torch.from_numpy(energy_grid(n_points, e_min, e_max).astype(np.float32))
-    out = torch.empty(len(flat), n_points)
-    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
+    kernel = _windowed if method == "windowed" else _dense
     with torch.inference_mode():
-        for s in range(0, len(flat), chunk):
-            x = (grid[None, None, :] - flat[s : s + chunk, :, None]) * (1.0 / sigma)
-            g = torch.exp(-0.5 * x * x).nan_to_num_(0.0)
-            torch.sum(g, dim=1, out=out[s : s + chunk]).mul_(norm)
+        out = kernel(flat, float(sigma), int(n_points), float(e_min), float(e_max), chunk)
     return out.numpy().reshape(*levels.shape[:-1], n_points)
+
+
+def _positions(levels: torch.Tensor, e_min: float, step: float) -> torch.Tensor:
+    """Levels as fractional grid indices, float64 (so that offsets keep float32's precision)."""
+    return (levels.double() - e_min) / step
+
+
+def _dense(levels, sigma, n_points, e_min, e_max, chunk):
+    step = (e_max - e_min) / (n_points - 1)
+    h = step / sigma  # grid spacing in units of sigma
+    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
+    k = torch.arange(n_points, dtype=torch.float64)
+    out = torch.empty(len(levels), n_points)
+    chunk = chunk or max(1, (1 << 21) // max(1, levels.shape[1] * n_points))
+    for s in range(0, len(levels), chunk):
+        x = ((k - _positions(levels[s : s + chunk], e_min, step)[..., None]) * h).float()
+        g = torch.exp(x.square_().mul_(-0.5)).nan_to_num_(0.0)
+        torch.sum(g, dim=1, out=out[s : s + chunk]).mul_(norm)
+    return out
+
+
+def _windowed(levels, sigma, n_points, e_min, e_max, chunk):
+    n_mol, n_lev = levels.shape
+    step = (e_max - e_min) / (n_points - 1)
+    h = step / sigma
+    half = int(math.ceil(CUTOFF_SIGMAS / h))  # grid points on each side of a level's centre
+    width = 2 * half + 1
+    # Each molecule's row is padded by `width` points on both sides: windows of levels near or
+    # beyond the ends land partly or wholly in the padding, which is cut off at the end.
+    row = n_points + 2 * width
+    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
+    offsets = torch.arange(-half, half + 1)
+    offsets_f = offsets.to(torch.float32)
+    out = torch.empty(n_mol, n_points)
+    chunk = chunk or max(1, (1 << 22) // (n_lev * width))
+    for s in range(0, n_mol, chunk):
+        u = _positions(levels[s : s + chunk], e_min, step)
+        m = len(u)
+        # NaN levels go far outside, into the padding; others are clamped just outside the
+        # padded row (a level that far away contributes nothing to the grid anyway).
+        u = torch.nan_to_num(u, nan=-4.0 * width).clamp_(-half - 1, n_points + half)
+        centre = torch.round(u)
+        frac = (u - centre).to(torch.float32).reshape(-1, 1)  # in [-0.5, 0.5]
+        start = centre.long() + (torch.arange(m) * row + width).unsqueeze(1)
+        x = (offsets_f - frac).mul_(h)
+        g = torch.exp(x.square_().mul_(-0.5))
+        padded = torch.zeros(m * row)
+        padded.index_add_(0, (start.reshape(-1, 1) + offsets).reshape(-1), g.reshape(-1))
+        torch.mul(padded.view(m, row)[:, width : width + n_points], norm, out=out[s : s + m])
+    return out
