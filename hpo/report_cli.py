@@ -1,7 +1,131 @@
-"""CLI commands of this package, added to the ``specopt`` app by ``hpo.cli``."""
+"""CLI commands of the report, added to the ``specopt`` app by ``hpo.cli``:
+``report``, ``export-best``, ``predict`` and ``dashboard``."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+STUDY_HELP = ("a shipped study name (see `specopt studies`), a study .toml file, or a study "
+              "name in --storage")
+StorageOpt = typer.Option(None, "--storage", help="storage URL (default: the study file's, "
+                          "else sqlite:///runs/STUDY.db)")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder of the study "
+                            "(default: the one the study recorded)")
+
+
+def _fail(err: Exception | str, code: int = 2) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code)
+
+
+def _open(study: str, storage: str | None, artifacts: Path | None):
+    from hpo.report import ReportError, open_study
+
+    try:
+        return open_study(study, storage, artifacts)
+    except ReportError as err:
+        _fail(err)
+
+
+def _default_out(name: str, suffix: str) -> Path:
+    from hpo.storage import runs_dir
+
+    return runs_dir() / f"{name}-{suffix}"
+
+
+def report(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    storage: str | None = StorageOpt,
+    artifacts: Path | None = ArtifactsOpt,
+    out: Path | None = typer.Option(None, "--out", help="report folder (runs/STUDY-report)"),
+) -> None:
+    """The report's tables (Markdown, CSV) and a self-contained HTML report of STUDY."""
+    from hpo.report import best_trial_table, write_report
+
+    opened = _open(study, storage, artifacts)
+    s = opened.study
+    paths = write_report(s, out or _default_out(s.study_name, "report"), opened.artifact_store)
+    if paths.message:
+        typer.echo(paths.message, err=True)
+    else:
+        typer.echo(best_trial_table(s))
+    typer.echo(f"report: {paths.html}")
+    typer.echo(f"tables: {paths.markdown}, " + ", ".join(str(p) for p in paths.csv.values()))
+
+
+def export_best(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    out: Path = typer.Option(..., "--out", help="folder to write the best trial into"),
+    storage: str | None = StorageOpt,
+    artifacts: Path | None = ArtifactsOpt,
+) -> None:
+    """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint,
+    validation predictions and the HTML report."""
+    from hpo.report import ReportError, best_trial_table, export_best
+
+    opened = _open(study, storage, artifacts)
+    try:
+        paths = export_best(opened.study, out, opened.artifact_store)
+    except ReportError as err:
+        _fail(err)
+    typer.echo(best_trial_table(opened.study))
+    for label, p in (("parameters", paths.params), ("metrics", paths.metrics),
+                     ("checkpoint", paths.checkpoint), ("predictions", paths.predictions),
+                     ("predictions (CSV)", paths.predictions_csv),
+                     ("report", paths.report.html)):
+        if p is not None:
+            typer.echo(f"{label}: {p}")
+    if paths.missing:
+        typer.echo(f"warning: the best trial has no {', '.join(paths.missing)} in the artifact "
+                   "store (give --artifacts FOLDER if the study's artifacts live elsewhere)",
+                   err=True)
+
+
+def predict(
+    checkpoint: Path = typer.Argument(..., help="a checkpoint.pt (from `specopt export-best` "
+                                      "or `specopt train`)"),
+    xyz: list[Path] = typer.Argument(..., help="molecules as QM9-style .xyz files"),
+    out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
+) -> None:
+    """Predict the spectra of new molecules (.xyz) with a saved model: a CSV and a plot."""
+    from data_prep import DataError
+    from hpo.report_predict import predict_xyz
+
+    try:
+        paths = predict_xyz(checkpoint, xyz, out)
+    except DataError as err:
+        _fail(err)
+    for name, s in zip(paths.names, paths.spectra, strict=True):
+        top = paths.grid[int(s.argmax())]
+        typer.echo(f"{name}: strongest peak at {top:.2f} eV")
+    typer.echo(f"spectra (CSV): {paths.csv}")
+    typer.echo(f"plot: {paths.html}")
+
+
+def dashboard(
+    study: str = typer.Argument(..., help=STUDY_HELP),
+    storage: str | None = StorageOpt,
+    artifacts: Path | None = ArtifactsOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (localhost)"),
+    port: int = typer.Option(8080, "--port", help="port (0: any free port)"),
+) -> None:
+    """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and
+    artifacts. Prints the URL; Ctrl-C stops it."""
+    from hpo.report_predict import serve_dashboard
+
+    opened = _open(study, storage, artifacts)
+    try:
+        serve_dashboard(opened.storage, host=host, port=port,
+                        artifact_store=opened.artifact_store, study_id=opened.study._study_id,
+                        echo=typer.echo)
+    except OSError as err:
+        _fail(f"cannot listen on {host}:{port} ({err})")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("report")(report)
+    app.command("export-best")(export_best)
+    app.command("predict")(predict)
+    app.command("dashboard")(dashboard)

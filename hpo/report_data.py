@@ -1,0 +1,241 @@
+"""What a report reads from a study: trial settings, metrics, histories and artifacts.
+
+Everything here works on a plain :class:`optuna.Study` (any storage) and follows the trial
+contract of ``docs/ARCHITECTURE.md``: user attributes ``metrics``, ``history``, ``params``,
+``status``, ``device``, ``seconds_per_epoch``; artifacts ``checkpoint.pt`` and ``predictions.npz``.
+A searched parameter is a trial param; a fixed one is read from the trial's ``params`` (or
+``config``) user attribute, else from the study's stored definition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Settings shown in tables, in the report's order, with their column labels.
+SETTING_LABELS: dict[str, str] = {
+    "loss": "loss", "sigma": "sigma (eV)", "n_points": "Np", "output_head": "head",
+    "lr": "lr", "batch_size": "batch", "epochs": "epochs", "subset": "subset",
+    "patience": "patience", "huber_delta": "Huber delta", "seed": "seed",
+}
+#: The report's tables are per loss / sigma / Np (and output head, a later addition).
+GROUP_SETTINGS = ("loss", "sigma", "n_points", "output_head")
+#: Losses that do not fix the scale of a prediction: judged on normalised predictions.
+SCALE_FREE_LOSSES = ("cosine", "pearson")
+LOSS_ORDER = ("rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid",
+              "wasserstein")
+CONFIG_ATTR = "specopt:config"
+ARTIFACTS = ("checkpoint.pt", "predictions.npz", "history.json")
+
+
+class ReportError(ValueError):
+    """A study cannot be found or read: one line, for the command line."""
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    n = len(study.directions)
+    names = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            names = study.metric_names
+        except Exception:  # noqa: BLE001 - older storages: no metric names
+            names = None
+    if not names:
+        stored = study.user_attrs.get("objectives")
+        names = list(stored) if isinstance(stored, list) and len(stored) == n else None
+    if not names:
+        names = ["objective"] if n == 1 else [f"objective {i}" for i in range(n)]
+    return [str(x) for x in names]
+
+
+def directions(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
+
+
+def _stored_config(study: optuna.Study) -> dict:
+    raw = study.user_attrs.get(CONFIG_ATTR) or study.user_attrs.get("config")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def study_fixed_settings(study: optuna.Study) -> dict[str, Any]:
+    """Fixed (not searched) values of the study's definition, when it stored one."""
+    space = _stored_config(study).get("space")
+    if not isinstance(space, dict):
+        return {}
+    return {k: v for k, v in space.items() if not isinstance(v, list | dict)}
+
+
+def trial_settings(trial: FrozenTrial, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every known training setting of a trial: searched params override recorded ones."""
+    out: dict[str, Any] = dict(fixed or {})
+    for attr in ("config", "params"):
+        value = trial.user_attrs.get(attr)
+        if isinstance(value, dict):
+            out.update({k: v for k, v in value.items() if v is not None})
+    out.update(trial.params)
+    return out
+
+
+def searched_settings(study: optuna.Study) -> list[str]:
+    """The parameters the study varies (those Optuna sampled in any trial), report order."""
+    names: set[str] = set()
+    for t in study.get_trials(deepcopy=False):
+        names.update(t.params)
+    known = [k for k in SETTING_LABELS if k in names]
+    return known + sorted(names - set(known))
+
+
+def metrics_of(trial: FrozenTrial) -> dict[str, float]:
+    m = trial.user_attrs.get("metrics")
+    return dict(m) if isinstance(m, dict) else {}
+
+
+def history_of(trial: FrozenTrial) -> list[dict]:
+    h = trial.user_attrs.get("history")
+    return [e for e in h if isinstance(e, dict)] if isinstance(h, list) else []
+
+
+def is_scale_free(loss: Any) -> bool:
+    return str(loss) in SCALE_FREE_LOSSES
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best complete trial: Optuna's for one objective; on a Pareto front, the front's best
+    in the first objective. None when no trial completed."""
+    if not complete_trials(study):
+        return None
+    if len(study.directions) == 1:
+        try:
+            return study.best_trial
+        except ValueError:
+            return None
+    front = study.best_trials
+    if not front:
+        return None
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    return max(front, key=lambda t: sign * t.values[0])
+
+
+def failure_of(trial: FrozenTrial) -> str:
+    """Why a trial failed or was pruned, as recorded by the worker or Optuna."""
+    for key in ("failure",):
+        if trial.user_attrs.get(key):
+            return str(trial.user_attrs[key])
+    reason = trial.system_attrs.get("fail_reason")
+    if reason:
+        return str(reason).strip().splitlines()[-1]
+    return ""
+
+
+# --- artifacts ----------------------------------------------------------------------------------
+
+def default_artifact_store(study: optuna.Study):
+    """The study's artifact folder as recorded at creation (``artifact_store`` user attribute),
+    when it exists on this machine; else None."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = study.user_attrs.get("artifact_store")
+    if isinstance(path, str) and Path(path).is_dir():
+        return FileSystemArtifactStore(path)
+    return None
+
+
+def as_artifact_store(store):
+    """Accept an artifact store, a folder path, or None."""
+    if store is None or hasattr(store, "open_reader"):
+        return store
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = Path(store)
+    if not path.is_dir():
+        raise ReportError(f"artifact folder not found: {path}")
+    return FileSystemArtifactStore(str(path))
+
+
+def artifact_ids(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
+    """Artifact file name -> id of one trial (Optuna's records, then the ``artifacts`` attr)."""
+    from optuna.artifacts import get_all_artifact_meta
+
+    ids: dict[str, str] = {}
+    recorded = trial.user_attrs.get("artifacts")
+    if isinstance(recorded, dict):
+        ids.update({str(k): str(v) for k, v in recorded.items()})
+    try:
+        for meta in get_all_artifact_meta(trial, storage=study._storage):
+            ids[meta.filename] = meta.artifact_id
+    except Exception:  # noqa: BLE001 - a storage without artifact records: keep the attr's ids
+        pass
+    return ids
+
+
+def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str) -> bytes | None:
+    """The bytes of one artifact of a trial, or None when there is no such artifact or store."""
+    if store is None:
+        return None
+    artifact_id = artifact_ids(study, trial).get(filename)
+    if artifact_id is None:
+        return None
+    try:
+        with store.open_reader(artifact_id) as reader:
+            return reader.read()
+    except Exception:  # noqa: BLE001 - missing file in the store: the caller reports a note
+        return None
+
+
+@dataclass
+class Predictions:
+    """Validation predictions of one trial (``predictions.npz``)."""
+
+    pred: np.ndarray
+    target: np.ndarray
+    index: np.ndarray
+    grid: np.ndarray
+
+    @property
+    def de(self) -> float:
+        """The report's dE: energy window / Np."""
+        return float(self.grid[-1] - self.grid[0]) / len(self.grid)
+
+    def accuracy(self) -> np.ndarray:
+        """The report's accuracy of every validation spectrum (fraction)."""
+        from model.metrics import accuracy_per_spectrum
+
+        return np.asarray(accuracy_per_spectrum(self.pred, self.target, self.de), np.float64)
+
+
+def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predictions | None:
+    raw = read_artifact(store, study, trial, "predictions.npz")
+    if raw is None:
+        return None
+    with np.load(io.BytesIO(raw)) as z:
+        pred = np.asarray(z["pred"], np.float64)
+        target = np.asarray(z["target"], np.float64)
+        index = np.asarray(z["index"]) if "index" in z else np.arange(len(pred))
+        grid = np.asarray(z["grid"], np.float64) if "grid" in z else np.linspace(
+            -30.0, 0.0, pred.shape[-1])
+    return Predictions(pred, target, index, grid)

@@ -1,0 +1,193 @@
+"""The report's figures (plotly): loss curves, best and worst validation spectra, the accuracy
+histogram, and Optuna's optimisation history, parameter importances, parallel coordinates,
+contour and Pareto front.  A figure that cannot be drawn for this study (too few trials, one
+parameter, no predictions artifact) becomes a note saying why, never an exception."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+from plotly.subplots import make_subplots
+
+from hpo.report_data import (
+    Predictions,
+    history_of,
+    objective_names,
+    searched_settings,
+    study_fixed_settings,
+    trial_settings,
+)
+
+
+@dataclass
+class Figure:
+    """One figure of the report: a plotly figure, or a note saying why there is none."""
+
+    key: str
+    title: str
+    fig: go.Figure | None = None
+    note: str = ""
+
+
+def _label(study: optuna.Study, trial) -> str:
+    s = trial_settings(trial, study_fixed_settings(study))
+    varied = [k for k in searched_settings(study) if k in s]
+    parts = [f"{k}={s[k]:.3g}" if isinstance(s[k], float) else f"{k}={s[k]}" for k in varied[:3]]
+    return f"#{trial.number}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def loss_curves(study: optuna.Study) -> Figure:
+    """Train and test loss per epoch of every trial with a history (pruned ones too)."""
+    title = "Train and test loss per epoch"
+    trials = [t for t in study.get_trials(deepcopy=False) if history_of(t)]
+    if not trials:
+        return Figure("loss_curves", title, note="No trial has a training history yet.")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        "train loss", "test loss", "test accuracy (%)"))
+    colors = _palette(len(trials))
+    all_positive = True
+    for t, color in zip(trials, colors, strict=True):
+        h = history_of(t)
+        epochs = [e.get("epoch") for e in h]
+        name = _label(study, t) + ("" if t.state == TrialState.COMPLETE
+                                   else f" [{t.state.name.lower()}]")
+        train = [e.get("train_loss") for e in h]
+        test = [e.get("test_loss") for e in h]
+        acc = [None if (e.get("test_metrics") or {}).get("accuracy") is None
+               else 100.0 * e["test_metrics"]["accuracy"] for e in h]
+        all_positive &= all(v is None or v > 0 for v in train + test)
+        common = dict(mode="lines", legendgroup=str(t.number), line=dict(color=color),
+                      meta={"trial": t.number})
+        fig.add_trace(go.Scatter(x=epochs, y=train, name=name, **common), row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=test, name=name, showlegend=False, **common),
+                      row=1, col=2)
+        fig.add_trace(go.Scatter(x=epochs, y=acc, name=name, showlegend=False, **common),
+                      row=1, col=3)
+    for col in (1, 2, 3):
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    if all_positive:
+        fig.update_yaxes(type="log", row=1, col=1)
+        fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(height=420, legend=dict(font=dict(size=10)), margin=dict(t=50))
+    return Figure("loss_curves", title, fig)
+
+
+def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Figure:
+    title = "Best and worst validation spectra of the best trial"
+    if pred is None:
+        return Figure("spectra", title, note="The best trial has no predictions.npz artifact "
+                      "(or the artifact store was not found): no spectra to show.")
+    acc = pred.accuracy()
+    best, worst = int(np.argmax(acc)), int(np.argmin(acc))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"best: molecule {int(pred.index[best])}, accuracy {100 * acc[best]:.1f}%",
+        f"worst: molecule {int(pred.index[worst])}, accuracy {100 * acc[worst]:.1f}%"))
+    grid = pred.grid.tolist()
+    for col, (which, i) in enumerate((("best", best), ("worst", worst)), start=1):
+        meta = {"which": which, "row": i, "molecule": int(pred.index[i]),
+                "accuracy": float(acc[i])}
+        fig.add_trace(go.Scatter(x=grid, y=pred.target[i].tolist(), name="target",
+                                 line=dict(color="black"), showlegend=col == 1,
+                                 meta={**meta, "series": "target"}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=grid, y=pred.pred[i].tolist(), name="prediction",
+                                 line=dict(color="#d62728", dash="dash"), showlegend=col == 1,
+                                 meta={**meta, "series": "prediction"}), row=1, col=col)
+        fig.update_xaxes(title_text="energy (eV)", row=1, col=col)
+    fig.update_yaxes(title_text="intensity", row=1, col=1)
+    fig.update_layout(height=400, margin=dict(t=50))
+    return Figure("spectra", title + f" (trial #{trial_number})", fig)
+
+
+def accuracy_histogram(pred: Predictions | None, trial_number: int | None) -> Figure:
+    title = "Accuracy of every validation spectrum of the best trial"
+    if pred is None:
+        return Figure("accuracy_histogram", title, note="The best trial has no predictions.npz "
+                      "artifact: no per-spectrum accuracies to show.")
+    acc = 100.0 * pred.accuracy()
+    fig = go.Figure(go.Histogram(x=acc.tolist(), nbinsx=min(40, max(5, len(acc) // 3)),
+                                 name="spectra", marker=dict(color="#1f77b4")))
+    fig.add_vline(x=float(acc.mean()), line=dict(color="black", dash="dash"),
+                  annotation_text=f"mean {acc.mean():.1f}%")
+    fig.update_layout(xaxis_title="accuracy (%)", yaxis_title="spectra", height=380,
+                      margin=dict(t=40), bargap=0.05)
+    return Figure("accuracy_histogram", title + f" (trial #{trial_number}, {len(acc)} spectra)",
+                  fig)
+
+
+def _palette(n: int) -> list[str]:
+    import plotly.colors
+
+    base = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure]) -> Figure:
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig = make()
+    except Exception as err:  # noqa: BLE001 - Optuna refuses: show why instead
+        return Figure(key, title, note=f"Not available for this study: {err}")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if not fig.data:
+        why = "; ".join(str(w.message) for w in caught
+                        if not isinstance(w.message, optuna.exceptions.ExperimentalWarning))
+        return Figure(key, title, note="Not available for this study"
+                      + (f": {why}" if why else " (no data to plot)."))
+    fig.update_layout(title=None, margin=dict(t=40))
+    return Figure(key, title, fig)
+
+
+def optuna_figures(study: optuna.Study) -> list[Figure]:
+    """Optuna's own plots, with notes where a plot does not apply."""
+    import optuna.visualization as vis
+
+    names = objective_names(study)
+    n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    target_name = names[0]
+    params = searched_settings(study)
+    figs: list[Figure] = [
+        _optuna_figure("optimization_history", f"Optimisation history ({target_name})",
+                       lambda: vis.plot_optimization_history(study, target=target,
+                                                             target_name=target_name)),
+    ]
+    title = f"Parameter importances ({target_name})"
+    if n_complete < 2:
+        figs.append(Figure("param_importances", title, note="Parameter importances need at "
+                           f"least 2 complete trials; this study has {n_complete}."))
+    elif not params:
+        figs.append(Figure("param_importances", title, note="The study varies no parameter."))
+    else:
+        figs.append(_optuna_figure("param_importances", title, lambda: vis.plot_param_importances(
+            study, target=target, target_name=target_name)))
+    figs.append(_optuna_figure("parallel_coordinate", f"Parallel coordinates ({target_name})",
+                               lambda: vis.plot_parallel_coordinate(
+                                   study, target=target, target_name=target_name)))
+    title = f"Contour ({target_name})"
+    if len(params) < 2:
+        figs.append(Figure("contour", title, note="A contour plot needs two varied parameters; "
+                           f"this study varies {len(params)}"
+                           + (f" ({', '.join(params)})." if params else ".")))
+    else:
+        figs.append(_optuna_figure("contour", title, lambda: vis.plot_contour(
+            study, params=params[:4], target=target, target_name=target_name)))
+    if multi:
+        title = "Pareto front"
+        if len(names) in (2, 3):
+            figs.append(_optuna_figure("pareto_front", title, lambda: vis.plot_pareto_front(
+                study, target_names=names)))
+        else:
+            figs.append(Figure("pareto_front", title, note=f"A Pareto front plot needs 2 or 3 "
+                               f"objectives; this study has {len(names)}."))
+    return figs

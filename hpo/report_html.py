@@ -1,0 +1,104 @@
+"""One self-contained HTML page: tables and plotly figures, with plotly.js inlined (works
+offline, no CDN). Each figure's plotly JSON sits in a ``<script type="application/json"
+data-figure="KEY">`` element and is drawn by a small script at the end of the page, so the page
+can be checked both by a parser (the data) and by a browser (the drawing)."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+
+from hpo.report_figures import Figure
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.5em auto;
+       max-width: 1300px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table.report-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+table.report-table th, table.report-table td { border: 1px solid #ccc; padding: 3px 7px;
+       text-align: right; white-space: nowrap; }
+table.report-table th { background: #f2f2f2; }
+table.report-table td.text { text-align: left; }
+.scroll { overflow-x: auto; }
+.message { background: #fff4e5; border: 1px solid #f0b37e; padding: 0.8em 1em; }
+.note { color: #555; font-style: italic; }
+.figure { margin: 1em 0 2em 0; } .plot { width: 100%; min-height: 380px; }
+.meta { color: #555; font-size: 0.9em; }
+"""
+
+_DRAW = """
+(function () {
+  var blocks = document.querySelectorAll('script[type="application/json"][data-figure]');
+  blocks.forEach(function (block) {
+    var key = block.getAttribute('data-figure');
+    var target = document.getElementById('plot-' + key);
+    try {
+      var fig = JSON.parse(block.textContent);
+      Plotly.newPlot(target, fig.data, fig.layout || {},
+                     {responsive: true, displaylogo: false});
+      target.setAttribute('data-rendered', 'true');
+    } catch (err) {
+      target.textContent = 'This figure could not be drawn: ' + err;
+      target.setAttribute('data-rendered', 'error');
+    }
+  });
+})();
+"""
+
+
+def table_html(rows: list[list[str]], key: str) -> str:
+    """An HTML table from rows of formatted cells (header first)."""
+    if len(rows) <= 1:
+        return f'<p class="note" data-table-empty="{key}">No rows.</p>'
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = []
+    for r in rows[1:]:
+        cells = []
+        for c in r:
+            cls = "" if _numeric(c) else ' class="text"'
+            cells.append(f"<td{cls}>{html.escape(c)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table class="report-table" data-table="{key}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return cell == ""
+    return True
+
+
+def figure_html(f: Figure) -> str:
+    title = f"<h3>{html.escape(f.title)}</h3>"
+    if f.fig is None:
+        return (f'<div class="figure" data-figure-key="{f.key}">{title}'
+                f'<p class="note" data-figure-note="{f.key}">{html.escape(f.note)}</p></div>')
+    data = f.fig.to_json().replace("</", "<\\/")  # keeps the JSON valid, the HTML unbroken
+    return (f'<div class="figure" data-figure-key="{f.key}">{title}'
+            f'<div class="plot" id="plot-{f.key}"></div>'
+            f'<script type="application/json" data-figure="{f.key}">{data}</script></div>')
+
+
+def page(title: str, sections: Sequence[str], plotly_js: str | None = None) -> str:
+    """The whole page; ``plotly_js`` defaults to the installed plotly's bundle (inlined)."""
+    if plotly_js is None:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = get_plotlyjs()
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+            f'<script type="text/javascript">{plotly_js}</script></head><body>'
+            + "\n".join(sections)
+            + f"<script type=\"text/javascript\">{_DRAW}</script></body></html>\n")
+
+
+def section(heading: str, body: str, key: str) -> str:
+    return f'<section id="{key}"><h2>{html.escape(heading)}</h2>{body}</section>'
+
+
+def json_block(obj, key: str) -> str:
+    text = json.dumps(obj, default=str).replace("</", "<\\/")
+    return f'<script type="application/json" data-report="{key}">{text}</script>'

@@ -1,0 +1,270 @@
+"""The report's tables as pandas DataFrames (numbers) and Markdown (formatted).
+
+- ``results_table``: per loss / sigma / Np (/ output head), the best complete trial of the group
+  on the validation set: accuracy (%), RMSE, MAE, R^2, as in the report's tables; scale-free
+  losses (cosine, Pearson) are judged on normalised predictions, like the report; plus the
+  sigma-fair scores (fair accuracy, Wasserstein-1 distance, level error).
+- ``negative_table``: share of negative predicted points (%) and their mean magnitude.
+- ``trials_table``: every trial, any state, with all its metrics and why it failed.
+- ``best_trial_rows``: the best trial as (field, value) pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.report_data import (
+    GROUP_SETTINGS,
+    LOSS_ORDER,
+    SETTING_LABELS,
+    best_trial,
+    complete_trials,
+    directions,
+    failure_of,
+    history_of,
+    is_scale_free,
+    metrics_of,
+    objective_names,
+    searched_settings,
+    study_fixed_settings,
+    trial_settings,
+)
+
+PERCENT = {"accuracy (%)", "fair accuracy (%)", "negative points (%)", "accuracy_n (%)",
+           "best single (%)", "worst single (%)"}
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _pct(x: Any) -> float | None:
+    v = _num(x)
+    return None if v is None else 100.0 * v
+
+
+def _group_settings(study: optuna.Study) -> list[str]:
+    """loss, sigma, Np always (the report's columns); output head only when varied."""
+    varied = searched_settings(study)
+    return [k for k in GROUP_SETTINGS if k != "output_head" or k in varied]
+
+
+def _judged(metrics: dict, loss: Any) -> tuple[dict[str, float | None], str]:
+    """accuracy, RMSE, MAE, R^2 as the report judges them: normalised for scale-free losses."""
+    suffix = "_normalised" if is_scale_free(loss) and "accuracy_normalised" in metrics else ""
+    return ({"accuracy (%)": _pct(metrics.get("accuracy" + suffix)),
+             "RMSE": _num(metrics.get("rmse" + suffix)),
+             "MAE": _num(metrics.get("mae" + suffix)),
+             "R^2": _num(metrics.get("r2" + suffix))},
+            "normalised" if suffix else "raw")
+
+
+def _sort_key(settings: dict, keys: list[str]) -> tuple:
+    out = []
+    for k in keys:
+        v = settings.get(k)
+        if k == "loss":
+            out.append(LOSS_ORDER.index(v) if v in LOSS_ORDER else len(LOSS_ORDER))
+            out.append(str(v))
+        elif k == "sigma":
+            out.append(-(_num(v) or 0.0))  # the report: 0.5, 0.3, 0.1
+        elif isinstance(v, int | float):
+            out.append(v)
+        else:
+            out.append(str(v))
+    return tuple(out)
+
+
+def _objective_key(study: optuna.Study, trial: FrozenTrial) -> float:
+    """Larger is better: the first objective with its direction."""
+    value = trial.values[0] if trial.values else None
+    if value is None or not math.isfinite(value):
+        return -math.inf
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return value if maximize else -value
+
+
+def _groups(study: optuna.Study) -> tuple[list[str], list[tuple[dict, list[FrozenTrial]]]]:
+    keys = _group_settings(study)
+    fixed = study_fixed_settings(study)
+    groups: dict[tuple, tuple[dict, list[FrozenTrial]]] = {}
+    for t in complete_trials(study):
+        s = trial_settings(t, fixed)
+        g = tuple(str(s.get(k)) for k in keys)
+        groups.setdefault(g, ({k: s.get(k) for k in keys}, []))[1].append(t)
+    ordered = sorted(groups.values(), key=lambda item: _sort_key(item[0], keys))
+    return keys, ordered
+
+
+def _setting_columns(settings: dict, keys: list[str]) -> dict[str, Any]:
+    return {SETTING_LABELS.get(k, k): settings.get(k) for k in keys}
+
+
+def results_table(study: optuna.Study) -> pd.DataFrame:
+    """Per loss / sigma / Np: the group's best trial on the validation set (see module doc)."""
+    keys, groups = _groups(study)
+    rows = []
+    for settings, trials in groups:
+        best = max(trials, key=lambda t: _objective_key(study, t))
+        m = metrics_of(best)
+        judged, scale = _judged(m, settings.get("loss"))
+        rows.append({**_setting_columns(settings, keys), "trials": len(trials),
+                     "best trial": best.number, **judged, "judged on": scale,
+                     "fair accuracy (%)": _pct(m.get("fair_accuracy")),
+                     "W1 (eV)": _num(m.get("wasserstein_eV")),
+                     "level error (eV)": _num(m.get("level_error_eV")),
+                     "best single (%)": _pct(m.get("accuracy_max")),
+                     "worst single (%)": _pct(m.get("accuracy_min"))})
+    cols = [SETTING_LABELS.get(k, k) for k in keys] + [
+        "trials", "best trial", "accuracy (%)", "RMSE", "MAE", "R^2", "judged on",
+        "fair accuracy (%)", "W1 (eV)", "level error (eV)", "best single (%)", "worst single (%)"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def negative_table(study: optuna.Study) -> pd.DataFrame:
+    """Negative predicted intensities of each group's best trial (the report's Table 5)."""
+    keys, groups = _groups(study)
+    rows = []
+    for settings, trials in groups:
+        best = max(trials, key=lambda t: _objective_key(study, t))
+        m = metrics_of(best)
+        rows.append({**_setting_columns(settings, keys), "best trial": best.number,
+                     "negative points (%)": _pct(m.get("negative_share")),
+                     "negative magnitude": _num(m.get("negative_magnitude"))})
+    cols = [SETTING_LABELS.get(k, k) for k in keys] + [
+        "best trial", "negative points (%)", "negative magnitude"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial (any state) with its settings, objective value(s) and validation metrics."""
+    fixed = study_fixed_settings(study)
+    keys = _group_settings(study)
+    keys += [k for k in searched_settings(study) if k not in keys]
+    names = objective_names(study)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        s = trial_settings(t, fixed)
+        m = metrics_of(t)
+        values = list(t.values) if t.values else [None] * len(names)
+        hist = history_of(t)
+        row = {"trial": t.number, "state": t.state.name.lower(),
+               **_setting_columns(s, keys),
+               **{f"objective: {n}": _num(v) for n, v in zip(names, values, strict=False)},
+               "accuracy (%)": _pct(m.get("accuracy")), "RMSE": _num(m.get("rmse")),
+               "MAE": _num(m.get("mae")), "R^2": _num(m.get("r2")),
+               "accuracy_n (%)": _pct(m.get("accuracy_normalised")),
+               "RMSE_n": _num(m.get("rmse_normalised")),
+               "MAE_n": _num(m.get("mae_normalised")), "R^2_n": _num(m.get("r2_normalised")),
+               "negative points (%)": _pct(m.get("negative_share")),
+               "negative magnitude": _num(m.get("negative_magnitude")),
+               "fair accuracy (%)": _pct(m.get("fair_accuracy")),
+               "W1 (eV)": _num(m.get("wasserstein_eV")),
+               "level error (eV)": _num(m.get("level_error_eV")),
+               "epochs": t.user_attrs.get("epochs_run", len(hist) or None),
+               "best epoch": t.user_attrs.get("best_epoch"),
+               "s/epoch": _num(t.user_attrs.get("seconds_per_epoch")),
+               "device": t.user_attrs.get("device"),
+               "note": failure_of(t) if t.state in (TrialState.FAIL, TrialState.PRUNED) else ""}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_trial_rows(study: optuna.Study) -> list[tuple[str, str]]:
+    """The best trial as (field, formatted value) pairs; empty when no trial completed."""
+    t = best_trial(study)
+    if t is None:
+        return []
+    s = trial_settings(t, study_fixed_settings(study))
+    m = metrics_of(t)
+    rows: list[tuple[str, str]] = [("study", study.study_name), ("trial", str(t.number))]
+    for k in [*_group_settings(study), *searched_settings(study)]:
+        label = SETTING_LABELS.get(k, k)
+        if k in s and label not in dict(rows):
+            rows.append((label, _fmt(label, s[k])))
+    split = study.user_attrs.get("objective_split")
+    where = f", {split} split" if split else ""
+    for name, direction, value in zip(objective_names(study), directions(study), t.values,
+                                      strict=False):
+        rows.append((f"objective: {name}{where} ({direction})", _fmt("objective", value)))
+    judged, scale = _judged(m, s.get("loss"))
+    suffix = " (normalised)" if scale == "normalised" else ""
+    for label, value in judged.items():
+        rows.append((label + suffix, _fmt(label, value)))
+    for label, key, conv in (("fair accuracy (%)", "fair_accuracy", _pct),
+                             ("W1 (eV)", "wasserstein_eV", _num),
+                             ("level error (eV)", "level_error_eV", _num),
+                             ("negative points (%)", "negative_share", _pct)):
+        if key in m:
+            rows.append((label, _fmt(label, conv(m.get(key)))))
+    for label, key in (("epochs", "epochs_run"), ("s/epoch", "seconds_per_epoch"),
+                       ("device", "device")):
+        if t.user_attrs.get(key) is not None:
+            rows.append((label, _fmt(label, t.user_attrs[key])))
+    return rows
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if column in PERCENT:
+        return f"{value:.1f}"
+    if column in ("s/epoch",):
+        return f"{value:.2f}"
+    if column in ("lr", "Huber delta"):
+        return f"{value:.3g}"
+    if column in ("sigma (eV)",):
+        return f"{value:g}"
+    if value == int(value) and abs(value) < 1e6 and column in ("Np", "batch", "epochs"):
+        return str(int(value))
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
+
+
+def format_frame(df: pd.DataFrame) -> list[list[str]]:
+    """Rows of formatted cells (header first)."""
+    out = [[str(c) for c in df.columns]]
+    for row in df.itertuples(index=False):
+        cells = []
+        for col, v in zip(df.columns, row, strict=True):
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            if col in ("trial", "best trial", "trials", "Np", "batch", "epochs", "best epoch") \
+                    and isinstance(v, float) and v.is_integer():
+                v = int(v)
+            cells.append(_fmt(str(col), v))
+        out.append(cells)
+    return out
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table from rows of cells (header first)."""
+    if not rows:
+        return ""
+
+    def esc(cell: str) -> str:
+        return str(cell).replace("|", "\\|").replace("\n", " ")
+
+    head, body = rows[0], rows[1:]
+    lines = ["| " + " | ".join(esc(c) for c in head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def frame_markdown(df: pd.DataFrame) -> str:
+    return markdown_table(format_frame(df))

@@ -1,0 +1,100 @@
+"""Studies for the report tests, made by the real pipeline: ``hpo.worker.run_worker`` trains the
+report's CNN on real molecules (200, 2 epochs) and records metrics, histories and artifacts as
+the objective does. Built once per test session and shared by the ``test_report_*`` modules."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+
+_BUILT: dict[str, object] = {}
+
+
+@dataclass
+class BuiltStudy:
+    name: str
+    url: str
+    artifacts: Path
+    root: Path
+
+    def load(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.url)
+
+
+def study_config(root: Path, name: str, space: dict, n_trials: int, **extra):
+    from hpo.config import study_config_from_dict
+
+    return study_config_from_dict({
+        "name": name, "storage": f"sqlite:///{root / 'studies.db'}",
+        "artifacts": str(root / "artifacts" / name),
+        "sampler": {"name": "random", "seed": 1}, "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials},
+        "train": {"dataset": os.environ.get("SPECOPT_TEST_DATASET") or None, "device": "cpu",
+                  "num_threads": 1},
+        "space": {"n_points": 300, "lr": 3e-4, "epochs": 2, "subset": 200, **space},
+        **extra,
+    })
+
+
+def real_study(tmp_path_factory) -> BuiltStudy:
+    """Three real trials: loss rmse / cosine, sigma 0.5 / 0.3 (random sampler), objective the
+    sigma-fair accuracy; checkpoints and predictions in a FileSystemArtifactStore."""
+    if "real" not in _BUILT:
+        from hpo.worker import run_worker
+
+        root = tmp_path_factory.mktemp("report-study")
+        cfg = study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 3)
+        summary = run_worker(cfg, handle_signals=False)
+        assert summary.completed == 3, summary
+        _BUILT["real"] = BuiltStudy("tiny", cfg.storage, Path(cfg.artifacts), root)
+    return _BUILT["real"]  # type: ignore[return-value]
+
+
+def failed_study(tmp_path_factory) -> BuiltStudy:
+    """Two trials, both failed in training (as a NaN loss makes them), through the worker."""
+    if "failed" not in _BUILT:
+        import model
+        from hpo.worker import run_worker
+
+        root = tmp_path_factory.mktemp("report-failed")
+        cfg = study_config(root, "broken", {"loss": "rmse", "sigma": [0.5, 0.3]}, 2)
+
+        def diverges(trial, config, should_stop=None):
+            err = model.TrainingFailed(3, "train loss is nan (lr=0.001)")
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("failure", str(err))
+            raise err
+
+        summary = run_worker(cfg, handle_signals=False, objective_fn=diverges)
+        assert summary.failed == 2, summary
+        _BUILT["failed"] = BuiltStudy("broken", cfg.storage, Path(cfg.artifacts), root)
+    return _BUILT["failed"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def report_study(tmp_path_factory) -> BuiltStudy:
+    return real_study(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def report_failed(tmp_path_factory) -> BuiltStudy:
+    return failed_study(tmp_path_factory)
+
+
+def test_real_study_has_the_contract_attributes(report_study):
+    """The studies these tests report on carry what the report reads (the ARCHITECTURE
+    contract): metrics, history, params, and the artifacts."""
+    study = report_study.load()
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert {"accuracy", "rmse", "mae", "r2", "negative_share",
+                "fair_accuracy"} <= set(t.user_attrs["metrics"])
+        assert len(t.user_attrs["history"]) == 2
+        assert {"loss", "sigma", "n_points"} <= set(t.user_attrs["params"])
+        names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(
+            t, storage=study._storage)}
+        assert {"checkpoint.pt", "predictions.npz"} <= names

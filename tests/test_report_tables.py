@@ -1,0 +1,185 @@
+"""The report's tables (Markdown, CSV), the best-trial table, and bad input: unknown study,
+empty study, a study whose trials all failed."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import optuna
+import pandas as pd
+import pytest
+from test_report_fixtures import report_failed, report_study  # noqa: F401 - fixtures
+from typer.testing import CliRunner
+
+from hpo.report import ReportError, best_trial_table, open_study, write_report
+
+
+def md_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Markdown tables by their section heading: lists of {column: cell}."""
+    out: dict[str, list[dict[str, str]]] = {}
+    heading = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            heading = line[3:].strip()
+        elif line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            head = [c.strip() for c in line.strip("|").split(" | ")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split(" | ")]
+                rows.append(dict(zip(head, cells, strict=True)))
+                i += 1
+            out[heading] = rows
+            continue
+        i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def written(report_study, tmp_path_factory):  # noqa: F811
+    study = report_study.load()
+    paths = write_report(study, tmp_path_factory.mktemp("report"), report_study.artifacts)
+    return study, paths
+
+
+def _judged(metrics: dict, loss: str, key: str) -> float:
+    return metrics[f"{key}_normalised" if loss in ("cosine", "pearson") else key]
+
+
+def test_results_table_per_loss_and_sigma(written):
+    study, paths = written
+    tables = md_tables(paths.markdown.read_text())
+    results = tables["Results per loss / sigma / Np (validation set)"]
+    trials = study.trials
+    groups = {(t.params.get("loss", "rmse"), t.params["sigma"]) for t in trials}
+    assert len(results) == len(groups)
+    csv = pd.read_csv(paths.csv["results"])
+    assert len(csv) == len(groups)
+    for row, (_, c) in zip(results, csv.iterrows(), strict=True):
+        group = [t for t in trials if t.user_attrs["params"]["loss"] == row["loss"]
+                 and t.user_attrs["params"]["sigma"] == float(row["sigma (eV)"])]
+        best = max(group, key=lambda t: t.value)  # the objective is maximised
+        m = best.user_attrs["metrics"]
+        assert int(row["best trial"]) == best.number and int(row["trials"]) == len(group)
+        assert row["Np"] == "300"
+        scale_free = row["loss"] in ("cosine", "pearson")
+        assert row["judged on"] == ("normalised" if scale_free else "raw")
+        # Markdown is rounded, CSV exact
+        assert float(row["accuracy (%)"]) == pytest.approx(
+            100 * _judged(m, row["loss"], "accuracy"), abs=0.051)
+        assert c["accuracy (%)"] == pytest.approx(100 * _judged(m, row["loss"], "accuracy"))
+        for col, key in (("RMSE", "rmse"), ("MAE", "mae"), ("R^2", "r2")):
+            assert c[col] == pytest.approx(_judged(m, row["loss"], key))
+            assert float(row[col]) == pytest.approx(_judged(m, row["loss"], key), rel=0.01)
+        assert c["fair accuracy (%)"] == pytest.approx(100 * m["fair_accuracy"])
+        assert c["W1 (eV)"] == pytest.approx(m["wasserstein_eV"])
+
+
+def test_negative_and_trials_tables(written):
+    study, paths = written
+    tables = md_tables(paths.markdown.read_text())
+    negative = tables["Negative predicted intensities (validation set)"]
+    by_number = {t.number: t for t in study.trials}
+    assert negative
+    for row in negative:
+        m = by_number[int(row["best trial"])].user_attrs["metrics"]
+        assert float(row["negative points (%)"]) == pytest.approx(
+            100 * m["negative_share"], abs=0.051)
+    trials = pd.read_csv(paths.csv["trials"])
+    assert sorted(trials["trial"]) == sorted(by_number)
+    for _, row in trials.iterrows():
+        t = by_number[row["trial"]]
+        assert row["state"] == "complete"
+        assert row["objective: fair_accuracy"] == pytest.approx(t.value)
+        assert row["accuracy (%)"] == pytest.approx(100 * t.user_attrs["metrics"]["accuracy"])
+        assert row["accuracy_n (%)"] == pytest.approx(
+            100 * t.user_attrs["metrics"]["accuracy_normalised"])
+        assert row["epochs"] == 2 and row["device"] == "cpu"
+    assert len(tables["All trials"]) == len(by_number)
+
+
+def test_best_trial_table(written):
+    study, _ = written
+    best = study.best_trial
+    text = best_trial_table(study)
+    rows = dict(re.findall(r"^\| (.+?) \| (.*?) \|$", text, flags=re.M))
+    assert rows["trial"] == str(best.number)
+    assert rows["loss"] == best.user_attrs["params"]["loss"]
+    m = best.user_attrs["metrics"]
+    key = "accuracy (%) (normalised)" if best.params["loss"] == "cosine" else "accuracy (%)"
+    acc = m["accuracy_normalised" if best.params["loss"] == "cosine" else "accuracy"]
+    assert float(rows[key]) == pytest.approx(100 * acc, abs=0.051)
+    assert float(rows["objective: fair_accuracy, test split (maximize)"]) == pytest.approx(
+        best.value, rel=1e-3)
+
+
+def test_empty_study_says_so(tmp_path):
+    study = optuna.create_study(study_name="nothing-yet", storage=f"sqlite:///{tmp_path}/e.db")
+    paths = write_report(study, tmp_path / "out")
+    assert "has no trials yet" in paths.message
+    assert paths.message in paths.markdown.read_text()
+    html = paths.html.read_text()
+    assert 'id="study-message"' in html and "has no trials yet" in html
+    assert "has no trials yet" in best_trial_table(study)
+    assert pd.read_csv(paths.csv["results"]).empty
+
+
+def test_only_failed_trials_say_why(report_failed, tmp_path):  # noqa: F811
+    study = report_failed.load()
+    paths = write_report(study, tmp_path / "out")
+    assert paths.message.startswith("Study 'broken' has no complete trial yet (2 fail)")
+    assert "train loss is nan" in paths.message
+    trials = pd.read_csv(paths.csv["trials"])
+    assert list(trials["state"]) == ["fail", "fail"]
+    assert all("train loss is nan" in n for n in trials["note"])
+    from hpo.report import export_best
+
+    with pytest.raises(ReportError, match="no complete trial"):
+        export_best(study, tmp_path / "export")
+
+
+def test_unknown_study_lists_the_known_ones(report_study, tmp_path):  # noqa: F811
+    with pytest.raises(ReportError, match=r"unknown study 'no-such-study'.*demo"):
+        open_study("no-such-study")
+    with pytest.raises(ReportError, match=r"no study 'nope' in .*studies there: tiny"):
+        open_study("nope", report_study.url)
+    with pytest.raises(ReportError, match="has not been run"):
+        open_study("nope", f"sqlite:///{tmp_path}/missing.db")
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a storage
+
+
+def test_cli_report_and_bad_names(report_study, tmp_path):  # noqa: F811
+    from hpo.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", "tiny", "--storage", report_study.url,
+                            "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    assert "report: " in r.output and (tmp_path / "rep" / "report.html").is_file()
+    assert "| trial |" in r.output
+    r = runner.invoke(app, ["report", "nope", "--storage", report_study.url])
+    assert r.exit_code == 2
+    assert "studies there: tiny" in r.output and "Traceback" not in r.output
+    empty_url = f"sqlite:///{tmp_path}/empty.db"
+    optuna.create_study(study_name="empty", storage=empty_url)
+    r = runner.invoke(app, ["report", "empty", "--storage", empty_url,
+                            "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0 and "has no trials yet" in r.output
+    assert (tmp_path / "e" / "report.html").is_file()
+
+
+def test_nan_metrics_do_not_break_tables(tmp_path):
+    """A trial whose metrics hold None (the objective writes non-finite values as null)."""
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        params={"sigma": 0.5}, distributions={
+            "sigma": optuna.distributions.CategoricalDistribution([0.5, 0.3])},
+        value=0.5, user_attrs={"metrics": {"accuracy": None, "rmse": math.nan},
+                               "params": {"loss": "rmse", "n_points": 300}}))
+    paths = write_report(study, tmp_path)
+    rows = md_tables(paths.markdown.read_text())["Results per loss / sigma / Np (validation set)"]
+    assert rows[0]["accuracy (%)"] == "" and rows[0]["RMSE"] == ""
