@@ -76,7 +76,7 @@ def worker(
     mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a
     worker finish its current epoch, re-queue its trial and exit."""
     from hpo.storage import StorageError
-    from hpo.worker import run_worker, setup_logging
+    from hpo.worker import TrialError, run_worker, setup_logging
 
     setup_logging()
     cfg = _config(study, epochs=epochs, subset=subset, storage=storage, artifacts=artifacts,
@@ -84,6 +84,9 @@ def worker(
     try:
         s = run_worker(cfg, n_trials=n_trials, timeout=timeout, worker_index=worker_index,
                        num_threads=threads, device=device)
+    except TrialError as err:
+        typer.echo(f"error: several trials in a row failed, the last one: {err}", err=True)
+        raise typer.Exit(1) from None
     except (StorageError, ValueError) as err:
         _fail(err)
     typer.echo(f"[{cfg.name} worker {worker_index}] done: {s.completed} complete, {s.pruned} "

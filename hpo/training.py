@@ -58,7 +58,7 @@ def epoch_dict(report) -> dict:
     """An ``EpochReport`` (or its dict) as a rounded, JSON-friendly dict."""
     if not isinstance(report, dict):
         report = {k: getattr(report, k) for k in ("epoch", "train_loss", "test_loss",
-                                                   "test_metrics", "seconds")
+                                                   "test_metrics", "seconds", "best")
                   if hasattr(report, k)}
     return _round(dict(report))
 

@@ -221,11 +221,14 @@ def run_worker(
     objective_fn: Callable | None = None,
     poll_interval: float | None = None,
     handle_signals: bool = True,
+    max_errors_in_a_row: int = 3,
 ) -> WorkerSummary:
     """Run trials of ``config``'s study until its budget is spent (see the module docstring).
 
     ``objective_fn(trial, config, should_stop=...)`` replaces the training objective (benchmarks
-    and tests of the worker machinery).  Returns what this worker did.
+    and tests of the worker machinery).  Returns what this worker did.  A trial that raises an
+    unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
+    ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
     """
     url = storage_url(config, storage)
     hb = config.heartbeat
@@ -254,6 +257,7 @@ def run_worker(
     if handle_signals:
         stop.install()
     summary = WorkerSummary(study=config.name)
+    errors_in_a_row = 0
     start = time.monotonic()
     prefix = f"[{config.name} worker {worker_index}]"
     try:
@@ -278,8 +282,16 @@ def run_worker(
                 time.sleep(poll)
                 continue
             summary.trials.append(trial.number)
-            state = _run_one(study, trial, config, storage_obj, stop, objective_fn, device,
-                             num_threads, artifacts, info, prefix)
+            try:
+                state = _run_one(study, trial, config, storage_obj, stop, objective_fn, device,
+                                 num_threads, artifacts, info, prefix)
+                errors_in_a_row = 0
+            except TrialError:
+                # one odd trial must not end a long campaign; a systematic error must
+                errors_in_a_row += 1
+                if errors_in_a_row >= max_errors_in_a_row:
+                    raise
+                state = TrialState.FAIL
             if state == TrialState.COMPLETE:
                 summary.completed += 1
             elif state == TrialState.PRUNED:
@@ -299,9 +311,14 @@ def run_worker(
     return summary
 
 
+class TrialError(Exception):
+    """An unexpected error in a trial (not a training failure): the trial is FAIL."""
+
+
 def _run_one(study, trial, config, storage_obj, stop, objective_fn, device, num_threads,
              artifacts, info, prefix):
-    """Run one asked trial and tell its result; returns the final state (None: interrupted)."""
+    """Run one asked trial and tell its result; returns the final state (None: interrupted).
+    An unexpected error fails the trial and is raised as :class:`TrialError`."""
     retry = storage_obj.get_trial_system_attrs(trial._trial_id).get("failed_trial")
     note = f" (retry of trial {retry})" if retry is not None else ""
     _log.info(f"{prefix} trial {trial.number}{note} started")
@@ -332,7 +349,8 @@ def _run_one(study, trial, config, storage_obj, stop, objective_fn, device, num_
                 trial.set_user_attr("status", "error")
             finally:
                 _tell(study, trial, state=TrialState.FAIL)
-            raise
+            _log.error(f"{prefix} trial {trial.number} failed with an error", exc_info=True)
+            raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
     frozen = _tell(study, trial, values)
     if frozen.state == TrialState.COMPLETE:
         shown = ", ".join(f"{v:.4g}" for v in frozen.values)

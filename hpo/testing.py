@@ -1,0 +1,64 @@
+"""Helpers for tests of studies and workers (tiny real studies, waiting on trial states)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+
+def write_study(path: Path, name: str, *, space: dict, storage: str, sampler: str = "grid",
+                pruner: str = "none", n_trials: int | None = None, heartbeat=(1, 3),
+                artifacts: Path | None = None, dataset: str | None = None) -> Path:
+    """A study TOML (JSON values are valid TOML for strings, numbers and lists)."""
+    dataset = dataset if dataset is not None else os.environ.get("SPECOPT_TEST_DATASET")
+    lines = [f"name = {json.dumps(name)}", f"storage = {json.dumps(storage)}"]
+    if artifacts is not None:
+        lines.append(f"artifacts = {json.dumps(str(artifacts))}")
+    lines += ["[sampler]", f"name = {json.dumps(sampler)}", "seed = 0",
+              "[pruner]", f"name = {json.dumps(pruner)}"]
+    if n_trials is not None:
+        lines += ["[budget]", f"n_trials = {n_trials}"]
+    lines += ["[heartbeat]", f"interval = {heartbeat[0]}", f"grace = {heartbeat[1]}"]
+    if dataset:
+        lines += ["[train]", f"dataset = {json.dumps(str(dataset))}", 'device = "cpu"']
+    else:
+        lines += ["[train]", 'device = "cpu"']
+    lines.append("[space]")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in space.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_worker(study_file: Path, *extra: str, index: int = 0, threads: int = 1,
+                 log: Path | None = None) -> subprocess.Popen:
+    """``specopt worker`` in a subprocess (inherits the environment)."""
+    cmd = [sys.executable, "-m", "hpo.study_cli", "worker", str(study_file),
+           "--worker-index", str(index), "--threads", str(threads), *extra]
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_running(study_name: str, storage, *, min_epochs: int = 1, timeout: float = 120,
+                     procs=()) -> optuna.trial.FrozenTrial:
+    """The first RUNNING trial that has reported ``min_epochs`` epochs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if len(t.intermediate_values) >= min_epochs and "worker" in t.user_attrs:
+                    return t
+        except KeyError:  # the study does not exist yet
+            pass
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"worker {p.pid} exited with {p.returncode} too early")
+        time.sleep(0.2)
+    raise TimeoutError(f"no trial of {study_name} reached epoch {min_epochs} in {timeout} s")

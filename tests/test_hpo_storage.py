@@ -1,0 +1,119 @@
+"""Storage URLs, clear errors, journal heartbeats, joining studies, the CLI's errors."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.config import ConfigError, study_config_from_dict
+from hpo.storage import (
+    HeartbeatJournalStorage,
+    StorageError,
+    default_storage_url,
+    mask_url,
+    normalize_url,
+    open_storage,
+)
+from hpo.study import artifact_dir, create_study
+from hpo.worker import run_worker
+
+
+def _cfg(name="s", **extra):
+    return study_config_from_dict({"name": name, "sampler": {"name": "random"},
+                                   "pruner": {"name": "none"}, "budget": {"n_trials": 4},
+                                   **extra})
+
+
+def _dummy(trial, config, should_stop):
+    return trial.suggest_float("x", 0, 1)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://u@h/db", "unsupported scheme 'mysql'"),
+    ("sqlite://relative.db", "unsupported scheme 'sqlite'"),
+    ("redis://localhost", "unsupported scheme 'redis'"),
+    ("just-a-file.db", "unsupported scheme"),
+    ("journal:///", "no file path"),
+    ("postgresql+psycopg://u@127.0.0.1:notaport/db", "malformed URL"),
+])
+def test_bad_urls(url, message):
+    with pytest.raises(StorageError, match=message) as err:
+        open_storage(url)
+    assert "\n" not in str(err.value)
+
+
+def test_unreachable_postgres_is_fast_and_masks_the_password():
+    start = time.monotonic()
+    with pytest.raises(StorageError) as err:
+        open_storage("postgresql+psycopg://bob:hunter2@127.0.0.1:1/db")
+    text = str(err.value)
+    assert time.monotonic() - start < 10
+    assert "hunter2" not in text and "bob:***@127.0.0.1:1" in text
+    assert "cannot connect" in text and "\n" not in text
+
+
+def test_urls(tmp_path, monkeypatch):
+    assert mask_url("postgresql+psycopg://u:pw@h:5/d") == "postgresql+psycopg://u:***@h:5/d"
+    assert normalize_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    monkeypatch.chdir(tmp_path)
+    assert normalize_url("sqlite:///r/x.db") == f"sqlite:///{tmp_path}/r/x.db"
+    assert normalize_url("journal:////abs/x.log") == "journal:////abs/x.log"
+    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path / "runs"))
+    assert default_storage_url("demo") == f"sqlite:///{tmp_path}/runs/demo.db"
+    cfg = _cfg("demo")
+    assert artifact_dir(cfg) == tmp_path / "runs" / "artifacts" / "demo"
+
+
+def test_sqlite_default_and_join_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path / "runs"))
+    cfg = _cfg()
+    summary = run_worker(cfg, objective_fn=_dummy, handle_signals=False)
+    assert summary.completed == 4 and (tmp_path / "runs" / "s.db").is_file()
+    # the budget is across workers: a second worker finds nothing left to do
+    assert run_worker(cfg, objective_fn=_dummy, handle_signals=False).run == 0
+    # joining with another search space is refused, with the differing field named
+    other = _cfg(space={"sigma": [0.1, 0.5]})
+    with pytest.raises(ConfigError, match=r"different definition \(differs in .*space.sigma"):
+        create_study(other)
+    # a budget change is fine
+    assert run_worker(cfg.with_overrides(n_trials=5), objective_fn=_dummy,
+                      handle_signals=False).completed == 1
+
+
+def test_journal_storage_runs_and_detects_stale_trials(tmp_path):
+    url = f"journal:///{tmp_path}/j.log"
+    cfg = _cfg("j", storage=url, heartbeat={"interval": 1, "grace": 2, "max_retry": 1})
+    assert run_worker(cfg, objective_fn=_dummy, handle_signals=False).completed == 4
+
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2, max_retry=1)
+    assert isinstance(storage, HeartbeatJournalStorage)
+    study = optuna.load_study(study_name="j", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)
+    storage.set_trial_system_attr(trial._trial_id, HeartbeatJournalStorage.KEY,
+                                  time.time() - 10)  # a worker that died 10 s ago
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[-2].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING
+    assert trials[-1].params == trials[-2].params
+    assert trials[-1].system_attrs["failed_trial"] == trials[-2].number
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["worker", "no-such-study"])
+    assert r.exit_code == 2
+    assert "unknown study 'no-such-study': shipped studies are" in r.output
+    assert "demo" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["worker", "demo", "--storage", "postgresql://x:secret@127.0.0.1:1/d"])
+    assert r.exit_code == 2 and "cannot connect" in r.output and "secret" not in r.output
+    r = runner.invoke(app, ["studies"])
+    assert r.exit_code == 0 and "sigma-pareto" in r.output and "nsga2" in r.output

@@ -1,0 +1,120 @@
+"""Real tiny studies on SQLite: the objective trains through model.train on real molecules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.config import load_study_config
+from hpo.launch import worker_plan
+from hpo.study import create_study
+from hpo.testing import start_worker, wait_for_running, write_study
+from hpo.worker import run_worker
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def test_tiny_real_study_records_metrics_and_artifacts(tmp_path):
+    url = f"sqlite:///{tmp_path}/tiny.db"
+    path = write_study(tmp_path / "tiny.toml", "tiny", storage=url, artifacts=tmp_path / "art",
+                       space={"sigma": [0.3, 0.5], "loss": "rmse", "lr": 1e-3, "epochs": 2,
+                              "subset": 200, "seed": 3})
+    cfg = load_study_config(path)
+    summary = run_worker(cfg, num_threads=1, handle_signals=False)
+    assert summary.completed == 2 and summary.failed == 0
+
+    study = create_study(cfg)
+    assert study.user_attrs["reference_sigma"] == 0.5
+    trials = study.get_trials()
+    assert sorted(t.params["sigma"] for t in trials) == [0.3, 0.5]
+    for t in trials:
+        a = t.user_attrs
+        assert t.state == TrialState.COMPLETE
+        assert {"accuracy", "fair_accuracy", "rmse", "r2", "wasserstein_eV"} <= set(a["metrics"])
+        assert a["status"] in ("completed", "early_stopped") and a["seed"] == 3
+        assert a["device"] == "cpu" and a["seconds_per_epoch"] > 0
+        assert len(a["history"]) == 2 and a["history"][0]["epoch"] == 1
+        assert a["dataset"]["molecules"] == 200 and len(a["dataset"]["fingerprint"]) == 16
+        assert a["params"]["epochs"] == 2 and a["params"]["sigma"] == t.params["sigma"]
+        # the objective: sigma-fair accuracy on the test split at the best epoch
+        assert t.value == pytest.approx(a["selection_metrics"]["fair_accuracy"])
+        assert len(t.intermediate_values) == 2
+        # artifacts: checkpoint and validation predictions
+        assert set(a["artifacts"]) == {"checkpoint.pt", "predictions.npz", "history.json"}
+        out = tmp_path / f"pred{t.number}.npz"
+        optuna.artifacts.download_artifact(
+            artifact_store=optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "art")),
+            artifact_id=a["artifacts"]["predictions.npz"], file_path=str(out))
+        with np.load(out) as f:
+            assert f["pred"].shape == f["target"].shape == (a["dataset"]["validation"],
+                                                             len(f["grid"]))
+            assert len(f["index"]) == a["dataset"]["validation"]
+    # at the reference width itself, fair accuracy is the report's accuracy
+    wide = next(t for t in trials if t.params["sigma"] == 0.5)
+    m = wide.user_attrs["metrics"]
+    assert m["fair_accuracy"] == pytest.approx(m["accuracy"], abs=1e-4)
+
+
+def test_two_objectives(tmp_path):
+    url = f"sqlite:///{tmp_path}/p.db"
+    path = write_study(tmp_path / "p.toml", "p", storage=url, sampler="nsga2", n_trials=2,
+                       space={"sigma": [0.2, 0.4], "epochs": 1, "subset": 200, "lr": 1e-3})
+    text = path.read_text().replace('name = "p"\n', 'name = "p"\nobjectives = '
+                                    '["fair_accuracy", "sigma"]\ndirections = '
+                                    '["maximize", "minimize"]\n', 1)
+    path.write_text(text)
+    cfg = load_study_config(path)
+    assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
+    for t in create_study(cfg).get_trials():
+        assert t.values[1] == t.params["sigma"] and 0 < t.values[0] <= 1
+
+
+def test_sigterm_fails_and_requeues_the_trial(tmp_path):
+    url = f"sqlite:///{tmp_path}/term.db"
+    path = write_study(tmp_path / "term.toml", "term", storage=url,
+                       space={"loss": ["rmse", "logcosh"], "epochs": 200, "subset": 200})
+    proc = start_worker(path, log=tmp_path / "worker.log")
+    try:
+        running = wait_for_running("term", url, min_epochs=1, procs=[proc])
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "worker.log").read_text()
+    assert code == 130, log
+    assert time.monotonic() - start < 30  # one more epoch, not the whole trial
+    trials = optuna.load_study(study_name="term", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    failed, retry = trials
+    assert failed.number == running.number and failed.user_attrs["status"] == "interrupted"
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
+    assert "re-queued" in log
+
+
+def test_worker_plan_divides_gpus_and_cores():
+    cpu = worker_plan(3, gpus=0, cores=8)
+    assert [w["env"]["CUDA_VISIBLE_DEVICES"] for w in cpu] == ["", "", ""]
+    assert {w["threads"] for w in cpu} == {2} and {w["device"] for w in cpu} == {"cpu"}
+    gpu = worker_plan(3, gpus=2, cores=2)
+    assert [w["env"]["CUDA_VISIBLE_DEVICES"] for w in gpu] == ["0", "1", "0"]
+    assert {w["threads"] for w in gpu} == {1} and gpu[0]["env"]["OMP_NUM_THREADS"] == "1"
+    with pytest.raises(ValueError):
+        worker_plan(0)
+
+
+def test_demo_study_runs_on_real_data(tmp_path, monkeypatch):
+    """The demo definition itself, shrunk: every searched parameter goes through training."""
+    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path))
+    cfg = load_study_config("demo").with_overrides(
+        epochs=1, subset=200, n_trials=2, dataset=os.environ.get("SPECOPT_TEST_DATASET"))
+    s = run_worker(cfg, num_threads=1, handle_signals=False)
+    assert s.completed + s.pruned == 2
+    assert (tmp_path / "demo.db").is_file()
