@@ -6,6 +6,16 @@ import torch
 
 from model.losses import LOSSES, get_loss
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 RNG = np.random.default_rng(7)
 P = RNG.normal(0.5, 1.5, (6, 40))
 T = np.abs(RNG.normal(0.5, 1.0, (6, 40)))

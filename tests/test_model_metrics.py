@@ -14,6 +14,16 @@ from model.metrics import (
     wasserstein_per_spectrum,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Np = 4 points on [0, 4] eV: the report's dE = 4 / 4 = 1.
 GRID4 = np.linspace(0.0, 4.0, 4)
 T4 = np.array([[1.0, 2.0, 3.0, 2.0], [1.0, 2.0, 3.0, 2.0]])

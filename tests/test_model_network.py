@@ -8,6 +8,15 @@ import torch
 from model import SpectraCNN, count_parameters
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(("n_points", "expected"), [(300, 221_529), (500, 297_329),
                                                      (700, 373_129)])
 def test_parameter_counts_match_the_report(n_points, expected):

@@ -1,0 +1,198 @@
+"""The training loop on real (small) data: learning, reproducibility, failures, checkpoints."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+import model
+from data_prep import prepare
+from model import TrainConfig, TrainingFailed, load_checkpoint, predict, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(**kw) -> TrainConfig:
+    settings = dict(epochs=2, lr=1e-3, seed=3, device="cpu", num_threads=1)
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(levels_dataset):
+    """About 110 training molecules: enough to check the mechanics of a run."""
+    return prepare(levels_dataset, sigma=0.5, n_points=300, subset=120)
+
+
+@pytest.fixture(scope="module")
+def short_run(small_data, tmp_path_factory):
+    """Four epochs at lr 1e-3 with a checkpoint, each epoch's report kept."""
+    reports = []
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    result = train(_config(epochs=4, checkpoint_dir=ckpt), small_data, on_epoch=reports.append)
+    return result, reports
+
+
+def test_training_lowers_the_test_loss(short_run):
+    result, reports = short_run
+    losses = [r.test_loss for r in reports]
+    assert losses[-1] < 0.6 * losses[0]
+    assert reports[-1].test_metrics["accuracy"] > reports[0].test_metrics["accuracy"]
+    assert [r.train_loss for r in reports][-1] < reports[0].train_loss
+    assert result.status == "completed" and len(result.history) == 4
+
+
+def test_epoch_reports_and_result(short_run, small_data):
+    result, reports = short_run
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    for r in reports:
+        assert {"accuracy", "fair_accuracy", "wasserstein_eV"} <= set(r.test_metrics)
+        assert r.seconds > 0
+    assert result.history[0] == dataclasses.asdict(reports[0])
+    json.dumps(result.history)  # JSON-friendly for the study's user attributes
+    # The best epoch is the one of lowest test loss, and its weights are the ones evaluated.
+    best = min(reports, key=lambda r: r.test_loss)
+    assert result.best_epoch == best.epoch and result.best_test_loss == best.test_loss
+    assert [r.best for r in reports].count(True) >= 1
+    rows = small_data.validation_rows
+    assert result.val_predictions.shape == (len(rows), 300)
+    np.testing.assert_array_equal(result.val_index, small_data.index[rows])
+    np.testing.assert_array_equal(result.val_targets, small_data.spectra[rows])
+    assert set(model.metrics.METRICS) == set(result.metrics)
+    assert 0.5 < result.metrics["accuracy"] < 1
+    assert result.device == "cpu" and result.seconds_per_epoch > 0
+
+
+def test_checkpoint_reproduces_the_validation_predictions(short_run, small_data):
+    result, _ = short_run
+    net, meta = load_checkpoint(result.checkpoint_path, n_points=300)
+    assert meta["n_points"] == 300 and meta["sigma"] == 0.5
+    assert meta["epoch"] == result.best_epoch
+    assert meta["fingerprint"] == small_data.fingerprint
+    np.testing.assert_allclose(meta["grid"], small_data.grid)
+    pred = predict(net, small_data.coulomb[small_data.validation_rows])
+    np.testing.assert_allclose(pred, result.val_predictions, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_from_another_np(short_run, tmp_path):
+    result, _ = short_run
+    with pytest.raises(ValueError, match="trained for Np=300 points, not Np=500"):
+        load_checkpoint(result.checkpoint_path, n_points=500)
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(ValueError, match="not a specopt checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_same_seed_same_run_on_cpu(tiny_data):
+    def strip(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    a = train(_config(seed=11), tiny_data)
+    b = train(_config(seed=11), tiny_data)
+    c = train(_config(seed=12), tiny_data)
+    assert strip(a.history) == strip(b.history)
+    np.testing.assert_array_equal(a.val_predictions, b.val_predictions)
+    assert strip(a.history) != strip(c.history)
+
+
+def test_nan_in_the_data_fails_the_run(tiny_data):
+    spectra = tiny_data.spectra.copy()
+    spectra[tiny_data.train_rows[0], 10] = np.nan
+    bad = dataclasses.replace(tiny_data, spectra=spectra)
+    with pytest.raises(TrainingFailed, match="epoch 1: training loss is nan") as err:
+        train(_config(), bad)
+    assert err.value.epoch == 1 and "nan" in err.value.reason
+
+
+def test_absurd_learning_rate_fails_the_run(tiny_data):
+    with pytest.raises(TrainingFailed, match=r"lr=1e\+30"):
+        train(_config(lr=1e30, epochs=3), tiny_data)
+
+
+def test_early_stopping(tiny_data):
+    # lr so small that nothing changes: the test loss never improves after epoch 1.
+    result = train(_config(lr=1e-30, epochs=10, patience=2), tiny_data)
+    assert result.status == "early_stopped"
+    assert result.best_epoch == 1 and len(result.history) == 3
+
+
+def test_callback_exceptions_propagate(tiny_data):
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(report):
+        raise Pruned(report.epoch)
+
+    with pytest.raises(Pruned):
+        train(_config(), tiny_data, on_epoch=on_epoch)
+
+
+@pytest.mark.parametrize(("loss", "head", "amp"), [("cosine", "linear", "off"),
+                                                   ("sid", "softplus", "off"),
+                                                   ("wasserstein", "linear", "bf16")])
+def test_other_losses_heads_and_bf16_train(tiny_data, loss, head, amp):
+    result = train(_config(loss=loss, output_head=head, amp=amp, epochs=1),
+                   tiny_data)
+    assert np.isfinite(result.best_test_loss)
+    if head == "softplus":
+        assert (result.val_predictions >= 0).all() and result.metrics["negative_share"] == 0
+
+
+def test_data_that_do_not_match_the_config(small_data):
+    with pytest.raises(ValueError, match="prepared for sigma=0.5 eV, Np=300.*sigma=0.3"):
+        train(_config(sigma=0.3), small_data)
+    with pytest.raises(ValueError, match="Np=500"):
+        train(_config(n_points=500), small_data)
+
+
+def test_train_prepares_data_itself(levels_dataset, tmp_path):
+    path = tmp_path / "levels.npz"
+    levels_dataset.save(path)
+    result = train(_config(epochs=1, dataset=path, subset=100, sigma=0.3, n_points=200,
+                           reference_sigma=0.5))
+    expected = prepare(path, sigma=0.3, n_points=200, subset=100)
+    assert result.val_predictions.shape == (len(expected.validation_rows), 200)
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"loss": "l2"}, "unknown loss 'l2'"),
+    ({"sigma": 0}, "sigma must be a positive"),
+    ({"n_points": 1}, "at least 2"),
+    ({"lr": -1}, "greater than 0"),
+    ({"sigma": 0.7, "reference_sigma": 0.5}, "below sigma"),
+    ({"device": "gpu"}, "device must be"),
+    ({"output_head": "relu"}, "unknown output_head"),
+    ({"e_min": 0, "e_max": -30}, "empty energy window"),
+    ({"batchsize": 10}, "Extra inputs"),
+])
+def test_config_validation(kw, match):
+    with pytest.raises(ValidationError, match=match):
+        TrainConfig(**kw)
+
+
+def test_config_defaults_are_the_reports():
+    c = TrainConfig()
+    assert (c.lr, c.betas, c.batch_size, c.loss, c.sigma, c.n_points) == (
+        1e-4, (0.9, 0.999), 90, "rmse", 0.5, 300)
+    assert c.reference_sigma == 0.5 and TrainConfig(sigma=0.8).reference_sigma == 0.8
+    assert TrainConfig(amp=True).amp == "bf16" and TrainConfig(amp=False).amp == "off"
+
+
+def test_cuda_requested_without_cuda(tiny_data):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train(_config(device="cuda"), tiny_data)
