@@ -218,8 +218,9 @@ class Trainer:
         return self._graph is not None
 
     # -- epochs ---------------------------------------------------------------------------------
-    def train_epoch(self) -> float:
-        """One pass over the (re-randomised, shuffled) training set; returns the mean loss."""
+    def train_epoch(self, max_batches: int | None = None) -> float:
+        """One pass over the (re-randomised, shuffled) training set; returns the mean loss.
+        ``max_batches`` stops early (for speed measurements)."""
         self.epoch += 1
         self.model.train()
         cfg, n, bs = self.config, self.n_train, self.config.batch_size
@@ -227,6 +228,8 @@ class Trainer:
             x = (randomize_coulomb(self.x_train, cfg.coulomb_noise, self.generator)
                  if cfg.coulomb_noise > 0 else self.x_train)
             order = torch.randperm(n, generator=self.generator, device=self.device)
+        if max_batches is not None:
+            n = min(n, max_batches * bs)
         full = n - n % bs
         if self._use_graph():
             self._x_epoch.copy_(x)
@@ -236,7 +239,7 @@ class Trainer:
                 self._graph.replay()
             total = self._loss_sum.clone()
             if full < n:
-                rest = order[full:]
+                rest = order[full:n]
                 total += self._eager_step(x[rest], self.y_train[rest]) * (n - full)
                 self.optimizer.zero_grad(set_to_none=True)
             mean = float(total) / n
