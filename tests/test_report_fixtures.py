@@ -31,25 +31,26 @@ def study_config(root: Path, name: str, space: dict, n_trials: int, **extra):
     return study_config_from_dict({
         "name": name, "storage": f"sqlite:///{root / 'studies.db'}",
         "artifacts": str(root / "artifacts" / name),
-        "sampler": {"name": "random", "seed": 1}, "pruner": {"name": "none"},
+        "sampler": extra.pop("sampler", {"name": "random", "seed": 1}), "pruner": {"name": "none"},
         "budget": {"n_trials": n_trials},
         "train": {"dataset": os.environ.get("SPECOPT_TEST_DATASET") or None, "device": "cpu",
                   "num_threads": 1},
-        "space": {"n_points": 300, "lr": 3e-4, "epochs": 2, "subset": 200, **space},
+        "space": {"n_points": 300, "lr": 1e-3, "epochs": 2, "subset": 200, **space},
         **extra,
     })
 
 
 def real_study(tmp_path_factory) -> BuiltStudy:
-    """Three real trials: loss rmse / cosine, sigma 0.5 / 0.3 (random sampler), objective the
-    sigma-fair accuracy; checkpoints and predictions in a FileSystemArtifactStore."""
+    """Four real trials, the grid loss rmse / cosine x sigma 0.5 / 0.3, objective the sigma-fair
+    accuracy (the default); checkpoints and predictions in a FileSystemArtifactStore."""
     if "real" not in _BUILT:
         from hpo.worker import run_worker
 
         root = tmp_path_factory.mktemp("report-study")
-        cfg = study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 3)
+        cfg = study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 4,
+                           sampler={"name": "grid"})
         summary = run_worker(cfg, handle_signals=False)
-        assert summary.completed == 3, summary
+        assert summary.completed == 4, summary
         _BUILT["real"] = BuiltStudy("tiny", cfg.storage, Path(cfg.artifacts), root)
     return _BUILT["real"]  # type: ignore[return-value]
 

@@ -1,0 +1,224 @@
+"""The HTML report, parsed: every table and figure is there, the figures hold the study's data
+(loss curves = the trials' histories, spectra = the best trial's predictions artifact, ...), and
+the page needs no network (plotly.js inlined, no external script, link or stylesheet)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import optuna
+import pytest
+from test_report_fixtures import report_study  # noqa: F401 - fixture
+
+from hpo.report import write_report
+
+FIGURES = ("loss_curves", "spectra", "accuracy_histogram", "optimization_history",
+           "param_importances", "parallel_coordinate", "contour")
+TABLES = ("best_trial", "results", "negative", "trials")
+
+
+class ReportParser(HTMLParser):
+    """Figures (plotly JSON by key), notes, tables (rows of cell text), script and link tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: dict[str, dict] = {}
+        self.notes: dict[str, str] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self.scripts: list[dict] = []
+        self.links: list[dict] = []
+        self._json_key: str | None = None
+        self._note_key: str | None = None
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts.append(a)
+            if a.get("type") == "application/json" and a.get("data-figure"):
+                self._json_key, self._text = a["data-figure"], []
+        elif tag in ("link", "img", "iframe"):
+            self.links.append({"tag": tag, **a})
+        elif tag == "p" and a.get("data-figure-note"):
+            self._note_key, self._text = a["data-figure-note"], []
+        elif tag == "table" and a.get("data-table"):
+            self._table = a["data-table"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._json_key:
+            self.figures[self._json_key] = json.loads("".join(self._text))
+            self._json_key = None
+        elif tag == "p" and self._note_key:
+            self.notes[self._note_key] = "".join(self._text)
+            self._note_key = None
+        elif tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._json_key or self._note_key:
+            self._text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def values(v) -> np.ndarray:
+    """A plotly array: a list, or plotly's typed-array form {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray([np.nan if x is None else x for x in v], dtype=float)
+
+
+def parse(path) -> ReportParser:
+    p = ReportParser()
+    p.feed(path.read_text())
+    return p
+
+
+@pytest.fixture(scope="module")
+def report(report_study, tmp_path_factory):  # noqa: F811
+    study = report_study.load()
+    paths = write_report(study, tmp_path_factory.mktemp("html"), report_study.artifacts)
+    return study, report_study, paths, parse(paths.html)
+
+
+def test_every_table_and_figure_is_present(report):
+    _, _, _, page = report
+    assert set(FIGURES) <= set(page.figures), (set(page.figures), page.notes)
+    for key in TABLES:
+        assert len(page.tables[key]) > 1, key
+    assert "pareto_front" not in page.figures  # single objective
+
+
+def test_works_offline(report):
+    _, _, paths, page = report
+    text = paths.html.read_text()
+    assert not [s for s in page.scripts if s.get("src")]
+    assert not [x for x in page.links if x.get("href") or x.get("src")]
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs()
+    assert text.count(bundle) == 1  # the plotly bundle, inlined once
+    # Outside the bundle (whose only URL is the default for geo maps, unused), no URL at all.
+    assert not re.findall(r"https?://", text.replace(bundle, ""))
+
+
+def test_loss_curves_are_the_trials_histories(report):
+    study, _, _, page = report
+    traces = page.figures["loss_curves"]["data"]
+    for t in study.trials:
+        mine = [tr for tr in traces if tr["meta"]["trial"] == t.number]
+        assert len(mine) == 3  # train loss, test loss, test accuracy
+        h = t.user_attrs["history"]
+        np.testing.assert_allclose(values(mine[0]["x"]), [e["epoch"] for e in h])
+        np.testing.assert_allclose(values(mine[0]["y"]), [e["train_loss"] for e in h])
+        np.testing.assert_allclose(values(mine[1]["y"]), [e["test_loss"] for e in h])
+        np.testing.assert_allclose(values(mine[2]["y"]),
+                                   [100 * e["test_metrics"]["accuracy"] for e in h])
+
+
+def _predictions(study, built):
+    best = study.best_trial
+    meta = {m.filename: m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(
+        best, storage=study._storage)}
+    store = optuna.artifacts.FileSystemArtifactStore(str(built.artifacts))
+    with store.open_reader(meta["predictions.npz"]) as f:
+        z = np.load(io.BytesIO(f.read()))
+        return {k: z[k] for k in z.files}
+
+
+def test_spectra_and_histogram_are_the_best_trials_predictions(report):
+    from model.metrics import accuracy_per_spectrum
+
+    study, built, _, page = report
+    z = _predictions(study, built)
+    grid = z["grid"]
+    acc = accuracy_per_spectrum(z["pred"].astype(np.float64), z["target"].astype(np.float64),
+                                (grid[-1] - grid[0]) / len(grid))
+    traces = page.figures["spectra"]["data"]
+    assert len(traces) == 4
+    for tr in traces:
+        row = int(np.argmax(acc) if tr["meta"]["which"] == "best" else np.argmin(acc))
+        assert tr["meta"]["row"] == row
+        assert tr["meta"]["molecule"] == int(z["index"][row])
+        np.testing.assert_allclose(values(tr["x"]), grid)
+        series = z["target"] if tr["meta"]["series"] == "target" else z["pred"]
+        np.testing.assert_allclose(values(tr["y"]), series[row], rtol=1e-6)
+    hist = page.figures["accuracy_histogram"]["data"][0]
+    assert hist["type"] == "histogram"
+    np.testing.assert_allclose(np.sort(values(hist["x"])), np.sort(100 * acc), rtol=1e-9)
+    # the histogram agrees with the trial's recorded validation accuracy
+    m = study.best_trial.user_attrs["metrics"]
+    assert np.mean(acc) == pytest.approx(m["accuracy"], abs=1e-5)
+
+
+def test_optuna_figures_hold_the_objective_values(report):
+    study, _, _, page = report
+    hist = page.figures["optimization_history"]["data"]
+    ys = np.concatenate([values(tr["y"]) for tr in hist if tr.get("name") == "fair_accuracy"])
+    np.testing.assert_allclose(np.sort(ys), np.sort([t.value for t in study.trials]))
+    importances = page.figures["param_importances"]["data"][0]
+    assert set(importances["y"]) == {"loss", "sigma"}
+    # Optuna 5 draws parallel coordinates as one line per trial, its values in customdata
+    lines = [tr for tr in page.figures["parallel_coordinate"]["data"] if tr.get("mode") == "lines"]
+    drawn = sorted((dict(tr["customdata"])["loss"], float(dict(tr["customdata"])["sigma"]),
+                    float(dict(tr["customdata"])["fair_accuracy"])) for tr in lines)
+    expected = sorted((t.params["loss"], t.params["sigma"], t.value) for t in study.trials)
+    assert [d[:2] for d in drawn] == [e[:2] for e in expected]
+    np.testing.assert_allclose([d[2] for d in drawn], [e[2] for e in expected], rtol=2e-3)
+    assert page.figures["contour"]["data"]
+
+
+def test_tables_in_the_html_match_the_markdown(report):
+    _, _, paths, page = report
+    md = paths.markdown.read_text()
+    for row in page.tables["results"][1:]:
+        assert "| " + " | ".join(row) + " |" in md
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_multi_objective_study_has_a_pareto_front(report, tmp_path):
+    """A two-objective study (fair accuracy up, Wasserstein distance down) built from the real
+    trials' records: the report adds the Pareto front and still draws the rest."""
+    study, _, _, _ = report
+    multi = optuna.create_study(directions=["maximize", "minimize"], study_name="pareto")
+    multi.set_metric_names(["fair_accuracy", "wasserstein_eV"])
+    for t in study.trials:
+        m = t.user_attrs["metrics"]
+        multi.add_trial(optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
+            values=[m["fair_accuracy"], m["wasserstein_eV"]]))
+    paths = write_report(multi, tmp_path)
+    page = parse(paths.html)
+    front = page.figures["pareto_front"]["data"]
+    xs = np.concatenate([values(tr["x"]) for tr in front])
+    np.testing.assert_allclose(np.sort(xs), np.sort([t.values[0] for t in multi.trials]))
+    assert {"loss_curves", "optimization_history", "parallel_coordinate"} <= set(page.figures)
+    assert "spectra" in page.notes  # no artifact store given: a note, not a failure
+
+
+def test_too_few_trials_give_notes_not_errors(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}
+    study.add_trial(optuna.trial.create_trial(
+        params={"lr": 1e-4}, distributions=dist, value=0.9,
+        user_attrs={"metrics": {"accuracy": 0.9}, "params": {"loss": "rmse", "sigma": 0.5},
+                    "history": [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]}))
+    page = parse(write_report(study, tmp_path).html)
+    assert "at least 2 complete trials" in page.notes["param_importances"]
+    assert "needs two varied parameters" in page.notes["contour"]
+    assert "loss_curves" in page.figures and "optimization_history" in page.figures
