@@ -286,7 +286,7 @@ def _predictions_csv(pred, path: Path) -> Path:
     df = pd.concat([pd.DataFrame(cols),
                     pd.DataFrame(pred.pred, columns=[f"pred {h}" for h in header]),
                     pd.DataFrame(pred.target, columns=[f"target {h}" for h in header])], axis=1)
-    df.to_csv(path, index=False, float_format="%.6g")
+    df.to_csv(path, index=False, float_format="%.9g")
     return path
 
 

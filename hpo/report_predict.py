@@ -69,7 +69,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
 
     df = pd.DataFrame({"energy_eV": grid, **{n: s for n, s in zip(names, spectra, strict=True)}})
     csv_path = out / "spectra.csv"
-    df.to_csv(csv_path, index=False, float_format="%.6g")
+    df.to_csv(csv_path, index=False, float_format="%.9g")
 
     fig = go.Figure()
     for n, s in zip(names, spectra, strict=True):
