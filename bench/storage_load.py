@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", nargs="+", default=["specopt", "optuna"],
                     choices=["specopt", "optuna"])
     ap.add_argument("--postgres", default=DEFAULT_PG, help="PostgreSQL URL")
-    ap.add_argument("--seconds", type=float, default=4.0, help="load time per case")
+    ap.add_argument("--seconds", type=float, default=3.0, help="load time per case")
     ap.add_argument("--sleep", type=float, default=0.01, help="seconds per dummy trial")
     args = ap.parse_args(argv)
 

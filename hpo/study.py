@@ -97,5 +97,6 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
 
 
 def load_study(config: StudyConfig, storage: str | None = None) -> optuna.Study:
-    """The existing study (no sampler state needed: for reading results)."""
-    return create_study(config, storage)
+    """The existing study, for reading results (no definition check; KeyError if missing)."""
+    storage_obj = open_storage(storage_url(config, storage), heartbeat_interval=None)
+    return optuna.load_study(study_name=config.name, storage=storage_obj)

@@ -114,6 +114,28 @@ def launch(
         raise typer.Exit(code)
 
 
+def _summary(cfg, storage: str | None) -> str:
+    """One line: trial counts and the best value(s)."""
+    from optuna.trial import TrialState
+
+    from hpo.study import load_study
+
+    study = load_study(cfg, storage)
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
+    line = (f"study {cfg.name}: {counts[TrialState.COMPLETE]} complete, "
+            f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if done and not cfg.is_multi_objective:
+        best = study.best_trial
+        line += (f"; best {cfg.objectives[0]} {best.value:.4f} (trial {best.number}: "
+                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in best.params.items()) + ")")
+    elif done:
+        line += f"; {len(study.best_trials)} Pareto-optimal trial(s)"
+    return line
+
+
 def _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifacts, dataset):
     from hpo.launch import launch as launch_workers
     from hpo.storage import StorageError
@@ -123,26 +145,25 @@ def _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifact
     cfg = _config(study, epochs=epochs, subset=subset, storage=storage, artifacts=artifacts,
                   dataset=dataset)
     try:
-        return launch_workers(cfg, workers, n_trials=n_trials, timeout=timeout, epochs=epochs,
+        code = launch_workers(cfg, workers, n_trials=n_trials, timeout=timeout, epochs=epochs,
                               subset=subset, artifacts=artifacts, dataset=dataset,
                               storage=storage)
+        typer.echo(_summary(cfg, storage))
+        return code
     except (StorageError, ValueError) as err:
         _fail(err)
 
 
 def _report(study: str, storage: str | None, out: Path | None) -> None:
-    """Write the study's report through ``hpo.report.write_report`` (another package's)."""
-    from hpo.study import create_study
-
-    cfg = _config(study, storage=storage)
-    out = out or Path("runs") / f"{cfg.name}-report"
+    """The study's report: the ``specopt report`` command (``hpo.report_cli``, another
+    package's), so that its output is the same."""
     try:
-        from hpo.report import write_report
+        from hpo.report_cli import report
     except ImportError:
         typer.echo("(no report: hpo.report is not available)", err=True)
         return
-    written = write_report(create_study(cfg), out)
-    typer.echo(f"report: {written or out}")
+    cfg = _config(study, storage=storage)
+    report(study=str(cfg.source or cfg.name), storage=storage, artifacts=None, out=out)
 
 
 def run(
