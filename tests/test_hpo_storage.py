@@ -20,6 +20,9 @@ from hpo.storage import (
 from hpo.study import artifact_dir, create_study
 from hpo.worker import run_worker
 
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
+
 
 def _cfg(name="s", **extra):
     return study_config_from_dict({"name": name, "sampler": {"name": "random"},
