@@ -127,7 +127,8 @@ def _palette(n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure]) -> Figure:
+def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure],
+                   height: int | None = None) -> Figure:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
@@ -144,6 +145,8 @@ def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure]) -> Figur
         return Figure(key, title, note="Not available for this study"
                       + (f": {why}" if why else " (no data to plot)."))
     fig.update_layout(title=None, margin=dict(t=40))
+    if height:
+        fig.update_layout(height=height)
     return Figure(key, title, fig)
 
 
@@ -180,8 +183,10 @@ def optuna_figures(study: optuna.Study) -> list[Figure]:
                            f"this study varies {len(params)}"
                            + (f" ({', '.join(params)})." if params else ".")))
     else:
+        shown = params[:4]  # a matrix of n x n panels: keep it readable
         figs.append(_optuna_figure("contour", title, lambda: vis.plot_contour(
-            study, params=params[:4], target=target, target_name=target_name)))
+            study, params=shown, target=target, target_name=target_name),
+            height=None if len(shown) == 2 else 230 * len(shown)))
     if multi:
         title = "Pareto front"
         if len(names) in (2, 3):

@@ -174,9 +174,17 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                "best epoch": t.user_attrs.get("best_epoch"),
                "s/epoch": _num(t.user_attrs.get("seconds_per_epoch")),
                "device": t.user_attrs.get("device"),
-               "note": failure_of(t) if t.state in (TrialState.FAIL, TrialState.PRUNED) else ""}
+               "note": _note(t, len(hist))}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _note(t: FrozenTrial, epochs: int) -> str:
+    if t.state == TrialState.FAIL:
+        return failure_of(t) or "failed"
+    if t.state == TrialState.PRUNED:
+        return failure_of(t) or (f"pruned after epoch {epochs}" if epochs else "pruned")
+    return ""
 
 
 def best_trial_rows(study: optuna.Study) -> list[tuple[str, str]]:
