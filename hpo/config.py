@@ -551,12 +551,19 @@ def config_json(cfg: StudyConfig) -> str:
 
 # --- samplers and pruners -----------------------------------------------------------------------
 
-def build_sampler(cfg: StudyConfig, worker_index: int = 0):
+def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
     """The study's sampler.  Grid: the same seed in every worker (it orders the grid); other
-    samplers: seed + worker index, so parallel workers do not propose identical points."""
+    samplers: seed + worker index, so parallel workers do not propose identical points (no index:
+    an offset from host name and process id, for workers started by hand on several machines)."""
     import optuna
 
     s = cfg.sampler
+    if worker_index is None:
+        import os
+        import socket
+        import zlib
+
+        worker_index = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
     seed = s.seed if (s.seed is None or s.name == "grid") else s.seed + worker_index
     opts = dict(s.options)
     try:

@@ -47,7 +47,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def create_study(config: StudyConfig, storage: str | None = None, *, worker_index: int = 0,
+def create_study(config: StudyConfig, storage: str | None = None, *, worker_index: int | None = 0,
                  storage_obj=None) -> optuna.Study:
     """Create the study, or join it if it exists with the same definition.
 

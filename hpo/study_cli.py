@@ -66,7 +66,9 @@ def worker(
     subset: int | None = SubsetOpt,
     artifacts: str | None = ArtifactsOpt,
     dataset: str | None = DatasetOpt,
-    worker_index: int = typer.Option(0, "--worker-index", help="distinguishes workers (seeds)"),
+    worker_index: int | None = typer.Option(
+        None, "--worker-index", help="distinguishes workers' sampler seeds (default: from the "
+        "host name and process id)"),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for training"),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
@@ -89,7 +91,8 @@ def worker(
         raise typer.Exit(1) from None
     except (StorageError, ValueError) as err:
         _fail(err)
-    typer.echo(f"[{cfg.name} worker {worker_index}] done: {s.completed} complete, {s.pruned} "
+    who = worker_index if worker_index is not None else os.getpid()
+    typer.echo(f"[{cfg.name} worker {who}] done: {s.completed} complete, {s.pruned} "
                f"pruned, {s.failed} failed in {s.seconds:.0f} s"
                + (" (interrupted)" if s.interrupted else ""), err=True)
     if s.interrupted:

@@ -215,7 +215,7 @@ def run_worker(
     storage: str | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
-    worker_index: int = 0,
+    worker_index: int | None = None,
     device: str | None = None,
     num_threads: int | None = None,
     objective_fn: Callable | None = None,
@@ -259,7 +259,7 @@ def run_worker(
     summary = WorkerSummary(study=config.name)
     errors_in_a_row = 0
     start = time.monotonic()
-    prefix = f"[{config.name} worker {worker_index}]"
+    prefix = f"[{config.name} worker {worker_index if worker_index is not None else os.getpid()}]"
     try:
         while not stop():
             if timeout is not None and time.monotonic() - start >= timeout:
