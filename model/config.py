@@ -58,7 +58,8 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or "
                         "'cuda:N'.")
     amp: Literal["auto", "bf16", "off"] = Field(
-        "auto", description="bf16 autocast of the convolutions: 'auto' uses it on CUDA only.")
+        "auto", description="bf16 autocast of the convolutions (the output layer stays "
+        "float32): 'auto' uses it on CUDA and on CPUs with AMX.")
     compile: bool = Field(False, description="torch.compile the training step.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (all cores when None).")
     eval_batch_size: int = Field(8192, ge=1, description="Molecules per evaluation batch.")

@@ -42,7 +42,9 @@ METRICS: tuple[str, ...] = (
     "fair_accuracy", "wasserstein_eV", "level_error_eV", "level_error_target_eV",
 )
 #: Cheap enough to compute on the test set after every epoch.
-EPOCH_METRICS: tuple[str, ...] = ("accuracy", "rmse", "fair_accuracy", "wasserstein_eV")
+EPOCH_METRICS: tuple[str, ...] = (
+    "accuracy", "rmse", "mae", "r2", "fair_accuracy", "wasserstein_eV",
+)
 _TINY = 1e-12
 
 

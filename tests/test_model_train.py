@@ -196,3 +196,13 @@ def test_cuda_requested_without_cuda(tiny_data):
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="CUDA is not available"):
         train(_config(device="cuda"), tiny_data)
+
+
+def test_amp_choice():
+    from model.train import cpu_has_amx, use_amp
+
+    cpu = torch.device("cpu")
+    assert use_amp(TrainConfig(amp="off"), cpu) is False
+    assert use_amp(TrainConfig(amp="bf16"), cpu) is True
+    assert use_amp(TrainConfig(amp="auto"), cpu) is cpu_has_amx()
+    assert use_amp(TrainConfig(amp="auto"), torch.device("cuda")) is True
