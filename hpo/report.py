@@ -82,7 +82,7 @@ class ExportPaths:
     out_dir: Path
     params: Path
     metrics: Path
-    report: ReportPaths
+    report: ReportPaths | None = None
     checkpoint: Path | None = None
     predictions: Path | None = None
     predictions_csv: Path | None = None
@@ -167,13 +167,12 @@ _TABLE_TEXT = {
 }
 
 
-def _figures(study: optuna.Study, store) -> tuple[list[Figure], int | None]:
+def _figures(study: optuna.Study, store) -> list[Figure]:
     best = best_trial(study)
     pred = load_predictions(store, study, best) if best is not None else None
     number = best.number if best is not None else None
-    figs = [loss_curves(study), best_worst_spectra(pred, number),
+    return [loss_curves(study), best_worst_spectra(pred, number),
             accuracy_histogram(pred, number), *optuna_figures(study)]
-    return figs, number
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, artifact_store=None) -> ReportPaths:
@@ -192,7 +191,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store=None) 
         csv_paths[key] = out / f"{key}.csv"
         df.to_csv(csv_paths[key], index=False)
     best_rows = best_trial_rows(study)
-    figs, _ = _figures(study, store)
+    figs = _figures(study, store)
 
     # Markdown
     md = [f"# Study `{study.study_name}`", ""]
@@ -262,7 +261,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, artifact_store=None) -
         **{k: attrs.get(k) for k in ("status", "best_epoch", "epochs_run", "device",
                                      "seconds_per_epoch", "reference_sigma", "dataset", "seed")},
     }, indent=2, default=str) + "\n")
-    paths = ExportPaths(out, params_path, metrics_path, report=None)  # type: ignore[arg-type]
+    paths = ExportPaths(out, params_path, metrics_path)
     for name, attr in (("checkpoint.pt", "checkpoint"), ("predictions.npz", "predictions")):
         raw = read_artifact(store, study, trial, name)
         if raw is None:

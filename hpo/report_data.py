@@ -143,9 +143,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def failure_of(trial: FrozenTrial) -> str:
     """Why a trial failed or was pruned, as recorded by the worker or Optuna."""
-    for key in ("failure",):
-        if trial.user_attrs.get(key):
-            return str(trial.user_attrs[key])
+    if trial.user_attrs.get("failure"):
+        return str(trial.user_attrs["failure"])
     reason = trial.system_attrs.get("fail_reason")
     if reason:
         return str(reason).strip().splitlines()[-1]
