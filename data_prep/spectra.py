@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -30,6 +31,7 @@ def energy_grid(n_points: int, e_min: float = E_MIN, e_max: float = E_MAX) -> np
 
 
 CUTOFF_SIGMAS = 6.0  # exp(-6^2 / 2) = 1.5e-8 of a peak: nothing left that float32 would keep
+CHUNK_ELEMENTS = 1 << 18  # Gaussian values per chunk: 1 MiB of float32, stays in the CPU cache
 
 
 def broaden(
@@ -53,9 +55,22 @@ def broaden(
         raise DataError("levels must have at least one dimension (the levels of a molecule)")
     flat = torch.from_numpy(np.ascontiguousarray(levels.reshape(-1, levels.shape[-1])))
     kernel = _windowed if method == "windowed" else _dense
-    with torch.inference_mode():
+    with torch.inference_mode(), _one_thread():
         out = kernel(flat, float(sigma), int(n_points), float(e_min), float(e_max), chunk)
     return out.numpy().reshape(*levels.shape[:-1], n_points)
+
+
+@contextmanager
+def _one_thread():
+    """The kernels are memory-bound and work on cache-sized chunks: one thread is faster than
+    two that wait for each other at every operation (measured on 2 busy cores: 0.7 s against
+    1.1 to 7 s for 130k spectra)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _positions(levels: torch.Tensor, e_min: float, step: float) -> torch.Tensor:
@@ -69,7 +84,7 @@ def _dense(levels, sigma, n_points, e_min, e_max, chunk):
     norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
     k = torch.arange(n_points, dtype=torch.float64)
     out = torch.empty(len(levels), n_points)
-    chunk = chunk or max(1, (1 << 21) // max(1, levels.shape[1] * n_points))
+    chunk = chunk or max(1, CHUNK_ELEMENTS // max(1, levels.shape[1] * n_points))
     for s in range(0, len(levels), chunk):
         x = ((k - _positions(levels[s : s + chunk], e_min, step)[..., None]) * h).float()
         g = torch.exp(x.square_().mul_(-0.5)).nan_to_num_(0.0)
@@ -90,7 +105,7 @@ def _windowed(levels, sigma, n_points, e_min, e_max, chunk):
     offsets = torch.arange(-half, half + 1)
     offsets_f = offsets.to(torch.float32)
     out = torch.empty(n_mol, n_points)
-    chunk = chunk or max(1, (1 << 22) // (n_lev * width))
+    chunk = chunk or max(1, CHUNK_ELEMENTS // (n_lev * width))
     for s in range(0, n_mol, chunk):
         u = _positions(levels[s : s + chunk], e_min, step)
         m = len(u)
