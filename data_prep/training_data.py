@@ -64,12 +64,12 @@ def _cached(path: Path, make) -> np.ndarray:
 def dataset_coulomb(ds: LevelsDataset, geometries: Geometries | None = None,
                     cache_dir: Path | None = None) -> np.ndarray:
     """Sorted Coulomb matrices for every molecule of ``ds`` (from its geometries), cached."""
-    if ds.coulomb is not None:
-        return sort_coulomb(ds.coulomb)
     # v2: near-ties in row norm decided by float64 norms (sorting a sorted matrix is a no-op)
     path = (cache_dir or cache_root()) / "coulomb" / f"{ds.fingerprint}_v2.npy"
 
     def make() -> np.ndarray:
+        if ds.coulomb is not None:  # imported with its matrices (the fingerprint covers them)
+            return sort_coulomb(ds.coulomb)
         geoms = geometries or load_qm9pack(cache_dir)
         g = geoms.take(geoms.rows_for(ds.index))
         return sort_coulomb(coulomb_matrices(g.Z, g.R))
