@@ -43,9 +43,9 @@ def broaden(
 
     Levels outside the window contribute their tails; NaN levels contribute nothing.
     ``method="windowed"`` (default) evaluates each Gaussian only at the grid points within
-    6 sigma of its centre and adds them with one scatter-add (vectorised over the batch; no loop
-    per molecule); ``"dense"`` evaluates every level at every grid point. Both agree with the
-    exact formula to about 1e-7 of the spectrum's peak (the test asks for 1e-6).
+    6 sigma of its centre and adds them with a scatter-add per chunk of molecules (vectorised;
+    no loop per molecule); ``"dense"`` evaluates every level at every grid point. Both agree
+    with the exact formula to about 1e-7 of the spectrum's peak (the test asks for 1e-6).
     """
     check_grid(sigma, n_points, e_min, e_max)
     if method not in ("windowed", "dense"):
