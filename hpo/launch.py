@@ -44,6 +44,24 @@ def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None)
     return plan
 
 
+def warm_cache(config: StudyConfig) -> None:
+    """Prepare the training data once, before the workers start: the first use of a dataset
+    parses the QM9 geometries and computes Coulomb matrices, which N workers would otherwise all
+    do at once (N times the memory).  Spectra for other sigma / Np are cheap and made by the
+    workers."""
+    from hpo.training import training_data
+
+    space = config.space
+    subsets = space["subset"].values() if "subset" in space and space["subset"].kind != "range" \
+        else [None]
+    sigma = config.sigma_values()[0]
+    n_points = space["n_points"].low if space["n_points"].kind == "range" else \
+        space["n_points"].values()[0]
+    for subset in subsets:
+        training_data(config.train.dataset, sigma, int(n_points), config.train.e_min,
+                      config.train.e_max, subset)
+
+
 def worker_command(study: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
     return [sys.executable, "-m", "hpo.study_cli", "worker", study, "--storage", storage,
             "--worker-index", str(index), "--threads", str(threads), "--device", device]
@@ -62,6 +80,8 @@ def launch(config: StudyConfig, workers: int, *, storage: str | None = None,
                                    subset=subset, artifacts=artifacts, dataset=dataset)
     url = storage_url(config, storage)
     create_study(config, url)  # storage and definition errors show here, once
+    _log.info(f"preparing the training data of {config.name} once for all workers")
+    warm_cache(config)
     # the workers get exactly this definition (file plus overrides), as JSON
     fd, spec = tempfile.mkstemp(prefix=f"specopt-{config.name}-", suffix=".json")
     with os.fdopen(fd, "w") as f:

@@ -185,8 +185,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
             raise StorageError(f"storage {shown}: cannot open SQLite file ({err})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
+        # one idle connection per worker; a few more while it claims a trial and beats
         engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout},
-                         "pool_pre_ping": True}
+                         "pool_pre_ping": True, "pool_size": 1, "max_overflow": 4}
     kwargs: dict = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     import inspect
 
@@ -220,43 +221,47 @@ def _lock_key(study_name: str) -> int:
 class ClaimLock:
     """Mutual exclusion among all workers of one study, across processes and machines.
 
-    PostgreSQL: a session advisory lock (released by the server if the worker dies).
-    SQLite: ``flock`` on a file beside the database.  Journal: Optuna's NFS-safe open lock.
+    PostgreSQL: a session advisory lock, on a connection of the storage's own pool when given
+    (released by the server if the worker dies).  SQLite: ``flock`` on a file beside the
+    database.  Journal: Optuna's NFS-safe open lock.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
+    def __init__(self, url: str, study_name: str, engine=None) -> None:
         self.url = normalize_url(url)
         self.study_name = study_name
-        self._pg = None
+        self.engine = engine
 
-    def _pg_connection(self):
-        import psycopg
-        from sqlalchemy.engine import make_url
+    def _connect(self):
+        if self.engine is not None:
+            return self.engine.connect()
+        import sqlalchemy
 
-        if self._pg is None or self._pg.closed:
-            u = make_url(self.url).set(drivername="postgresql")
-            self._pg = psycopg.connect(u.render_as_string(hide_password=False), autocommit=True,
-                                       connect_timeout=10)
-        return self._pg
+        self.engine = sqlalchemy.create_engine(self.url, pool_size=1, max_overflow=1,
+                                               connect_args={"connect_timeout": 10})
+        return self.engine.connect()
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         if self.url.startswith("postgresql"):
+            import sqlalchemy
+
             key = _lock_key(self.study_name)
             try:
-                con = self._pg_connection()
-                con.execute("SELECT pg_advisory_lock(%s)", (key,))
+                con = self._connect()
+                con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             except Exception as err:
-                self._pg = None
                 raise StorageError(f"storage {mask_url(self.url)}: lock failed "
                                    f"({_first_line(err)})") from None
             try:
                 yield
             finally:
                 try:
-                    con.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                except Exception:  # a lost connection releases the lock anyway
-                    self._pg = None
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    con.rollback()
+                    con.close()
+                except Exception:  # a session lock must not go back to the pool: drop it
+                    with contextlib.suppress(Exception):
+                        con.invalidate()
         elif self.url.startswith("journal:///"):
             from optuna.storages.journal import JournalFileOpenLock
 
@@ -277,7 +282,4 @@ class ClaimLock:
                     fcntl.flock(f, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._pg is not None:
-            with contextlib.suppress(Exception):
-                self._pg.close()
-            self._pg = None
+        pass

@@ -238,7 +238,7 @@ def run_worker(
     n_trials = n_trials if n_trials is not None else config.n_trials
     timeout = timeout if timeout is not None else config.budget.timeout
     poll = poll_interval or max(0.5, min(5.0, hb.interval / 2))
-    lock = ClaimLock(url, config.name)
+    lock = ClaimLock(url, config.name, getattr(storage_obj, "engine", None))
     artifacts = None
     if objective_fn is None:
         from optuna.artifacts import FileSystemArtifactStore

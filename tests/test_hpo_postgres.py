@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
+from hpo.launch import warm_cache
 from hpo.testing import start_worker, wait_for_running, write_study
 
 PG_URL = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
@@ -73,8 +74,9 @@ def test_four_workers_share_a_grid_study(tmp_path, pg_url, study_name):
 def test_sigkill_mid_trial_is_recovered_by_another_worker(tmp_path, pg_url, study_name):
     path = write_study(tmp_path / "kill.toml", study_name, storage=pg_url, heartbeat=(1, 3),
                        artifacts=tmp_path / "art",
-                       space={"loss": ["rmse", "logcosh"], "epochs": 8, "subset": 200,
+                       space={"loss": ["rmse", "logcosh"], "epochs": 20, "subset": 200,
                               "lr": 1e-4})
+    warm_cache(hpo.load_study_config(path))  # as `launch` does: workers find the data cached
     logs = [tmp_path / f"w{i}.log" for i in range(2)]
     procs = [start_worker(path, index=i, log=logs[i]) for i in range(2)]
     try:
