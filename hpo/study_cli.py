@@ -50,8 +50,8 @@ def studies() -> None:
         rows.append((name, c.sampler.name, c.pruner.name, str(n), ", ".join(
             f"{d[:3]} {o}" for o, d in zip(c.objectives, c.directions, strict=True)),
             c.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     head = ("study", "sampler", "pruner", "trials", "objectives")
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(5)]
     typer.echo("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  description")
     for r in rows:
         typer.echo("  ".join(x.ljust(w) for x, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
@@ -74,9 +74,8 @@ def worker(
 ) -> None:
     """Run trials of STUDY until its budget (trials or time) is spent.
 
-    Start as many as you like, on one machine or many, against the same storage. A worker killed
-    mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a
-    worker finish its current epoch, re-queue its trial and exit."""
+    Start as many as you like, on one machine or many, against the same storage. A worker killed mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a worker finish its current epoch, re-queue its trial and exit.
+    """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.storage import StorageError
     from hpo.worker import TrialError, run_worker, setup_logging
 
@@ -110,8 +109,7 @@ def launch(
     artifacts: str | None = ArtifactsOpt,
     dataset: str | None = DatasetOpt,
 ) -> None:
-    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores
-    divided between them."""
+    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores divided between them."""  # noqa: E501
     code = _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifacts, dataset)
     if code:
         raise typer.Exit(code)
@@ -190,8 +188,7 @@ def demo(
     workers: int = typer.Option(2, "--workers", "-w", help="worker processes"),
     out: Path | None = typer.Option(None, "--out", help="report folder (runs/demo-report)"),
 ) -> None:
-    """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores)
-    with 2 local workers, then its report."""
+    """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores) with 2 local workers, then its report."""  # noqa: E501
     code = _launch("demo", workers, None, None, None, None, None, None, None)
     if code:
         raise typer.Exit(code)
