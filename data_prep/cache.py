@@ -14,10 +14,16 @@ def cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "specopt"
 
 
-def save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write an .npy file so that a concurrent reader never sees half of it."""
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file private to this process, then rename it to
+    ``path``: concurrent workers filling the same cache never see (or clobber) half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        np.save(f, array)
+        write(f)
     tmp.replace(path)
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """Write an .npy file atomically."""
+    atomic_write(path, lambda f: np.save(f, array))

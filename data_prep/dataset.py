@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.cache import atomic_write
 from data_prep.qm9 import DataError
 
 TRAIN, TEST, VALIDATION = 0, 1, 2
@@ -97,14 +98,11 @@ class LevelsDataset:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(index=self.index, levels=self.levels, split=self.split, rank=self.rank,
                       provenance=np.array(json.dumps(self.provenance, indent=1)))
         if self.coulomb is not None:
             arrays["coulomb"] = self.coulomb
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
     def summary(self) -> dict:
         counts = {SPLIT_NAMES[k]: int((self.split == k).sum()) for k in SPLIT_NAMES}

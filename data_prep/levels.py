@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.cache import atomic_write
 from data_prep.qm9 import DataError, Geometries
 
 N_LEVELS = 16
@@ -204,9 +205,8 @@ def _part_path(parts_dir: Path, start: int) -> Path:
 
 
 def _save_part(parts_dir: Path, start: int, index, levels, status) -> None:
-    tmp = parts_dir / f".chunk_{start:07d}.tmp.npz"
-    np.savez(tmp, index=index, levels=levels, status=status)
-    tmp.replace(_part_path(parts_dir, start))
+    atomic_write(_part_path(parts_dir, start),
+                 lambda f: np.savez(f, index=index, levels=levels, status=status))
 
 
 def _load_part(parts_dir: Path, start: int, index: np.ndarray):

@@ -139,7 +139,7 @@ def _parse_numbers(strings: list[str]) -> np.ndarray:
 
 def load_qm9pack(cache_dir: Path | None = None) -> Geometries:
     """All 130,831 QM9 geometries from qm9pack, cached as ``.npz`` after the first parse."""
-    from data_prep.cache import cache_root
+    from data_prep.cache import atomic_write, cache_root
 
     cache = (cache_dir or cache_root()) / "qm9pack_geometries.npz"
     if cache.exists():
@@ -166,8 +166,6 @@ def load_qm9pack(cache_dir: Path | None = None) -> Geometries:
     R = np.zeros((len(df), MAX_ATOMS, 3), np.float32)
     Z[mask], R[mask] = Z_flat, R_flat
     geoms = Geometries(df["Index"].to_numpy(np.int32), n_atoms, Z, R)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, index=geoms.index, n_atoms=geoms.n_atoms, Z=geoms.Z, R=geoms.R)
-    tmp.replace(cache)
+    atomic_write(cache, lambda f: np.savez(f, index=geoms.index, n_atoms=geoms.n_atoms,
+                                           Z=geoms.Z, R=geoms.R))
     return geoms
