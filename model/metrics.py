@@ -144,7 +144,6 @@ def extract_levels(spectra, grid, sigma: float, n_levels: int = 16, iterations: 
     step = float(g[1] - g[0])
     norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
     out = torch.empty(len(s_all), n_levels, dtype=torch.float64, device=s_all.device)
-    eye = torch.eye(n_levels, device=s_all.device)
     for a in range(0, len(s_all), chunk):
         s = s_all[a : a + chunk]
         s = s * (n_levels / (s.sum(-1, keepdim=True) * step).clamp_min(_TINY))
@@ -160,11 +159,14 @@ def extract_levels(spectra, grid, sigma: float, n_levels: int = 16, iterations: 
         r, jac, cost = residual(c)
         damping = torch.full((len(s),), 1e-3, device=s.device)
         for _ in range(iterations):
-            jtj = jac @ jac.transpose(1, 2)
-            jtr = (jac @ r.unsqueeze(-1)).squeeze(-1)
+            # The 16 x 16 systems in float64: coincident levels make J^T J singular.
+            jtj = (jac @ jac.transpose(1, 2)).double()
+            jtr = (jac @ r.unsqueeze(-1)).squeeze(-1).double()
             diag = torch.diagonal(jtj, dim1=1, dim2=2)
-            lhs = jtj + damping[:, None, None] * torch.diag_embed(diag) + 1e-6 * eye
-            delta = torch.linalg.solve(lhs, -jtr).clamp(-sigma, sigma)
+            floor = 1e-9 * diag.amax(-1, keepdim=True) + 1e-30
+            lhs = jtj + torch.diag_embed(damping[:, None].double() * diag + floor)
+            delta, info = torch.linalg.solve_ex(lhs, -jtr)
+            delta = torch.where((info == 0)[:, None], delta, 0.0).float().clamp(-sigma, sigma)
             c_new = c + delta
             r_new, jac_new, cost_new = residual(c_new)
             better = cost_new < cost

@@ -162,7 +162,7 @@ def test_full_evaluation_of_a_perfect_prediction(small_data):
         assert m[name] == pytest.approx(1.0)
     for name in ("rmse", "mae", "negative_share", "wasserstein_eV", "rmse_normalised"):
         assert m[name] == pytest.approx(0.0, abs=1e-9)
-    assert m["level_error_eV"] == m["level_error_target_eV"] < 0.02
+    assert m["level_error_eV"] == m["level_error_target_eV"] < 0.05
 
 
 def test_bad_input():
