@@ -60,7 +60,8 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast of the convolutions (the output layer stays "
         "float32): 'auto' uses it on CUDA and on CPUs with AMX.")
-    compile: bool = Field(False, description="torch.compile the training step.")
+    compile: bool = Field(False, description="torch.compile the model for training steps "
+                          "(slower on the CPU here: 2,300 vs 3,350 samples/s).")
     num_threads: int | None = Field(None, ge=1, description="CPU threads (all cores when None).")
     eval_batch_size: int | None = Field(
         None, ge=1, description="Molecules per evaluation batch (default: 256 on the CPU, "

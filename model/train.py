@@ -213,28 +213,32 @@ class Trainer:
         self._idx = torch.arange(bs, device=self.device)
         self._loss_sum = torch.zeros((), device=self.device)
         initial = copy.deepcopy(self.model.state_dict())
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm-up (cuDNN autotuning, optimiser state)
-            for _ in range(3):
-                self._eager_step(self._x_epoch[self._idx], self.y_train[self._idx])
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            loss = self._forward_loss(self._x_epoch[self._idx], self.y_train[self._idx])
-            loss.backward()
-            self.optimizer.step()
-            self._loss_sum.add_(loss.detach() * bs)
-        # Undo the warm-up and capture steps in place (the graph holds these very tensors).
-        with torch.no_grad():
-            for name, value in self.model.state_dict().items():
-                value.copy_(initial[name])
-            for state in self.optimizer.state.values():
-                for value in state.values():
-                    if torch.is_tensor(value):
-                        value.zero_()
-            self._loss_sum.zero_()
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up (cuDNN autotuning, optimiser state)
+                for _ in range(3):
+                    self._eager_step(self._x_epoch[self._idx], self.y_train[self._idx])
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                loss = self._forward_loss(self._x_epoch[self._idx], self.y_train[self._idx])
+                loss.backward()
+                self.optimizer.step()
+                self._loss_sum.add_(loss.detach() * bs)
+        finally:
+            # Undo the warm-up steps in place, captured or not (a graph holds these tensors):
+            # the run starts from the seeded weights and a fresh optimiser either way.
+            torch.cuda.synchronize(self.device)
+            with torch.no_grad():
+                for name, value in self.model.state_dict().items():
+                    value.copy_(initial[name])
+                for state in self.optimizer.state.values():
+                    for value in state.values():
+                        if torch.is_tensor(value):
+                            value.zero_()
+                self._loss_sum.zero_()
         self._graph = graph
 
     def _use_graph(self) -> bool:
@@ -248,7 +252,7 @@ class Trainer:
                               stacklevel=2)
                 self._graph_failed = True
                 self._graph = None
-                torch.cuda.synchronize(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
         return self._graph is not None
 
     # -- epochs ---------------------------------------------------------------------------------
