@@ -235,7 +235,7 @@ class TrainSettings(_Section):
 
     dataset: str | None = None  # levels .npz; None: the bundled GFN2-xTB dataset
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    amp: Literal["auto", "bf16", "off"] | bool = "auto"  # bf16 autocast ("auto": on CUDA only)
+    amp: Literal["auto", "bf16", "off"] | bool = "auto"  # bf16 autocast; auto: CUDA, AMX CPUs
     compile: bool = False
     num_threads: int | None = None
     e_min: float = -30.0

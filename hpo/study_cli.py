@@ -156,13 +156,10 @@ def _launch(study, workers, storage, n_trials, timeout, epochs, subset, artifact
 
 
 def _report(study: str, storage: str | None, out: Path | None) -> None:
-    """The study's report: the ``specopt report`` command (``hpo.report_cli``, another
-    package's), so that its output is the same."""
-    try:
-        from hpo.report_cli import report
-    except ImportError:
-        typer.echo("(no report: hpo.report is not available)", err=True)
-        return
+    """The study's report, through the ``specopt report`` command so that its output is the
+    same."""
+    from hpo.report_cli import report
+
     cfg = _config(study, storage=storage)
     report(study=str(cfg.source or cfg.name), storage=storage, artifacts=None, out=out)
 

@@ -31,6 +31,17 @@ def small_data(levels_dataset):
     return prepare(levels_dataset, sigma=0.5, n_points=300, subset=600)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Behaviour, not speed, is tested: one torch thread stays quick on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]

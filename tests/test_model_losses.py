@@ -6,14 +6,7 @@ import torch
 
 from model.losses import LOSSES, get_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RNG = np.random.default_rng(7)

@@ -14,14 +14,7 @@ from model.metrics import (
     wasserstein_per_spectrum,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Np = 4 points on [0, 4] eV: the report's dE = 4 / 4 = 1.

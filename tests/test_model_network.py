@@ -7,14 +7,7 @@ import torch
 
 from model import SpectraCNN, count_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(("n_points", "expected"), [(300, 221_529), (500, 297_329),

@@ -12,14 +12,7 @@ import model
 from data_prep import prepare
 from model import TrainConfig, TrainingFailed, load_checkpoint, predict, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Behaviour, not speed, is tested here: one thread stays quick on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**kw) -> TrainConfig:
