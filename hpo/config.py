@@ -586,9 +586,7 @@ def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
             return optuna.samplers.NSGAIISampler(seed=seed, **opts)
     except ConfigError:
         raise
-    except TypeError as err:
-        raise ConfigError(f"sampler.options: {err}") from None
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler.options: {err}") from None
     raise ConfigError(f"sampler: unknown {s.name!r} (known: {', '.join(SAMPLERS)})")
 
@@ -614,8 +612,6 @@ def build_pruner(cfg: StudyConfig):
             return optuna.pruners.NopPruner()
     except ConfigError:
         raise
-    except TypeError as err:
-        raise ConfigError(f"pruner.options: {err}") from None
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"pruner.options: {err}") from None
     raise ConfigError(f"pruner: unknown {p.name!r} (known: {', '.join(PRUNERS)})")

@@ -109,13 +109,18 @@ def _setting_columns(settings: dict, keys: list[str]) -> dict[str, Any]:
     return {SETTING_LABELS.get(k, k): settings.get(k) for k in keys}
 
 
+def _best_of_groups(study: optuna.Study, groups):
+    """(settings, trials, best trial, its metrics) of every group."""
+    for settings, trials in groups:
+        best = max(trials, key=lambda t: _objective_key(study, t))
+        yield settings, trials, best, metrics_of(best)
+
+
 def results_table(study: optuna.Study) -> pd.DataFrame:
     """Per loss / sigma / Np: the group's best trial on the validation set (see module doc)."""
     keys, groups = _groups(study)
     rows = []
-    for settings, trials in groups:
-        best = max(trials, key=lambda t: _objective_key(study, t))
-        m = metrics_of(best)
+    for settings, trials, best, m in _best_of_groups(study, groups):
         judged, scale = _judged(m, settings.get("loss"))
         rows.append({**_setting_columns(settings, keys), "trials": len(trials),
                      "best trial": best.number, **judged, "judged on": scale,
@@ -134,9 +139,7 @@ def negative_table(study: optuna.Study) -> pd.DataFrame:
     """Negative predicted intensities of each group's best trial (the report's Table 5)."""
     keys, groups = _groups(study)
     rows = []
-    for settings, trials in groups:
-        best = max(trials, key=lambda t: _objective_key(study, t))
-        m = metrics_of(best)
+    for settings, _, best, m in _best_of_groups(study, groups):
         rows.append({**_setting_columns(settings, keys), "best trial": best.number,
                      "negative points (%)": _pct(m.get("negative_share")),
                      "negative magnitude": _num(m.get("negative_magnitude"))})
