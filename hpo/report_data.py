@@ -20,6 +20,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from model.losses import SCALE_FREE
+
 # Settings shown in tables, in the report's order, with their column labels.
 SETTING_LABELS: dict[str, str] = {
     "loss": "loss", "sigma": "sigma (eV)", "n_points": "Np", "output_head": "head",
@@ -28,8 +30,6 @@ SETTING_LABELS: dict[str, str] = {
 }
 #: The report's tables are per loss / sigma / Np (and output head, a later addition).
 GROUP_SETTINGS = ("loss", "sigma", "n_points", "output_head")
-#: Losses that do not fix the scale of a prediction: judged on normalised predictions.
-SCALE_FREE_LOSSES = ("cosine", "pearson")
 LOSS_ORDER = ("rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid",
               "wasserstein")
 CONFIG_ATTR = "specopt:config"
@@ -121,7 +121,7 @@ def history_of(trial: FrozenTrial) -> list[dict]:
 
 
 def is_scale_free(loss: Any) -> bool:
-    return str(loss) in SCALE_FREE_LOSSES
+    return str(loss) in SCALE_FREE
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -210,10 +210,11 @@ def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str)
 class Predictions:
     """Validation predictions of one trial (``predictions.npz``)."""
 
-    pred: np.ndarray
+    pred: np.ndarray  # as judged: scaled to the target for scale-free losses
     target: np.ndarray
     index: np.ndarray
     grid: np.ndarray
+    scaled: bool = False  # pred was scaled to the target (cosine / Pearson trials)
 
     @property
     def de(self) -> float:
@@ -237,4 +238,10 @@ def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predicti
         index = np.asarray(z["index"]) if "index" in z else np.arange(len(pred))
         grid = np.asarray(z["grid"], np.float64) if "grid" in z else np.linspace(
             -30.0, 0.0, pred.shape[-1])
-    return Predictions(pred, target, index, grid)
+    # Scale-free runs are judged on predictions scaled to the target, as their metrics are.
+    scaled = is_scale_free(trial_settings(trial, study_fixed_settings(study)).get("loss"))
+    if scaled:
+        from model.metrics import scaled_to_target
+
+        pred = scaled_to_target(pred, target)
+    return Predictions(pred, target, index, grid, scaled)

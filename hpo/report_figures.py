@@ -89,13 +89,14 @@ def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Fi
         f"best: molecule {int(pred.index[best])}, accuracy {100 * acc[best]:.1f}%",
         f"worst: molecule {int(pred.index[worst])}, accuracy {100 * acc[worst]:.1f}%"))
     grid = pred.grid.tolist()
+    pred_name = "prediction (scaled to the target)" if pred.scaled else "prediction"
     for col, (which, i) in enumerate((("best", best), ("worst", worst)), start=1):
         meta = {"which": which, "row": i, "molecule": int(pred.index[i]),
                 "accuracy": float(acc[i])}
         fig.add_trace(go.Scatter(x=grid, y=pred.target[i].tolist(), name="target",
                                  line=dict(color="black"), showlegend=col == 1,
                                  meta={**meta, "series": "target"}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=grid, y=pred.pred[i].tolist(), name="prediction",
+        fig.add_trace(go.Scatter(x=grid, y=pred.pred[i].tolist(), name=pred_name,
                                  line=dict(color="#d62728", dash="dash"), showlegend=col == 1,
                                  meta={**meta, "series": "prediction"}), row=1, col=col)
         fig.update_xaxes(title_text="energy (eV)", row=1, col=col)

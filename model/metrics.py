@@ -79,9 +79,19 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_TINY)
 
 
-def accuracy_per_spectrum(pred, target, de: float):
-    """The report's accuracy of every spectrum (numpy in, numpy out; torch in, torch out)."""
-    acc = _accuracy(_tensor(pred), _tensor(target), de)
+def scaled_to_target(pred, target):
+    """Each prediction scaled to its target's L2 norm: how runs trained with a scale-free loss
+    (cosine, Pearson) are judged (numpy in, numpy out; torch in, torch out)."""
+    p, t = _tensor(pred), _tensor(target)
+    out = _unit(p) * torch.linalg.vector_norm(t, dim=-1, keepdim=True)
+    return out if isinstance(pred, torch.Tensor) else out.numpy()
+
+
+def accuracy_per_spectrum(pred, target, de: float, scale_free: bool = False):
+    """The report's accuracy of every spectrum (numpy in, numpy out; torch in, torch out);
+    ``scale_free``: judge ``scaled_to_target`` predictions, as ``evaluate`` does."""
+    p = _tensor(scaled_to_target(pred, target) if scale_free else pred)
+    acc = _accuracy(p, _tensor(target), de)
     return acc if isinstance(pred, torch.Tensor) else acc.numpy()
 
 
@@ -189,10 +199,13 @@ def level_error_per_spectrum(spectra, levels, grid, sigma: float) -> torch.Tenso
 
 
 def evaluate(pred, target, levels, grid, sigma: float, reference_sigma: float | None = None,
-             metrics: Iterable[str] | None = None) -> dict[str, float]:
+             metrics: Iterable[str] | None = None, scale_free: bool = False) -> dict[str, float]:
     """Metrics of (N, Np) predictions against targets, per spectrum then averaged (see the
     module docstring). ``levels`` (N, 16) eV are only needed for the level errors; ``metrics``
-    picks a subset of ``METRICS`` (all when None)."""
+    picks a subset of ``METRICS`` (all when None). ``scale_free``: the model was trained with a
+    loss that fixes no scale (cosine, Pearson), so each prediction is first scaled to its
+    target's L2 norm, as the report judged such runs; otherwise a study comparing losses would
+    always rank them last for a scale they were never asked to learn."""
     wanted = list(METRICS if metrics is None else metrics)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
@@ -205,6 +218,8 @@ def evaluate(pred, target, levels, grid, sigma: float, reference_sigma: float | 
     if len(p) == 0:
         raise ValueError("no spectra to evaluate")
     de, step = _grid_info(grid, p.shape[-1])
+    if scale_free:
+        p = scaled_to_target(p, t)
     reference_sigma = sigma if reference_sigma is None else reference_sigma
     out: dict[str, torch.Tensor] = {}
     if {"accuracy", "accuracy_min", "accuracy_max"} & set(wanted):

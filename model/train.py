@@ -28,7 +28,7 @@ import torch
 
 from data_prep import TrainingData, prepare, randomize_coulomb, sort_coulomb
 from model.config import TrainConfig
-from model.losses import get_loss
+from model.losses import SCALE_FREE, get_loss
 from model.metrics import EPOCH_METRICS, evaluate
 from model.network import SpectraCNN
 
@@ -310,7 +310,8 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingFailed(self.epoch, f"test loss is {loss} (lr={self.config.lr:g})")
         metrics = evaluate(pred, self.y_test, None, self.data.grid, self.config.sigma,
-                           self.config.reference_sigma, metrics=EPOCH_METRICS)
+                           self.config.reference_sigma, metrics=EPOCH_METRICS,
+                           scale_free=self.config.loss in SCALE_FREE)
         return loss, metrics
 
     def save_checkpoint(self, path: Path, epoch: int, test_loss: float) -> None:
@@ -372,7 +373,7 @@ def train(config: TrainConfig, data: TrainingData | None = None,
     val_pred = trainer.predict(trainer.x_val)
     val_levels = data.levels[data.validation_rows]
     metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
-                       config.reference_sigma)
+                       config.reference_sigma, scale_free=config.loss in SCALE_FREE)
     return TrainResult(
         status=status,
         best_epoch=best_epoch,

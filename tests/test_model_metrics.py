@@ -169,3 +169,18 @@ def test_bad_input():
         _eval(P4, T4, ["accuracy"], grid=np.linspace(0, 1, 5))
     with pytest.raises(ValueError, match="needs the true levels"):
         _eval(P4, T4, ["level_error_eV"])
+
+
+def test_scale_free_runs_are_judged_on_rescaled_predictions():
+    """Cosine/Pearson fix no scale: a prediction of the right shape at a third of the target's
+    scale is perfect once scaled, as the report judged such runs; otherwise it is not."""
+    grid = np.linspace(-30.0, 0.0, 300)
+    levels = np.array([np.linspace(-20.0, -10.0, 16), np.linspace(-18.0, -9.0, 16)])
+    target = broaden(levels, 0.5, 300)
+    raw = evaluate(target / 3.0, target, levels, grid, 0.5, metrics=["accuracy", "fair_accuracy"])
+    fair = evaluate(target / 3.0, target, levels, grid, 0.5, scale_free=True,
+                    metrics=["accuracy", "fair_accuracy", "accuracy_normalised"])
+    assert raw["accuracy"] < 0.8 and raw["fair_accuracy"] < 0.8
+    assert fair["accuracy"] == pytest.approx(1.0, abs=1e-6)
+    assert fair["fair_accuracy"] == pytest.approx(1.0, abs=1e-6)
+    assert fair["accuracy_normalised"] == pytest.approx(1.0, abs=1e-6)

@@ -142,6 +142,12 @@ def test_other_losses_heads_and_bf16_train(tiny_data, loss, head, amp):
     assert np.isfinite(result.best_test_loss)
     if head == "softplus":
         assert (result.val_predictions >= 0).all() and result.metrics["negative_share"] == 0
+    # A scale-free loss is judged on predictions scaled to the target; the others as they are.
+    m = result.metrics
+    if loss == "cosine":
+        assert m["accuracy"] == pytest.approx(m["accuracy_normalised"], abs=1e-9)
+    else:
+        assert m["accuracy"] != pytest.approx(m["accuracy_normalised"], abs=1e-6)
 
 
 def test_data_that_do_not_match_the_config(small_data):
