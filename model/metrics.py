@@ -13,6 +13,10 @@
   is how scale-free losses (cosine, Pearson) are judged. RMSE and MAE are then expressed in units
   of the target's norm (both spectra L2-normalised), as in the report's Table 2 (RMSE_n about
   0.010 where RMSE is 0.209). Accuracy and R^2 do not depend on that common factor.
+- ``evaluate(..., scale_free=True)`` (the training loop passes it for cosine and Pearson runs):
+  every metric is computed on predictions scaled to their targets' L2 norms, as the report
+  judged those runs, so that a study comparing losses does not rank them by a scale they never
+  learn.
 - ``fair_accuracy``: accuracy after re-broadening prediction and target to ``reference_sigma`` by
   convolving both with a Gaussian of width sqrt(reference_sigma^2 - sigma^2) (Gaussians
   compose), so that runs at different sigma compare on one scale.
