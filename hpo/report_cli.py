@@ -61,8 +61,7 @@ def export_best(
     storage: str | None = StorageOpt,
     artifacts: Path | None = ArtifactsOpt,
 ) -> None:
-    """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint,
-    validation predictions and the HTML report."""
+    """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
     from hpo.report import ReportError, best_trial_table, export_best
 
     opened = _open(study, storage, artifacts)
@@ -111,8 +110,7 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (localhost)"),
     port: int = typer.Option(8080, "--port", help="port (0: any free port)"),
 ) -> None:
-    """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and
-    artifacts. Prints the URL; Ctrl-C stops it."""
+    """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and artifacts. Prints the URL; Ctrl-C stops it."""  # noqa: E501 - typer keeps line breaks
     from hpo.report_predict import serve_dashboard
 
     opened = _open(study, storage, artifacts)
