@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data_prep.qm9 import MAX_ATOMS, DataError, pad
-
-BOHR_PER_ANGSTROM = 1.0 / 0.529177210903
+from data_prep.qm9 import MAX_ATOMS, pad
+from model.contract import BOHR_PER_ANGSTROM
+from model.errors import DataError
 
 
 def coulomb_matrices(Z: np.ndarray, R_angstrom: np.ndarray, chunk: int = 8192) -> np.ndarray:

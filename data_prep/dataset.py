@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.cache import atomic_write
-from data_prep.qm9 import DataError
+from model.contract import MATRIX_SIZE, N_LEVELS
+from model.errors import DataError
 
 TRAIN, TEST, VALIDATION = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", TEST: "test", VALIDATION: "validation"}
@@ -53,12 +54,13 @@ class LevelsDataset:
 
     def __post_init__(self) -> None:
         n = len(self.index)
-        if self.levels.shape != (n, 16):
-            raise DataError(f"levels have shape {self.levels.shape}, expected ({n}, 16)")
+        if self.levels.shape != (n, N_LEVELS):
+            raise DataError(f"levels have shape {self.levels.shape}, expected ({n}, {N_LEVELS})")
         if len(self.split) != n or len(self.rank) != n:
             raise DataError("split and rank must have one entry per molecule")
-        if self.coulomb is not None and self.coulomb.shape != (n, 29, 29):
-            raise DataError(f"coulomb has shape {self.coulomb.shape}, expected ({n}, 29, 29)")
+        size = (MATRIX_SIZE, MATRIX_SIZE)
+        if self.coulomb is not None and self.coulomb.shape != (n, *size):
+            raise DataError(f"coulomb has shape {self.coulomb.shape}, expected ({n}, {size})")
 
     def __len__(self) -> int:
         return len(self.index)

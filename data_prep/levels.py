@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.cache import atomic_write
-from data_prep.qm9 import DataError, Geometries
-
-N_LEVELS = 16
-HARTREE_EV = 27.211386245988  # CODATA 2018
-BOHR_ANGSTROM = 0.529177210903
+from data_prep.qm9 import Geometries
+from model.contract import BOHR_ANGSTROM, HARTREE_EV, N_LEVELS
+from model.errors import DataError
 
 # Per-molecule status codes stored in every chunk.
 OK, TOO_FEW, FAILED = 0, 1, 2
@@ -192,7 +190,7 @@ def compute_levels(
     bar.close()
     if parts_dir is not None:
         results = {s: _load_part(parts_dir, s, geoms.index[s : s + chunk_size]) for s in starts}
-    levels = np.concatenate([results[s][0] for s in starts]) if starts else np.zeros((0, 16))
+    levels = np.concatenate([results[s][0] for s in starts]) if starts else np.zeros((0, N_LEVELS))
     status = np.concatenate([results[s][1] for s in starts]) if starts else np.zeros(0, np.uint8)
     counts = Counter(STATUS_NAMES[int(c)] for c in status)
     summary = {"total": len(geoms), **{name: counts.get(name, 0) for name in STATUS_NAMES.values()}}

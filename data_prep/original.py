@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.dataset import LevelsDataset
-from data_prep.levels import N_LEVELS
-from data_prep.qm9 import MAX_ATOMS, DataError
-from data_prep.spectra import E_MAX, E_MIN, broaden
+from data_prep.qm9 import MAX_ATOMS
+from data_prep.spectra import broaden
+from model.contract import E_MAX, E_MIN, N_LEVELS
+from model.errors import DataError
 
 MISSING = -10000.0
 ZENODO = "Ghosh et al. 2019, Zenodo 3386508 (132k_16_opt_eV)"

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_ATOMS = 29
+from model.contract import MATRIX_SIZE as MAX_ATOMS
+from model.errors import DataError
+
 ELEMENTS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 N_QM9PACK = 130_831
-
-
-class DataError(ValueError):
-    """Bad input data: a malformed file, an unknown element, too many atoms, a bad parameter."""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
-from data_prep.qm9 import DataError
-
-E_MIN, E_MAX = -30.0, 0.0
+from model.contract import E_MAX, E_MIN
+from model.errors import DataError
 
 
 def check_grid(sigma: float, n_points: int, e_min: float = E_MIN, e_max: float = E_MAX) -> None:

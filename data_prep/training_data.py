@@ -11,7 +11,8 @@ from data_prep.cache import cache_root, save_atomic
 from data_prep.coulomb import coulomb_matrices, sort_coulomb
 from data_prep.dataset import TEST, TRAIN, VALIDATION, LevelsDataset, load_levels
 from data_prep.qm9 import Geometries, load_qm9pack
-from data_prep.spectra import E_MAX, E_MIN, broaden, check_grid, energy_grid
+from data_prep.spectra import broaden, check_grid, energy_grid
+from model.contract import E_MAX, E_MIN
 
 
 @dataclass(frozen=True)

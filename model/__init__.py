@@ -1,21 +1,51 @@
-"""The report's CNN, its losses and metrics, and the training loop."""
+"""The report's CNN, its losses and metrics, and the training loop.
 
-from model import losses, metrics
-from model.config import TrainConfig
-from model.network import SpectraCNN, count_parameters
-from model.train import (
-    EpochReport,
-    Trainer,
-    TrainingFailed,
-    TrainResult,
-    load_checkpoint,
-    predict,
-    resolve_device,
-    train,
-)
+Names are imported on first use (PEP 562), so that ``model.contract``, ``model.errors`` and
+``model.config`` stay importable without torch: the study-file validation and ``data_prep`` use
+them.
+"""
 
-__all__ = [
-    "EpochReport", "SpectraCNN", "TrainConfig", "TrainResult", "Trainer", "TrainingFailed",
-    "count_parameters", "load_checkpoint", "losses", "metrics", "predict", "resolve_device",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "TrainConfig": "model.config",
+    "SpectraCNN": "model.network",
+    "count_parameters": "model.network",
+    "EpochReport": "model.trainer",
+    "Trainer": "model.trainer",
+    "TrainResult": "model.trainer",
+    "load_checkpoint": "model.trainer",
+    "predict": "model.trainer",
+    "resolve_device": "model.trainer",
+    "train": "model.trainer",
+    "TrainingFailed": "model.errors",
+}
+_MODULES = ("contract", "errors", "losses", "metrics")
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+if TYPE_CHECKING:
+    from model import contract, errors, losses, metrics  # noqa: F401
+    from model.config import TrainConfig  # noqa: F401
+    from model.errors import TrainingFailed  # noqa: F401
+    from model.network import SpectraCNN, count_parameters  # noqa: F401
+    from model.trainer import (  # noqa: F401
+        EpochReport,
+        Trainer,
+        TrainResult,
+        load_checkpoint,
+        predict,
+        resolve_device,
+        train,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"model.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -73,7 +73,7 @@ def train_command(
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from model.train import TrainingFailed, train
+    from model.trainer import TrainingFailed, train
 
     try:
         config = TrainConfig(

@@ -13,8 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.losses import LOSSES
-from model.network import OUTPUT_HEADS
+from model.contract import E_MAX, E_MIN, LOSSES, OUTPUT_HEADS
 
 DEFAULT_REFERENCE_SIGMA = 0.5
 
@@ -25,8 +24,8 @@ class TrainConfig(BaseModel):
     # Data: which spectra to learn (must match the prepared dataset).
     sigma: float = Field(0.5, description="Gaussian broadening of the target spectra, eV.")
     n_points: int = Field(300, description="Np: points of the energy grid.")
-    e_min: float = Field(-30.0, description="Low end of the energy window, eV.")
-    e_max: float = Field(0.0, description="High end of the energy window, eV.")
+    e_min: float = Field(E_MIN, description="Low end of the energy window, eV.")
+    e_max: float = Field(E_MAX, description="High end of the energy window, eV.")
     subset: int | None = Field(None, description="Only this many molecules (all when None).")
     dataset: Path | None = Field(None, description="Levels dataset file (bundled when None).")
     coulomb_noise: float = Field(

@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from model.contract import LOSSES
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-SCALE_FREE = frozenset({"cosine", "pearson"})
 
 
 def _mse(pred, target):
@@ -89,11 +90,6 @@ def _wasserstein(de: float) -> Loss:
         return torch.cumsum(pred - target, dim=-1).abs().sum(dim=-1).mean() * (de * de)
 
     return wasserstein
-
-
-LOSSES: tuple[str, ...] = (
-    "rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid", "wasserstein",
-)
 
 
 def get_loss(name: str, *, huber_delta: float = 1.0, threshold: float = 1e-8,

@@ -39,16 +39,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-METRICS: tuple[str, ...] = (
-    "accuracy", "accuracy_min", "accuracy_max", "rmse", "mae", "r2",
-    "negative_share", "negative_magnitude",
-    "accuracy_normalised", "rmse_normalised", "mae_normalised", "r2_normalised",
-    "fair_accuracy", "wasserstein_eV", "level_error_eV", "level_error_target_eV",
-)
-#: Cheap enough to compute on the test set after every epoch.
-EPOCH_METRICS: tuple[str, ...] = (
-    "accuracy", "rmse", "mae", "r2", "fair_accuracy", "wasserstein_eV",
-)
+from model.contract import METRICS, N_LEVELS
+
 _TINY = 1e-12
 
 
@@ -145,7 +137,7 @@ def _quantile_levels(s: torch.Tensor, grid: torch.Tensor, n_levels: int) -> torc
     return grid[i] - 0.5 * step + frac * step
 
 
-def extract_levels(spectra, grid, sigma: float, n_levels: int = 16, iterations: int = 10,
+def extract_levels(spectra, grid, sigma: float, n_levels: int = N_LEVELS, iterations: int = 10,
                    chunk: int = 2048) -> torch.Tensor:
     """Recover ``n_levels`` level energies (eV, ascending) from each spectrum, taken as a sum of
     unit-area Gaussians of width ``sigma``: negative intensities are clipped, each spectrum is

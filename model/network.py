@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model.contract import MATRIX_SIZE, OUTPUT_HEADS
+
 FILTERS = (22, 47, 42)
-OUTPUT_HEADS = ("linear", "softplus")
-MATRIX_SIZE = 29
 
 
 class SpectraCNN(nn.Module):

@@ -28,21 +28,14 @@ import torch
 
 from data_prep import TrainingData, prepare, randomize_coulomb, sort_coulomb
 from model.config import TrainConfig
-from model.losses import SCALE_FREE, get_loss
-from model.metrics import EPOCH_METRICS, evaluate
+from model.contract import EPOCH_METRICS, MATRIX_SIZE, SCALE_FREE_LOSSES, ArtifactName
+from model.errors import TrainingFailed
+from model.losses import get_loss
+from model.metrics import evaluate
 from model.network import SpectraCNN
 
 CHECKPOINT_FORMAT = "specopt-checkpoint-1"
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class TrainingFailed(RuntimeError):
-    """The loss became NaN or infinite: the run cannot go on (often a too-high lr)."""
-
-    def __init__(self, epoch: int, reason: str) -> None:
-        super().__init__(f"training failed in epoch {epoch}: {reason}")
-        self.epoch = epoch
-        self.reason = reason
+CHECKPOINT_NAME = ArtifactName.CHECKPOINT
 
 
 @dataclass
@@ -137,7 +130,8 @@ def check_data(config: TrainConfig, data: TrainingData) -> None:
             f"[{data.e_min:g}, {data.e_max:g}] eV, but the config asks for sigma="
             f"{config.sigma:g}, Np={config.n_points}, [{config.e_min:g}, {config.e_max:g}]: "
             "call data_prep.prepare with the config's values")
-    if data.spectra.shape[1:] != (config.n_points,) or data.coulomb.shape[1:] != (29, 29):
+    square = (MATRIX_SIZE, MATRIX_SIZE)
+    if data.spectra.shape[1:] != (config.n_points,) or data.coulomb.shape[1:] != square:
         raise ValueError(f"spectra {data.spectra.shape} / Coulomb matrices "
                          f"{data.coulomb.shape} do not match Np={config.n_points}")
     for name, rows in (("training", data.train_rows), ("test", data.test_rows),
@@ -311,7 +305,7 @@ class Trainer:
             raise TrainingFailed(self.epoch, f"test loss is {loss} (lr={self.config.lr:g})")
         metrics = evaluate(pred, self.y_test, None, self.data.grid, self.config.sigma,
                            self.config.reference_sigma, metrics=EPOCH_METRICS,
-                           scale_free=self.config.loss in SCALE_FREE)
+                           scale_free=self.config.loss in SCALE_FREE_LOSSES)
         return loss, metrics
 
     def save_checkpoint(self, path: Path, epoch: int, test_loss: float) -> None:
@@ -373,7 +367,7 @@ def train(config: TrainConfig, data: TrainingData | None = None,
     val_pred = trainer.predict(trainer.x_val)
     val_levels = data.levels[data.validation_rows]
     metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
-                       config.reference_sigma, scale_free=config.loss in SCALE_FREE)
+                       config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES)
     return TrainResult(
         status=status,
         best_epoch=best_epoch,
@@ -425,8 +419,9 @@ def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
                         else coulomb, dtype=torch.float32)
     if x.dim() == 4:
         x = x.squeeze(1)
-    if x.dim() != 3 or x.shape[1:] != (29, 29):
-        raise ValueError(f"expected (N, 29, 29) Coulomb matrices, got {tuple(x.shape)}")
+    if x.dim() != 3 or x.shape[1:] != (MATRIX_SIZE, MATRIX_SIZE):
+        raise ValueError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
+                         f"{tuple(x.shape)}")
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():

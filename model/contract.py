@@ -1,0 +1,127 @@
+"""The project's shared facts, each written once: every other module imports them from here.
+
+A leaf module: it imports nothing from the project and no third-party package (no torch), so
+``data_prep``, ``model``, ``hpo`` and the study-file validation can all use it (see
+docs/ARCHITECTURE.md: the one import that goes against the data flow).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# --- molecules and representation ---------------------------------------------------------------
+
+#: Atoms of the largest QM9 molecule: geometries and Coulomb matrices are zero-padded to this.
+MATRIX_SIZE = 29
+#: Occupied orbital levels per molecule (the highest ones), the spectra's peaks.
+N_LEVELS = 16
+#: The report's energy window of the spectra, eV.
+E_MIN, E_MAX = -30.0, 0.0
+
+# --- physical constants (CODATA 2018) -----------------------------------------------------------
+
+HARTREE_EV = 27.211386245988
+BOHR_ANGSTROM = 0.529177210903  # Coulomb matrices use positions in bohr
+BOHR_PER_ANGSTROM = 1.0 / BOHR_ANGSTROM
+
+# --- losses and output heads --------------------------------------------------------------------
+
+#: Training losses, in the report's order first (see model.losses).
+LOSSES: tuple[str, ...] = (
+    "rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid", "wasserstein",
+)
+#: Losses that fix no scale: their runs are judged on predictions scaled to the target.
+SCALE_FREE_LOSSES = frozenset({"cosine", "pearson"})
+OUTPUT_HEADS: tuple[str, ...] = ("linear", "softplus")
+
+# --- metrics ------------------------------------------------------------------------------------
+
+Direction = Literal["maximize", "minimize"]
+
+#: Every metric of model.metrics.evaluate with the direction in which it is better.
+METRICS: dict[str, Direction] = {
+    "accuracy": "maximize",
+    "accuracy_min": "maximize",
+    "accuracy_max": "maximize",
+    "rmse": "minimize",
+    "mae": "minimize",
+    "r2": "maximize",
+    "negative_share": "minimize",
+    "negative_magnitude": "minimize",
+    "accuracy_normalised": "maximize",
+    "rmse_normalised": "minimize",
+    "mae_normalised": "minimize",
+    "r2_normalised": "maximize",
+    "fair_accuracy": "maximize",
+    "wasserstein_eV": "minimize",
+    "level_error_eV": "minimize",
+    "level_error_target_eV": "minimize",
+}
+#: Cheap enough to compute on the model-selection split after every epoch.
+EPOCH_METRICS: tuple[str, ...] = (
+    "accuracy", "rmse", "mae", "r2", "fair_accuracy", "wasserstein_eV",
+)
+#: Space parameters that a multi-objective study may also use as an objective (minimised).
+PARAMETER_OBJECTIVES: tuple[str, ...] = ("sigma", "n_points")
+
+
+def direction(name: str) -> Direction:
+    """The direction of a metric (or a parameter objective: minimised, e.g. sigma)."""
+    return METRICS.get(name, "minimize")
+
+
+# --- trial outcomes -----------------------------------------------------------------------------
+
+class Status:
+    """The ``status`` user attribute of a trial."""
+
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    PRUNED = "pruned"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"  # training diverged (NaN loss): the configuration's fault
+    ERROR = "error"  # an unexpected error
+
+
+# --- keys stored in the study database ----------------------------------------------------------
+
+class StudyAttr:
+    """User attributes of a study."""
+
+    CONFIG = "specopt:config"
+    IDENTITY = "specopt:identity"
+    OBJECTIVES = "objectives"
+    OBJECTIVE_SPLIT = "objective_split"
+    REFERENCE_SIGMA = "reference_sigma"
+    DESCRIPTION = "description"
+    ARTIFACT_STORE = "artifact_store"
+    N_TRIALS = "n_trials"
+
+
+class TrialAttr:
+    """User attributes of a trial."""
+
+    PARAMS = "params"  # every training setting, fixed or searched
+    SEED = "seed"
+    WORKER = "worker"
+    RETRY_OF = "retry_of"
+    DATASET = "dataset"
+    STATUS = "status"
+    FAILURE = "failure"
+    HISTORY = "history"  # per-epoch dicts, thinned
+    EPOCHS_RUN = "epochs_run"
+    SECONDS_PER_EPOCH = "seconds_per_epoch"
+    METRICS = "metrics"  # held-out (validation) split
+    SELECTION_METRICS = "selection_metrics"  # model-selection (test) split, best epoch
+    BEST_EPOCH = "best_epoch"
+    DEVICE = "device"
+    ARTIFACTS = "artifacts"  # file name -> artifact id
+    OBJECTIVE_FALLBACK = "objective_fallback"
+
+
+class ArtifactName:
+    """Files that every complete trial uploads to the study's artifact store."""
+
+    CHECKPOINT = "checkpoint.pt"
+    PREDICTIONS = "predictions.npz"  # pred, target, index, grid (validation split)
+    HISTORY = "history.json"  # every epoch
