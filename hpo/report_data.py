@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from model.losses import SCALE_FREE
+from model.contract import SCALE_FREE_LOSSES as SCALE_FREE
 
 # Settings shown in tables, in the report's order, with their column labels.
 SETTING_LABELS: dict[str, str] = {

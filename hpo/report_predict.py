@@ -20,53 +20,22 @@ class PredictPaths:
     grid: np.ndarray  # (Np,) eV
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names, seen = [], {}
-    for p in paths:
-        name = p.stem
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-        names.append(name)
-    return names
-
-
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path
                 ) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
     ``spectra.csv`` (energy column, one column per molecule) and ``spectra.html`` (a plot that
     works offline) into ``out_dir``. Bad files raise ``data_prep.DataError`` (one line)."""
+    import pandas as pd
     import plotly.graph_objects as go
 
-    from data_prep import DataError, coulomb_matrix, read_xyz
-    from hpo.report_html import page
-    from model import load_checkpoint, predict
+    from hpo.report_figures import Figure
+    from hpo.report_html import figure_html, page
+    from model.inference import predict_xyz as predict_spectra
 
-    paths = [Path(p) for p in xyz_files]
-    if not paths:
-        raise DataError("no .xyz files given")
-    try:
-        net, meta = load_checkpoint(checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(str(err)) from None
-    matrices = []
-    for p in paths:
-        _, Z, R = read_xyz(p)
-        try:
-            matrices.append(coulomb_matrix(Z, R))
-        except DataError as err:
-            raise DataError(f"{p}: {err}") from None
-    spectra = np.asarray(predict(net, np.stack(matrices)), np.float64)
-    grid = np.asarray(meta.get("grid"), np.float64) if meta.get("grid") is not None else \
-        np.linspace(meta.get("e_min", -30.0), meta.get("e_max", 0.0), spectra.shape[1])
-    names = _unique_names(paths)
+    found = predict_spectra(checkpoint, xyz_files)
+    names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    import pandas as pd
-
     df = pd.DataFrame({"energy_eV": grid, **{n: s for n, s in zip(names, spectra, strict=True)}})
     csv_path = out / "spectra.csv"
     df.to_csv(csv_path, index=False, float_format="%.9g")
@@ -77,9 +46,6 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     sigma = meta.get("sigma")
     fig.update_layout(xaxis_title="energy (eV)", yaxis_title="intensity", height=480,
                       margin=dict(t=40))
-    from hpo.report_figures import Figure
-    from hpo.report_html import figure_html
-
     title = (f"Predicted spectra (sigma {sigma:g} eV, Np {spectra.shape[1]}) from "
              f"{Path(checkpoint).name}" if isinstance(sigma, int | float)
              else f"Predicted spectra from {Path(checkpoint).name}")

@@ -17,8 +17,8 @@ _EXPORTS = {
     "EpochReport": "model.trainer",
     "Trainer": "model.trainer",
     "TrainResult": "model.trainer",
-    "load_checkpoint": "model.trainer",
-    "predict": "model.trainer",
+    "load_checkpoint": "model.inference",
+    "predict": "model.inference",
     "resolve_device": "model.trainer",
     "train": "model.trainer",
     "TrainingFailed": "model.errors",
@@ -31,13 +31,12 @@ if TYPE_CHECKING:
     from model import contract, errors, losses, metrics  # noqa: F401
     from model.config import TrainConfig  # noqa: F401
     from model.errors import TrainingFailed  # noqa: F401
+    from model.inference import load_checkpoint, predict  # noqa: F401
     from model.network import SpectraCNN, count_parameters  # noqa: F401
     from model.trainer import (  # noqa: F401
         EpochReport,
         Trainer,
         TrainResult,
-        load_checkpoint,
-        predict,
         resolve_device,
         train,
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import TrainingData, prepare, randomize_coulomb, sort_coulomb
+from data_prep import TrainingData, prepare, randomize_coulomb
 from model.config import TrainConfig
 from model.contract import EPOCH_METRICS, MATRIX_SIZE, SCALE_FREE_LOSSES, ArtifactName
 from model.errors import TrainingFailed
@@ -384,50 +384,3 @@ def train(config: TrainConfig, data: TrainingData | None = None,
         seconds_per_epoch=statistics.median(h["seconds"] for h in history),
         config=config.model_dump(mode="json"),
     )
-
-
-def load_checkpoint(path: str | Path, n_points: int | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[SpectraCNN, dict]:
-    """(model in eval mode, metadata) from a checkpoint written by ``train``. With ``n_points``,
-    a checkpoint trained for another Np is an error."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a specopt checkpoint")
-    if n_points is not None and payload["n_points"] != n_points:
-        raise ValueError(f"{path}: the model was trained for Np={payload['n_points']} points, "
-                         f"not Np={n_points}")
-    model = SpectraCNN(payload["n_points"], payload["output_head"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    meta["grid"] = meta["grid"].numpy()
-    return model, meta
-
-
-def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
-            device: str | torch.device | None = None) -> np.ndarray:
-    """(N, Np) float32 spectra of (N, 29, 29) Coulomb matrices (numpy or torch). The matrices
-    are sorted by row norm first, as in training (sorting a sorted matrix changes nothing)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(coulomb, np.float32) if not torch.is_tensor(coulomb)
-                        else coulomb, dtype=torch.float32)
-    if x.dim() == 4:
-        x = x.squeeze(1)
-    if x.dim() != 3 or x.shape[1:] != (MATRIX_SIZE, MATRIX_SIZE):
-        raise ValueError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
-                         f"{tuple(x.shape)}")
-    model = model.to(device).eval()
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            xb = sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1)
-            out.append(model(xb).float().cpu())
-    if not out:
-        return np.zeros((0, model.n_points), np.float32)
-    return torch.cat(out).numpy()

@@ -1,0 +1,106 @@
+"""Inference with a saved model: load a checkpoint, predict spectra of Coulomb matrices or of
+``.xyz`` molecules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep import DataError, coulomb_matrix, read_xyz, sort_coulomb
+from model.contract import MATRIX_SIZE
+from model.network import SpectraCNN
+from model.trainer import CHECKPOINT_FORMAT
+
+
+def load_checkpoint(path: str | Path, n_points: int | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[SpectraCNN, dict]:
+    """(model in eval mode, metadata) from a checkpoint written by ``train``. With ``n_points``,
+    a checkpoint trained for another Np is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a specopt checkpoint")
+    if n_points is not None and payload["n_points"] != n_points:
+        raise ValueError(f"{path}: the model was trained for Np={payload['n_points']} points, "
+                         f"not Np={n_points}")
+    model = SpectraCNN(payload["n_points"], payload["output_head"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta["grid"] = meta["grid"].numpy()
+    return model, meta
+
+
+def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
+            device: str | torch.device | None = None) -> np.ndarray:
+    """(N, Np) float32 spectra of (N, 29, 29) Coulomb matrices (numpy or torch). The matrices
+    are sorted by row norm first, as in training (sorting a sorted matrix changes nothing)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(coulomb, np.float32) if not torch.is_tensor(coulomb)
+                        else coulomb, dtype=torch.float32)
+    if x.dim() == 4:
+        x = x.squeeze(1)
+    if x.dim() != 3 or x.shape[1:] != (MATRIX_SIZE, MATRIX_SIZE):
+        raise ValueError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
+                         f"{tuple(x.shape)}")
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            xb = sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1)
+            out.append(model(xb).float().cpu())
+    if not out:
+        return np.zeros((0, model.n_points), np.float32)
+    return torch.cat(out).numpy()
+
+
+@dataclass
+class XyzPrediction:
+    names: list[str]  # one per file: its stem, made unique
+    spectra: np.ndarray  # (molecules, Np) float64
+    grid: np.ndarray  # (Np,) eV
+    meta: dict  # the checkpoint's metadata (sigma, Np, window, config, ...)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names, seen = [], {}
+    for p in paths:
+        name = p.stem
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 0
+        names.append(name)
+    return names
+
+
+def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path]) -> XyzPrediction:
+    """The spectrum of every ``.xyz`` molecule with the model in ``checkpoint``. Bad files and
+    checkpoints raise ``DataError`` (one line naming the file)."""
+    paths = [Path(p) for p in xyz_files]
+    if not paths:
+        raise DataError("no .xyz files given")
+    try:
+        net, meta = load_checkpoint(checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(str(err)) from None
+    matrices = []
+    for p in paths:
+        _, Z, R = read_xyz(p)
+        try:
+            matrices.append(coulomb_matrix(Z, R))
+        except DataError as err:
+            raise DataError(f"{p}: {err}") from None
+    spectra = np.asarray(predict(net, np.stack(matrices)), np.float64)
+    grid = np.asarray(meta["grid"], np.float64)
+    return XyzPrediction(_unique_names(paths), spectra, grid, meta)
