@@ -117,6 +117,7 @@ class TrialAttr:
     DEVICE = "device"
     ARTIFACTS = "artifacts"  # file name -> artifact id
     OBJECTIVE_FALLBACK = "objective_fallback"
+    REFERENCE_SIGMA = "reference_sigma"  # of the trial's fair_accuracy, eV
 
 
 class ArtifactName:
