@@ -27,13 +27,19 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-SCHEMES = ("sqlite:///", "postgresql+psycopg://", "postgresql://", "journal:///")
+from model.errors import StorageError
 
+__all__ = [
+    "ClaimLock", "HeartbeatJournalStorage", "RetryCallback", "StorageError",
+    "default_storage_url", "mask_url", "normalize_url", "open_storage", "retried_trial_number",
+    "retry_history", "runs_dir", "stale_trial_callback", "storage_file",
+]
 
-class StorageError(RuntimeError):
-    """The storage URL is malformed or its server cannot be reached (one line)."""
+# Optuna 4.9 renamed RetryFailedTrialCallback (the old name warns, and goes in Optuna 6).
+RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+    optuna.storages.RetryFailedTrialCallback
 
 
 def runs_dir() -> Path:
@@ -82,11 +88,6 @@ def normalize_url(url: str) -> str:
                        "journal:///FILE)")
 
 
-def storage_kind(url: str) -> str:
-    url = normalize_url(url)
-    return url.split(":", 1)[0].split("+", 1)[0]
-
-
 def storage_file(url: str) -> Path | None:
     """The file behind a SQLite or journal URL (None for PostgreSQL)."""
     url = normalize_url(url)
@@ -96,12 +97,31 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
-def _retry_callback(max_retry: int):
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
-        optuna.storages.RetryFailedTrialCallback
+def _retry_callback(max_retry: int | None):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cls(max_retry=max_retry)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryCallback(max_retry=max_retry)
+
+
+def retried_trial_number(trial: FrozenTrial) -> int | None:
+    """The number of the (first) trial that ``trial`` retries; None for an original trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryCallback.retried_trial_number(trial)
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The numbers of the trials that ``trial`` retries, the original first ([] if none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryCallback.retry_history(trial)
+
+
+def stale_trial_callback(storage: BaseStorage) -> Callable | None:
+    """The storage's retry callback for trials whose worker died (None: no heartbeats)."""
+    get = getattr(storage, "get_heartbeat_stale_trial_callback", None) or \
+        getattr(storage, "get_failed_trial_callback", None)  # Optuna before 4.9
+    return get() if get is not None else None
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -280,6 +300,3 @@ class ClaimLock:
                     yield
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        pass

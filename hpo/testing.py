@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.storage import open_storage
+from model.contract import TrialAttr
 
 
 def write_study(path: Path, name: str, *, space: dict, storage: str, sampler: str = "grid",
@@ -39,21 +42,28 @@ def write_study(path: Path, name: str, *, space: dict, storage: str, sampler: st
 def start_worker(study_file: Path, *extra: str, index: int = 0, threads: int = 1,
                  log: Path | None = None) -> subprocess.Popen:
     """``specopt worker`` in a subprocess (inherits the environment)."""
-    cmd = [sys.executable, "-m", "hpo.study_cli", "worker", str(study_file),
-           "--worker-index", str(index), "--threads", str(threads), *extra]
+    cmd = [sys.executable, "-c", "from hpo.cli import app; app(prog_name='specopt')",
+           "worker", str(study_file), "--worker-index", str(index), "--threads", str(threads),
+           *extra]
     out = open(log, "ab") if log is not None else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for_running(study_name: str, storage, *, min_epochs: int = 1, timeout: float = 120,
-                     procs=()) -> optuna.trial.FrozenTrial:
+def study_trials(study_name: str, url: str, states=None) -> list[FrozenTrial]:
+    """The trials of a study in any storage URL that :func:`hpo.storage.open_storage` takes
+    (``journal:///`` too), read without heartbeats."""
+    storage = open_storage(url, heartbeat_interval=None)
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
+
+
+def wait_for_running(study_name: str, url: str, *, min_epochs: int = 1, timeout: float = 120,
+                     procs=()) -> FrozenTrial:
     """The first RUNNING trial that has reported ``min_epochs`` epochs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name=study_name, storage=storage)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if len(t.intermediate_values) >= min_epochs and "worker" in t.user_attrs:
+            for t in study_trials(study_name, url, states=(TrialState.RUNNING,)):
+                if len(t.intermediate_values) >= min_epochs and TrialAttr.WORKER in t.user_attrs:
                     return t
         except KeyError:  # the study does not exist yet
             pass

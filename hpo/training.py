@@ -31,12 +31,14 @@ import numpy as np
 import optuna
 
 from hpo.config import StudyConfig
+from hpo.storage import retried_trial_number
+from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
+from model.errors import TrainingFailed, WorkerInterrupted
+
+__all__ = ["WorkerInterrupted", "epoch_dict", "objective", "thin_history", "train_settings",
+           "training_data"]
 
 MAX_HISTORY = 200
-
-
-class WorkerInterrupted(Exception):
-    """The worker got SIGINT/SIGTERM: the trial stopped after its current epoch."""
 
 
 def _round(x: Any, digits: int = 6) -> Any:
@@ -131,16 +133,17 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     import model
 
     params = config.suggest(trial)
-    trial.set_user_attr("params", _round(params))
-    trial.set_user_attr("seed", params.get("seed"))
-    trial.set_user_attr("worker", worker or {"host": socket.gethostname(), "pid": os.getpid()})
-    retry_of = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    trial.set_user_attr(TrialAttr.PARAMS, _round(params))
+    trial.set_user_attr(TrialAttr.SEED, params.get("seed"))
+    trial.set_user_attr(TrialAttr.WORKER,
+                        worker or {"host": socket.gethostname(), "pid": os.getpid()})
+    retry_of = retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
     if retry_of is not None:
-        trial.set_user_attr("retry_of", retry_of)
+        trial.set_user_attr(TrialAttr.RETRY_OF, retry_of)
 
     data = training_data(config.train.dataset, params["sigma"], params["n_points"],
                          config.train.e_min, config.train.e_max, params.get("subset"))
-    trial.set_user_attr("dataset", {
+    trial.set_user_attr(TrialAttr.DATASET, {
         "fingerprint": data.fingerprint,
         "molecules": int(len(data.index)),
         "train": int(len(data.train_rows)),
@@ -168,13 +171,13 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
             raise WorkerInterrupted(f"stopped by a signal after epoch {entry['epoch']}")
 
     def record_history(status: str) -> None:
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("history", thin_history(history))
-        trial.set_user_attr("epochs_run", len(history))
+        trial.set_user_attr(TrialAttr.STATUS, status)
+        trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
+        trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
         if history:
             secs = [h["seconds"] for h in history if h.get("seconds") is not None]
             if secs:
-                trial.set_user_attr("seconds_per_epoch", _round(float(np.mean(secs))))
+                trial.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, _round(float(np.mean(secs))))
 
     workdir = tempfile.mkdtemp(prefix=f"specopt-{config.name}-{trial.number}-")
     try:
@@ -184,14 +187,14 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
         try:
             result = model.train(tc, data=data, on_epoch=on_epoch)
         except optuna.TrialPruned:
-            record_history("pruned")
+            record_history(Status.PRUNED)
             raise
         except WorkerInterrupted:
-            record_history("interrupted")
+            record_history(Status.INTERRUPTED)
             raise
-        except model.TrainingFailed as err:
-            record_history("failed")
-            trial.set_user_attr("failure", str(err)[:500])
+        except TrainingFailed as err:
+            record_history(Status.FAILED)
+            trial.set_user_attr(TrialAttr.FAILURE, str(err)[:500])
             raise
         return _finish(trial, config, params, data, result, history, workdir, artifact_store)
     finally:
@@ -205,19 +208,19 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
     best = by_epoch.get(result.best_epoch) or (history[-1] if history else {})
     selection = best.get("test_metrics") or {}
 
-    trial.set_user_attr("status", result.status)
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("selection_metrics", selection)
-    trial.set_user_attr("best_epoch", _round(result.best_epoch))
-    trial.set_user_attr("epochs_run", len(history))
-    trial.set_user_attr("history", thin_history(history))
-    trial.set_user_attr("device", str(result.device))
-    trial.set_user_attr("seconds_per_epoch", _round(result.seconds_per_epoch))
-    trial.set_user_attr("reference_sigma", config.reference_sigma_value)
+    trial.set_user_attr(TrialAttr.STATUS, result.status)
+    trial.set_user_attr(TrialAttr.METRICS, metrics)
+    trial.set_user_attr(TrialAttr.SELECTION_METRICS, selection)
+    trial.set_user_attr(TrialAttr.BEST_EPOCH, _round(result.best_epoch))
+    trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
+    trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
+    trial.set_user_attr(TrialAttr.DEVICE, str(result.device))
+    trial.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, _round(result.seconds_per_epoch))
+    trial.set_user_attr(TrialAttr.REFERENCE_SIGMA, config.reference_sigma_value)
 
     values = []
     for name in config.objectives:
-        if name in ("sigma", "n_points"):
+        if name in PARAMETER_OBJECTIVES:
             values.append(float(params[name]))
         elif config.objective_split == "validation":
             values.append(_metric(metrics, name, "validation"))
@@ -225,7 +228,7 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
             values.append(float(selection[name]))
         else:
             # the per-epoch test metrics lack this one: fall back to the validation set, and say so
-            trial.set_user_attr("objective_fallback", f"{name}: validation split")
+            trial.set_user_attr(TrialAttr.OBJECTIVE_FALLBACK, f"{name}: validation split")
             values.append(_metric(metrics, name, "validation"))
 
     if artifact_store is not None:
@@ -239,20 +242,20 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
     ids = {}
     out = Path(workdir) / "upload"
     out.mkdir(exist_ok=True)
-    pred = out / "predictions.npz"
+    pred = out / ArtifactName.PREDICTIONS
     np.savez_compressed(pred, pred=np.asarray(result.val_predictions, np.float32),
                         target=np.asarray(result.val_targets, np.float32),
                         index=np.asarray(result.val_index), grid=data.grid,
                         sigma=np.float64(data.sigma))
     files = [pred]
-    hist = out / "history.json"
+    hist = out / ArtifactName.HISTORY
     hist.write_text(json.dumps(history))
     files.append(hist)
     if result.checkpoint_path and Path(result.checkpoint_path).is_file():
-        ckpt = out / "checkpoint.pt"
+        ckpt = out / ArtifactName.CHECKPOINT
         shutil.copyfile(result.checkpoint_path, ckpt)
         files.append(ckpt)
     for f in files:
         ids[f.name] = upload_artifact(artifact_store=store, file_path=str(f),
                                       study_or_trial=trial)
-    trial.set_user_attr("artifacts", ids)
+    trial.set_user_attr(TrialAttr.ARTIFACTS, ids)

@@ -1,7 +1,8 @@
 """Workers: run trials of one study until its budget is spent, safely alongside other workers.
 
-A worker repeats: under a study-wide lock (:class:`hpo.storage.ClaimLock`), fail stale trials
-(whose worker died: the heartbeat stopped) so that the retry callback re-queues them, then decide:
+A worker (:class:`Worker`; :func:`run_worker` makes and runs one) repeats: under a study-wide lock
+(:class:`hpo.storage.ClaimLock`), fail stale trials (whose worker died: the heartbeat stopped) so
+that the retry callback re-queues them, then decide (:func:`next_action`):
 
 - a WAITING trial (a retry) exists: run it;
 - the budget has room (and, for grid studies, a grid point nobody has started): ask a new trial;
@@ -20,6 +21,7 @@ once (the trial is still marked FAIL and re-queued).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -30,16 +32,32 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
-from hpo.storage import ClaimLock, open_storage
+from hpo.storage import (
+    ClaimLock,
+    open_storage,
+    retried_trial_number,
+    retry_history,
+    stale_trial_callback,
+)
 from hpo.study import artifact_dir, create_study, storage_url
-from hpo.training import WorkerInterrupted, objective
+from hpo.training import objective
+from model.contract import Status, TrialAttr
+from model.errors import TrainingFailed, TrialError, WorkerInterrupted
+
+__all__ = [
+    "BudgetState", "StopFlag", "TrialError", "Worker", "WorkerInterrupted", "WorkerSettings",
+    "WorkerSummary", "budget_state", "next_action", "run_worker", "setup_logging",
+]
 
 _log = logging.getLogger("specopt.worker")
+
+Action = Literal["run", "wait", "done"]
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -54,6 +72,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 @dataclass
 class WorkerSummary:
+    """What one worker did (its counters while it runs)."""
+
     study: str
     completed: int = 0
     pruned: int = 0
@@ -65,6 +85,29 @@ class WorkerSummary:
     @property
     def run(self) -> int:
         return self.completed + self.pruned + self.failed
+
+    def count(self, state: TrialState) -> None:
+        if state == TrialState.COMPLETE:
+            self.completed += 1
+        elif state == TrialState.PRUNED:
+            self.pruned += 1
+        elif state == TrialState.FAIL:
+            self.failed += 1
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A worker's settings, resolved once: the study file's values unless overridden."""
+
+    n_trials: int | None  # finished trials in total across workers (None: no count)
+    timeout: float | None  # seconds of wall time for this worker
+    poll: float  # seconds between looks while other workers run the last trials
+    heartbeat: int | None  # seconds between heartbeats of the running trial
+    device: str | None
+    num_threads: int | None
+    max_errors_in_a_row: int
+    handle_signals: bool
+    label: str  # "[study worker i]", the log lines' prefix
 
 
 class StopFlag:
@@ -101,11 +144,10 @@ class StopFlag:
 class _Heartbeat:
     """Records the running trial's heartbeat every interval (as Optuna's optimize() does)."""
 
-    def __init__(self, storage, trial_id: int) -> None:
+    def __init__(self, storage, trial_id: int, interval: int | None) -> None:
         self.storage = storage
         self.trial_id = trial_id
-        self.interval = storage.get_heartbeat_interval() if hasattr(
-            storage, "get_heartbeat_interval") else None
+        self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -128,59 +170,61 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+# --- the decision: pure functions of the study's trial counts -----------------------------------
+
+@dataclass(frozen=True)
+class BudgetState:
+    """The counts that decide a worker's next action."""
+
+    finished: int  # COMPLETE + PRUNED + FAIL that no retry re-runs
+    running: int
+    waiting: int  # queued retries
+    originals: int  # trials that are not retries: in a grid study, grid points started
+    n_trials: int | None  # the budget (None: time only)
+    grid_size: int | None = None  # grid studies: the number of grid points
 
 
-def _retried_numbers(trials) -> set[int]:
-    out: set[int] = set()
-    for t in trials:
-        out.update(t.system_attrs.get("retry_history", ()))
-    return out
+def budget_state(study: optuna.Study, config: StudyConfig, n_trials: int | None) -> BudgetState:
+    """The study's counts now (also handy for tests and status displays)."""
+    trials = study.get_trials(deepcopy=False)
+    return _count(trials, n_trials, config.grid_size() if config.is_grid else None)
 
 
-def budget_state(study: optuna.Study, config: StudyConfig, n_trials: int | None) -> dict:
-    """Counts that decide the next action (also handy for tests and status displays)."""
-    trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
-    retried = _retried_numbers(trials)
-    by_state = {s: 0 for s in TrialState}
+def _count(trials: list[FrozenTrial], n_trials: int | None, grid_size: int | None) -> BudgetState:
+    retried = {n for t in trials for n in retry_history(t)}
+    by_state = dict.fromkeys(TrialState, 0)
     for t in trials:
         by_state[t.state] += 1
     failed_for_good = sum(1 for t in trials
                           if t.state == TrialState.FAIL and t.number not in retried)
-    return {
-        "finished": by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] + failed_for_good,
-        "running": by_state[TrialState.RUNNING],
-        "waiting": by_state[TrialState.WAITING],
-        # trials that are not retries: for grid studies, each one started its own grid point
-        "originals": sum(1 for t in trials if "failed_trial" not in t.system_attrs),
-        "n_trials": n_trials,
-    }
+    return BudgetState(
+        finished=by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] + failed_for_good,
+        running=by_state[TrialState.RUNNING],
+        waiting=by_state[TrialState.WAITING],
+        originals=sum(1 for t in trials if retried_trial_number(t) is None),
+        n_trials=n_trials,
+        grid_size=grid_size,
+    )
 
 
-def _needs_counts(config: StudyConfig, n_trials: int | None) -> bool:
-    """Time-only budgets of non-grid studies need no trial counts (ask() pops retries itself)."""
-    return n_trials is not None or config.is_grid
-
-
-def next_action(state: dict, config: StudyConfig) -> str:
+def next_action(state: BudgetState) -> Action:
     """``run`` (a retry or a new trial), ``wait`` (others still running) or ``done``."""
-    n = state["n_trials"]
-    if n is not None and state["finished"] >= n:
+    n = state.n_trials
+    if n is not None and state.finished >= n:
         return "done"
-    if state["waiting"]:
+    if state.waiting:
         return "run"
-    room = n is None or state["finished"] + state["running"] < n
-    if config.is_grid:
-        room = room and state["originals"] < config.grid_size()
+    room = n is None or state.finished + state.running < n
+    if state.grid_size is not None:
+        room = room and state.originals < state.grid_size
     if room:
         return "run"
-    return "wait" if state["running"] else "done"
+    return "wait" if state.running else "done"
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None):
+# --- Optuna calls outside optimize() ------------------------------------------------------------
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> FrozenTrial:
     """``study.tell`` outside ``optimize``: GridSampler.after_trial calls ``study.stop()`` when
     the grid is done, which raises outside optimize() after the result is stored; the worker
     loop decides on stopping itself, so that is harmless."""
@@ -192,21 +236,192 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None):
         return study._storage.get_trial(trial._trial_id)
 
 
-def _mark_failed_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Interrupted trial: FAIL it and queue a retry with the same parameters."""
-    storage = study._storage
     try:
-        trial.set_user_attr("status", "interrupted")
-        trial.set_user_attr("failure", reason)
+        trial.set_user_attr(TrialAttr.STATUS, Status.INTERRUPTED)
+        trial.set_user_attr(TrialAttr.FAILURE, reason)
     except Exception as err:  # best effort: the trial is failed below whatever happens
         _log.warning(f"could not annotate trial {trial.number}: {err}")
     _tell(study, trial, state=TrialState.FAIL)
-    callback = None
-    if hasattr(storage, "get_heartbeat_stale_trial_callback"):
-        callback = storage.get_heartbeat_stale_trial_callback()
-    if callback is not None:
-        frozen = storage.get_trial(trial._trial_id)
-        callback(study, frozen)
+    callback = stale_trial_callback(study._storage)
+    if callback is not None:  # it appends to the trial's retry history: give it a copy
+        callback(study, copy.deepcopy(study._storage.get_trial(trial._trial_id)))
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+class Worker:
+    """One worker on ``config``'s study: opens the storage and joins the study when made,
+    :meth:`run` works until the budget is spent (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        *,
+        storage: str | None = None,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        worker_index: int | None = None,
+        device: str | None = None,
+        num_threads: int | None = None,
+        objective_fn: Callable | None = None,
+        poll_interval: float | None = None,
+        handle_signals: bool = True,
+        max_errors_in_a_row: int = 3,
+    ) -> None:
+        hb = config.heartbeat
+        who = worker_index if worker_index is not None else os.getpid()
+        self.config = config
+        self.settings = WorkerSettings(
+            n_trials=n_trials if n_trials is not None else config.n_trials,
+            timeout=timeout if timeout is not None else config.budget.timeout,
+            poll=poll_interval or max(0.5, min(5.0, hb.interval / 2)),
+            heartbeat=hb.interval,
+            device=device,
+            num_threads=num_threads,
+            max_errors_in_a_row=max_errors_in_a_row,
+            handle_signals=handle_signals,
+            label=f"[{config.name} worker {who}]",
+        )
+        url = storage_url(config, storage)
+        self.storage = open_storage(url, heartbeat_interval=hb.interval, grace_period=hb.grace,
+                                    max_retry=hb.max_retry)
+        self.study = create_study(config, url, worker_index=worker_index,
+                                  storage_obj=self.storage)
+        self.lock = ClaimLock(url, config.name, getattr(self.storage, "engine", None))
+        self.objective_fn = objective_fn
+        self.artifacts = None
+        if objective_fn is None:
+            from optuna.artifacts import FileSystemArtifactStore
+
+            adir = artifact_dir(config, url)
+            adir.mkdir(parents=True, exist_ok=True)
+            self.artifacts = FileSystemArtifactStore(str(adir))
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "index": worker_index}
+        self.stop = StopFlag()
+        self.summary = WorkerSummary(study=config.name)
+
+    def run(self) -> WorkerSummary:
+        """Run trials until the budget is spent or a signal stops the worker.
+
+        A trial that raises an unexpected error is marked FAIL (its ``failure`` attribute says
+        why) and the worker goes on; ``max_errors_in_a_row`` such trials in a row raise
+        :class:`TrialError`."""
+        s = self.settings
+        if s.num_threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(s.num_threads))
+            if self.objective_fn is None:
+                import torch
+
+                torch.set_num_threads(s.num_threads)
+        if s.handle_signals:
+            self.stop.install()
+        errors_in_a_row = 0
+        start = time.monotonic()
+        try:
+            while not self.stop():
+                if s.timeout is not None and time.monotonic() - start >= s.timeout:
+                    _log.info(f"{s.label} time budget of {s.timeout:g} s spent")
+                    break
+                action, trial = self._claim()
+                if action == "done":
+                    break
+                if action == "wait":
+                    time.sleep(s.poll)
+                    continue
+                assert trial is not None
+                self.summary.trials.append(trial.number)
+                try:
+                    state = self._run_trial(trial)
+                    errors_in_a_row = 0
+                except TrialError:
+                    # one odd trial must not end a long campaign; a systematic error must
+                    errors_in_a_row += 1
+                    if errors_in_a_row >= s.max_errors_in_a_row:
+                        raise
+                    state = TrialState.FAIL
+                if state is None:  # interrupted
+                    self.summary.interrupted = True
+                    break
+                self.summary.count(state)
+            if self.stop():
+                self.summary.interrupted = True
+        finally:
+            if s.handle_signals:
+                self.stop.restore()
+            self.summary.seconds = time.monotonic() - start
+        return self.summary
+
+    def _decide(self) -> Action:
+        s = self.settings
+        if s.n_trials is None and not self.config.is_grid:
+            return "run"  # time only: no counts needed (ask() pops queued retries itself)
+        return next_action(budget_state(self.study, self.config, s.n_trials))
+
+    def _claim(self) -> tuple[Action, optuna.Trial | None]:
+        """Under the study-wide lock: fail stale trials, decide, and ask a trial if running."""
+        with self.lock():
+            _fail_stale(self.study)
+            action = self._decide()
+            if action != "run":
+                return action, None
+            with warnings.catch_warnings():  # heartbeats are recorded here, not by optimize()
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            if self.settings.heartbeat:
+                self.storage.record_heartbeat(trial._trial_id)
+            return action, trial
+
+    def _run_trial(self, trial: optuna.Trial) -> TrialState | None:
+        """Run one asked trial and tell its result; returns its final state (None: interrupted).
+        An unexpected error fails the trial and is raised as :class:`TrialError`."""
+        label = self.settings.label
+        retry = retried_trial_number(self.storage.get_trial(trial._trial_id))
+        note = f" (retry of trial {retry})" if retry is not None else ""
+        _log.info(f"{label} trial {trial.number}{note} started")
+        with _Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat):
+            try:
+                values = self._evaluate(trial)
+            except optuna.TrialPruned as err:
+                _tell(self.study, trial, state=TrialState.PRUNED)
+                _log.info(f"{label} trial {trial.number} {err}")
+                return TrialState.PRUNED
+            except (WorkerInterrupted, KeyboardInterrupt) as err:
+                _fail_and_requeue(self.study, trial, str(err) or "interrupted")
+                _log.warning(f"{label} trial {trial.number} interrupted: marked FAIL and "
+                             "re-queued")
+                return None
+            except TrainingFailed as err:
+                _tell(self.study, trial, state=TrialState.FAIL)
+                _log.warning(f"{label} trial {trial.number} failed: {err}")
+                return TrialState.FAIL
+            except Exception as err:  # any other error: fail this trial, count it, go on
+                try:
+                    trial.set_user_attr(TrialAttr.FAILURE, f"{type(err).__name__}: {err}"[:500])
+                    trial.set_user_attr(TrialAttr.STATUS, Status.ERROR)
+                finally:
+                    _tell(self.study, trial, state=TrialState.FAIL)
+                _log.error(f"{label} trial {trial.number} failed with an error", exc_info=True)
+                raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
+        frozen = _tell(self.study, trial, values)
+        if frozen.state == TrialState.COMPLETE:
+            shown = ", ".join(f"{v:.4g}" for v in frozen.values)
+            _log.info(f"{label} trial {trial.number} complete: {shown}")
+        return frozen.state
+
+    def _evaluate(self, trial: optuna.Trial):
+        if self.objective_fn is not None:
+            return self.objective_fn(trial, self.config, should_stop=self.stop)
+        s = self.settings
+        return objective(trial, self.config, device=s.device, num_threads=s.num_threads,
+                         artifact_store=self.artifacts, should_stop=self.stop, worker=self.info)
 
 
 def run_worker(
@@ -230,129 +445,7 @@ def run_worker(
     unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
     ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
     """
-    url = storage_url(config, storage)
-    hb = config.heartbeat
-    storage_obj = open_storage(url, heartbeat_interval=hb.interval, grace_period=hb.grace,
-                               max_retry=hb.max_retry)
-    study = create_study(config, url, worker_index=worker_index, storage_obj=storage_obj)
-    n_trials = n_trials if n_trials is not None else config.n_trials
-    timeout = timeout if timeout is not None else config.budget.timeout
-    poll = poll_interval or max(0.5, min(5.0, hb.interval / 2))
-    lock = ClaimLock(url, config.name, getattr(storage_obj, "engine", None))
-    artifacts = None
-    if objective_fn is None:
-        from optuna.artifacts import FileSystemArtifactStore
-
-        adir = artifact_dir(config, url)
-        adir.mkdir(parents=True, exist_ok=True)
-        artifacts = FileSystemArtifactStore(str(adir))
-    if num_threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
-        if objective_fn is None:
-            import torch
-
-            torch.set_num_threads(num_threads)
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "index": worker_index}
-    stop = StopFlag()
-    if handle_signals:
-        stop.install()
-    summary = WorkerSummary(study=config.name)
-    errors_in_a_row = 0
-    start = time.monotonic()
-    prefix = f"[{config.name} worker {worker_index if worker_index is not None else os.getpid()}]"
-    try:
-        while not stop():
-            if timeout is not None and time.monotonic() - start >= timeout:
-                _log.info(f"{prefix} time budget of {timeout:g} s spent")
-                break
-            with lock():
-                _fail_stale(study)
-                action = (next_action(budget_state(study, config, n_trials), config)
-                          if _needs_counts(config, n_trials) else "run")
-                trial = None
-                if action == "run":
-                    with warnings.catch_warnings():  # heartbeats are recorded here, not by
-                        warnings.simplefilter("ignore", UserWarning)  # optimize()
-                        trial = study.ask()
-                if trial is not None and hb.interval:
-                    storage_obj.record_heartbeat(trial._trial_id)
-            if action == "done":
-                break
-            if action == "wait":
-                time.sleep(poll)
-                continue
-            summary.trials.append(trial.number)
-            try:
-                state = _run_one(study, trial, config, storage_obj, stop, objective_fn, device,
-                                 num_threads, artifacts, info, prefix)
-                errors_in_a_row = 0
-            except TrialError:
-                # one odd trial must not end a long campaign; a systematic error must
-                errors_in_a_row += 1
-                if errors_in_a_row >= max_errors_in_a_row:
-                    raise
-                state = TrialState.FAIL
-            if state == TrialState.COMPLETE:
-                summary.completed += 1
-            elif state == TrialState.PRUNED:
-                summary.pruned += 1
-            elif state == TrialState.FAIL:
-                summary.failed += 1
-            else:  # interrupted
-                summary.interrupted = True
-                break
-        if stop():
-            summary.interrupted = True
-    finally:
-        lock.close()
-        if handle_signals:
-            stop.restore()
-        summary.seconds = time.monotonic() - start
-    return summary
-
-
-class TrialError(Exception):
-    """An unexpected error in a trial (not a training failure): the trial is FAIL."""
-
-
-def _run_one(study, trial, config, storage_obj, stop, objective_fn, device, num_threads,
-             artifacts, info, prefix):
-    """Run one asked trial and tell its result; returns the final state (None: interrupted).
-    An unexpected error fails the trial and is raised as :class:`TrialError`."""
-    retry = storage_obj.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-    note = f" (retry of trial {retry})" if retry is not None else ""
-    _log.info(f"{prefix} trial {trial.number}{note} started")
-    with _Heartbeat(storage_obj, trial._trial_id):
-        try:
-            if objective_fn is not None:
-                values = objective_fn(trial, config, should_stop=stop)
-            else:
-                values = objective(trial, config, device=device, num_threads=num_threads,
-                                   artifact_store=artifacts, should_stop=stop, worker=info)
-        except optuna.TrialPruned as err:
-            _tell(study, trial, state=TrialState.PRUNED)
-            _log.info(f"{prefix} trial {trial.number} {err}")
-            return TrialState.PRUNED
-        except (WorkerInterrupted, KeyboardInterrupt) as err:
-            _mark_failed_and_requeue(study, trial, str(err) or "interrupted")
-            _log.warning(f"{prefix} trial {trial.number} interrupted: marked FAIL and re-queued")
-            return None
-        except Exception as err:
-            import model
-
-            if isinstance(err, getattr(model, "TrainingFailed", ())):
-                _tell(study, trial, state=TrialState.FAIL)
-                _log.warning(f"{prefix} trial {trial.number} failed: {err}")
-                return TrialState.FAIL
-            try:
-                trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:500])
-                trial.set_user_attr("status", "error")
-            finally:
-                _tell(study, trial, state=TrialState.FAIL)
-            _log.error(f"{prefix} trial {trial.number} failed with an error", exc_info=True)
-            raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
-    frozen = _tell(study, trial, values)
-    if frozen.state == TrialState.COMPLETE:
-        shown = ", ".join(f"{v:.4g}" for v in frozen.values)
-        _log.info(f"{prefix} trial {trial.number} complete: {shown}")
-    return frozen.state
+    return Worker(config, storage=storage, n_trials=n_trials, timeout=timeout,
+                  worker_index=worker_index, device=device, num_threads=num_threads,
+                  objective_fn=objective_fn, poll_interval=poll_interval,
+                  handle_signals=handle_signals, max_errors_in_a_row=max_errors_in_a_row).run()
