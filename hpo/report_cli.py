@@ -21,7 +21,8 @@ def _fail(err: Exception | str, code: int = 2) -> None:
 
 
 def _open(study: str, storage: str | None, artifacts: Path | None):
-    from hpo.report import ReportError, open_study
+    from hpo.report import ReportError
+    from hpo.study import open_study
 
     try:
         return open_study(study, storage, artifacts)
@@ -90,7 +91,7 @@ def predict(
 ) -> None:
     """Predict the spectra of new molecules (.xyz) with a saved model: a CSV and a plot."""
     from data_prep import DataError
-    from hpo.report_predict import predict_xyz
+    from hpo.report import predict_xyz
 
     try:
         paths = predict_xyz(checkpoint, xyz, out)
@@ -111,7 +112,7 @@ def dashboard(
     port: int = typer.Option(8080, "--port", help="port (0: any free port)"),
 ) -> None:
     """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and artifacts. Prints the URL; Ctrl-C stops it."""  # noqa: E501 - typer keeps line breaks
-    from hpo.report_predict import serve_dashboard
+    from hpo.dashboard import serve_dashboard
 
     opened = _open(study, storage, artifacts)
     try:

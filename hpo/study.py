@@ -1,15 +1,19 @@
-"""Creating (or joining) an Optuna study from a :class:`~hpo.config.StudyConfig`."""
+"""Creating (or joining) an Optuna study from a :class:`~hpo.config.StudyConfig`, and opening an
+existing one for reading (:func:`open_study`, with its artifact store)."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
-from hpo.config import ConfigError, StudyConfig, build_pruner, build_sampler
+from hpo.config import ConfigError, StudyConfig, build_pruner, build_sampler, load_study_config
 from hpo.storage import (
+    StorageError,
     default_storage_url,
     mask_url,
     normalize_url,
@@ -17,9 +21,8 @@ from hpo.storage import (
     runs_dir,
     storage_file,
 )
-
-CONFIG_ATTR = "specopt:config"
-IDENTITY_ATTR = "specopt:identity"
+from model.contract import StudyAttr
+from model.errors import ReportError
 
 
 def storage_url(config: StudyConfig, storage: str | None = None) -> str:
@@ -74,29 +77,116 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
                           "study name or storage")
     identity = config.identity()
     attrs = study.user_attrs
-    if IDENTITY_ATTR in attrs:
-        stored = json.loads(attrs[IDENTITY_ATTR])
+    if StudyAttr.IDENTITY in attrs:
+        stored = json.loads(attrs[StudyAttr.IDENTITY])
         diff = _diff(stored, json.loads(json.dumps(identity)))
         if diff:
             raise ConfigError(f"study {config.name!r} in {mask_url(url)} was created from a "
                               f"different definition (differs in {', '.join(diff)}): use another "
                               "study name (a copy of the file with a new name) or --storage")
     else:
-        study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
-        study.set_user_attr(CONFIG_ATTR, json.dumps(config.to_dict(), sort_keys=True))
-        study.set_user_attr("objectives", list(config.objectives))
-        study.set_user_attr("objective_split", config.objective_split)
-        study.set_user_attr("reference_sigma", config.reference_sigma_value)
-        study.set_user_attr("description", config.description)
-        study.set_user_attr("artifact_store", str(artifact_dir(config, storage)))
-        study.set_user_attr("n_trials", config.n_trials)
+        study.set_user_attr(StudyAttr.IDENTITY, json.dumps(identity, sort_keys=True))
+        study.set_user_attr(StudyAttr.CONFIG, json.dumps(config.to_dict(), sort_keys=True))
+        study.set_user_attr(StudyAttr.OBJECTIVES, list(config.objectives))
+        study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, config.objective_split)
+        study.set_user_attr(StudyAttr.REFERENCE_SIGMA, config.reference_sigma_value)
+        study.set_user_attr(StudyAttr.DESCRIPTION, config.description)
+        study.set_user_attr(StudyAttr.ARTIFACT_STORE, str(artifact_dir(config, storage)))
+        study.set_user_attr(StudyAttr.N_TRIALS, config.n_trials)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(config.objectives))
     return study
 
 
+# --- opening an existing study for reading ------------------------------------------------------
+
+@dataclass
+class OpenedStudy:
+    """An existing study with what reading it needs."""
+
+    study: optuna.Study
+    storage_url: str
+    artifact_store: Any | None  # an Optuna artifact store, or None when none was found
+    storage: Any  # the Optuna storage object (optuna-dashboard serves it)
+
+
+def _studies_in_runs() -> list[str]:
+    runs = runs_dir()
+    return sorted(p.stem for p in runs.glob("*.db")) if runs.is_dir() else []
+
+
+def open_study(study: str | Path | StudyConfig, storage: str | None = None,
+               artifacts: Any = None) -> OpenedStudy:
+    """Open an existing study for reading: never creates a study or a storage file.
+
+    ``study``: a shipped study name (``demo``), a study ``.toml`` file, a :class:`StudyConfig`,
+    or (with ``storage``, or for a ``runs/NAME.db`` of an earlier run) a study name in that
+    storage. ``storage``: a URL overriding the study file's (default: the file's, else SQLite
+    under ``runs/``). ``artifacts``: an artifact store or folder overriding the one the study
+    recorded (see :func:`open_artifact_store`); with neither, the study file's artifact folder.
+    Raises :class:`ReportError` (one line) naming the studies that do exist.
+    """
+    config: StudyConfig | None = study if isinstance(study, StudyConfig) else None
+    name = config.name if config is not None else str(study)
+    if config is None:
+        try:
+            config = load_study_config(study)  # type: ignore[arg-type]
+        except ConfigError as err:
+            if storage is None:
+                runs = _studies_in_runs()
+                if name not in runs:
+                    extra = f"; studies run here (runs/): {', '.join(runs)}" if runs else ""
+                    raise ReportError(f"{err}{extra}") from None
+    study_name = config.name if config is not None else name
+    try:
+        if config is not None:
+            url = storage_url(config, storage)
+        else:
+            url = normalize_url(storage or default_storage_url(name))
+    except StorageError as err:
+        raise ReportError(str(err)) from None
+    shown = mask_url(url)
+    f = storage_file(url)
+    if f is not None and not f.exists():
+        raise ReportError(f"study {study_name!r} has not been run: its storage {shown} does not "
+                          f"exist (start it with: specopt worker {name})")
+    try:
+        st = open_storage(url, heartbeat_interval=None, grace_period=None)
+        names = sorted(optuna.get_all_study_names(st))
+    except StorageError as err:
+        raise ReportError(str(err)) from None
+    if study_name not in names:
+        raise ReportError(f"no study {study_name!r} in {shown}; studies there: "
+                          f"{', '.join(names) or 'none'}")
+    opened = optuna.load_study(study_name=study_name, storage=st)
+    store = open_artifact_store(opened, artifacts)
+    if store is None and artifacts is None and config is not None:
+        folder = artifact_dir(config, storage)
+        store = open_artifact_store(opened, folder) if folder.is_dir() else None
+    return OpenedStudy(opened, url, store, st)
+
+
+def open_artifact_store(study: optuna.Study, artifacts: Any = None):
+    """The artifact store to read ``study``'s checkpoints and predictions from: ``artifacts``
+    (an Optuna artifact store, or a folder: :class:`ReportError` if it does not exist), else the
+    folder the study recorded at creation when it exists on this machine, else None."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    if artifacts is not None:
+        if hasattr(artifacts, "open_reader"):
+            return artifacts
+        folder = Path(artifacts)
+        if not folder.is_dir():
+            raise ReportError(f"artifact folder not found: {folder}")
+        return FileSystemArtifactStore(str(folder))
+    recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
+    if isinstance(recorded, str) and Path(recorded).is_dir():
+        return FileSystemArtifactStore(recorded)
+    return None
+
+
 def load_study(config: StudyConfig, storage: str | None = None) -> optuna.Study:
-    """The existing study, for reading results (no definition check; KeyError if missing)."""
-    storage_obj = open_storage(storage_url(config, storage), heartbeat_interval=None)
-    return optuna.load_study(study_name=config.name, storage=storage_obj)
+    """``open_study(config, storage).study``: kept only until ``hpo/study_cli.py`` calls
+    :func:`open_study` itself (then delete)."""
+    return open_study(config, storage).study

@@ -60,14 +60,15 @@ def failed_study(tmp_path_factory) -> BuiltStudy:
     if "failed" not in _BUILT:
         import model
         from hpo.worker import run_worker
+        from model.contract import Status, TrialAttr
 
         root = tmp_path_factory.mktemp("report-failed")
         cfg = study_config(root, "broken", {"loss": "rmse", "sigma": [0.5, 0.3]}, 2)
 
         def diverges(trial, config, should_stop=None):
             err = model.TrainingFailed(3, "train loss is nan (lr=0.001)")
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("failure", str(err))
+            trial.set_user_attr(TrialAttr.STATUS, Status.FAILED)
+            trial.set_user_attr(TrialAttr.FAILURE, str(err))
             raise err
 
         summary = run_worker(cfg, handle_signals=False, objective_fn=diverges)

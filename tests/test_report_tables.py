@@ -12,7 +12,8 @@ import pytest
 from test_report_fixtures import report_failed, report_study  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
-from hpo.report import ReportError, best_trial_table, open_study, write_report
+from hpo.report import ReportError, best_trial_table, write_report
+from hpo.study import open_study
 
 
 def md_tables(text: str) -> dict[str, list[dict[str, str]]]:

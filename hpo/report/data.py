@@ -1,10 +1,11 @@
 """What a report reads from a study: trial settings, metrics, histories and artifacts.
 
 Everything here works on a plain :class:`optuna.Study` (any storage) and follows the trial
-contract of ``docs/ARCHITECTURE.md``: user attributes ``metrics``, ``history``, ``params``,
-``status``, ``device``, ``seconds_per_epoch``; artifacts ``checkpoint.pt`` and ``predictions.npz``.
-A searched parameter is a trial param; a fixed one is read from the trial's ``params`` (or
-``config``) user attribute, else from the study's stored definition.
+contract of :mod:`model.contract`: user attributes (:class:`~model.contract.TrialAttr`)
+``metrics``, ``history``, ``params``, ``status``, ``device``, ``seconds_per_epoch``; artifacts
+(:class:`~model.contract.ArtifactName`): the checkpoint and the validation predictions.
+A searched parameter is a trial param; a fixed one is read from the trial's ``params`` user
+attribute, else from the study's stored definition.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from model.contract import SCALE_FREE_LOSSES as SCALE_FREE
+from model.contract import E_MAX, E_MIN, SCALE_FREE_LOSSES, ArtifactName, StudyAttr, TrialAttr
 
 # Settings shown in tables, in the report's order, with their column labels.
 SETTING_LABELS: dict[str, str] = {
@@ -30,14 +30,6 @@ SETTING_LABELS: dict[str, str] = {
 }
 #: The report's tables are per loss / sigma / Np (and output head, a later addition).
 GROUP_SETTINGS = ("loss", "sigma", "n_points", "output_head")
-LOSS_ORDER = ("rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid",
-              "wasserstein")
-CONFIG_ATTR = "specopt:config"
-ARTIFACTS = ("checkpoint.pt", "predictions.npz", "history.json")
-
-
-class ReportError(ValueError):
-    """A study cannot be found or read: one line, for the command line."""
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -58,10 +50,10 @@ def objective_names(study: optuna.Study) -> list[str]:
         warnings.simplefilter("ignore")
         try:
             names = study.metric_names
-        except Exception:  # noqa: BLE001 - older storages: no metric names
+        except Exception:  # deliberately broad: older storages have no metric names
             names = None
     if not names:
-        stored = study.user_attrs.get("objectives")
+        stored = study.user_attrs.get(StudyAttr.OBJECTIVES)
         names = list(stored) if isinstance(stored, list) and len(stored) == n else None
     if not names:
         names = ["objective"] if n == 1 else [f"objective {i}" for i in range(n)]
@@ -73,7 +65,7 @@ def directions(study: optuna.Study) -> list[str]:
 
 
 def _stored_config(study: optuna.Study) -> dict:
-    raw = study.user_attrs.get(CONFIG_ATTR) or study.user_attrs.get("config")
+    raw = study.user_attrs.get(StudyAttr.CONFIG)
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -93,10 +85,9 @@ def study_fixed_settings(study: optuna.Study) -> dict[str, Any]:
 def trial_settings(trial: FrozenTrial, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every known training setting of a trial: searched params override recorded ones."""
     out: dict[str, Any] = dict(fixed or {})
-    for attr in ("config", "params"):
-        value = trial.user_attrs.get(attr)
-        if isinstance(value, dict):
-            out.update({k: v for k, v in value.items() if v is not None})
+    recorded = trial.user_attrs.get(TrialAttr.PARAMS)
+    if isinstance(recorded, dict):
+        out.update({k: v for k, v in recorded.items() if v is not None})
     out.update(trial.params)
     return out
 
@@ -111,17 +102,17 @@ def searched_settings(study: optuna.Study) -> list[str]:
 
 
 def metrics_of(trial: FrozenTrial) -> dict[str, float]:
-    m = trial.user_attrs.get("metrics")
+    m = trial.user_attrs.get(TrialAttr.METRICS)
     return dict(m) if isinstance(m, dict) else {}
 
 
 def history_of(trial: FrozenTrial) -> list[dict]:
-    h = trial.user_attrs.get("history")
+    h = trial.user_attrs.get(TrialAttr.HISTORY)
     return [e for e in h if isinstance(e, dict)] if isinstance(h, list) else []
 
 
 def is_scale_free(loss: Any) -> bool:
-    return str(loss) in SCALE_FREE
+    return str(loss) in SCALE_FREE_LOSSES
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -143,8 +134,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def failure_of(trial: FrozenTrial) -> str:
     """Why a trial failed or was pruned, as recorded by the worker or Optuna."""
-    if trial.user_attrs.get("failure"):
-        return str(trial.user_attrs["failure"])
+    if trial.user_attrs.get(TrialAttr.FAILURE):
+        return str(trial.user_attrs[TrialAttr.FAILURE])
     reason = trial.system_attrs.get("fail_reason")
     if reason:
         return str(reason).strip().splitlines()[-1]
@@ -153,41 +144,18 @@ def failure_of(trial: FrozenTrial) -> str:
 
 # --- artifacts ----------------------------------------------------------------------------------
 
-def default_artifact_store(study: optuna.Study):
-    """The study's artifact folder as recorded at creation (``artifact_store`` user attribute),
-    when it exists on this machine; else None."""
-    from optuna.artifacts import FileSystemArtifactStore
-
-    path = study.user_attrs.get("artifact_store")
-    if isinstance(path, str) and Path(path).is_dir():
-        return FileSystemArtifactStore(path)
-    return None
-
-
-def as_artifact_store(store):
-    """Accept an artifact store, a folder path, or None."""
-    if store is None or hasattr(store, "open_reader"):
-        return store
-    from optuna.artifacts import FileSystemArtifactStore
-
-    path = Path(store)
-    if not path.is_dir():
-        raise ReportError(f"artifact folder not found: {path}")
-    return FileSystemArtifactStore(str(path))
-
-
 def artifact_ids(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
-    """Artifact file name -> id of one trial (Optuna's records, then the ``artifacts`` attr)."""
+    """Artifact file name -> id of one trial (the ``artifacts`` attr, then Optuna's records)."""
     from optuna.artifacts import get_all_artifact_meta
 
     ids: dict[str, str] = {}
-    recorded = trial.user_attrs.get("artifacts")
+    recorded = trial.user_attrs.get(TrialAttr.ARTIFACTS)
     if isinstance(recorded, dict):
         ids.update({str(k): str(v) for k, v in recorded.items()})
     try:
         for meta in get_all_artifact_meta(trial, storage=study._storage):
             ids[meta.filename] = meta.artifact_id
-    except Exception:  # noqa: BLE001 - a storage without artifact records: keep the attr's ids
+    except Exception:  # deliberately broad: a storage without artifact records
         pass
     return ids
 
@@ -202,13 +170,13 @@ def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str)
     try:
         with store.open_reader(artifact_id) as reader:
             return reader.read()
-    except Exception:  # noqa: BLE001 - missing file in the store: the caller reports a note
+    except Exception:  # deliberately broad: a missing file; the caller notes it
         return None
 
 
 @dataclass
 class Predictions:
-    """Validation predictions of one trial (``predictions.npz``)."""
+    """Validation predictions of one trial (:attr:`ArtifactName.PREDICTIONS`)."""
 
     pred: np.ndarray  # as judged: scaled to the target for scale-free losses
     target: np.ndarray
@@ -229,7 +197,7 @@ class Predictions:
 
 
 def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predictions | None:
-    raw = read_artifact(store, study, trial, "predictions.npz")
+    raw = read_artifact(store, study, trial, ArtifactName.PREDICTIONS)
     if raw is None:
         return None
     with np.load(io.BytesIO(raw)) as z:
@@ -237,7 +205,7 @@ def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predicti
         target = np.asarray(z["target"], np.float64)
         index = np.asarray(z["index"]) if "index" in z else np.arange(len(pred))
         grid = np.asarray(z["grid"], np.float64) if "grid" in z else np.linspace(
-            -30.0, 0.0, pred.shape[-1])
+            E_MIN, E_MAX, pred.shape[-1])
     # Scale-free runs are judged on predictions scaled to the target, as their metrics are.
     scaled = is_scale_free(trial_settings(trial, study_fixed_settings(study)).get("loss"))
     if scaled:

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 
-from hpo.report_data import (
+from hpo.report.data import (
     Predictions,
     history_of,
     objective_names,
@@ -23,6 +23,7 @@ from hpo.report_data import (
     study_fixed_settings,
     trial_settings,
 )
+from model.contract import ArtifactName
 
 
 @dataclass
@@ -81,8 +82,8 @@ def loss_curves(study: optuna.Study) -> Figure:
 def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Figure:
     title = "Best and worst validation spectra of the best trial"
     if pred is None:
-        return Figure("spectra", title, note="The best trial has no predictions.npz artifact "
-                      "(or the artifact store was not found): no spectra to show.")
+        return Figure("spectra", title, note=f"The best trial has no {ArtifactName.PREDICTIONS} "
+                      "artifact (or the artifact store was not found): no spectra to show.")
     acc = pred.accuracy()
     best, worst = int(np.argmax(acc)), int(np.argmin(acc))
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
@@ -108,8 +109,8 @@ def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Fi
 def accuracy_histogram(pred: Predictions | None, trial_number: int | None) -> Figure:
     title = "Accuracy of every validation spectrum of the best trial"
     if pred is None:
-        return Figure("accuracy_histogram", title, note="The best trial has no predictions.npz "
-                      "artifact: no per-spectrum accuracies to show.")
+        return Figure("accuracy_histogram", title, note="The best trial has no "
+                      f"{ArtifactName.PREDICTIONS} artifact: no per-spectrum accuracies to show.")
     acc = 100.0 * pred.accuracy()
     fig = go.Figure(go.Histogram(x=acc.tolist(), nbinsx=min(40, max(5, len(acc) // 3)),
                                  name="spectra", marker=dict(color="#1f77b4")))
@@ -136,7 +137,7 @@ def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure],
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fig = make()
-    except Exception as err:  # noqa: BLE001 - Optuna refuses: show why instead
+    except Exception as err:  # deliberately broad: Optuna refuses, show why instead
         return Figure(key, title, note=f"Not available for this study: {err}")
     finally:
         optuna.logging.set_verbosity(verbosity)

@@ -9,7 +9,7 @@ import html
 import json
 from collections.abc import Sequence
 
-from hpo.report_figures import Figure
+from hpo.report.figures import Figure
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 1.5em auto;

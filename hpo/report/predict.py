@@ -1,9 +1,8 @@
-"""Spectra of new molecules from ``.xyz`` files with a saved model (``specopt predict``), and
-the optuna-dashboard server (``specopt dashboard``)."""
+"""Spectra of new molecules from ``.xyz`` files with a saved model, written as a CSV and an
+offline plot (``specopt predict``). The computing is :func:`model.inference.predict_xyz`."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,8 @@ import numpy as np
 
 @dataclass
 class PredictPaths:
+    """Files written by :func:`predict_xyz`, and what they hold."""
+
     csv: Path
     html: Path
     names: list[str]
@@ -24,12 +25,12 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
                 ) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
     ``spectra.csv`` (energy column, one column per molecule) and ``spectra.html`` (a plot that
-    works offline) into ``out_dir``. Bad files raise ``data_prep.DataError`` (one line)."""
+    works offline) into ``out_dir``. Bad files raise ``DataError`` (one line)."""
     import pandas as pd
     import plotly.graph_objects as go
 
-    from hpo.report_figures import Figure
-    from hpo.report_html import figure_html, page
+    from hpo.report.figures import Figure
+    from hpo.report.page import figure_html, page
     from model.inference import predict_xyz as predict_spectra
 
     found = predict_spectra(checkpoint, xyz_files)
@@ -54,39 +55,3 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
                                       figure_html(Figure("spectra", "", fig))]))
     return PredictPaths(csv_path, html_path, names, spectra, grid)
 
-
-# --- dashboard ----------------------------------------------------------------------------------
-
-def dashboard_url(host: str, port: int, study_id: int | None = None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}/dashboard"
-    return f"{base}/studies/{study_id}" if study_id is not None else base
-
-
-def serve_dashboard(storage, *, host: str = "127.0.0.1", port: int = 8080, artifact_store=None,
-                    study_id: int | None = None, echo=print) -> None:
-    """optuna-dashboard on ``storage`` until interrupted. Binds first, then prints the URL (so
-    ``port=0`` picks a free port and the printed URL has it)."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    from optuna_dashboard import wsgi
-
-    class ThreadedServer(ThreadingMixIn, WSGIServer):  # as optuna-dashboard's own command
-        daemon_threads = True
-
-    class QuietHandler(WSGIRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002 - the base class's name
-            pass
-
-    app = wsgi(storage, artifact_store=artifact_store)
-    with make_server(host, port, app, server_class=ThreadedServer,
-                     handler_class=QuietHandler) as server:
-        actual = server.server_address[1]
-        echo(f"optuna-dashboard: {dashboard_url(host, actual, study_id)}")
-        echo("(Ctrl-C stops it)")
-        sys.stdout.flush()
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass

@@ -18,9 +18,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.report_data import (
+from hpo.report.data import (
     GROUP_SETTINGS,
-    LOSS_ORDER,
     SETTING_LABELS,
     best_trial,
     complete_trials,
@@ -34,6 +33,7 @@ from hpo.report_data import (
     study_fixed_settings,
     trial_settings,
 )
+from model.contract import LOSSES, StudyAttr, TrialAttr
 
 PERCENT = {"accuracy (%)", "fair accuracy (%)", "negative points (%)", "accuracy_n (%)",
            "best single (%)", "worst single (%)"}
@@ -73,7 +73,7 @@ def _sort_key(settings: dict, keys: list[str]) -> tuple:
     for k in keys:
         v = settings.get(k)
         if k == "loss":
-            out.append(LOSS_ORDER.index(v) if v in LOSS_ORDER else len(LOSS_ORDER))
+            out.append(LOSSES.index(v) if v in LOSSES else len(LOSSES))
             out.append(str(v))
         elif k == "sigma":
             out.append(-(_num(v) or 0.0))  # the report: 0.5, 0.3, 0.1
@@ -173,10 +173,10 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                "fair accuracy (%)": _pct(m.get("fair_accuracy")),
                "W1 (eV)": _num(m.get("wasserstein_eV")),
                "level error (eV)": _num(m.get("level_error_eV")),
-               "epochs": t.user_attrs.get("epochs_run", len(hist) or None),
-               "best epoch": t.user_attrs.get("best_epoch"),
-               "s/epoch": _num(t.user_attrs.get("seconds_per_epoch")),
-               "device": t.user_attrs.get("device"),
+               "epochs": t.user_attrs.get(TrialAttr.EPOCHS_RUN, len(hist) or None),
+               "best epoch": t.user_attrs.get(TrialAttr.BEST_EPOCH),
+               "s/epoch": _num(t.user_attrs.get(TrialAttr.SECONDS_PER_EPOCH)),
+               "device": t.user_attrs.get(TrialAttr.DEVICE),
                "note": _note(t, len(hist))}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -202,7 +202,7 @@ def best_trial_rows(study: optuna.Study) -> list[tuple[str, str]]:
         label = SETTING_LABELS.get(k, k)
         if k in s and label not in dict(rows):
             rows.append((label, _fmt(label, s[k])))
-    split = study.user_attrs.get("objective_split")
+    split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
     where = f", {split} split" if split else ""
     for name, direction, value in zip(objective_names(study), directions(study), t.values,
                                       strict=False):
@@ -217,8 +217,8 @@ def best_trial_rows(study: optuna.Study) -> list[tuple[str, str]]:
                              ("negative points (%)", "negative_share", _pct)):
         if key in m:
             rows.append((label, _fmt(label, conv(m.get(key)))))
-    for label, key in (("epochs", "epochs_run"), ("s/epoch", "seconds_per_epoch"),
-                       ("device", "device")):
+    for label, key in (("epochs", TrialAttr.EPOCHS_RUN), ("s/epoch", TrialAttr.SECONDS_PER_EPOCH),
+                       ("device", TrialAttr.DEVICE)):
         if t.user_attrs.get(key) is not None:
             rows.append((label, _fmt(label, t.user_attrs[key])))
     return rows
@@ -276,6 +276,3 @@ def markdown_table(rows: list[list[str]]) -> str:
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
     return "\n".join(lines)
 
-
-def frame_markdown(df: pd.DataFrame) -> str:
-    return markdown_table(format_frame(df))

@@ -1,0 +1,32 @@
+"""Reports of a study, and files to share its results.
+
+Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are thin layers)::
+
+    from hpo.report import write_report, export_best, best_trial_table
+    from hpo.study import open_study
+    opened = open_study("demo")                    # an existing study, with its artifact store
+    write_report(opened.study, "runs/demo-report", opened.artifact_store)
+
+- ``write_report(study, out_dir, artifact_store=None) -> ReportPaths``: the report's tables
+  (Markdown, CSV) and a self-contained HTML page with the figures.
+- ``best_trial_table(study) -> str``: the best trial's numbers as a small Markdown table;
+  ``study_message(study)``: why a study has nothing to report (None when it has).
+- ``export_best(study, out_dir, artifact_store=None) -> ExportPaths``: the best trial's
+  settings, metrics, checkpoint and validation predictions, and the report.
+- ``predict_xyz(checkpoint, xyz_files, out_dir) -> PredictPaths``: spectra of new molecules as
+  a CSV and an offline plot.
+
+Modules, one concern each: ``data`` (what is read from a study: settings, metrics, artifacts,
+predictions), ``tables``, ``figures``, ``page`` (HTML rendering), ``write`` (the report),
+``export`` and ``predict`` (files to share).
+"""
+
+from hpo.report.export import ExportPaths, export_best
+from hpo.report.predict import PredictPaths, predict_xyz
+from hpo.report.write import ReportPaths, best_trial_table, study_message, write_report
+from model.errors import ReportError
+
+__all__ = [
+    "ExportPaths", "PredictPaths", "ReportError", "ReportPaths", "best_trial_table",
+    "export_best", "predict_xyz", "study_message", "write_report",
+]

@@ -1,0 +1,107 @@
+"""The best trial of a study ready to share (``export_best``): its settings and metrics as JSON,
+its checkpoint and validation predictions (NPZ and CSV), and the study's report beside them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from hpo.report.data import (
+    Predictions,
+    best_trial,
+    directions,
+    load_predictions,
+    metrics_of,
+    objective_names,
+    read_artifact,
+    study_fixed_settings,
+    trial_settings,
+)
+from hpo.report.write import ReportPaths, study_message, write_report
+from hpo.study import open_artifact_store
+from model.contract import ArtifactName, TrialAttr
+from model.errors import ReportError
+
+#: Trial attributes copied into ``metrics.json`` (under their own names).
+EXPORTED_ATTRS = (TrialAttr.STATUS, TrialAttr.BEST_EPOCH, TrialAttr.EPOCHS_RUN, TrialAttr.DEVICE,
+                  TrialAttr.SECONDS_PER_EPOCH, TrialAttr.REFERENCE_SIGMA, TrialAttr.DATASET,
+                  TrialAttr.SEED)
+
+
+@dataclass
+class ExportPaths:
+    """Files written by :func:`export_best`."""
+
+    out_dir: Path
+    params: Path
+    metrics: Path
+    report: ReportPaths | None = None
+    checkpoint: Path | None = None
+    predictions: Path | None = None
+    predictions_csv: Path | None = None
+    missing: list[str] = field(default_factory=list)
+
+
+def export_best(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None
+                ) -> ExportPaths:
+    """The best trial ready to share: ``params.json``, ``metrics.json``, its checkpoint and
+    validation predictions (:class:`~model.contract.ArtifactName`) with ``predictions.csv``,
+    and the study's report. ``artifact_store``: as for
+    :func:`~hpo.report.write.write_report`. Raises :class:`ReportError` when the study has no
+    complete trial."""
+    trial = best_trial(study)
+    if trial is None:
+        raise ReportError(study_message(study) or "no complete trial")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_artifact_store(study, artifact_store)
+    settings = trial_settings(trial, study_fixed_settings(study))
+    params_path = out / "params.json"
+    params_path.write_text(json.dumps({
+        "study": study.study_name, "trial": trial.number, "searched": dict(trial.params),
+        "settings": settings,
+        "objectives": dict(zip(objective_names(study), trial.values, strict=False)),
+        "directions": directions(study)}, indent=2, default=str) + "\n")
+    attrs = trial.user_attrs
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps({
+        "study": study.study_name, "trial": trial.number,
+        "validation": metrics_of(trial),
+        "selection (test split)": attrs.get(TrialAttr.SELECTION_METRICS),
+        **{k: attrs.get(k) for k in EXPORTED_ATTRS},
+    }, indent=2, default=str) + "\n")
+    paths = ExportPaths(out, params_path, metrics_path)
+    for name, attr in ((ArtifactName.CHECKPOINT, "checkpoint"),
+                       (ArtifactName.PREDICTIONS, "predictions")):
+        raw = read_artifact(store, study, trial, name)
+        if raw is None:
+            paths.missing.append(name)
+            continue
+        (out / name).write_bytes(raw)
+        setattr(paths, attr, out / name)
+    if paths.predictions is not None:
+        pred = load_predictions(store, study, trial)
+        if pred is not None:
+            paths.predictions_csv = predictions_csv(pred, out / "predictions.csv")
+    paths.report = write_report(study, out, store)
+    return paths
+
+
+def predictions_csv(pred: Predictions, path: Path) -> Path:
+    """One row per validation molecule: its index, the report's accuracy, then the predicted
+    and the target spectrum (one column per grid point, named by its energy)."""
+    import pandas as pd
+
+    acc = pred.accuracy()
+    cols = {"molecule": pred.index.astype(np.int64), "accuracy": acc}
+    header = [f"{e:.4f}" for e in pred.grid]
+    df = pd.concat([pd.DataFrame(cols),
+                    pd.DataFrame(pred.pred, columns=[f"pred {h}" for h in header]),
+                    pd.DataFrame(pred.target, columns=[f"target {h}" for h in header])], axis=1)
+    df.to_csv(path, index=False, float_format="%.9g")
+    return path
