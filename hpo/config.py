@@ -1,9 +1,26 @@
 """Study definitions: TOML files in ``studies/`` validated by :class:`StudyConfig`.
 
 A study file names the study, its storage, what to optimise (objectives and directions), the
-sampler, the pruner, the budget and the search space.  Every entry of ``[space]`` is either fixed
-(a scalar), a choice (a list) or a range (a table ``{low, high, log, step}``).  Everything is
-checked here, in one place; errors are one line naming the file and the field.
+sampler, the pruner, the budget and the search space.  Everything is checked here, in one place;
+errors are one line naming the file and the field.
+
+The training settings come from :class:`model.config.TrainConfig`, the one definition of a
+training run, and are not restated here:
+
+- ``[space]``: every field of ``TrainConfig`` that shapes what a trial learns
+  (``TrainConfig.searchable_fields()``: data, network, loss, optimisation, epochs, seed) can be
+  fixed (a scalar), chosen (a list) or searched over a range (a table ``{low, high, log,
+  step}``, numeric fields only), under its ``TrainConfig`` name, with ``TrainConfig``'s default
+  and checks.  A tuple-valued field is fixed
+  by a list of numbers (``betas = [0.9, 0.99]``) and chosen by a list of lists
+  (``channels = [[22, 47, 42], [32, 64, 64]]``: Optuna sees the choices as strings).  A field
+  that ``model`` gains is searchable at once.
+- ``[train]``: the fields in :data:`TRAIN_SECTION` (data file, energy window, device and speed),
+  fixed for the whole study.
+
+One default differs from ``TrainConfig``'s: a study that does not fix ``epochs`` trains the
+report's 2500 (:data:`SPACE_DEFAULTS`) per trial, as studies always have (``TrainConfig``'s 50 is
+for a first single run); the shipped studies set it explicitly.
 
 Scoring across different sigma: the default objective is ``fair_accuracy``, the report's accuracy
 after re-broadening prediction and target to a common ``reference_sigma`` (Gaussians compose:
@@ -13,64 +30,111 @@ sigma_ref^2 = sigma^2 + s^2), which defaults to the widest sigma in the space.  
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import tomllib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-# The model package's contract (docs/ARCHITECTURE.md); TrainConfig re-checks at trial time.
-KNOWN_LOSSES = ("rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid",
-                "wasserstein")
-OUTPUT_HEADS = ("linear", "softplus")
-KNOWN_METRICS = (
-    "accuracy", "rmse", "mae", "r2", "negative_share", "negative_magnitude",
-    "accuracy_normalised", "rmse_normalised", "mae_normalised", "r2_normalised",
-    "fair_accuracy", "wasserstein_eV", "level_error_eV",
-)
-MAXIMIZED_METRICS = ("accuracy", "fair_accuracy", "r2", "accuracy_normalised", "r2_normalised")
-SAMPLERS = ("tpe", "grid", "random", "cmaes", "gp", "nsga2")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
+from model.config import TrainConfig
+from model.contract import METRICS, PARAMETER_OBJECTIVES, direction
+from model.errors import ConfigError
+
+__all__ = [
+    "ConfigError", "ParamSpec", "SET_BY_STUDY", "SPACE_DEFAULTS", "StudyConfig", "TRAIN_SECTION",
+    "TrainSettings", "build_pruner", "build_sampler", "config_json", "load_study_config",
+    "parse_param", "shipped_studies", "space_fields", "studies_dir", "study_config_from_dict",
+    "study_path",
+]
+
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "grid", "random", "nsga2")
 
+_F = TrainConfig.model_fields
+#: TrainConfig fields a trial gets from the study (``reference_sigma``) or the worker.
+SET_BY_STUDY = ("reference_sigma", "checkpoint_dir")
+#: TrainConfig fields fixed for a whole study in its ``[train]`` section: those TrainConfig
+#: does not let a study search (the data, the energy window that every trial's spectra share,
+#: where and how fast to train) but the ones in SET_BY_STUDY.
+TRAIN_SECTION = tuple(n for n in _F if n not in TrainConfig.searchable_fields()
+                      and n not in SET_BY_STUDY)
+#: Where a study's default differs from TrainConfig's: trials train the report's 2500 epochs
+#: unless the study says otherwise (see the module docstring).
+SPACE_DEFAULTS: dict[str, Any] = {"epochs": 2500}
 
-class ConfigError(ValueError):
-    """A study definition is invalid: one line naming the file and the field."""
+
+def space_fields() -> tuple[str, ...]:
+    """The searchable training settings (``TrainConfig.searchable_fields``), in its order."""
+    return TrainConfig.searchable_fields()
 
 
-# --- search-space parameters -------------------------------------------------------------------
+def _base_type(name: str) -> Any:
+    """The field's annotation without ``None``."""
+    ann = _F[name].annotation
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        ann = args[0] if len(args) == 1 else ann
+    return ann
 
-# name -> (type, check, description, default); ``None`` as default means "not set" (the model's).
-def _positive(x) -> bool:
-    return x > 0 and math.isfinite(x)
+
+def _is_sequence(name: str) -> bool:
+    return get_origin(_base_type(name)) in (tuple, list)
 
 
-PARAMETERS: dict[str, tuple[type, Any, str, Any]] = {
-    "sigma": (float, _positive, "Gaussian broadening in eV (> 0)", 0.5),
-    "n_points": (int, lambda x: x >= 2, "grid points Np (>= 2)", 300),
-    "loss": (str, lambda x: x in KNOWN_LOSSES, f"one of {', '.join(KNOWN_LOSSES)}", "rmse"),
-    "lr": (float, _positive, "Adam learning rate (> 0)", 1e-4),
-    "batch_size": (int, lambda x: x >= 1, "batch size (>= 1)", 90),
-    "output_head": (str, lambda x: x in OUTPUT_HEADS, f"one of {', '.join(OUTPUT_HEADS)}",
-                    "linear"),
-    "epochs": (int, lambda x: x >= 1, "epochs budget of one trial (>= 1)", 2500),
-    "subset": (int, lambda x: x >= 20, "molecules used (>= 20; omit for all)", None),
-    "seed": (int, lambda x: x >= 0, "training seed (>= 0)", 0),
-    "patience": (int, lambda x: x >= 1, "early-stopping patience in epochs (>= 1)", None),
-    "huber_delta": (float, _positive, "Huber delta (> 0)", None),
-    "coulomb_noise": (float, lambda x: x >= 0 and math.isfinite(x),
-                      "row-norm noise of the randomised Coulomb matrices (>= 0)", None),
-}
+def _numeric(name: str) -> type | None:
+    """``int`` or ``float`` for a numeric field, else ``None``."""
+    t = _base_type(name)
+    return t if t in (int, float) else None
+
+
+def _default(name: str) -> Any:
+    if name in SPACE_DEFAULTS:
+        return SPACE_DEFAULTS[name]
+    value = _F[name].get_default(call_default_factory=True)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _pydantic_message(err: ValidationError) -> str:
+    e = err.errors()[0]
+    msg = e["msg"].removeprefix("Value error, ")
+    sub = ".".join(str(x) for x in e["loc"][1:])
+    return f"{sub}: {msg}" if sub else msg
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """One value of a space field, validated (and normalised) by TrainConfig itself."""
+    if _numeric(name) is not None and (isinstance(value, bool | str)):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        cfg = TrainConfig.model_validate({name: value})
+    except ValidationError as err:
+        msg = _pydantic_message(err)
+        raise ValueError(msg if repr(value) in msg else f"{msg}, got {value!r}") from None
+    out = getattr(cfg, name)
+    return tuple(out) if isinstance(out, list) else out
+
+
+def _choice_key(value: Any) -> Any:
+    """Optuna's categorical value of a choice: tuples become their JSON text."""
+    return json.dumps(list(value)) if isinstance(value, tuple) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 class ParamSpec(BaseModel):
@@ -93,7 +157,7 @@ class ParamSpec(BaseModel):
 
     @property
     def is_int(self) -> bool:
-        return PARAMETERS[self.name][0] is int
+        return _numeric(self.name) is int
 
     def values(self) -> list:
         """Every value this parameter can take (ranges: only for grid studies, not allowed)."""
@@ -103,44 +167,44 @@ class ParamSpec(BaseModel):
             return list(self.choices)
         raise ConfigError(f"space.{self.name}: a range has no finite list of values")
 
+    def distribution_values(self) -> list:
+        """The choices as Optuna sees them (primitives: tuples as JSON text)."""
+        return [_choice_key(c) for c in self.values()]
+
     def suggest(self, trial) -> Any:
         if self.kind == "fixed":
             return self.value
         if self.kind == "choice":
-            return trial.suggest_categorical(self.name, list(self.choices))
+            key = trial.suggest_categorical(self.name, self.distribution_values())
+            return dict(zip(self.distribution_values(), self.choices, strict=True))[key]
         if self.is_int:
             step = int(self.step or 1)
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=step,
                                      log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
-    def describe(self) -> str:
+    def to_toml(self) -> Any:
+        """The entry in the study file's form."""
         if self.kind == "fixed":
-            return repr(self.value)
+            return _jsonable(self.value)
         if self.kind == "choice":
-            return "{" + ", ".join(repr(c) for c in self.choices) + "}"
-        scale = ", log" if self.log else ""
-        return f"[{self.low:g}, {self.high:g}{scale}]"
-
-
-def _check_value(name: str, value: Any) -> Any:
-    typ, check, what, _ = PARAMETERS[name]
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, typ):
-        raise ValueError(f"expected {what}, got {value!r}")
-    if not check(value):
-        raise ValueError(f"expected {what}, got {value!r}")
-    return value
+            return [_jsonable(c) for c in self.choices]
+        r: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            r["step"] = self.step
+        return r
 
 
 def parse_param(name: str, raw: Any) -> ParamSpec:
     """A space entry from its TOML form: scalar (fixed), list (choice), table (range)."""
-    if name not in PARAMETERS:
-        raise ValueError(f"unknown parameter (known: {', '.join(PARAMETERS)})")
+    if name not in space_fields():
+        hint = " (a [train] setting)" if name in TRAIN_SECTION else ""
+        raise ValueError(f"unknown parameter{hint} (known: {', '.join(space_fields())})")
     if isinstance(raw, ParamSpec):
         return raw
-    if isinstance(raw, list | tuple):
+    sequence = _is_sequence(name)
+    if isinstance(raw, list | tuple) and not (
+            sequence and not any(isinstance(v, list | tuple) for v in raw)):
         if not raw:
             raise ValueError("empty choice list")
         choices = tuple(_check_value(name, v) for v in raw)
@@ -150,8 +214,8 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
             return ParamSpec(name=name, kind="fixed", value=choices[0])
         return ParamSpec(name=name, kind="choice", choices=choices)
     if isinstance(raw, dict):
-        typ = PARAMETERS[name][0]
-        if typ is str:
+        typ = _numeric(name)
+        if typ is None:
             raise ValueError("a range needs a numeric parameter; give a list of choices")
         unknown = set(raw) - {"low", "high", "log", "step"}
         if unknown:
@@ -160,6 +224,8 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
         if "low" not in raw or "high" not in raw:
             raise ValueError("a range needs both low and high")
         low, high = _check_value(name, raw["low"]), _check_value(name, raw["high"])
+        if low is None or high is None:
+            raise ValueError("a range needs numbers for low and high")
         if not low < high:
             raise ValueError(f"empty range: low {low!r} must be below high {high!r}")
         log = raw.get("log", False)
@@ -230,30 +296,38 @@ class HeartbeatConfig(_Section):
         return self
 
 
-class TrainSettings(_Section):
-    """Fixed training settings that are not searched (passed to model.TrainConfig)."""
-
-    dataset: str | None = None  # levels .npz; None: the bundled GFN2-xTB dataset
-    device: str = "auto"  # auto, cpu, cuda or cuda:N
-    amp: Literal["auto", "bf16", "off"] | bool = "auto"  # bf16 autocast; auto: CUDA, AMX CPUs
-    compile: bool = False
-    num_threads: int | None = None
-    e_min: float = -30.0
-    e_max: float = 0.0
-
-    @field_validator("device")
+class _TrainSection(_Section):
+    @model_validator(mode="before")
     @classmethod
-    def _device(cls, v: str) -> str:
-        if not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
+    def _through_train_config(cls, data: Any) -> Any:
+        """Validated and normalised by TrainConfig (unknown keys are left for ``extra``)."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump()
+        if not isinstance(data, dict):
+            return data
+        known = {k: v for k, v in data.items() if k in TRAIN_SECTION}
+        try:
+            cfg = TrainConfig.model_validate(known)
+        except ValidationError as err:
+            raise ValueError(_pydantic_message_with_field(err)) from None
+        values = cfg.model_dump(mode="json", include=set(TRAIN_SECTION))
+        return {**data, **values}
 
-    @model_validator(mode="after")
-    def _window(self):
-        if not self.e_max > self.e_min:
-            raise ValueError(f"empty energy window: e_min {self.e_min} must be below e_max "
-                             f"{self.e_max}")
-        return self
+
+def _pydantic_message_with_field(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+#: The ``[train]`` section: the TrainConfig fields of :data:`TRAIN_SECTION`, with its defaults
+#: (values as in JSON: the dataset a string), validated by TrainConfig.
+TrainSettings = create_model(
+    "TrainSettings", __base__=_TrainSection, __doc__="Fixed training settings of a study.",
+    **{n: (Any, _jsonable(_F[n].get_default(call_default_factory=True)))
+       for n in TRAIN_SECTION},
+)
 
 
 class StudyConfig(_Section):
@@ -271,7 +345,7 @@ class StudyConfig(_Section):
     pruner: PrunerConfig = PrunerConfig()
     budget: BudgetConfig = BudgetConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    train: TrainSettings = TrainSettings()
+    train: TrainSettings = TrainSettings()  # type: ignore[valid-type]
     space: dict[str, ParamSpec] = Field(default_factory=dict, validate_default=True)
     source: str | None = None  # the file it was read from
 
@@ -289,7 +363,7 @@ class StudyConfig(_Section):
             v = [v]
         if not v:
             raise ValueError("at least one objective")
-        allowed = KNOWN_METRICS + ("sigma", "n_points")
+        allowed = (*METRICS, *PARAMETER_OBJECTIVES)
         for name in v:
             if name not in allowed:
                 raise ValueError(f"unknown objective {name!r} (known: {', '.join(allowed)})")
@@ -308,15 +382,13 @@ class StudyConfig(_Section):
                 out[name] = parse_param(name, raw)
             except ValueError as err:
                 raise ValueError(f"{name}: {err}") from None
-        for name, (_, _, _, default) in PARAMETERS.items():
-            if name not in out and default is not None:
-                out[name] = ParamSpec(name=name, kind="fixed", value=default)
-        return {k: out[k] for k in PARAMETERS if k in out}
+        return {n: out.get(n) or ParamSpec(name=n, kind="fixed", value=_default(n))
+                for n in space_fields()}
 
     @field_validator("reference_sigma")
     @classmethod
     def _reference_sigma(cls, v):
-        if v is not None and not _positive(v):
+        if v is not None and not (v > 0 and math.isfinite(v)):
             raise ValueError(f"must be a positive number of eV, got {v}")
         return v
 
@@ -324,14 +396,12 @@ class StudyConfig(_Section):
     def _consistent(self):
         n_obj = len(self.objectives)
         if self.directions is None:
-            dirs = tuple("maximize" if o in MAXIMIZED_METRICS else "minimize"
-                         for o in self.objectives)
-            object.__setattr__(self, "directions", dirs)
+            object.__setattr__(self, "directions", tuple(direction(o) for o in self.objectives))
         elif len(self.directions) != n_obj:
             raise ValueError(f"directions: {len(self.directions)} given for {n_obj} objectives "
                              f"{list(self.objectives)}")
         for o in self.objectives:
-            if o in ("sigma", "n_points") and not self.space[o].searched:
+            if o in PARAMETER_OBJECTIVES and not self.space[o].searched:
                 raise ValueError(f"objectives: {o!r} is fixed in the space; search it or drop it")
         if n_obj > 1:
             if self.pruner.name != "none":
@@ -354,6 +424,14 @@ class StudyConfig(_Section):
         if self.reference_sigma is not None and sigmas and self.reference_sigma < max(sigmas):
             raise ValueError(f"reference_sigma {self.reference_sigma} is below the widest sigma "
                              f"{max(sigmas)}: predictions can be broadened, not sharpened")
+        # one whole training configuration (fixed values, first choices) through TrainConfig,
+        # so that settings that only fail together fail here, not in every trial
+        first = {p.name: p.value if p.kind == "fixed" else (
+            p.choices[0] if p.kind == "choice" else p.low) for p in self.space.values()}
+        try:
+            TrainConfig.model_validate(self.train_settings(first))
+        except ValidationError as err:
+            raise ValueError(f"space: {_pydantic_message_with_field(err)}") from None
         # samplers and pruners: build once so that bad options fail here, not in a worker
         build_sampler(self)
         build_pruner(self)
@@ -381,16 +459,12 @@ class StudyConfig(_Section):
         return len(self.objectives) > 1
 
     def grid_space(self) -> dict[str, list]:
-        """The GridSampler search space: every searched parameter with its choices."""
-        return {p.name: p.values() for p in self.space.values() if p.searched}
+        """The GridSampler search space: every searched parameter with its choices (as Optuna
+        sees them)."""
+        return {p.name: p.distribution_values() for p in self.space.values() if p.searched}
 
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.grid_space().values()) if self.is_grid else 0
-
-    def grid_points(self) -> list[dict]:
-        space = self.grid_space()
-        return [dict(zip(space, combo, strict=True))
-                for combo in itertools.product(*space.values())]
 
     @property
     def n_trials(self) -> int | None:
@@ -403,48 +477,65 @@ class StudyConfig(_Section):
         return [p.name for p in self.space.values() if p.searched]
 
     def fixed(self) -> dict[str, Any]:
+        """Every training setting the study does not search, with its value (None: unset)."""
         return {p.name: p.value for p in self.space.values() if not p.searched}
 
     def suggest(self, trial) -> dict[str, Any]:
         """Every space parameter's value for this trial (searched ones through ``trial``)."""
         return {name: p.suggest(trial) for name, p in self.space.items()}
 
-    def with_overrides(self, *, epochs: int | None = None, subset: int | None = None,
-                       storage: str | None = None, n_trials: int | None = None,
-                       timeout: float | None = None, artifacts: str | None = None,
-                       dataset: str | None = None) -> StudyConfig:
-        """A copy with command-line overrides applied (and validated)."""
+    def train_settings(self, params: dict, *, device: str | None = None,
+                       num_threads: int | None = None, checkpoint_dir: str | None = None
+                       ) -> dict[str, Any]:
+        """Keyword arguments of ``model.TrainConfig`` for one trial with these ``params``."""
+        kw = {k: v for k, v in params.items() if v is not None}
+        kw.update({k: v for k, v in self.train.model_dump().items() if v is not None})
+        kw["reference_sigma"] = self.reference_sigma_value
+        if device:
+            kw["device"] = device
+        if num_threads:
+            kw["num_threads"] = num_threads
+        if checkpoint_dir is not None:
+            kw["checkpoint_dir"] = checkpoint_dir
+        return kw
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def override(self, changes: dict[str, Any] | None = None, /, **more: Any) -> StudyConfig:
+        """A copy with changes applied, validated once like a study file.
+
+        Keys are dotted paths into the TOML-shaped dict (``"space.epochs"``, ``"budget.n_trials"``,
+        ``"train.device"``, ``"storage"``) or bare names, looked up as a top-level key, then a
+        space field, a ``[train]`` setting, a ``[budget]`` key (``epochs``, ``n_trials``,
+        ``dataset``).  A value of ``None`` removes the key (its default applies again).
+        """
+        changes = {**(changes or {}), **more}
+        if not changes:
+            return self
         data = self.to_dict()
-        if epochs is not None:
-            data["space"]["epochs"] = epochs
-        if subset is not None:
-            data["space"]["subset"] = subset
-        if storage is not None:
-            data["storage"] = storage
-        if artifacts is not None:
-            data["artifacts"] = artifacts
-        if dataset is not None:
-            data["train"]["dataset"] = dataset
-        if n_trials is not None:
-            data["budget"]["n_trials"] = n_trials
-        if timeout is not None:
-            data["budget"]["timeout"] = timeout
+        for key, value in changes.items():
+            path = _resolve_key(key)
+            node = data
+            for part in path[:-1]:
+                if not isinstance(node.get(part, {}), dict):
+                    raise ConfigError(f"override {key!r}: {part!r} is not a table")
+                node = node.setdefault(part, {})
+            if value is None:
+                node.pop(path[-1], None)
+            else:
+                node[path[-1]] = value
         return study_config_from_dict(data, source=self.source)
 
+    def with_overrides(self, **overrides: Any) -> StudyConfig:
+        """``override`` with keyword names, ignoring ``None`` (not given)."""
+        return self.override({k: v for k, v in overrides.items() if v is not None})
+
     def to_dict(self) -> dict:
-        """The TOML-shaped dict (round-trips through :func:`study_config_from_dict`)."""
-        space: dict[str, Any] = {}
-        for p in self.space.values():
-            if p.kind == "fixed":
-                space[p.name] = p.value
-            elif p.kind == "choice":
-                space[p.name] = list(p.choices)
-            else:
-                r: dict[str, Any] = {"low": p.low, "high": p.high, "log": p.log}
-                if p.step is not None:
-                    r["step"] = p.step
-                space[p.name] = r
-        data = self.model_dump(exclude={"space", "source"})
+        """The TOML-shaped dict (round-trips through :func:`study_config_from_dict`).  Space
+        entries fixed at ``None`` (unset, e.g. no subset) are left out."""
+        space = {p.name: p.to_toml() for p in self.space.values()
+                 if not (p.kind == "fixed" and p.value is None)}
+        data = self.model_dump(exclude={"space", "source"}, mode="json")
         data["objectives"] = list(self.objectives)
         data["directions"] = list(self.directions)
         data["space"] = space
@@ -458,6 +549,30 @@ class StudyConfig(_Section):
             "reference_sigma": self.reference_sigma_value,
             "train": {k: d["train"][k] for k in ("dataset", "e_min", "e_max")},
         }
+
+
+_TOP_LEVEL = tuple(StudyConfig.model_fields)
+_SECTIONS = {"budget": tuple(BudgetConfig.model_fields)}
+
+
+def _resolve_key(key: str) -> list[str]:
+    """A dotted override key, or a bare name resolved to its section."""
+    if "." in key:
+        path = key.split(".")
+        if path[0] not in _TOP_LEVEL or path[0] == "source":
+            raise ConfigError(f"override {key!r}: unknown key {path[0]!r} (known: "
+                              f"{', '.join(k for k in _TOP_LEVEL if k != 'source')})")
+        return path
+    if key in _TOP_LEVEL and key != "source":
+        return [key]
+    if key in space_fields():
+        return ["space", key]
+    if key in TRAIN_SECTION:
+        return ["train", key]
+    for section, keys in _SECTIONS.items():
+        if key in keys:
+            return [section, key]
+    raise ConfigError(f"override {key!r}: not a study key, training setting or budget key")
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -474,9 +589,9 @@ def _format_error(err: ValidationError) -> str:
         return f"{loc}: required"
     if e["type"] == "literal_error":
         return f"{loc}: {e['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
-    if loc == "space" and ": " in msg and msg.split(": ", 1)[0].isidentifier():
+    if loc in ("space", "train") and ": " in msg and msg.split(": ", 1)[0].isidentifier():
         name, rest = msg.split(": ", 1)
-        return f"space.{name}: {rest}"
+        return f"{loc}.{name}: {rest}"
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -566,29 +681,24 @@ def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
         worker_index = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
     seed = s.seed if (s.seed is None or s.name == "grid") else s.seed + worker_index
     opts = dict(s.options)
+    if s.name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise ConfigError("sampler: 'cmaes' needs the cmaes package "
+                              "(pip install cmaes)") from None
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **opts),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed, **opts),
+        "grid": lambda: optuna.samplers.GridSampler(cfg.grid_space(), seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, **opts),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **opts),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **opts),
+    }
     try:
-        if s.name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **opts)
-        if s.name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **opts)
-        if s.name == "grid":
-            return optuna.samplers.GridSampler(cfg.grid_space(), seed=seed)
-        if s.name == "cmaes":
-            try:
-                import cmaes  # noqa: F401
-            except ImportError:
-                raise ConfigError("sampler: 'cmaes' needs the cmaes package "
-                                  "(pip install cmaes)") from None
-            return optuna.samplers.CmaEsSampler(seed=seed, **opts)
-        if s.name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **opts)
-        if s.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, **opts)
-    except ConfigError:
-        raise
+        return samplers[s.name]()  # the name is one of SamplerConfig's Literal
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler.options: {err}") from None
-    raise ConfigError(f"sampler: unknown {s.name!r} (known: {', '.join(SAMPLERS)})")
 
 
 def build_pruner(cfg: StudyConfig):
@@ -596,22 +706,19 @@ def build_pruner(cfg: StudyConfig):
 
     p = cfg.pruner
     opts = dict(p.options)
+    if p.name == "none" and opts:
+        raise ConfigError("pruner.options: pruner 'none' takes none")
+    if p.name == "hyperband":
+        epochs = cfg.space["epochs"]
+        opts.setdefault("max_resource",
+                        int(epochs.high if epochs.kind == "range" else max(epochs.values())))
+    pruners = {
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }
     try:
-        if p.name == "median":
-            return optuna.pruners.MedianPruner(**opts)
-        if p.name == "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(**opts)
-        if p.name == "hyperband":
-            epochs = cfg.space["epochs"]
-            max_resource = int(epochs.high if epochs.kind == "range" else max(epochs.values()))
-            opts.setdefault("max_resource", max_resource)
-            return optuna.pruners.HyperbandPruner(**opts)
-        if p.name == "none":
-            if opts:
-                raise ConfigError("pruner.options: pruner 'none' takes none")
-            return optuna.pruners.NopPruner()
-    except ConfigError:
-        raise
+        return pruners[p.name](**opts)  # the name is one of PrunerConfig's Literal
     except (TypeError, ValueError) as err:
         raise ConfigError(f"pruner.options: {err}") from None
-    raise ConfigError(f"pruner: unknown {p.name!r} (known: {', '.join(PRUNERS)})")

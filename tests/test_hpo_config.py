@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
+from pydantic import ValidationError
 
 from hpo.config import (
+    SPACE_DEFAULTS,
+    TRAIN_SECTION,
     ConfigError,
     build_sampler,
     load_study_config,
     shipped_studies,
+    space_fields,
     study_config_from_dict,
 )
+from model.config import TrainConfig
+
+
+def says(**settings) -> str:
+    """TrainConfig's own message for bad settings (the study error repeats it)."""
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(**settings)
+    return err.value.errors()[0]["msg"].removeprefix("Value error, ")
+
 
 SHIPPED = {"demo", "paper-loss", "paper-sigma", "paper-np", "full-tpe", "sigma-pareto"}
 
@@ -27,9 +41,14 @@ def test_paper_studies_carry_the_reports_values():
     loss = load_study_config("paper-loss")
     assert loss.is_grid and loss.searched() == ["loss"]
     assert loss.space["loss"].values() == ["rmse", "smoothl1", "logcosh", "cosine", "pearson"]
-    assert loss.fixed() | {"subset": None} == {
+    report = ("sigma", "n_points", "lr", "batch_size", "epochs", "seed", "output_head", "subset")
+    assert {k: loss.fixed()[k] for k in report} == {
         "sigma": 0.5, "n_points": 300, "lr": 1e-4, "batch_size": 90, "epochs": 2500, "seed": 0,
         "output_head": "linear", "subset": None}
+    # every other training setting is fixed at TrainConfig's default
+    assert set(loss.fixed()) | {"loss"} == set(space_fields())
+    for k in set(loss.fixed()) - set(report):
+        assert loss.fixed()[k] == TrainConfig().model_dump()[k], k
     assert loss.n_trials == 5 and loss.pruner.name == "none"
 
     sigma = load_study_config("paper-sigma")
@@ -65,10 +84,94 @@ def test_demo_is_small_and_sigma_fair():
 
 def test_overrides_and_round_trip():
     cfg = load_study_config("paper-sigma")
-    small = cfg.with_overrides(epochs=3, subset=500, n_trials=2, storage="sqlite:///x.db")
+    small = cfg.override({"space.epochs": 3, "space.subset": 500, "budget.n_trials": 2,
+                          "storage": "sqlite:///x.db"})
     assert small.fixed()["epochs"] == 3 and small.fixed()["subset"] == 500
     assert small.n_trials == 2 and small.storage == "sqlite:///x.db"
     assert study_config_from_dict(small.to_dict()) == small.model_copy(update={"source": None})
+    # bare names find their section; keyword form; None puts the default back
+    same = cfg.override(epochs=3, subset=500, n_trials=2, storage="sqlite:///x.db")
+    assert same == small and cfg.with_overrides(epochs=3, subset=None).fixed()["subset"] is None
+    assert small.override({"space.subset": None}).fixed()["subset"] is None
+    assert cfg.override({"train.device": "cpu", "dataset": "d.npz"}).train.device == "cpu"
+    assert cfg.override(dataset="d.npz").train.dataset == "d.npz"
+    assert cfg.override({"sigma": [0.1, 0.2]}).reference_sigma_value == 0.5  # the file's
+    assert cfg.source and small.source == cfg.source
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"colour": 3}, "override 'colour': not a study key"),
+    ({"bogus.x": 3}, "override 'bogus.x': unknown key 'bogus'"),
+    ({"space.epochs": 0}, "space.epochs: " + says(epochs=0)),
+    ({"budget.n_trial": 2}, "unknown key 'n_trial' in [budget]"),
+    ({"storage.x": 1}, "'storage' is not a table"),
+])
+def test_bad_overrides_name_the_key(changes, message):
+    with pytest.raises(ConfigError) as err:
+        load_study_config("demo").override(changes)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_space_is_derived_from_train_config():
+    fields = set(space_fields())
+    assert fields == set(TrainConfig.model_fields) - set(TRAIN_SECTION) - {
+        "reference_sigma", "checkpoint_dir"}
+    cfg = study_config_from_dict(BASE)
+    assert set(cfg.space) == fields and not cfg.searched()
+    for name in fields - set(SPACE_DEFAULTS):  # TrainConfig's own defaults
+        assert cfg.fixed()[name] == getattr(TrainConfig(), name), name
+    assert cfg.fixed()["epochs"] == 2500  # a study's trials: the report's epochs
+    # TrainConfig's checks apply, its own messages name the field
+    for name, bad in (("huber_delta", [1.0, -1.0]), ("output_head", "relu")):
+        with pytest.raises(ConfigError) as err:
+            study_config_from_dict({**BASE, "space": {name: bad}})
+        wrong = bad[-1] if isinstance(bad, list) else bad
+        assert f"space.{name}: {says(**{name: wrong})}" in str(err.value)
+    with pytest.raises(ConfigError, match=r"space.device: unknown parameter \(a \[train\]"):
+        study_config_from_dict({**BASE, "space": {"device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"unknown key 'epochs' in \[train\]"):
+        study_config_from_dict({**BASE, "train": {"epochs": 5}})
+    with pytest.raises(ConfigError, match=r"space.epochs: expected a number, got True"):
+        study_config_from_dict({**BASE, "space": {"epochs": True}})
+
+
+def test_train_section_is_validated_by_train_config():
+    cfg = study_config_from_dict({**BASE, "train": {"amp": True, "dataset": "x.npz",
+                                                    "eval_batch_size": 64}})
+    assert cfg.train.amp == "bf16" and cfg.train.dataset == "x.npz"
+    kw = cfg.train_settings(cfg.fixed(), device="cpu", num_threads=1, checkpoint_dir="/tmp/c")
+    tc = TrainConfig(**kw)
+    assert tc.eval_batch_size == 64 and tc.device == "cpu" and tc.epochs == 2500
+    assert tc.reference_sigma == cfg.reference_sigma_value and str(tc.dataset) == "x.npz"
+    with pytest.raises(ConfigError, match=r"t.toml: train: empty energy window"):
+        study_config_from_dict({**BASE, "train": {"e_min": 0, "e_max": -1}}, "t.toml")
+    with pytest.raises(ConfigError) as err:
+        study_config_from_dict({**BASE, "train": {"num_threads": 0}})
+    assert "train.num_threads: " + says(num_threads=0) in str(err.value)
+
+
+def test_tuple_fields_fixed_by_a_list_chosen_by_a_list_of_lists():
+    fixed = study_config_from_dict({**BASE, "space": {"betas": [0.8, 0.99]}})
+    assert fixed.fixed()["betas"] == (0.8, 0.99) and not fixed.searched()
+    with pytest.raises(ConfigError) as err:
+        study_config_from_dict({**BASE, "space": {"betas": [1.5, 0.99]}})
+    assert "space.betas: " + says(betas=(1.5, 0.99)) in str(err.value)
+    grid = study_config_from_dict({"name": "g", "sampler": {"name": "grid"}, "pruner": {
+        "name": "none"}, "space": {"betas": [[0.9, 0.999], [0.8, 0.99]], "sigma": [0.3, 0.5]}})
+    assert grid.space["betas"].choices == ((0.9, 0.999), (0.8, 0.99)) and grid.grid_size() == 4
+    assert study_config_from_dict(grid.to_dict()) == grid
+    study = optuna.create_study(sampler=build_sampler(grid))
+    seen = []
+
+    def objective(trial):
+        params = grid.suggest(trial)
+        TrainConfig(**grid.train_settings(params))  # a valid training configuration
+        seen.append((params["betas"], params["sigma"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=10)  # the grid stops it after its 4 points
+    assert sorted(seen) == sorted((b, s) for b in ((0.9, 0.999), (0.8, 0.99)) for s in (0.3, 0.5))
+    assert {t.params["betas"] for t in study.trials} == {"[0.9, 0.999]", "[0.8, 0.99]"}
 
 
 def test_grid_seed_is_shared_other_seeds_differ():
@@ -86,14 +189,14 @@ BASE = {"name": "t", "budget": {"n_trials": 3}}
 @pytest.mark.parametrize("change, message", [
     ({"sampler": {"name": "bogus"}}, "sampler.name: 'bogus' is not allowed"),
     ({"pruner": {"name": "bogus"}}, "pruner.name: 'bogus' is not allowed"),
-    ({"space": {"loss": ["rmse", "nope"]}}, "space.loss: expected one of rmse"),
+    ({"space": {"loss": ["rmse", "nope"]}}, "space.loss: " + says(loss="nope")),
     ({"space": {"lr": {"low": 1e-2, "high": 1e-4, "log": True}}}, "space.lr: empty range"),
-    ({"space": {"lr": {"low": -1.0, "high": 1e-4}}}, "space.lr: expected"),
+    ({"space": {"lr": {"low": -1.0, "high": 1e-4}}}, "space.lr: " + says(lr=-1.0)),
     ({"space": {"lr": {"low": 1e-4, "high": 1e-2, "lg": True}}}, "unknown range key(s) ['lg']"),
-    ({"space": {"sigma": 0}}, "space.sigma: expected Gaussian broadening"),
+    ({"space": {"sigma": 0}}, "space.sigma: " + says(sigma=0)),
     ({"space": {"n_points": [300, 300]}}, "space.n_points: duplicate choices"),
-    ({"space": {"batch_size": 1.5}}, "space.batch_size: expected"),
-    ({"space": {"subset": 5}}, "space.subset: expected"),
+    ({"space": {"batch_size": 1.5}}, "space.batch_size: " + says(batch_size=1.5)),
+    ({"space": {"subset": 5}}, "space.subset: " + says(subset=5)),
     ({"space": {"colour": "red"}}, "space.colour: unknown parameter"),
     ({"space": {"loss": {"low": 1, "high": 2}}}, "space.loss: a range needs a numeric"),
     ({"bogus": 1}, "unknown key 'bogus'"),
@@ -114,7 +217,7 @@ BASE = {"name": "t", "budget": {"n_trials": 3}}
     ({"reference_sigma": 0.3, "space": {"sigma": [0.1, 0.5]}}, "below the widest sigma"),
     ({"heartbeat": {"interval": 5, "grace": 5}}, "heartbeat: grace (5 s) must exceed"),
     ({"name": "a b"}, "name: 'a b'"),
-    ({"train": {"device": "tpu"}}, "train.device: expected auto, cpu, cuda"),
+    ({"train": {"device": "tpu"}}, "train.device: " + says(device="tpu")),
 ])
 def test_bad_definitions_give_one_line_errors(change, message):
     data = {**BASE, **change}
@@ -144,3 +247,19 @@ def test_files_names_and_toml_errors(tmp_path):
     ok.write_text('[budget]\nn_trials = 2\n[space]\nsigma = [0.1, 0.2]\n')
     cfg = load_study_config(ok)
     assert cfg.name == "mine" and cfg.reference_sigma_value == 0.2
+
+
+def test_network_channels_are_a_choice_of_tuples():
+    """A tuple field of the network, searchable because TrainConfig has it."""
+    cfg = study_config_from_dict({**BASE, "space": {
+        "channels": [[22, 47, 42], [32, 64, 64]], "convs_per_block": [2, 3]}})
+    assert cfg.searched() == ["channels", "convs_per_block"]
+    assert cfg.space["channels"].choices == ((22, 47, 42), (32, 64, 64))
+    one = study_config_from_dict({**BASE, "space": {"channels": [16, 32]}})
+    assert one.fixed()["channels"] == (16, 32)
+    assert study_config_from_dict(cfg.to_dict()) == cfg
+    study = optuna.create_study(sampler=build_sampler(cfg))
+    trial = study.ask()
+    params = cfg.suggest(trial)
+    assert params["channels"] in cfg.space["channels"].choices
+    assert TrainConfig(**cfg.train_settings(params)).channels == params["channels"]
