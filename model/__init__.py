@@ -14,13 +14,13 @@ _EXPORTS = {
     "TrainConfig": "model.config",
     "SpectraCNN": "model.network",
     "count_parameters": "model.network",
-    "EpochReport": "model.trainer",
+    "EpochReport": "model.loop",
     "Trainer": "model.trainer",
-    "TrainResult": "model.trainer",
-    "load_checkpoint": "model.inference",
+    "TrainResult": "model.loop",
+    "load_checkpoint": "model.checkpoint",
     "predict": "model.inference",
-    "resolve_device": "model.trainer",
-    "train": "model.trainer",
+    "resolve_device": "model.device",
+    "train": "model.loop",
     "TrainingFailed": "model.errors",
 }
 _MODULES = ("contract", "errors", "losses", "metrics")
@@ -29,17 +29,14 @@ __all__ = sorted([*_EXPORTS, *_MODULES])
 
 if TYPE_CHECKING:
     from model import contract, errors, losses, metrics  # noqa: F401
+    from model.checkpoint import load_checkpoint  # noqa: F401
     from model.config import TrainConfig  # noqa: F401
+    from model.device import resolve_device  # noqa: F401
     from model.errors import TrainingFailed  # noqa: F401
-    from model.inference import load_checkpoint, predict  # noqa: F401
+    from model.inference import predict  # noqa: F401
+    from model.loop import EpochReport, TrainResult, train  # noqa: F401
     from model.network import SpectraCNN, count_parameters  # noqa: F401
-    from model.trainer import (  # noqa: F401
-        EpochReport,
-        Trainer,
-        TrainResult,
-        resolve_device,
-        train,
-    )
+    from model.trainer import Trainer  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

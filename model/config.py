@@ -1,46 +1,109 @@
 """``TrainConfig``: everything one training run needs, validated (pydantic).
 
-Defaults are the report's: Adam with lr 1e-4 and betas (0.9, 0.999), batch 90, RMSE loss,
-sigma 0.5 eV, Np 300 on [-30, 0] eV. The report trained for 2500 epochs; the default here is 50,
+Defaults are the report's: its network (three blocks of three 3x3 convolutions with 22, 47 and
+42 channels, max pooling), Adam with lr 1e-4 and betas (0.9, 0.999), batch 90, RMSE loss, sigma
+0.5 eV, Np 300 on [-30, 0] eV. The report trained for 2500 epochs; the default here is 50,
 enough for a first look (set ``epochs=2500`` to reproduce it).
+
+Constraints are declared on the fields (``gt``/``ge``/``lt``/``le``, lengths, ``Literal`` choices
+read from :mod:`model.contract`, finite floats), so that code deriving options or a search space
+from ``TrainConfig.model_fields`` sees them; the few rules a field constraint cannot state are
+validators below. Every violation reads as one sentence naming the field, e.g. ``sigma must be a
+positive number (greater than 0), got 0`` or ``unknown loss 'l2'; choose one of: rmse, ...``.
+
+Field types are plain on purpose (int, float, bool, str, a ``Literal``, ``Path``, ``None``
+unions, tuples of ints or floats): ``hpo`` builds study parameters and CLI options from them.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from model.contract import E_MAX, E_MIN, LOSSES, OUTPUT_HEADS
+from model.contract import E_MAX, E_MIN, LOSSES, LR_SCHEDULES, MATRIX_SIZE, OUTPUT_HEADS, POOLINGS
 
 DEFAULT_REFERENCE_SIGMA = 0.5
+#: Convolutional blocks the matrix allows: each halves its side, 29 -> 14 -> 7 -> 3 -> 1.
+MAX_BLOCKS = MATRIX_SIZE.bit_length() - 1
+#: The arguments of model.network.SpectraCNN (saved in checkpoints to rebuild the network).
+NETWORK_FIELDS = ("n_points", "output_head", "channels", "convs_per_block", "kernel_size",
+                  "pooling", "batch_norm", "dropout")
+#: Settings of where and how fast a run goes, or how it is scored and stored, rather than of
+#: what it learns: not searchable (a study fixes them for all its trials).
+NOT_SEARCHABLE = frozenset({"dataset", "e_min", "e_max", "reference_sigma", "device", "amp",
+                            "compile", "num_threads", "eval_batch_size", "checkpoint_dir"})
+#: After warmup, the "step" schedule multiplies lr by STEP_GAMMA at these fractions of the epochs.
+STEP_MILESTONES = (0.5, 0.75)
+STEP_GAMMA = 0.1
+
+
+def _finite(**kw: Any) -> Any:
+    """A float field that must be a finite number (no inf or nan)."""
+    return Field(allow_inf_nan=False, **kw)
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Data: which spectra to learn (must match the prepared dataset).
-    sigma: float = Field(0.5, description="Gaussian broadening of the target spectra, eV.")
-    n_points: int = Field(300, description="Np: points of the energy grid.")
-    e_min: float = Field(E_MIN, description="Low end of the energy window, eV.")
-    e_max: float = Field(E_MAX, description="High end of the energy window, eV.")
-    subset: int | None = Field(None, description="Only this many molecules (all when None).")
+    sigma: float = _finite(default=0.5, gt=0,
+                           description="Gaussian broadening of the target spectra, eV.")
+    n_points: int = Field(300, ge=2, description="Np: points of the energy grid.")
+    e_min: float = _finite(default=E_MIN, description="Low end of the energy window, eV.")
+    e_max: float = _finite(default=E_MAX, description="High end of the energy window, eV.")
+    subset: int | None = Field(None, ge=20, description="Only this many molecules (all when "
+                               "None).")
     dataset: Path | None = Field(None, description="Levels dataset file (bundled when None).")
-    coulomb_noise: float = Field(
-        1.0, ge=0, description="Std of the row-norm noise of the randomised Coulomb matrices "
-        "(0: plain sorted matrices, no augmentation).")
+    coulomb_noise: float = _finite(
+        default=1.0, ge=0, description="Std of the row-norm noise of the randomised Coulomb "
+        "matrices (0: plain sorted matrices, no augmentation).")
 
-    # Model and loss.
-    output_head: Literal["linear", "softplus"] = Field(
+    # Network (model.network.SpectraCNN).
+    channels: tuple[int, ...] = Field(
+        (22, 47, 42), min_length=1, max_length=MAX_BLOCKS,
+        description=f"Output channels of each convolutional block; its length is the number of "
+        f"blocks (1 to {MAX_BLOCKS}), each ending in a 2x2 pooling.")
+    convs_per_block: int = Field(3, ge=1, description="Convolutions (each with a ReLU) per block.")
+    kernel_size: int = Field(3, ge=1, le=MATRIX_SIZE,
+                             description="Side of the square convolution kernels (odd).")
+    pooling: Literal[POOLINGS] = Field(  # type: ignore[valid-type]
+        "max", description="Pooling after each block: 'max' or 'avg'.")
+    batch_norm: bool = Field(False, description="Batch normalisation after every convolution "
+                             "(before its ReLU; the convolution then has no bias).")
+    dropout: float = Field(0.0, ge=0, lt=1,
+                           description="Dropout probability before the output layer.")
+    output_head: Literal[OUTPUT_HEADS] = Field(  # type: ignore[valid-type]
         "linear", description="'softplus' makes predicted intensities non-negative.")
-    loss: str = Field("rmse", description=f"Training loss: one of {', '.join(LOSSES)}.")
-    huber_delta: float = Field(1.0, gt=0, description="Delta of the huber loss.")
+
+    # Loss.
+    loss: Literal[LOSSES] = Field(  # type: ignore[valid-type]
+        "rmse", description=f"Training loss: one of {', '.join(LOSSES)}.")
+    huber_delta: float = _finite(default=1.0, gt=0, description="Delta of the huber loss.")
 
     # Optimisation.
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    lr: float = _finite(default=1e-4, gt=0, description="Learning rate (AdamW), the peak of the "
+                        "schedule.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
+    weight_decay: float = _finite(
+        default=0.0, ge=0, description="Decoupled weight decay of AdamW (0: plain Adam, as the "
+        "report).")
+    lr_schedule: Literal[LR_SCHEDULES] = Field(  # type: ignore[valid-type]
+        "constant", description="Learning rate per epoch after the warmup: 'constant'; "
+        "'cosine' (half a cosine from lr towards 0 over the remaining epochs); 'step' (x0.1 "
+        "after half and again after three quarters of them).")
+    warmup_epochs: int = Field(0, ge=0, description="Epochs of linear warmup: epoch e <= W "
+                               "trains at lr * e / (W + 1). Must be below epochs.")
     batch_size: int = Field(90, ge=1, description="Molecules per optimiser step.")
     epochs: int = Field(50, ge=1, description="Maximum epochs (the report: 2500).")
     patience: int | None = Field(
@@ -49,9 +112,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seeds weights, shuffling and Coulomb noise.")
 
     # Scoring.
-    reference_sigma: float | None = Field(
-        None, gt=0, description="Width (eV) that fair_accuracy re-broadens to, >= sigma; "
-        "compare runs at one value. Default: max(0.5, sigma).")
+    reference_sigma: float | None = _finite(
+        default=None, gt=0, description="Width (eV) that fair_accuracy re-broadens to, "
+        ">= sigma; compare runs at one value. Default: max(0.5, sigma).")
 
     # Where and how fast.
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or "
@@ -68,46 +131,19 @@ class TrainConfig(BaseModel):
     checkpoint_dir: Path | None = Field(
         None, description="Write the best model to checkpoint_dir/checkpoint.pt.")
 
-    @field_validator("sigma", "e_min", "e_max", "reference_sigma", "lr", "huber_delta")
+    # -- the rules a field constraint cannot state --------------------------------------------
+    @field_validator("channels")
     @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number")
+    def _channels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(c >= 1 for c in v):
+            raise ValueError(f"channels must all be at least 1, got {v}")
         return v
 
-    @field_validator("sigma")
+    @field_validator("kernel_size")
     @classmethod
-    def _positive_sigma(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError(f"sigma must be a positive width in eV, got {v}")
-        return v
-
-    @field_validator("n_points")
-    @classmethod
-    def _n_points(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"Np (n_points) must be at least 2, got {v}")
-        return v
-
-    @field_validator("subset")
-    @classmethod
-    def _subset(cls, v: int | None) -> int | None:
-        if v is not None and v < 20:
-            raise ValueError(f"subset must be at least 20 molecules, got {v}")
-        return v
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v: str) -> str:
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}; choose one of: {', '.join(LOSSES)}")
-        return v
-
-    @field_validator("output_head", mode="before")
-    @classmethod
-    def _head(cls, v):
-        if v not in OUTPUT_HEADS:
-            raise ValueError(f"unknown output_head {v!r}; choose one of: {', '.join(OUTPUT_HEADS)}")
+    def _odd_kernel(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (the matrix keeps its size), got {v}")
         return v
 
     @field_validator("amp", mode="before")
@@ -121,7 +157,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError(f"Adam betas must lie in [0, 1), got {v}")
+            raise ValueError(f"betas must lie in [0, 1), got {v}")
         return v
 
     @field_validator("device")
@@ -142,9 +178,85 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"reference_sigma {self.reference_sigma} is below sigma {self.sigma}: fair "
                 "accuracy re-broadens to reference_sigma, which must be >= every sigma compared")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs "
+                             f"{self.epochs}")
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _readable_errors(cls, data: Any, handler):
+        """Every error as one sentence that names the field (pydantic's own wording does not)."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            details = [{"type": PydanticCustomError(e["type"], "{text}",
+                                                    {"text": _sentence(e)}),
+                        "loc": e["loc"], "input": e["input"]} for e in err.errors()]
+            raise ValidationError.from_exception_data(err.title, details) from None
+
+    # -- derived values -------------------------------------------------------------------------
     @property
     def de(self) -> float:
         """The report's grid spacing dE = (e_max - e_min) / Np, eV."""
         return (self.e_max - self.e_min) / self.n_points
+
+    @classmethod
+    def searchable_fields(cls) -> tuple[str, ...]:
+        """The fields a study may search or fix per trial: everything that changes what a run
+        learns (data, network, loss, optimisation, epochs, seed). Not searchable
+        (``NOT_SEARCHABLE``): the dataset and energy window, ``reference_sigma`` (runs are only
+        comparable at one), and where and how fast a run goes: device, amp, compile,
+        num_threads, eval_batch_size, checkpoint_dir."""
+        return tuple(name for name in cls.model_fields if name not in NOT_SEARCHABLE)
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``SpectraCNN`` for this run (JSON-friendly: channels as a list)."""
+        kw = {name: getattr(self, name) for name in NETWORK_FIELDS}
+        kw["channels"] = list(kw["channels"])
+        return kw
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes between epochs."""
+        return self.lr_schedule != "constant" or self.warmup_epochs > 0
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (1-based); it is set before the epoch and held for all
+        of its steps. With W = warmup_epochs, epochs 1..W train at lr * e / (W + 1); then, with
+        t = (e - W - 1) / (epochs - W) going from 0 to below 1, 'constant' gives lr, 'cosine'
+        lr * (1 + cos(pi t)) / 2, and 'step' lr, 0.1 lr from t >= 0.5 and 0.01 lr from
+        t >= 0.75."""
+        w = self.warmup_epochs
+        if epoch <= w:
+            return self.lr * epoch / (w + 1)
+        t = (epoch - w - 1) / max(1, self.epochs - w)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        if self.lr_schedule == "step":
+            return self.lr * STEP_GAMMA ** sum(t >= m for m in STEP_MILESTONES)
+        return self.lr
+
+
+def _sentence(error: dict) -> str:
+    """A pydantic error as one sentence naming the field."""
+    name = ".".join(str(x) for x in error["loc"]) or "config"
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error["input"]
+    if kind == "greater_than" and ctx.get("gt") == 0:
+        return f"{name} must be a positive number (greater than 0), got {value!r}"
+    bounds = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("at least", "ge"),
+              "less_than": ("below", "lt"), "less_than_equal": ("at most", "le")}
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"{name} must be {words} {ctx[key]}, got {value!r}"
+    if kind == "finite_number":
+        return f"{name} must be a finite number, got {value!r}"
+    if kind == "too_short":
+        n = ctx["min_length"]
+        return f"{name} needs at least {n} {'entry' if n == 1 else 'entries'}, got {value!r}"
+    if kind == "too_long":
+        n = ctx["max_length"]
+        return f"{name} takes at most {n} {'entry' if n == 1 else 'entries'}, got {value!r}"
+    if kind == "literal_error":
+        return f"unknown {name} {value!r}; choose one of: {ctx['expected']}"
+    return error["msg"].removeprefix("Value error, ")

@@ -126,3 +126,11 @@ class ArtifactName:
     CHECKPOINT = "checkpoint.pt"
     PREDICTIONS = "predictions.npz"  # pred, target, index, grid (validation split)
     HISTORY = "history.json"  # every epoch
+
+
+# --- the network and its optimisation -----------------------------------------------------------
+
+#: Down-sampling after each convolutional block of model.network.SpectraCNN.
+POOLINGS: tuple[str, ...] = ("max", "avg")
+#: Per-epoch learning-rate schedules of model.config.TrainConfig (see TrainConfig.lr_at).
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")

@@ -10,34 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import DataError, coulomb_matrix, read_xyz, sort_coulomb
+from data_prep import coulomb_matrix, read_xyz, sort_coulomb
+from model.checkpoint import load_checkpoint
 from model.contract import MATRIX_SIZE
+from model.errors import DataError
 from model.network import SpectraCNN
-from model.trainer import CHECKPOINT_FORMAT
-
-
-def load_checkpoint(path: str | Path, n_points: int | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[SpectraCNN, dict]:
-    """(model in eval mode, metadata) from a checkpoint written by ``train``. With ``n_points``,
-    a checkpoint trained for another Np is an error."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a specopt checkpoint")
-    if n_points is not None and payload["n_points"] != n_points:
-        raise ValueError(f"{path}: the model was trained for Np={payload['n_points']} points, "
-                         f"not Np={n_points}")
-    model = SpectraCNN(payload["n_points"], payload["output_head"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    meta["grid"] = meta["grid"].numpy()
-    return model, meta
 
 
 def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
@@ -50,7 +27,7 @@ def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
     if x.dim() == 4:
         x = x.squeeze(1)
     if x.dim() != 3 or x.shape[1:] != (MATRIX_SIZE, MATRIX_SIZE):
-        raise ValueError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
+        raise DataError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
                          f"{tuple(x.shape)}")
     model = model.to(device).eval()
     out = []

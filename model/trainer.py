@@ -1,122 +1,36 @@
-"""One training run: Adam on randomised Coulomb matrices, test-set model selection and early
-stopping, validation-set metrics, a checkpoint of the best model.
+"""One training run's state: the network, AdamW and the data, all on the training device.
 
 The whole dataset lives on the training device (under 1 GB for all of QM9). Every epoch the
 training matrices are re-randomised there, shuffled with a seeded generator and cut into
 batches by indexing, so no batch goes through the host. On CUDA the training step (gather the
-batch, forward, loss, backward, Adam) is captured once as a CUDA graph and replayed: with batches
+batch, forward, loss, backward, AdamW) is captured once as a CUDA graph and replayed: with batches
 of 90 tiny matrices, launching the ~100 kernels of a step one by one would cost more than
 running them.
+
+Learning-rate schedules (``TrainConfig.lr_schedule``, ``warmup_epochs``) set the rate before each
+epoch (``TrainConfig.lr_at``). On CUDA a scheduled rate lives in a device tensor that the fused,
+capturable AdamW reads, and is updated in place, so the captured graph trains at each epoch's
+rate; a constant rate stays a Python float, as it always was. The epoch loop is
+:func:`model.loop.train`.
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 import math
-import os
-import statistics
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_prep import TrainingData, prepare, randomize_coulomb
+from data_prep import TrainingData, randomize_coulomb
 from model.config import TrainConfig
-from model.contract import EPOCH_METRICS, MATRIX_SIZE, SCALE_FREE_LOSSES, ArtifactName
-from model.errors import TrainingFailed
+from model.contract import EPOCH_METRICS, MATRIX_SIZE, SCALE_FREE_LOSSES
+from model.device import available_cpus, keep_freed_memory, resolve_device, use_amp
+from model.errors import DataError, TrainingFailed
 from model.losses import get_loss
 from model.metrics import evaluate
 from model.network import SpectraCNN
-
-CHECKPOINT_FORMAT = "specopt-checkpoint-1"
-CHECKPOINT_NAME = ArtifactName.CHECKPOINT
-
-
-@dataclass
-class EpochReport:
-    epoch: int  # 1-based
-    train_loss: float
-    test_loss: float
-    test_metrics: dict[str, float]
-    seconds: float  # training and test evaluation of this epoch
-    best: bool = False  # lowest test loss so far
-
-
-@dataclass
-class TrainResult:
-    status: str  # "completed" | "early_stopped"
-    best_epoch: int
-    best_test_loss: float
-    history: list[dict]  # EpochReport as dicts
-    metrics: dict[str, float]  # validation set, from model.metrics.evaluate
-    val_predictions: np.ndarray  # (n_val, Np) float32
-    val_targets: np.ndarray
-    val_index: np.ndarray  # QM9 indices of the validation molecules
-    val_levels: np.ndarray  # (n_val, 16) eV
-    grid: np.ndarray  # (Np,) eV
-    checkpoint_path: Path | None
-    device: str
-    seconds_per_epoch: float  # median over epochs (the first one includes warm-up)
-    config: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested, but CUDA is not available "
-                             f"(torch {torch.__version__})")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested, but there are only "
-                             f"{torch.cuda.device_count()} CUDA devices")
-    return device
-
-
-def available_cpus() -> int:
-    """Cores this process may run on (a container or taskset can allow fewer than exist)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed blocks of up to 32 MB instead of unmapping them: every training step
-    allocates the same few-MB activations, and fresh pages cost ~2,000 page faults per step
-    (about 10% of a CPU step). The process keeps its peak memory in exchange."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
-def cpu_has_amx() -> bool:
-    """Intel AMX (Sapphire Rapids and later): bf16 matrix units that oneDNN convolutions use."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def use_amp(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast of the convolutions. ``amp="auto"``: on CUDA, and on CPUs with AMX, where
-    it makes a step about 3x faster. It kept accuracy: 12 epochs on 5,000 molecules (lr 3e-4)
-    gave the same validation accuracy (92.41%) and test losses within 2% epoch by epoch as
-    float32; the output layer stays float32 anyway."""
-    if config.amp != "auto":
-        return config.amp == "bf16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx())
 
 
 def check_data(config: TrainConfig, data: TrainingData) -> None:
@@ -125,19 +39,19 @@ def check_data(config: TrainConfig, data: TrainingData) -> None:
             config.n_points and math.isclose(data.e_min, config.e_min) and
             math.isclose(data.e_max, config.e_max))
     if not same:
-        raise ValueError(
+        raise DataError(
             f"the data were prepared for sigma={data.sigma:g} eV, Np={data.n_points}, window "
             f"[{data.e_min:g}, {data.e_max:g}] eV, but the config asks for sigma="
             f"{config.sigma:g}, Np={config.n_points}, [{config.e_min:g}, {config.e_max:g}]: "
             "call data_prep.prepare with the config's values")
     square = (MATRIX_SIZE, MATRIX_SIZE)
     if data.spectra.shape[1:] != (config.n_points,) or data.coulomb.shape[1:] != square:
-        raise ValueError(f"spectra {data.spectra.shape} / Coulomb matrices "
+        raise DataError(f"spectra {data.spectra.shape} / Coulomb matrices "
                          f"{data.coulomb.shape} do not match Np={config.n_points}")
     for name, rows in (("training", data.train_rows), ("test", data.test_rows),
                        ("validation", data.validation_rows)):
         if len(rows) == 0:
-            raise ValueError(f"the data have no {name} molecules (use a larger subset)")
+            raise DataError(f"the data have no {name} molecules (use a larger subset)")
 
 
 class Trainer:
@@ -155,13 +69,16 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.amp = use_amp(config, self.device)
         torch.manual_seed(config.seed)
-        self.model = SpectraCNN(config.n_points, config.output_head).to(
+        self.model = SpectraCNN(**config.network_kwargs()).to(
             self.device, memory_format=torch.channels_last)
         self.loss_fn = get_loss(config.loss, huber_delta=config.huber_delta, de=data.de)
         cuda = self.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, betas=config.betas,
-            fused=True, capturable=cuda)
+        # AdamW with weight_decay 0 takes exactly Adam's steps (the report's optimiser).
+        lr = config.lr_at(1)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=torch.tensor(lr, device=self.device)
+            if cuda and config.scheduled else lr, betas=config.betas,
+            weight_decay=config.weight_decay, fused=True, capturable=cuda)
         self.step_model = torch.compile(self.model) if config.compile else self.model
 
         def put(rows, what):
@@ -181,6 +98,15 @@ class Trainer:
     @property
     def n_train(self) -> int:
         return len(self.x_train)
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (in place when it is a tensor: a captured CUDA
+        graph reads it)."""
+        for group in self.optimizer.param_groups:
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
     def _autocast(self):
         # Caching must be off for CUDA-graph capture; it saves nothing here anyway.
@@ -254,6 +180,8 @@ class Trainer:
         """One pass over the (re-randomised, shuffled) training set; returns the mean loss.
         ``max_batches`` stops early (for speed measurements)."""
         self.epoch += 1
+        if self.config.scheduled:
+            self.set_lr(self.config.lr_at(self.epoch))
         self.model.train()
         cfg, n, bs = self.config, self.n_train, self.config.batch_size
         with torch.no_grad():
@@ -308,79 +236,11 @@ class Trainer:
                            scale_free=self.config.loss in SCALE_FREE_LOSSES)
         return loss, metrics
 
-    def save_checkpoint(self, path: Path, epoch: int, test_loss: float) -> None:
-        cfg, data = self.config, self.data
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "config": cfg.model_dump(mode="json"),
-            "n_points": cfg.n_points,
-            "output_head": cfg.output_head,
-            "sigma": cfg.sigma,
-            "e_min": cfg.e_min,
-            "e_max": cfg.e_max,
-            "grid": torch.from_numpy(data.grid),
-            "fingerprint": data.fingerprint,
-            "epoch": epoch,
-            "test_loss": test_loss,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
 
+def __getattr__(name: str):
+    # ``model.trainer.train`` before the epoch loop moved to model.loop (model/cli.py uses it).
+    if name == "train":
+        from model.loop import train
 
-def train(config: TrainConfig, data: TrainingData | None = None,
-          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
-    """Train one model. ``data`` defaults to ``data_prep.prepare`` with the config's dataset,
-    sigma, Np, window and subset. ``on_epoch`` runs after every epoch; whatever it raises
-    (e.g. ``optuna.TrialPruned``) propagates unchanged. A NaN or infinite loss raises
-    ``TrainingFailed``."""
-    if data is None:
-        data = prepare(config.dataset, config.sigma, config.n_points, config.e_min,
-                       config.e_max, subset=config.subset)
-    trainer = Trainer(config, data)
-    checkpoint = config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None
-    history: list[dict] = []
-    best_loss, best_epoch, best_state = math.inf, 0, None
-    status = "completed"
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        train_loss = trainer.train_epoch()
-        test_loss, test_metrics = trainer.test_epoch()
-        improved = test_loss < best_loss
-        if improved:
-            best_loss, best_epoch = test_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-            if checkpoint is not None:
-                trainer.save_checkpoint(checkpoint, epoch, test_loss)
-        report = EpochReport(epoch, train_loss, test_loss, test_metrics,
-                             time.perf_counter() - start, improved)
-        history.append(asdict(report))
-        if on_epoch is not None:
-            on_epoch(report)
-        if config.patience is not None and epoch - best_epoch >= config.patience:
-            status = "early_stopped"
-            break
-
-    trainer.model.load_state_dict(best_state)
-    val_pred = trainer.predict(trainer.x_val)
-    val_levels = data.levels[data.validation_rows]
-    metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
-                       config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES)
-    return TrainResult(
-        status=status,
-        best_epoch=best_epoch,
-        best_test_loss=best_loss,
-        history=history,
-        metrics=metrics,
-        val_predictions=val_pred.cpu().numpy(),
-        val_targets=data.spectra[data.validation_rows],
-        val_index=data.index[data.validation_rows],
-        val_levels=val_levels,
-        grid=data.grid,
-        checkpoint_path=checkpoint,
-        device=str(trainer.device),
-        seconds_per_epoch=statistics.median(h["seconds"] for h in history),
-        config=config.model_dump(mode="json"),
-    )
+        return train
+    raise AttributeError(f"module 'model.trainer' has no attribute {name!r}")

@@ -198,7 +198,7 @@ def test_cuda_requested_without_cuda(tiny_data):
 
 
 def test_amp_choice():
-    from model.trainer import cpu_has_amx, use_amp
+    from model.device import cpu_has_amx, use_amp
 
     cpu = torch.device("cpu")
     assert use_amp(TrainConfig(amp="off"), cpu) is False
