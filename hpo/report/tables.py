@@ -69,7 +69,7 @@ def _judged(metrics: dict, loss: Any) -> tuple[dict[str, float | None], str]:
 
 
 def _sort_key(settings: dict, keys: list[str]) -> tuple:
-    out = []
+    out: list[Any] = []
     for k in keys:
         v = settings.get(k)
         if k == "loss":
