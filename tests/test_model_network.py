@@ -66,3 +66,89 @@ def test_bad_n_points(bad):
 def test_unknown_output_head():
     with pytest.raises(ValueError, match="output_head"):
         SpectraCNN(300, output_head="relu")
+
+
+# --- the architecture-search knobs ---------------------------------------------------------------
+
+def test_knobs_change_the_parameter_count_as_computed_by_hand():
+    net = SpectraCNN(100, channels=(8, 16), convs_per_block=2, kernel_size=5, pooling="avg",
+                     batch_norm=True)
+    # Batch norm: convolutions without bias, each followed by a norm of 2 x channels parameters.
+    block1 = (1 * 8 * 5 * 5 + 2 * 8) + (8 * 8 * 5 * 5 + 2 * 8)
+    block2 = (8 * 16 * 5 * 5 + 2 * 16) + (16 * 16 * 5 * 5 + 2 * 16)
+    head = (16 * 7 * 7) * 100 + 100  # two poolings: 29 -> 14 -> 7
+    assert count_parameters(net) == block1 + block2 + head == 89_996
+    # One block of one convolution, with bias, no norm: 29 -> 14.
+    net = SpectraCNN(50, channels=(10,), convs_per_block=1)
+    assert count_parameters(net) == (1 * 10 * 9 + 10) + (10 * 14 * 14) * 50 + 50 == 98_150
+
+
+def test_knobs_build_the_stated_layers():
+    net = SpectraCNN(100, channels=(8, 16), convs_per_block=2, kernel_size=5, pooling="avg",
+                     batch_norm=True, dropout=0.25)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16]
+    assert all(c.kernel_size == (5, 5) and c.padding == (2, 2) and c.bias is None
+               for c in convs)
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["AvgPool2d"] + \
+        ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["AvgPool2d"]
+    assert isinstance(net.dropout, torch.nn.Dropout) and net.dropout.p == 0.25
+    assert net.head.in_features == 16 * 7 * 7
+    assert net(torch.randn(3, 1, 29, 29)).shape == (3, 100)
+    # The report's network has neither norm nor dropout, and max pooling.
+    plain = SpectraCNN(300)
+    assert plain.dropout is None
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.AvgPool2d)
+                   for m in plain.modules())
+
+
+def test_avg_pooling_is_used():
+    """Same weights, max vs avg pooling: the outputs differ, and avg equals a hand-made trunk."""
+    torch.manual_seed(1)
+    mx = SpectraCNN(20, channels=(4,), convs_per_block=1)
+    avg = SpectraCNN(20, channels=(4,), convs_per_block=1, pooling="avg")
+    avg.load_state_dict(mx.state_dict())
+    x = torch.randn(2, 1, 29, 29)
+    conv = torch.relu(mx.features[0](x))
+    expected = avg.head(torch.nn.functional.avg_pool2d(conv, 2).flatten(1))
+    torch.testing.assert_close(avg(x), expected)
+    assert not torch.allclose(mx(x), avg(x))
+
+
+def test_four_blocks_reach_one_pixel():
+    net = SpectraCNN(30, channels=(4, 4, 4, 4), convs_per_block=1)
+    assert net.head.in_features == 4  # 29 -> 14 -> 7 -> 3 -> 1
+    assert net(torch.randn(2, 29, 29)).shape == (2, 30)
+
+
+def test_dropout_only_in_training_mode():
+    torch.manual_seed(0)
+    net = SpectraCNN(50, dropout=0.5)
+    x = torch.randn(4, 1, 29, 29)
+    net.train()
+    assert not torch.equal(net(x), net(x))
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))
+
+
+def test_batch_norm_tracks_statistics_in_training():
+    net = SpectraCNN(50, channels=(6,), convs_per_block=1, batch_norm=True)
+    norm = net.features[1]
+    net.train()
+    net(torch.randn(8, 1, 29, 29) * 3 + 2)
+    assert int(norm.num_batches_tracked) == 1 and not torch.all(norm.running_mean == 0)
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"channels": ()}, "channels needs at least 1 entry"),
+    ({"channels": (4, 4, 4, 4, 4)}, "channels takes at most 4 entries"),
+    ({"channels": (4, 0)}, "channels must all be at least 1"),
+    ({"kernel_size": 4}, "kernel_size must be odd"),
+    ({"convs_per_block": 0}, "convs_per_block must be at least 1"),
+    ({"pooling": "min"}, "unknown pooling 'min'"),
+    ({"dropout": 1.0}, "dropout must be below 1"),
+])
+def test_bad_knobs(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SpectraCNN(300, **kw)

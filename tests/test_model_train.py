@@ -205,3 +205,101 @@ def test_amp_choice():
     assert use_amp(TrainConfig(amp="bf16"), cpu) is True
     assert use_amp(TrainConfig(amp="auto"), cpu) is cpu_has_amx()
     assert use_amp(TrainConfig(amp="auto"), torch.device("cuda")) is True
+
+
+# --- network and optimiser knobs -----------------------------------------------------------------
+
+def test_schedule_sets_the_lr_of_every_epoch(tiny_data):
+    from model import Trainer
+
+    config = _config(epochs=6, lr_schedule="cosine", warmup_epochs=2)
+    trainer = Trainer(config, tiny_data)
+    seen = []
+    for _ in range(config.epochs):
+        trainer.train_epoch(max_batches=1)
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+    assert seen == [config.lr_at(e) for e in range(1, 7)]
+    assert seen[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3]) and seen[-1] < seen[2]
+
+
+def test_a_schedule_changes_the_run(tiny_data):
+    a = train(_config(epochs=3), tiny_data)
+    b = train(_config(epochs=3, lr_schedule="step"), tiny_data)  # epoch 3 at 0.1 lr
+    for h, k in zip(a.history, b.history, strict=True):
+        same = (h["train_loss"], h["test_loss"]) == (k["train_loss"], k["test_loss"])
+        assert same == (h["epoch"] < 3)
+
+
+def test_default_optimiser_takes_adams_steps(tiny_data):
+    """AdamW without weight decay is the report's Adam, step for step."""
+    from model import Trainer
+
+    trainer, reference = Trainer(_config(), tiny_data), Trainer(_config(), tiny_data)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    reference.optimizer = torch.optim.Adam(reference.model.parameters(), lr=1e-3,
+                                           betas=(0.9, 0.999), fused=True)
+    for t in (trainer, reference):
+        t.train_epoch(max_batches=3)
+    for (name, a), b in zip(trainer.model.state_dict().items(),
+                            reference.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    fresh = Trainer(_config(), tiny_data)
+    assert not torch.equal(trainer.model.head.weight, fresh.model.head.weight)
+
+
+def test_weight_decay_is_decoupled(tiny_data):
+    """AdamW: with a zero gradient, a step only shrinks the weights by lr * weight_decay."""
+    from model import Trainer
+
+    trainer = Trainer(_config(weight_decay=0.5), tiny_data)
+    group = trainer.optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.5
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for p in trainer.model.parameters():
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, before[k] * (1 - 1e-3 * 0.5))
+
+
+def test_non_default_network_round_trips_through_the_checkpoint(tiny_data, tmp_path):
+    knobs = dict(channels=(8, 16), convs_per_block=2, kernel_size=5, pooling="avg",
+                 batch_norm=True, dropout=0.2)
+    result = train(_config(epochs=2, checkpoint_dir=tmp_path, **knobs), tiny_data)
+    net, meta = load_checkpoint(result.checkpoint_path, n_points=300)
+    assert meta["network"] == {**knobs, "channels": [8, 16], "n_points": 300,
+                               "output_head": "linear"}
+    assert net.channels == (8, 16) and net.dropout.p == 0.2 and not net.training
+    assert model.count_parameters(net) == model.count_parameters(
+        model.SpectraCNN(300, **knobs))
+    pred = predict(net, tiny_data.coulomb[tiny_data.validation_rows])
+    np.testing.assert_allclose(pred, result.val_predictions, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_without_network_entry_is_the_reports_network(short_run, tmp_path):
+    """Checkpoints written before the network knobs existed still load."""
+    result, _ = short_run
+    payload = torch.load(result.checkpoint_path, weights_only=True)
+    del payload["network"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    net, _ = load_checkpoint(old)
+    assert model.count_parameters(net) == 221_529
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graph capture)")
+def test_cuda_graph_trains_at_the_scheduled_lr(tiny_data):
+    """The captured step reads the lr tensor: at lr 0 the weights do not move."""
+    from model import Trainer
+
+    trainer = Trainer(_config(device="cuda", lr_schedule="cosine", batch_size=16,
+                              epochs=4), tiny_data)
+    trainer.train_epoch()
+    assert trainer._graph is not None
+    assert torch.is_tensor(trainer.optimizer.param_groups[0]["lr"])
+    trainer.set_lr(0.0)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.config = trainer.config.model_copy(update={"lr_schedule": "constant"})
+    trainer.train_epoch()
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)

@@ -1,0 +1,109 @@
+"""TrainConfig: field constraints and their messages, the learning-rate schedules, the fields a
+study may search; importable without torch."""
+
+import math
+import subprocess
+import sys
+import types
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from model.config import NETWORK_FIELDS, TrainConfig
+from model.contract import LOSSES, LR_SCHEDULES, OUTPUT_HEADS, POOLINGS
+
+
+def test_importable_without_torch():
+    code = "import model.config, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_choices_come_from_the_contract():
+    fields = TrainConfig.model_fields
+    for name, choices in (("loss", LOSSES), ("output_head", OUTPUT_HEADS),
+                          ("pooling", POOLINGS), ("lr_schedule", LR_SCHEDULES)):
+        assert typing.get_args(fields[name].annotation) == choices
+
+
+def _plain(annotation) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in (int, float, bool, str, Path, type(None)) or origin is typing.Literal:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return all(_plain(a) for a in args)
+    if origin is tuple:
+        return all(a in (int, float, Ellipsis) for a in args)
+    return False
+
+
+def test_every_field_is_described_and_plainly_typed():
+    """hpo builds study parameters and CLI options from the fields: no hidden structure."""
+    for name, info in TrainConfig.model_fields.items():
+        assert info.description, name
+        assert _plain(info.annotation), (name, info.annotation)
+
+
+def test_searchable_fields():
+    searchable = TrainConfig.searchable_fields()
+    assert set(NETWORK_FIELDS) | {"lr", "weight_decay", "lr_schedule", "warmup_epochs", "loss",
+                                  "sigma", "batch_size", "epochs", "seed"} <= set(searchable)
+    assert not {"device", "amp", "compile", "num_threads", "eval_batch_size", "checkpoint_dir",
+                "dataset", "reference_sigma"} & set(searchable)
+    assert list(searchable) == [n for n in TrainConfig.model_fields if n in searchable]
+
+
+def test_network_kwargs_of_the_defaults_are_the_reports():
+    assert TrainConfig().network_kwargs() == {
+        "n_points": 300, "output_head": "linear", "channels": [22, 47, 42],
+        "convs_per_block": 3, "kernel_size": 3, "pooling": "max", "batch_norm": False,
+        "dropout": 0.0}
+    c = TrainConfig(channels=[8, 16], weight_decay=1e-4, lr_schedule="cosine")
+    assert c.channels == (8, 16) and c.weight_decay == 1e-4
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"sigma": float("inf")}, "sigma must be a finite number"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"subset": 5}, "subset must be at least 20, got 5"),
+    ({"coulomb_noise": -1}, "coulomb_noise must be at least 0"),
+    ({"weight_decay": -0.1}, "weight_decay must be at least 0"),
+    ({"lr_schedule": "linear"}, "unknown lr_schedule 'linear'"),
+    ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs 5 must be below epochs 5"),
+    ({"betas": (0.9, 1.0)}, r"betas must lie in \[0, 1\)"),
+    ({"kernel_size": 31}, "kernel_size must be at most 29"),
+])
+def test_constraint_messages_name_the_field(kw, match):
+    with pytest.raises(ValidationError, match=match):
+        TrainConfig(**kw)
+
+
+def _lrs(**kw) -> list[float]:
+    c = TrainConfig(lr=1.0, **kw)
+    return [c.lr_at(e) for e in range(1, c.epochs + 1)]
+
+
+def test_constant_schedule():
+    assert _lrs(epochs=4) == [1.0] * 4
+    assert not TrainConfig().scheduled
+
+
+def test_cosine_schedule():
+    lrs = _lrs(epochs=10, lr_schedule="cosine")
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5)  # epoch 6: half way
+    assert lrs[9] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert all(a > b > 0 for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_step_schedule():
+    assert _lrs(epochs=8, lr_schedule="step") == pytest.approx(
+        [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_then_schedule():
+    lrs = _lrs(epochs=10, lr_schedule="cosine", warmup_epochs=2)
+    assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert _lrs(epochs=3, warmup_epochs=1) == pytest.approx([0.5, 1, 1])
+    assert TrainConfig(warmup_epochs=1).scheduled
