@@ -35,8 +35,7 @@ from hpo.storage import retried_trial_number
 from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 
-__all__ = ["WorkerInterrupted", "epoch_dict", "objective", "thin_history", "train_settings",
-           "training_data"]
+__all__ = ["WorkerInterrupted", "epoch_dict", "objective", "thin_history", "training_data"]
 
 MAX_HISTORY = 200
 
@@ -102,22 +101,6 @@ def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float
                    subset=subset)
 
 
-def train_settings(config: StudyConfig, params: dict, *, device: str | None = None,
-                   num_threads: int | None = None, checkpoint_dir: str | None = None) -> dict:
-    """Keyword arguments of ``model.TrainConfig`` for one trial."""
-    t = config.train
-    kw = {k: v for k, v in params.items() if v is not None}
-    kw.update(
-        e_min=t.e_min, e_max=t.e_max, dataset=t.dataset, device=device or t.device, amp=t.amp,
-        compile=t.compile, reference_sigma=config.reference_sigma_value,
-        checkpoint_dir=checkpoint_dir,
-    )
-    threads = num_threads or t.num_threads
-    if threads:
-        kw["num_threads"] = threads
-    return kw
-
-
 def _metric(metrics: dict, name: str, where: str) -> float:
     if name not in metrics:
         raise KeyError(f"objective {name!r} is not among the {where} metrics "
@@ -181,9 +164,9 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
 
     workdir = tempfile.mkdtemp(prefix=f"specopt-{config.name}-{trial.number}-")
     try:
-        tc = model.TrainConfig(**train_settings(config, params, device=device,
-                                                num_threads=num_threads,
-                                                checkpoint_dir=workdir))
+        tc = model.TrainConfig(**config.train_settings(params, device=device,
+                                                       num_threads=num_threads,
+                                                       checkpoint_dir=workdir))
         try:
             result = model.train(tc, data=data, on_epoch=on_epoch)
         except optuna.TrialPruned:
