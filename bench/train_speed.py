@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep import TrainingData, broaden, load_levels, prepare, sort_coulomb  # noqa: E402
 from data_prep.dataset import make_split  # noqa: E402
-from model import TrainConfig, Trainer  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.contract import E_MAX, E_MIN, MATRIX_SIZE, N_LEVELS  # noqa: E402
+from model.trainer import Trainer  # noqa: E402
 
 SYNTHETIC_FULL = 118_000
 
@@ -40,17 +42,18 @@ SYNTHETIC_FULL = 118_000
 def synthetic_data(n: int, n_points: int = 300, seed: int = 0) -> TrainingData:
     """Random sorted Coulomb-like matrices and spectra of random levels (shapes only)."""
     rng = np.random.default_rng(seed)
-    atoms = rng.integers(10, 30, n)
-    c = np.abs(rng.normal(0, 5, (n, 29, 29))).astype(np.float32)
+    size = MATRIX_SIZE
+    atoms = rng.integers(10, size + 1, n)
+    c = np.abs(rng.normal(0, 5, (n, size, size))).astype(np.float32)
     c = (c + c.transpose(0, 2, 1)) / 2
-    mask = np.arange(29)[None, :] < atoms[:, None]
+    mask = np.arange(size)[None, :] < atoms[:, None]
     c *= mask[:, :, None] & mask[:, None, :]
-    c[:, np.arange(29), np.arange(29)] += 36.9 * mask  # carbon-like diagonal 0.5 * 6^2.4
-    levels = np.sort(rng.uniform(-22, -9, (n, 16)), 1).astype(np.float32)
+    c[:, np.arange(size), np.arange(size)] += 36.9 * mask  # carbon-like diagonal 0.5 * 6^2.4
+    levels = np.sort(rng.uniform(-22, -9, (n, N_LEVELS)), 1).astype(np.float32)
     split, _ = make_split(n)
     return TrainingData(
         coulomb=sort_coulomb(c), spectra=broaden(levels, 0.5, n_points), levels=levels,
-        split=split, index=np.arange(n), sigma=0.5, n_points=n_points, e_min=-30.0, e_max=0.0,
+        split=split, index=np.arange(n), sigma=0.5, n_points=n_points, e_min=E_MIN, e_max=E_MAX,
         fingerprint="synthetic", provenance={"synthetic": True})
 
 

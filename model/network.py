@@ -69,10 +69,10 @@ class SpectraCNN(nn.Module):
         self.head = nn.Linear(width * side * side, spec.n_points)
         self.reset_parameters()
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+    def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
-                nn.init.xavier_uniform_(m.weight, generator=generator)
+                nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):

@@ -73,11 +73,13 @@ class Trainer:
             self.device, memory_format=torch.channels_last)
         self.loss_fn = get_loss(config.loss, huber_delta=config.huber_delta, de=data.de)
         cuda = self.device.type == "cuda"
-        # AdamW with weight_decay 0 takes exactly Adam's steps (the report's optimiser).
-        lr = config.lr_at(1)
+        # AdamW with weight_decay 0 takes exactly Adam's steps (the report's optimiser). A
+        # scheduled lr on CUDA is a device tensor, which the captured graph reads (see above).
+        lr: float | torch.Tensor = config.lr_at(1)
+        if cuda and config.scheduled:
+            lr = torch.tensor(lr, device=self.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=torch.tensor(lr, device=self.device)
-            if cuda and config.scheduled else lr, betas=config.betas,
+            self.model.parameters(), lr=lr, betas=config.betas,
             weight_decay=config.weight_decay, fused=True, capturable=cuda)
         self.step_model = torch.compile(self.model) if config.compile else self.model
 
