@@ -62,27 +62,25 @@ def warm_cache(config: StudyConfig) -> None:
                       config.train.e_max, subset)
 
 
-def worker_command(study: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
-    return [sys.executable, "-m", "hpo.study_cli", "worker", study, "--storage", storage,
-            "--worker-index", str(index), "--threads", str(threads), "--device", device]
+def worker_command(spec: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
+    """The command line of one worker (``python -m hpo.cli worker``) on a study definition."""
+    return [sys.executable, "-m", "hpo.cli", "worker", spec, "--storage", storage,
+            "--worker-index", str(index), "--num-threads", str(threads), "--device", device]
 
 
-def launch(config: StudyConfig, workers: int, *, storage: str | None = None,
-           gpus: int | None = None, cores: int | None = None, n_trials: int | None = None,
-           timeout: float | None = None, epochs: int | None = None, subset: int | None = None,
-           artifacts: str | None = None, dataset: str | None = None) -> int:
-    """Start ``workers`` worker processes and wait for them; returns the worst exit code.
+def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
+           cores: int | None = None) -> int:
+    """Start ``workers`` worker processes on ``config`` (the final definition, with any
+    command-line changes applied) and wait for them; returns the worst exit code.
 
     SIGINT/SIGTERM are forwarded once to every worker (each finishes its epoch, fails and
     re-queues its trial, and exits); a second signal kills them.
     """
-    config = config.with_overrides(n_trials=n_trials, timeout=timeout, epochs=epochs,
-                                   subset=subset, artifacts=artifacts, dataset=dataset)
-    url = storage_url(config, storage)
+    url = storage_url(config)
     create_study(config, url)  # storage and definition errors show here, once
     _log.info(f"preparing the training data of {config.name} once for all workers")
     warm_cache(config)
-    # the workers get exactly this definition (file plus overrides), as JSON
+    # the workers get exactly this definition, as JSON
     fd, spec = tempfile.mkstemp(prefix=f"specopt-{config.name}-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(config_json(config))

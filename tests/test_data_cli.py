@@ -1,4 +1,5 @@
-"""``specopt data build|info|import-original`` through typer's CliRunner and the real command."""
+"""``specopt data build|info|import-original`` through typer's CliRunner (the root app) and the
+real command."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from data_prep import load_levels, load_qm9pack
-from data_prep.cli import app
+from hpo.cli import app
 
 runner = CliRunner()
 
@@ -20,7 +21,7 @@ runner = CliRunner()
 def test_info(tmp_path, levels_dataset):
     path = tmp_path / "d.npz"
     levels_dataset.subset(100).save(path)
-    result = runner.invoke(app, ["info", str(path)])
+    result = runner.invoke(app, ["data", "info", str(path)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.split("\n", 1)[1])
     assert summary["molecules"] == 100
@@ -29,14 +30,15 @@ def test_info(tmp_path, levels_dataset):
 
 
 def test_info_on_a_missing_file_is_one_line(tmp_path):
-    result = runner.invoke(app, ["info", str(tmp_path / "nothere.npz")])
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "nothere.npz")])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: dataset not found: {tmp_path / 'nothere.npz'}"
 
 
 def test_build_with_limit(tmp_path):
     out = tmp_path / "levels.npz"
-    result = runner.invoke(app, ["build", "--limit", "60", "--out", str(out), "--workers", "1"])
+    result = runner.invoke(app, ["data", "build", "--limit", "60", "--out", str(out),
+                                 "--workers", "1"])
     assert result.exit_code == 0, result.output
     ds = load_levels(out)
     counts = ds.provenance["molecules"]
@@ -68,7 +70,7 @@ def test_build_from_xyz_files_skips_and_counts_bad_ones(tmp_path):
         write_xyz(xyz, geoms, row)
     (xyz / "dsgdb9nsd_999999.xyz").write_text("2\ngdb 999999\nC 0 0 0\nU 1 0 0\n")
     out = tmp_path / "x.npz"
-    result = runner.invoke(app, ["build", "--xyz-dir", str(xyz), "--out", str(out),
+    result = runner.invoke(app, ["data", "build", "--xyz-dir", str(xyz), "--out", str(out),
                                  "--workers", "1"])
     assert result.exit_code == 0, result.output
     ds = load_levels(out)
@@ -79,10 +81,11 @@ def test_build_from_xyz_files_skips_and_counts_bad_ones(tmp_path):
 
 
 def test_build_bad_method_and_empty_folder_are_one_line(tmp_path):
-    result = runner.invoke(app, ["build", "--method", "dft", "--out", str(tmp_path / "x.npz")])
+    result = runner.invoke(app, ["data", "build", "--method", "dft", "--out",
+                                 str(tmp_path / "x.npz")])
     assert result.exit_code == 2 and result.output.startswith("error: unknown method 'dft'")
     assert len(result.output.strip().splitlines()) == 1
-    result = runner.invoke(app, ["build", "--xyz-dir", str(tmp_path), "--out",
+    result = runner.invoke(app, ["data", "build", "--xyz-dir", str(tmp_path), "--out",
                                  str(tmp_path / "x.npz")])
     assert result.exit_code == 2 and result.output.strip() == f"error: no .xyz files in {tmp_path}"
 
@@ -98,12 +101,13 @@ def test_import_original(tmp_path, levels_dataset):
     energies[0, :4] = -10000
     np.savetxt(folder / "energies.txt", energies)
     out = tmp_path / "imported.npz"
-    result = runner.invoke(app, ["import-original", str(folder), "--out", str(out)])
+    result = runner.invoke(app, ["data", "import-original", str(folder), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert '"missing levels (-10000)": 1' in result.output and "original spectra: \"absent\"" \
         in result.output
     assert len(load_levels(out)) == 29
-    result = runner.invoke(app, ["import-original", str(tmp_path / "none"), "--out", str(out)])
+    result = runner.invoke(app, ["data", "import-original", str(tmp_path / "none"), "--out",
+                                 str(out)])
     assert result.exit_code == 2 and "not a folder" in result.output
 
 

@@ -51,7 +51,7 @@ def test_help_explains_the_options():
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--loss", "l3"], 2, "unknown loss 'l3'"),
     (["--sigma", "0.7", "--reference-sigma", "0.5"], 2, "below sigma"),
-    (["--lr", "1e30", "--epochs", "3"], 1, "failed: training failed in epoch"),
+    (["--lr", "1e30", "--epochs", "3"], 1, "error: training failed in epoch"),
     (["--device", "cuda"], 2, "CUDA is not available"),
 ])
 def test_bad_input(dataset_file, args, code, message):

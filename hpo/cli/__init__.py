@@ -1,0 +1,74 @@
+"""The ``specopt`` command: a thin layer over the packages' Python APIs.
+
+One root app; one module per command group (``data``, ``train``, ``study``: studies, worker,
+launch, run, demo; ``report``: report, export-best, predict, dashboard); the options they share
+in :mod:`hpo.cli.options`.  Commands call the Python API, never each other.
+
+One error handler for all of them (:class:`SpecoptGroup`): a
+:class:`model.errors.SpecoptError`, or an invalid ``TrainConfig``, ends the command with one line
+``error: ...`` and the error's ``exit_code`` (2 unless it says otherwise); ``specopt --debug``
+prints the traceback too.  ``python -m hpo.cli ...`` runs the same app (``launch`` starts its
+workers so).
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from model.errors import SpecoptError
+
+__all__ = ["SpecoptGroup", "app", "error_line"]
+
+_DEBUG = "specopt.debug"
+
+
+def error_line(err: BaseException) -> str:
+    """The one line the command prints for an error it ends with."""
+    if isinstance(err, ValidationError):  # a TrainConfig built from options
+        return "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+    return " ".join(str(err).split("\n"))
+
+
+class SpecoptGroup(TyperGroup):
+    """The root command group, whose ``invoke`` runs every command: the one error handler."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (SpecoptError, ValidationError) as err:
+            if ctx.meta.get(_DEBUG):
+                traceback.print_exc()
+            typer.echo(f"error: {error_line(err)}", err=True)
+            code = err.exit_code if isinstance(err, SpecoptError) else 2
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    cls=SpecoptGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="specopt: hyperparameter optimisation of CNNs for molecular photoemission spectra "
+    "(QM9), built on Optuna.")
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="on an error, print the traceback "
+                                     "as well as its one line")) -> None:
+    ctx.meta[_DEBUG] = debug
+
+
+def _register() -> None:
+    from hpo.cli import data, report, study, train
+
+    app.add_typer(data.app, name="data")
+    train.register(app)  # train
+    study.register(app)  # studies, worker, launch, run, demo
+    report.register(app)  # report, export-best, predict, dashboard
+
+
+_register()

@@ -1,0 +1,157 @@
+"""Options shared by the ``specopt`` commands, defined once.
+
+The training settings are not listed here: :func:`with_train_options` makes one option per
+``model.config.TrainConfig`` field (name, type, help and default from the field), so a field that
+``model`` gains is an option of ``train``, ``worker``, ``launch`` and ``run`` at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import tomllib
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import typer
+
+from model.config import TrainConfig
+from model.errors import ConfigError
+
+STUDY_HELP = "a shipped study name (see `specopt studies`) or the path of a study .toml file"
+STORED_STUDY_HELP = ("a shipped study name (see `specopt studies`), a study .toml file, or a "
+                     "study name in --storage")
+
+StorageOpt = typer.Option(None, "--storage", help="storage URL: sqlite:///FILE, "
+                          "postgresql+psycopg://USER:PASS@HOST:PORT/DB or journal:///FILE "
+                          "(default: the study file's, else sqlite:///runs/STUDY.db)")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder (checkpoints, "
+                            "predictions); must be shared by workers on several machines")
+StoredArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder of the study "
+                                  "(default: the one the study recorded)")
+NTrialsOpt = typer.Option(None, "--n-trials", help="trial budget across all workers "
+                          "(default: the study file's; grid studies: the grid size)")
+TimeoutOpt = typer.Option(None, "--timeout", help="wall-time budget of each worker, seconds")
+WorkersOpt = typer.Option(2, "--workers", "-w", help="worker processes")
+ReportOutOpt = typer.Option(None, "--out", help="report folder (runs/STUDY-report)")
+SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="set any training setting "
+                      "(TOML value: --set channels=[16,32]); repeatable")
+StudySetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="set any study key, dotted "
+                           "as in the file (--set budget.n_trials=4, --set sigma=[0.1,0.3], "
+                           "--set pruner.name=none; TOML values); repeatable")
+PrintConfigOpt = typer.Option(False, "--print-config", help="print the resolved settings as "
+                              "JSON and exit (nothing runs)")
+
+#: Extra spellings of some options (short forms, and the old worker --threads).
+ALIASES = {"n_points": ("--np",), "num_threads": ("--threads",)}
+
+
+# --- values -------------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as a TOML value (``5``, ``0.3``, ``true``, ``[1, 2]``,
+    ``{low = 1e-4, high = 1e-2}``), else as the string itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(items: Iterable[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options as a dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=1, default=str))
+
+
+# --- options from TrainConfig -------------------------------------------------------------------
+
+def _base(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def _option_type(name: str) -> type:
+    """The option's type: the field's, with tuples and choices as text (TrainConfig checks)."""
+    base = _base(TrainConfig.model_fields[name].annotation)
+    if base in (bool, int, float, Path):
+        return base
+    return str
+
+
+def _to_setting(name: str, value: Any) -> Any:
+    """An option's value as a setting: tuples from ``22,47,42`` or ``[22, 47, 42]``."""
+    base = _base(TrainConfig.model_fields[name].annotation)
+    if get_origin(base) in (tuple, list) and isinstance(value, str):
+        text = value.strip()
+        return parse_value(text if text.startswith("[") else f"[{text}]")
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _help(name: str) -> str:
+    field = TrainConfig.model_fields[name]
+    text = field.description or ""
+    base = _base(field.annotation)
+    if get_origin(base) is Literal and not all(str(c) in text for c in get_args(base)):
+        text += f" One of: {', '.join(map(str, get_args(base)))}."
+    if get_origin(base) in (tuple, list):
+        text += " Comma-separated."
+    return text
+
+
+def _parameter(name: str, default_shown: Callable[[str], str | None]) -> inspect.Parameter:
+    flag = "--" + name.replace("_", "-")
+    typ = _option_type(name)
+    decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag, *ALIASES.get(name, ())]
+    option = typer.Option(None, *decls, help=_help(name), show_default=default_shown(name) or False,
+                          rich_help_panel="Training settings")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=typ | None)
+
+
+def _train_default(name: str) -> str | None:
+    value = TrainConfig.model_fields[name].get_default(call_default_factory=True)
+    if value is None:
+        return None
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+
+def with_train_options(fields: Iterable[str], *, study: bool = False):
+    """A decorator: the command gets one option per TrainConfig field in ``fields`` and is called
+    with ``settings``, the dict of those given (``{name: value}``), as its first argument."""
+    fields = tuple(fields)
+    shown = (lambda name: "the study's") if study else _train_default
+
+    def decorate(fn: Callable) -> Callable:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            settings = {n: _to_setting(n, kwargs.pop(n)) for n in fields
+                        if kwargs.get(n) is not None}
+            for n in fields:
+                kwargs.pop(n, None)
+            return fn(settings, **kwargs)
+
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*own, *(_parameter(n, shown) for n in fields)])
+        command.__annotations__ = {}
+        del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+        return command
+
+    return decorate

@@ -1,0 +1,132 @@
+"""The ``specopt`` command as a whole: help everywhere, options made from TrainConfig,
+``--set`` and ``--print-config``, and the one error handler (one line, or a traceback with
+``--debug``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hpo.cli import app
+from hpo.cli.study import STUDY_SETTINGS
+from hpo.config import config_json, load_study_config, space_fields
+from hpo.launch import worker_command
+from model.config import TrainConfig
+
+runner = CliRunner()
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        yield (*path, name), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+
+
+ROOT = typer.main.get_command(app)
+
+
+def test_help_of_the_root_and_every_command():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0 and "--debug" in r.output
+    names = [path for path, _ in _commands(ROOT)]
+    assert {("train",), ("worker",), ("launch",), ("run",), ("demo",), ("studies",),
+            ("report",), ("export-best",), ("predict",), ("dashboard",), ("data",),
+            ("data", "build"), ("data", "info"), ("data", "import-original")} <= set(names)
+    for path in names:
+        r = runner.invoke(app, [*path, "--help"])
+        assert r.exit_code == 0 and "Usage: " in r.output, (path, r.output)
+
+
+def _options(command: str) -> set[str]:
+    return {o for p in ROOT.commands[command].params for o in (*p.opts, *p.secondary_opts)}
+
+
+def test_training_options_are_the_train_config_fields():
+    train = _options("train")
+    for name in TrainConfig.model_fields:
+        assert "--" + name.replace("_", "-") in train, name
+    assert {"--np", "--set", "--print-config", "--json"} <= train
+    for command in ("worker", "launch", "run"):
+        opts = _options(command)
+        for name in STUDY_SETTINGS:
+            assert "--" + name.replace("_", "-") in opts, (command, name)
+        assert "--checkpoint-dir" not in opts  # the worker sets it
+        assert {"--set", "--print-config", "--storage", "--n-trials", "--threads"} <= opts
+    assert set(space_fields()) <= set(STUDY_SETTINGS)
+
+
+def test_train_print_config_resolves_options_and_sets():
+    r = runner.invoke(app, ["train", "--sigma", "0.3", "--np", "500", "--channels", "16,32",
+                            "--set", "lr=0.001", "--set", "betas=[0.8, 0.9]", "--batch-norm",
+                            "--print-config"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output)
+    assert TrainConfig(**cfg) == TrainConfig(sigma=0.3, n_points=500, channels=(16, 32),
+                                             lr=1e-3, betas=(0.8, 0.9), batch_norm=True)
+    assert cfg["epochs"] == TrainConfig().epochs  # not given: TrainConfig's default
+
+
+def test_study_options_change_the_file_once():
+    r = runner.invoke(app, ["worker", "demo", "--epochs", "3", "--subset", "300", "--threads",
+                            "1", "--device", "cpu", "--n-trials", "4", "--storage",
+                            "sqlite:///x.db", "--set", "sigma=[0.1, 0.5]", "--set",
+                            "budget.timeout=60", "--print-config"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["space"]["epochs"] == 3 and d["space"]["subset"] == 300
+    assert d["space"]["sigma"] == [0.1, 0.5] and d["budget"] == {"n_trials": 4, "timeout": 60}
+    assert d["train"]["num_threads"] == 1 and d["train"]["device"] == "cpu"
+    assert d["storage"] == "sqlite:///x.db"
+    expected = load_study_config("demo").override({
+        "space.epochs": 3, "space.subset": 300, "train.num_threads": 1, "train.device": "cpu",
+        "budget.n_trials": 4, "budget.timeout": 60, "storage": "sqlite:///x.db",
+        "space.sigma": [0.1, 0.5]})
+    assert d == expected.to_dict()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["worker", "no-such-study"], "error: unknown study 'no-such-study': shipped studies are"),
+    (["launch", "demo", "--set", "bogus=1"], "error: override 'bogus': not a study key"),
+    (["run", "demo", "--epochs", "0"], "demo.toml: space.epochs: "),
+    (["worker", "demo", "--set", "n_trials"], "error: --set 'n_trials': expected KEY=VALUE"),
+    (["train", "--loss", "l3", "--print-config"], "error: loss: unknown loss 'l3'"),
+    (["train", "--set", "colour=red", "--print-config"], "error: colour: "),
+    (["report", "nope", "--storage", "sqlite:////nonexistent/x.db"], "error: "),
+])
+def test_errors_are_one_line_with_exit_2(args, message):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert "Traceback" not in r.output
+
+
+def test_debug_shows_the_traceback():
+    r = runner.invoke(app, ["--debug", "worker", "no-such-study"])
+    assert r.exit_code == 2
+    assert "Traceback (most recent call last)" in r.output and "ConfigError" in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: unknown study 'no-such-study'")
+
+
+def test_worker_entry_point_that_launch_starts(tmp_path):
+    """``python -m hpo.cli``: the command line launch gives its workers reads their definition."""
+    spec = tmp_path / "demo.json"
+    spec.write_text(config_json(load_study_config("demo").override(epochs=2)))
+    cmd = worker_command(str(spec), index=1, threads=1, device="cpu",
+                         storage=f"sqlite:///{tmp_path}/d.db")
+    assert cmd[1:4] == ["-m", "hpo.cli", "worker"]
+    proc = subprocess.run([*cmd, "--print-config"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["space"]["epochs"] == 2 and d["train"]["num_threads"] == 1
+    assert d["train"]["device"] == "cpu" and d["storage"] == f"sqlite:///{tmp_path}/d.db"
+    proc = subprocess.run([sys.executable, "-m", "hpo.cli", "--debug", "worker", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown study 'nope'")
