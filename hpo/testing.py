@@ -41,10 +41,9 @@ def write_study(path: Path, name: str, *, space: dict, storage: str, sampler: st
 
 def start_worker(study_file: Path, *extra: str, index: int = 0, threads: int = 1,
                  log: Path | None = None) -> subprocess.Popen:
-    """``specopt worker`` in a subprocess (inherits the environment)."""
-    cmd = [sys.executable, "-c", "from hpo.cli import app; app(prog_name='specopt')",
-           "worker", str(study_file), "--worker-index", str(index), "--threads", str(threads),
-           *extra]
+    """``specopt worker`` in a subprocess (inherits the environment), as ``launch`` starts it."""
+    cmd = [sys.executable, "-m", "hpo.cli", "worker", str(study_file), "--worker-index",
+           str(index), "--threads", str(threads), *extra]
     out = open(log, "ab") if log is not None else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 

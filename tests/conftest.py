@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+
+#: The PostgreSQL server of the tests (trust auth, database ``test``).
+PG_URL = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,3 +50,31 @@ def one_torch_thread():
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The PostgreSQL URL; a missing server fails the test (never skips it)."""
+    from hpo.storage import StorageError, open_storage
+
+    try:
+        open_storage(PG_URL, connect_timeout=5)
+    except StorageError as err:
+        pytest.fail(f"PostgreSQL is needed for this test and is not reachable ({err}). Start it: "
+                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+                    "(Debian), or docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e "
+                    "POSTGRES_DB=test postgres; or set SPECOPT_TEST_POSTGRES_URL.", pytrace=False)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_study(pg_url):
+    """A fresh study name on the PostgreSQL server, deleted after the test."""
+    import optuna
+
+    name = f"pytest-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=pg_url)
+    except KeyError:
+        pass

@@ -1,10 +1,11 @@
-"""Real tiny studies on SQLite: the objective trains through model.train on real molecules."""
+"""Real tiny studies on SQLite: the objective trains through model.train on real molecules.
+
+The worker fault tests (SIGKILL, SIGINT/SIGTERM) on every storage: tests/test_hpo_worker_faults.py.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import time
 
 import numpy as np
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 from hpo.config import load_study_config
 from hpo.launch import worker_plan
 from hpo.study import create_study
-from hpo.testing import start_worker, wait_for_running, write_study
+from hpo.testing import write_study
 from hpo.worker import run_worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -73,30 +74,6 @@ def test_two_objectives(tmp_path):
     assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
     for t in create_study(cfg).get_trials():
         assert t.values[1] == t.params["sigma"] and 0 < t.values[0] <= 1
-
-
-def test_sigterm_fails_and_requeues_the_trial(tmp_path):
-    url = f"sqlite:///{tmp_path}/term.db"
-    path = write_study(tmp_path / "term.toml", "term", storage=url,
-                       space={"loss": ["rmse", "logcosh"], "epochs": 200, "subset": 200})
-    proc = start_worker(path, log=tmp_path / "worker.log")
-    try:
-        running = wait_for_running("term", url, min_epochs=1, procs=[proc])
-        proc.send_signal(signal.SIGTERM)
-        start = time.monotonic()
-        code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = (tmp_path / "worker.log").read_text()
-    assert code == 130, log
-    assert time.monotonic() - start < 30  # one more epoch, not the whole trial
-    trials = optuna.load_study(study_name="term", storage=url).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    failed, retry = trials
-    assert failed.number == running.number and failed.user_attrs["status"] == "interrupted"
-    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
-    assert "re-queued" in log
 
 
 def test_worker_plan_divides_gpus_and_cores():

@@ -1,0 +1,106 @@
+"""Worker faults in real worker processes, on every storage: SQLite, journal file, PostgreSQL.
+
+- SIGKILL mid-trial: the heartbeat stops, another worker fails the trial after the grace period
+  and runs its retry (same parameters); nothing stays RUNNING.
+- SIGINT / SIGTERM: the worker finishes its epoch, marks its trial FAIL (status ``interrupted``),
+  re-queues it and exits with status 130.
+
+Tiny real trainings (200 molecules), heartbeat every 1 s, grace 3 s.  PostgreSQL runs on
+127.0.0.1:5432 (database ``test``); without it these cases fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+from optuna.trial import TrialState
+
+import hpo
+from hpo.launch import warm_cache
+from hpo.storage import retried_trial_number
+from hpo.testing import start_worker, study_trials, wait_for_running, write_study
+from model.contract import Status, TrialAttr
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+STORAGES = ["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORAGES)
+def store(request, tmp_path) -> tuple[str, str]:
+    """(storage URL, study name) on each kind of storage."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/faults.db", "faults"
+    if request.param == "journal":
+        return f"journal:///{tmp_path}/faults.log", "faults"
+    return request.getfixturevalue("pg_url"), request.getfixturevalue("pg_study")
+
+
+def _logs(paths) -> str:
+    return "".join(p.read_text() for p in paths if p.exists())
+
+
+def test_sigkill_mid_trial_is_recovered_by_another_worker(tmp_path, store):
+    url, name = store
+    path = write_study(tmp_path / "kill.toml", name, storage=url, heartbeat=(1, 3),
+                       artifacts=tmp_path / "art",
+                       space={"loss": ["rmse", "logcosh"], "epochs": 8, "subset": 200,
+                              "lr": 1e-4})
+    warm_cache(hpo.load_study_config(path))  # as `launch` does: workers find the data cached
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    procs = [start_worker(path, index=i, log=logs[i]) for i in range(2)]
+    try:
+        victim_trial = wait_for_running(name, url, min_epochs=2, procs=procs)
+        victim_pid = victim_trial.user_attrs[TrialAttr.WORKER]["pid"]
+        victim = next(p for p in procs if p.pid == victim_pid)
+        survivor = next(p for p in procs if p.pid != victim_pid)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        code = survivor.wait(timeout=240)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert code == 0, _logs(logs)
+
+    trials = study_trials(name, url)
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}, states  # nothing RUNNING
+    killed = next(t for t in trials if t.state == TrialState.FAIL)
+    assert killed.number == victim_trial.number
+    retry = next(t for t in trials if retried_trial_number(t) == killed.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs[TrialAttr.WORKER]["pid"] == survivor.pid
+    assert retry.user_attrs[TrialAttr.RETRY_OF] == killed.number
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(set(complete)) == 2  # both grid points, once each
+    assert "retry of trial" in logs[procs.index(survivor)].read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_fails_and_requeues_the_trial(tmp_path, store, signum):
+    url, name = store
+    path = write_study(tmp_path / "term.toml", name, storage=url,
+                       space={"loss": ["rmse", "logcosh"], "epochs": 200, "subset": 200})
+    log = tmp_path / "worker.log"
+    proc = start_worker(path, log=log)
+    try:
+        running = wait_for_running(name, url, min_epochs=1, procs=[proc])
+        proc.send_signal(signum)
+        start = time.monotonic()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130, log.read_text()
+    assert time.monotonic() - start < 30  # one more epoch, not the whole trial
+    trials = study_trials(name, url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    failed, retry = trials
+    assert failed.number == running.number
+    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+    assert retry.params == failed.params and retried_trial_number(retry) == failed.number
+    assert "re-queued" in log.read_text()
