@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from model.contract import E_MAX, E_MIN, LOSSES, LR_SCHEDULES, MATRIX_SIZE, OUTPUT_HEADS, POOLINGS
 
@@ -190,9 +190,9 @@ class TrainConfig(BaseModel):
         try:
             return handler(data)
         except ValidationError as err:
-            details = [{"type": PydanticCustomError(e["type"], "{text}",
-                                                    {"text": _sentence(e)}),
-                        "loc": e["loc"], "input": e["input"]} for e in err.errors()]
+            details: list[InitErrorDetails] = [
+                {"type": PydanticCustomError(e["type"], "{text}", {"text": _sentence(e)}),
+                 "loc": e["loc"], "input": e["input"]} for e in err.errors()]
             raise ValidationError.from_exception_data(err.title, details) from None
 
     # -- derived values -------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class TrainConfig(BaseModel):
         return self.lr
 
 
-def _sentence(error: dict) -> str:
+def _sentence(error: ErrorDetails) -> str:
     """A pydantic error as one sentence naming the field."""
     name = ".".join(str(x) for x in error["loc"]) or "config"
     kind, ctx, value = error["type"], error.get("ctx") or {}, error["input"]
