@@ -266,6 +266,7 @@ def test_non_default_network_round_trips_through_the_checkpoint(tiny_data, tmp_p
     knobs = dict(channels=(8, 16), convs_per_block=2, kernel_size=5, pooling="avg",
                  batch_norm=True, dropout=0.2)
     result = train(_config(epochs=2, checkpoint_dir=tmp_path, **knobs), tiny_data)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # atomic: no temp file
     net, meta = load_checkpoint(result.checkpoint_path, n_points=300)
     assert meta["network"] == {**knobs, "channels": [8, 16], "n_points": 300,
                                "output_head": "linear"}
