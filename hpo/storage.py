@@ -180,7 +180,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     if url.startswith("journal:///"):
         from optuna.storages.journal import JournalFileBackend
 
-        path = storage_file(url)
+        path = _path_of(url, "journal:///")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = JournalFileBackend(str(path))
@@ -195,7 +195,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
 
     engine_kwargs: dict = {}
     if url.startswith("sqlite:///"):
-        path = storage_file(url)
+        path = _path_of(url, "sqlite:///")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
@@ -285,15 +285,16 @@ class ClaimLock:
         elif self.url.startswith("journal:///"):
             from optuna.storages.journal import JournalFileOpenLock
 
-            lock = JournalFileOpenLock(f"{storage_file(self.url)}.{self.study_name}.claim")
+            lock = JournalFileOpenLock(f"{_path_of(self.url, 'journal:///')}."
+                                       f"{self.study_name}.claim")
             lock.acquire()
             try:
                 yield
             finally:
                 lock.release()
         else:
-            path = storage_file(self.url).with_name(
-                f"{storage_file(self.url).name}.{self.study_name}.lock")
+            db = _path_of(self.url, "sqlite:///")
+            path = db.with_name(f"{db.name}.{self.study_name}.lock")
             with open(path, "a") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
@@ -375,7 +376,7 @@ class Worker:
             with warnings.catch_warnings():  # heartbeats are recorded here, not by optimize()
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self.study.ask()
-            if self.settings.heartbeat:
+            if self.settings.heartbeat and isinstance(self.storage, BaseHeartbeat):
                 self.storage.record_heartbeat(trial._trial_id)
             return action, trial
 
