@@ -16,6 +16,7 @@ from hpo.storage import (
     mask_url,
     normalize_url,
     open_storage,
+    retried_trial_number,
 )
 from hpo.study import artifact_dir, create_study
 from hpo.worker import run_worker
@@ -103,7 +104,7 @@ def test_journal_storage_runs_and_detects_stale_trials(tmp_path):
     assert trials[-2].state == TrialState.FAIL
     assert trials[-1].state == TrialState.WAITING
     assert trials[-1].params == trials[-2].params
-    assert trials[-1].system_attrs["failed_trial"] == trials[-2].number
+    assert retried_trial_number(trials[-1]) == trials[-2].number
 
 
 def test_cli_errors_are_one_line(tmp_path):
