@@ -35,7 +35,7 @@ import math
 import tomllib
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -48,7 +48,7 @@ from pydantic import (
 )
 
 from model.config import TrainConfig
-from model.contract import METRICS, PARAMETER_OBJECTIVES, direction
+from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
 from model.errors import ConfigError
 
 __all__ = [
@@ -297,6 +297,9 @@ class HeartbeatConfig(_Section):
 
 
 class _TrainSection(_Section):
+    if TYPE_CHECKING:  # the fields are made from TrainConfig's at run time
+        def __getattr__(self, name: str) -> Any: ...
+
     @model_validator(mode="before")
     @classmethod
     def _through_train_config(cls, data: Any) -> Any:
@@ -323,7 +326,7 @@ def _pydantic_message_with_field(err: ValidationError) -> str:
 
 #: The ``[train]`` section: the TrainConfig fields of :data:`TRAIN_SECTION`, with its defaults
 #: (values as in JSON: the dataset a string), validated by TrainConfig.
-TrainSettings = create_model(
+TrainSettings: type[_TrainSection] = create_model(  # type: ignore[call-overload]
     "TrainSettings", __base__=_TrainSection, __doc__="Fixed training settings of a study.",
     **{n: (Any, _jsonable(_F[n].get_default(call_default_factory=True)))
        for n in TRAIN_SECTION},
@@ -338,14 +341,17 @@ class StudyConfig(_Section):
     storage: str | None = None  # None: sqlite:///<runs>/<name>.db
     artifacts: str | None = None  # artifact folder; None: next to the SQLite file or runs/
     objectives: tuple[str, ...] = ("fair_accuracy",)
-    directions: tuple[Literal["maximize", "minimize"], ...] | None = None
+    directions: tuple[Direction, ...] | None = None
     objective_split: Literal["test", "validation"] = "test"
     reference_sigma: float | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     budget: BudgetConfig = BudgetConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    train: TrainSettings = TrainSettings()  # type: ignore[valid-type]
+    if TYPE_CHECKING:
+        train: _TrainSection = _TrainSection()
+    else:
+        train: TrainSettings = TrainSettings()  # made from TrainConfig's fields
     space: dict[str, ParamSpec] = Field(default_factory=dict, validate_default=True)
     source: str | None = None  # the file it was read from
 

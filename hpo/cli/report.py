@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from hpo.cli.options import STORED_STUDY_HELP, ReportOutOpt, StoredArtifactsOpt
+from model.contract import ArtifactName
 from model.errors import SpecoptError
 
 StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: the study "
@@ -61,7 +62,7 @@ def export_best(
     for label, p in (("parameters", paths.params), ("metrics", paths.metrics),
                      ("checkpoint", paths.checkpoint), ("predictions", paths.predictions),
                      ("predictions (CSV)", paths.predictions_csv),
-                     ("report", paths.report.html)):
+                     ("report", paths.report.html if paths.report else None)):
         if p is not None:
             typer.echo(f"{label}: {p}")
     if paths.missing:
@@ -71,8 +72,8 @@ def export_best(
 
 
 def predict(
-    checkpoint: Path = typer.Argument(..., help="a checkpoint.pt (from `specopt export-best` "
-                                      "or `specopt train`)"),
+    checkpoint: Path = typer.Argument(..., help=f"a {ArtifactName.CHECKPOINT} (from `specopt "
+                                      "export-best` or `specopt train --checkpoint-dir`)"),
     xyz: list[Path] = typer.Argument(..., help="molecules as QM9-style .xyz files"),
     out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
 ) -> None:

@@ -31,7 +31,7 @@ def train(
 ) -> None:
     """Train the report's CNN once and print its validation-set metrics.
 
-    Model selection and early stopping use the test split; the metrics come from the validation split. Defaults are the report's settings except epochs (the report: 2500).
+    Model selection and early stopping use the test split; the metrics come from the validation split. Defaults are TrainConfig's: the report's settings, with fewer epochs.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     config = TrainConfig.model_validate({**settings, **parse_sets(sets)})
     if print_config:
