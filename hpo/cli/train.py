@@ -40,7 +40,7 @@ def train(
 
     from tqdm import tqdm
 
-    from model.trainer import train as train_model
+    import model
 
     bar = tqdm(total=config.epochs, unit="epoch", dynamic_ncols=True)
 
@@ -52,7 +52,7 @@ def train(
         bar.update(1)
 
     try:
-        result = train_model(config, on_epoch=on_epoch)
+        result = model.train(config, on_epoch=on_epoch)
     finally:
         bar.close()
     typer.echo(f"{result.status} after {len(result.history)} epochs on {result.device} "
