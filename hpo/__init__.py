@@ -14,12 +14,12 @@ Python API (the ``specopt`` commands are thin layers over it)::
 from hpo.config import ConfigError, StudyConfig, load_study_config, shipped_studies
 from hpo.launch import launch
 from hpo.storage import StorageError, mask_url, open_storage
-from hpo.study import artifact_dir, create_study, storage_url
+from hpo.study import artifact_dir, create_study, open_study, storage_url
 from hpo.training import WorkerInterrupted, objective
-from hpo.worker import WorkerSummary, run_worker
+from hpo.worker import Worker, WorkerSummary, run_worker
 
 __all__ = [
-    "ConfigError", "StorageError", "StudyConfig", "WorkerInterrupted", "WorkerSummary",
+    "ConfigError", "StorageError", "StudyConfig", "Worker", "WorkerInterrupted", "WorkerSummary",
     "artifact_dir", "create_study", "launch", "load_study_config", "mask_url", "objective",
-    "open_storage", "run_worker", "shipped_studies", "storage_url",
+    "open_storage", "open_study", "run_worker", "shipped_studies", "storage_url",
 ]

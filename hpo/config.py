@@ -177,11 +177,17 @@ class ParamSpec(BaseModel):
         if self.kind == "choice":
             key = trial.suggest_categorical(self.name, self.distribution_values())
             return dict(zip(self.distribution_values(), self.choices, strict=True))[key]
+        low, high = self.bounds()
         if self.is_int:
             step = int(self.step or 1)
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=step,
-                                     log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_int(self.name, int(low), int(high), step=step, log=self.log)
+        return trial.suggest_float(self.name, low, high, log=self.log, step=self.step)
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a range."""
+        if self.low is None or self.high is None:
+            raise ConfigError(f"space.{self.name}: not a range")
+        return self.low, self.high
 
     def to_toml(self) -> Any:
         """The entry in the study file's form."""
@@ -341,7 +347,7 @@ class StudyConfig(_Section):
     storage: str | None = None  # None: sqlite:///<runs>/<name>.db
     artifacts: str | None = None  # artifact folder; None: next to the SQLite file or runs/
     objectives: tuple[str, ...] = ("fair_accuracy",)
-    directions: tuple[Direction, ...] | None = None
+    directions: tuple[Direction, ...] = ()  # empty: each objective's own direction
     objective_split: Literal["test", "validation"] = "test"
     reference_sigma: float | None = None
     sampler: SamplerConfig = SamplerConfig()
@@ -401,7 +407,7 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self):
         n_obj = len(self.objectives)
-        if self.directions is None:
+        if not self.directions:
             object.__setattr__(self, "directions", tuple(direction(o) for o in self.objectives))
         elif len(self.directions) != n_obj:
             raise ValueError(f"directions: {len(self.directions)} given for {n_obj} objectives "
@@ -448,7 +454,7 @@ class StudyConfig(_Section):
     def sigma_values(self) -> list[float]:
         p = self.space["sigma"]
         if p.kind == "range":
-            return [p.low, p.high]
+            return list(p.bounds())
         return [float(x) for x in p.values()]
 
     @property
@@ -717,7 +723,8 @@ def build_pruner(cfg: StudyConfig):
     if p.name == "hyperband":
         epochs = cfg.space["epochs"]
         opts.setdefault("max_resource",
-                        int(epochs.high if epochs.kind == "range" else max(epochs.values())))
+                        int(epochs.bounds()[1] if epochs.kind == "range"
+                            else max(epochs.values())))
     pruners = {
         "median": optuna.pruners.MedianPruner,
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,

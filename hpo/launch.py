@@ -55,7 +55,7 @@ def warm_cache(config: StudyConfig) -> None:
     subsets = space["subset"].values() if "subset" in space and space["subset"].kind != "range" \
         else [None]
     sigma = config.sigma_values()[0]
-    n_points = space["n_points"].low if space["n_points"].kind == "range" else \
+    n_points = space["n_points"].bounds()[0] if space["n_points"].kind == "range" else \
         space["n_points"].values()[0]
     for subset in subsets:
         training_data(config.train.dataset, sigma, int(n_points), config.train.e_min,

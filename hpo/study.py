@@ -185,8 +185,3 @@ def open_artifact_store(study: optuna.Study, artifacts: Any = None):
         return FileSystemArtifactStore(recorded)
     return None
 
-
-def load_study(config: StudyConfig, storage: str | None = None) -> optuna.Study:
-    """``open_study(config, storage).study``: kept only until ``hpo/study_cli.py`` calls
-    :func:`open_study` itself (then delete)."""
-    return open_study(config, storage).study

@@ -49,7 +49,8 @@ class XyzPrediction:
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for p in paths:
         name = p.stem
         if name in seen:

@@ -83,7 +83,8 @@ def train(config: TrainConfig, data: TrainingData | None = None,
             status = Status.EARLY_STOPPED
             break
 
-    trainer.model.load_state_dict(best_state)
+    if best_state is not None:  # None only if no epoch ran to a finite test loss
+        trainer.model.load_state_dict(best_state)
     val_pred = trainer.predict(trainer.x_val)
     val_levels = data.levels[data.validation_rows]
     metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,

@@ -69,8 +69,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.amp = use_amp(config, self.device)
         torch.manual_seed(config.seed)
-        self.model = SpectraCNN(**config.network_kwargs()).to(
-            self.device, memory_format=torch.channels_last)
+        self.model = SpectraCNN(**config.network_kwargs()).to(self.device)
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.loss_fn = get_loss(config.loss, huber_delta=config.huber_delta, de=data.de)
         cuda = self.device.type == "cuda"
         # AdamW with weight_decay 0 takes exactly Adam's steps (the report's optimiser). A
@@ -193,12 +193,13 @@ class Trainer:
         if max_batches is not None:
             n = min(n, max_batches * bs)
         full = n - n % bs
-        if self._use_graph():
+        if self._use_graph() and self._graph is not None:
+            graph = self._graph
             self._x_epoch.copy_(x)
             self._loss_sum.zero_()
             for s in range(0, full, bs):
                 self._idx.copy_(order[s : s + bs])
-                self._graph.replay()
+                graph.replay()
             total = self._loss_sum.clone()
             if full < n:
                 rest = order[full:n]
@@ -206,7 +207,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             mean = float(total) / n
         else:
-            total, cpu = 0.0, self.device.type == "cpu"
+            total, cpu = torch.zeros((), device=self.device), self.device.type == "cpu"
             for s in range(0, n, bs):
                 idx = order[s : s + bs]
                 loss = self._eager_step(x[idx], self.y_train[idx]) * len(idx)
@@ -238,11 +239,3 @@ class Trainer:
                            scale_free=self.config.loss in SCALE_FREE_LOSSES)
         return loss, metrics
 
-
-def __getattr__(name: str):
-    # ``model.trainer.train`` before the epoch loop moved to model.loop (model/cli.py uses it).
-    if name == "train":
-        from model.loop import train
-
-        return train
-    raise AttributeError(f"module 'model.trainer' has no attribute {name!r}")
