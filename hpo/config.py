@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+import studies
 from model.config import TrainConfig
 from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
 from model.errors import ConfigError
@@ -54,7 +55,7 @@ from model.errors import ConfigError
 __all__ = [
     "ConfigError", "ParamSpec", "SET_BY_STUDY", "SPACE_DEFAULTS", "StudyConfig", "TRAIN_SECTION",
     "TrainSettings", "build_pruner", "build_sampler", "config_json", "load_study_config",
-    "parse_param", "shipped_studies", "space_fields", "studies_dir", "study_config_from_dict",
+    "parse_param", "shipped_studies", "space_fields", "study_config_from_dict",
     "study_path",
 ]
 
@@ -538,10 +539,6 @@ class StudyConfig(_Section):
                 node[path[-1]] = value
         return study_config_from_dict(data, source=self.source)
 
-    def with_overrides(self, **overrides: Any) -> StudyConfig:
-        """``override`` with keyword names, ignoring ``None`` (not given)."""
-        return self.override({k: v for k, v in overrides.items() if v is not None})
-
     def to_dict(self) -> dict:
         """The TOML-shaped dict (round-trips through :func:`study_config_from_dict`).  Space
         entries fixed at ``None`` (unset, e.g. no subset) are left out."""
@@ -624,14 +621,9 @@ def study_config_from_dict(data: dict, source: str | Path | None = None) -> Stud
     return cfg
 
 
-def studies_dir() -> Path:
-    import studies
-
-    return Path(studies.__file__).parent
-
-
 def shipped_studies() -> list[str]:
-    return sorted(p.stem for p in studies_dir().glob("*.toml"))
+    """The names of the shipped studies (``studies/*.toml``)."""
+    return sorted(p.stem for p in studies.DIR.glob("*.toml"))
 
 
 def study_path(name_or_path: str | Path) -> Path:
@@ -642,7 +634,7 @@ def study_path(name_or_path: str | Path) -> Path:
         if not p.is_file():
             raise ConfigError(f"study file not found: {p}")
         return p
-    shipped = studies_dir() / f"{s}.toml"
+    shipped = studies.DIR / f"{s}.toml"
     if shipped.is_file():
         return shipped
     raise ConfigError(f"unknown study {s!r}: shipped studies are {', '.join(shipped_studies())} "

@@ -71,3 +71,19 @@ def wait_for_running(study_name: str, url: str, *, min_epochs: int = 1, timeout:
                 raise RuntimeError(f"worker {p.pid} exited with {p.returncode} too early")
         time.sleep(0.2)
     raise TimeoutError(f"no trial of {study_name} reached epoch {min_epochs} in {timeout} s")
+
+
+def small_study_config(root: Path, name: str, space: dict, n_trials: int, **extra):
+    """A small real study (200 molecules, 2 epochs, CPU, SQLite and artifacts under ``root``)."""
+    from hpo.config import study_config_from_dict
+
+    return study_config_from_dict({
+        "name": name, "storage": f"sqlite:///{root / 'studies.db'}",
+        "artifacts": str(root / "artifacts" / name),
+        "sampler": extra.pop("sampler", {"name": "random", "seed": 1}), "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials},
+        "train": {"dataset": os.environ.get("SPECOPT_TEST_DATASET") or None, "device": "cpu",
+                  "num_threads": 1},
+        "space": {"n_points": 300, "lr": 1e-3, "epochs": 2, "subset": 200, **space},
+        **extra,
+    })

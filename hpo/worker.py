@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -425,28 +425,14 @@ class Worker:
                          artifact_store=self.artifacts, should_stop=self.stop, worker=self.info)
 
 
-def run_worker(
-    config: StudyConfig,
-    *,
-    storage: str | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    worker_index: int | None = None,
-    device: str | None = None,
-    num_threads: int | None = None,
-    objective_fn: Callable | None = None,
-    poll_interval: float | None = None,
-    handle_signals: bool = True,
-    max_errors_in_a_row: int = 3,
-) -> WorkerSummary:
+def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:
     """Run trials of ``config``'s study until its budget is spent (see the module docstring).
 
+    ``options`` are :class:`Worker`'s (storage, n_trials, timeout, worker_index, device,
+    num_threads, objective_fn, poll_interval, handle_signals, max_errors_in_a_row).
     ``objective_fn(trial, config, should_stop=...)`` replaces the training objective (benchmarks
     and tests of the worker machinery).  Returns what this worker did.  A trial that raises an
     unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
     ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
     """
-    return Worker(config, storage=storage, n_trials=n_trials, timeout=timeout,
-                  worker_index=worker_index, device=device, num_threads=num_threads,
-                  objective_fn=objective_fn, poll_interval=poll_interval,
-                  handle_signals=handle_signals, max_errors_in_a_row=max_errors_in_a_row).run()
+    return Worker(config, **options).run()

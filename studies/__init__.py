@@ -1,17 +1,9 @@
-"""Shipped study definitions: ``studies/<name>.toml``, read by ``hpo.load_study_config(name)``."""
+"""Shipped study definitions: ``studies/<name>.toml``, read by ``hpo.load_study_config(name)``
+(``hpo.config`` lists and finds them here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+#: The folder of the shipped study files.
 DIR = Path(__file__).parent
-
-
-def names() -> list[str]:
-    """The shipped studies' names."""
-    return sorted(p.stem for p in DIR.glob("*.toml"))
-
-
-def path(name: str) -> Path:
-    """The TOML file of a shipped study."""
-    return DIR / f"{name}.toml"

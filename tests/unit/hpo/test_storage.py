@@ -83,7 +83,7 @@ def test_sqlite_default_and_join_rules(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"different definition \(differs in .*space.sigma"):
         create_study(other)
     # a budget change is fine
-    assert run_worker(cfg.with_overrides(n_trials=5), objective_fn=_dummy,
+    assert run_worker(cfg.override(n_trials=5), objective_fn=_dummy,
                       handle_signals=False).completed == 1
 
 

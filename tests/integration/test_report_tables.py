@@ -9,7 +9,6 @@ import re
 import optuna
 import pandas as pd
 import pytest
-from test_report_fixtures import report_failed, report_study  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
 from hpo.report import ReportError, best_trial_table, write_report
@@ -41,7 +40,7 @@ def md_tables(text: str) -> dict[str, list[dict[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def written(report_study, tmp_path_factory):  # noqa: F811
+def written(report_study, tmp_path_factory):
     study = report_study.load()
     paths = write_report(study, tmp_path_factory.mktemp("report"), report_study.artifacts)
     return study, paths
@@ -129,7 +128,7 @@ def test_empty_study_says_so(tmp_path):
     assert pd.read_csv(paths.csv["results"]).empty
 
 
-def test_only_failed_trials_say_why(report_failed, tmp_path):  # noqa: F811
+def test_only_failed_trials_say_why(report_failed, tmp_path):
     study = report_failed.load()
     paths = write_report(study, tmp_path / "out")
     assert paths.message.startswith("Study 'broken' has no complete trial yet (2 fail)")
@@ -143,7 +142,7 @@ def test_only_failed_trials_say_why(report_failed, tmp_path):  # noqa: F811
         export_best(study, tmp_path / "export")
 
 
-def test_unknown_study_lists_the_known_ones(report_study, tmp_path):  # noqa: F811
+def test_unknown_study_lists_the_known_ones(report_study, tmp_path):
     with pytest.raises(ReportError, match=r"unknown study 'no-such-study'.*demo"):
         open_study("no-such-study")
     with pytest.raises(ReportError, match=r"no study 'nope' in .*studies there: tiny"):
@@ -153,7 +152,7 @@ def test_unknown_study_lists_the_known_ones(report_study, tmp_path):  # noqa: F8
     assert not (tmp_path / "missing.db").exists()  # reading never creates a storage
 
 
-def test_cli_report_and_bad_names(report_study, tmp_path):  # noqa: F811
+def test_cli_report_and_bad_names(report_study, tmp_path):
     from hpo.cli import app
 
     runner = CliRunner()

@@ -13,7 +13,6 @@ from html.parser import HTMLParser
 import numpy as np
 import optuna
 import pytest
-from test_report_fixtures import report_study  # noqa: F401 - fixture
 
 from hpo.report import write_report
 
@@ -90,7 +89,7 @@ def parse(path) -> ReportParser:
 
 
 @pytest.fixture(scope="module")
-def report(report_study, tmp_path_factory):  # noqa: F811
+def report(report_study, tmp_path_factory):
     study = report_study.load()
     paths = write_report(study, tmp_path_factory.mktemp("html"), report_study.artifacts)
     return study, report_study, paths, parse(paths.html)

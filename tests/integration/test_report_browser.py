@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report_fixtures import report_study  # noqa: F401 - fixture
 
 from hpo.report import write_report
 
@@ -39,7 +38,7 @@ def _which(names) -> str | None:
 
 def artifacts_dir() -> Path:
     d = Path(os.environ.get("SPECOPT_TEST_ARTIFACTS")
-             or Path(__file__).resolve().parent / "artifacts")
+             or Path(__file__).resolve().parents[1] / "artifacts")
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -90,7 +89,7 @@ def _full_page_screenshot(driver, path: Path) -> None:
     driver.set_window_size(1400, 1000)
 
 
-def test_html_report_in_chromium(browser, report_study, tmp_path):  # noqa: F811
+def test_html_report_in_chromium(browser, report_study, tmp_path):
     from selenium.webdriver.common.by import By
 
     study = report_study.load()
@@ -149,7 +148,7 @@ def _start_dashboard(url: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the dashboard did not print its URL: " + "".join(seen))
 
 
-def test_dashboard_in_chromium(browser, report_study):  # noqa: F811
+def test_dashboard_in_chromium(browser, report_study):
     from selenium.webdriver.common.by import By
 
     study = report_study.load()

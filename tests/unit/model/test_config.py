@@ -17,7 +17,7 @@ from model.contract import LOSSES, LR_SCHEDULES, OUTPUT_HEADS, POOLINGS
 
 def test_importable_without_torch():
     code = "import model.config, sys; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
 
 
 def test_choices_come_from_the_contract():

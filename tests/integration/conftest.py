@@ -4,12 +4,13 @@ the objective does. Built once per test session and shared by the ``test_report_
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
+
+from hpo.testing import small_study_config
 
 _BUILT: dict[str, object] = {}
 
@@ -25,21 +26,6 @@ class BuiltStudy:
         return optuna.load_study(study_name=self.name, storage=self.url)
 
 
-def study_config(root: Path, name: str, space: dict, n_trials: int, **extra):
-    from hpo.config import study_config_from_dict
-
-    return study_config_from_dict({
-        "name": name, "storage": f"sqlite:///{root / 'studies.db'}",
-        "artifacts": str(root / "artifacts" / name),
-        "sampler": extra.pop("sampler", {"name": "random", "seed": 1}), "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials},
-        "train": {"dataset": os.environ.get("SPECOPT_TEST_DATASET") or None, "device": "cpu",
-                  "num_threads": 1},
-        "space": {"n_points": 300, "lr": 1e-3, "epochs": 2, "subset": 200, **space},
-        **extra,
-    })
-
-
 def real_study(tmp_path_factory) -> BuiltStudy:
     """Four real trials, the grid loss rmse / cosine x sigma 0.5 / 0.3, objective the sigma-fair
     accuracy (the default); checkpoints and predictions in a FileSystemArtifactStore."""
@@ -47,7 +33,7 @@ def real_study(tmp_path_factory) -> BuiltStudy:
         from hpo.worker import run_worker
 
         root = tmp_path_factory.mktemp("report-study")
-        cfg = study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 4,
+        cfg = small_study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 4,
                            sampler={"name": "grid"})
         summary = run_worker(cfg, handle_signals=False)
         assert summary.completed == 4, summary
@@ -63,7 +49,7 @@ def failed_study(tmp_path_factory) -> BuiltStudy:
         from model.contract import Status, TrialAttr
 
         root = tmp_path_factory.mktemp("report-failed")
-        cfg = study_config(root, "broken", {"loss": "rmse", "sigma": [0.5, 0.3]}, 2)
+        cfg = small_study_config(root, "broken", {"loss": "rmse", "sigma": [0.5, 0.3]}, 2)
 
         def diverges(trial, config, should_stop=None):
             err = model.TrainingFailed(3, "train loss is nan (lr=0.001)")
@@ -86,17 +72,3 @@ def report_study(tmp_path_factory) -> BuiltStudy:
 def report_failed(tmp_path_factory) -> BuiltStudy:
     return failed_study(tmp_path_factory)
 
-
-def test_real_study_has_the_contract_attributes(report_study):
-    """The studies these tests report on carry what the report reads (the ARCHITECTURE
-    contract): metrics, history, params, and the artifacts."""
-    study = report_study.load()
-    for t in study.trials:
-        assert t.state == optuna.trial.TrialState.COMPLETE
-        assert {"accuracy", "rmse", "mae", "r2", "negative_share",
-                "fair_accuracy"} <= set(t.user_attrs["metrics"])
-        assert len(t.user_attrs["history"]) == 2
-        assert {"loss", "sigma", "n_points"} <= set(t.user_attrs["params"])
-        names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(
-            t, storage=study._storage)}
-        assert {"checkpoint.pt", "predictions.npz"} <= names

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_report_fixtures import report_study, study_config  # noqa: F401 - fixture
 
 import hpo.report
 from hpo.dashboard import dashboard_url
 from hpo.study import create_study, open_artifact_store, open_study
+from hpo.testing import small_study_config as study_config
 from model.contract import ArtifactName, StudyAttr
 from model.errors import ReportError
 
@@ -77,7 +77,7 @@ def test_open_study_from_a_config_finds_its_artifact_folder(tmp_path):
     assert by_name.study._study_id == opened.study._study_id
 
 
-def test_open_study_reads_the_real_artifacts(report_study):  # noqa: F811
+def test_open_study_reads_the_real_artifacts(report_study):
     opened = open_study("tiny", report_study.url)
     best = opened.study.best_trial
     from hpo.report.data import read_artifact
@@ -100,3 +100,18 @@ def test_open_artifact_store_passes_a_store_through(tmp_path):
 def test_dashboard_url():
     assert dashboard_url("127.0.0.1", 8080) == "http://127.0.0.1:8080/dashboard"
     assert dashboard_url("::1", 81, 3) == "http://[::1]:81/dashboard/studies/3"
+
+
+def test_real_study_has_the_contract_attributes(report_study):
+    """The studies these tests report on carry what the report reads (the ARCHITECTURE
+    contract): metrics, history, params, and the artifacts."""
+    study = report_study.load()
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert {"accuracy", "rmse", "mae", "r2", "negative_share",
+                "fair_accuracy"} <= set(t.user_attrs["metrics"])
+        assert len(t.user_attrs["history"]) == 2
+        assert {"loss", "sigma", "n_points"} <= set(t.user_attrs["params"])
+        names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(
+            t, storage=study._storage)}
+        assert {"checkpoint.pt", "predictions.npz"} <= names

@@ -10,7 +10,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from test_report_fixtures import report_study  # noqa: F401 - fixture
 from typer.testing import CliRunner
 
 from hpo.cli import app
@@ -19,7 +18,7 @@ SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
 
 
 @pytest.fixture(scope="module")
-def exported(report_study, tmp_path_factory):  # noqa: F811
+def exported(report_study, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     r = CliRunner().invoke(app, ["export-best", "tiny", "--storage", report_study.url,
                                  "--out", str(out)])
@@ -123,7 +122,7 @@ def test_predict_bad_input_is_one_line(exported, tmp_path):
     assert r.exit_code == 2 and "checkpoint not found" in r.output
 
 
-def test_export_from_a_moved_artifact_folder(report_study, tmp_path):  # noqa: F811
+def test_export_from_a_moved_artifact_folder(report_study, tmp_path):
     """--artifacts points at the study's artifacts when they are not where the study says."""
     import shutil
 

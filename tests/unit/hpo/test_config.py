@@ -91,7 +91,7 @@ def test_overrides_and_round_trip():
     assert study_config_from_dict(small.to_dict()) == small.model_copy(update={"source": None})
     # bare names find their section; keyword form; None puts the default back
     same = cfg.override(epochs=3, subset=500, n_trials=2, storage="sqlite:///x.db")
-    assert same == small and cfg.with_overrides(epochs=3, subset=None).fixed()["subset"] is None
+    assert same == small and cfg.override(epochs=3, subset=None).fixed()["subset"] is None
     assert small.override({"space.subset": None}).fixed()["subset"] is None
     assert cfg.override({"train.device": "cpu", "dataset": "d.npz"}).train.device == "cpu"
     assert cfg.override(dataset="d.npz").train.dataset == "d.npz"

@@ -90,7 +90,7 @@ def test_worker_plan_divides_gpus_and_cores():
 def test_demo_study_runs_on_real_data(tmp_path, monkeypatch):
     """The demo definition itself, shrunk: every searched parameter goes through training."""
     monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path))
-    cfg = load_study_config("demo").with_overrides(
+    cfg = load_study_config("demo").override(
         epochs=1, subset=200, n_trials=2, dataset=os.environ.get("SPECOPT_TEST_DATASET"))
     s = run_worker(cfg, num_threads=1, handle_signals=False)
     assert s.completed + s.pruned == 2
