@@ -105,6 +105,9 @@ class TrialAttr:
     SEED = "seed"
     WORKER = "worker"
     RETRY_OF = "retry_of"
+    #: The trial number whose saved training state this trial continues: the first attempt of
+    #: a chain of retries (dead worker) and re-queues (SIGINT/SIGTERM); retries inherit it.
+    ORIGIN = "origin"
     DATASET = "dataset"
     STATUS = "status"
     FAILURE = "failure"
