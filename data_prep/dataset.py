@@ -43,6 +43,32 @@ def make_split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     return split, rank
 
 
+def _molecules(index: np.ndarray, rows: np.ndarray, most: int = 5) -> str:
+    shown = ", ".join(str(int(index[r])) for r in rows[:most])
+    return shown + (" ..." if len(rows) > most else "")
+
+
+def check_levels(index: np.ndarray, levels: np.ndarray) -> None:
+    """DataError (one line, naming the molecules) for NaN/inf levels, levels not in ascending
+    order, or a QM9 index that occurs twice: such a dataset would train to nonsense."""
+    finite = np.isfinite(levels).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DataError(f"{len(bad)} molecules have NaN or infinite levels (QM9 index "
+                        f"{_molecules(index, bad)}); rebuild or re-import the dataset")
+    unordered = (np.diff(levels, axis=1) < 0).any(axis=1)
+    if unordered.any():
+        bad = np.flatnonzero(unordered)
+        raise DataError(f"{len(bad)} molecules have levels not in ascending order (QM9 index "
+                        f"{_molecules(index, bad)}); rebuild or re-import the dataset")
+    values, counts = np.unique(index, return_counts=True)
+    if (counts > 1).any():
+        dup = values[counts > 1]
+        raise DataError(f"{len(dup)} QM9 indices occur more than once ("
+                        f"{', '.join(str(int(i)) for i in dup[:5])}"
+                        f"{' ...' if len(dup) > 5 else ''}); rebuild or re-import the dataset")
+
+
 @dataclass(frozen=True)
 class LevelsDataset:
     index: np.ndarray
@@ -61,6 +87,11 @@ class LevelsDataset:
         size = (MATRIX_SIZE, MATRIX_SIZE)
         if self.coulomb is not None and self.coulomb.shape != (n, *size):
             raise DataError(f"coulomb has shape {self.coulomb.shape}, expected ({n}, {size})")
+        check_levels(self.index, self.levels)
+        if self.coulomb is not None and not np.isfinite(self.coulomb).all():
+            bad = np.flatnonzero(~np.isfinite(self.coulomb.reshape(n, -1)).all(axis=1))
+            raise DataError(f"{len(bad)} Coulomb matrices hold NaN or inf (molecule "
+                            f"{_molecules(self.index, bad)})")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -131,5 +162,7 @@ def load_levels(path: str | Path | None = None) -> LevelsDataset:
                 json.loads(str(f["provenance"])),
                 f["coulomb"] if "coulomb" in f.files else None,
             )
+    except DataError as err:  # the arrays are there but wrong: say what, naming the file
+        raise DataError(f"{path}: {err}") from None
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a specopt levels dataset ({err})") from None

@@ -83,6 +83,11 @@ def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
             raise ValueError(f"expected {n} atom lines")
         Z = atomic_numbers([r[0] for r in rows], str(path))
         R = np.array([[float(x) for x in r[1:4]] for r in rows], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(R).all(axis=1))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{path}: atom {i + 1} ({rows[i][0]}) has a non-finite coordinate "
+                            f"({' '.join(rows[i][1:4])}); fix the file")
     except DataError:
         raise
     except (ValueError, IndexError, OSError) as err:
@@ -135,14 +140,34 @@ def _parse_numbers(strings: list[str]) -> np.ndarray:
     return np.array(text.split(), dtype=np.float64)
 
 
+def _read_geometries_cache(cache: Path) -> Geometries | None:
+    """The cached geometries, or None (a warning naming the file, which is removed) when the
+    file is truncated, corrupt, of the wrong shape or holds a non-finite position."""
+    from data_prep.cache import discard_bad_cache
+
+    try:
+        with np.load(cache, allow_pickle=False) as f:
+            g = Geometries(f["index"], f["n_atoms"], f["Z"], f["R"])
+        n = len(g.index)
+        if g.n_atoms.shape != (n,) or g.Z.shape != (n, MAX_ATOMS) or g.R.shape != (n, MAX_ATOMS, 3):
+            raise ValueError("arrays of the wrong shape")
+        if not np.isfinite(g.R).all():
+            raise ValueError("non-finite positions")
+        return g
+    except Exception as err:  # deliberately broad: any unreadable cache file is rebuilt
+        discard_bad_cache(cache, err)
+        return None
+
+
 def load_qm9pack(cache_dir: Path | None = None) -> Geometries:
     """All 130,831 QM9 geometries from qm9pack, cached as ``.npz`` after the first parse."""
     from data_prep.cache import atomic_write, cache_root
 
     cache = (cache_dir or cache_root()) / "qm9pack_geometries.npz"
     if cache.exists():
-        with np.load(cache) as f:
-            return Geometries(f["index"], f["n_atoms"], f["Z"], f["R"])
+        cached = _read_geometries_cache(cache)
+        if cached is not None:
+            return cached
     import pandas as pd
 
     parts = sorted(qm9pack_dir().glob("qm9_part*.csv"))

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.cache import cache_root, save_atomic
+from data_prep.cache import cache_root, discard_bad_cache, log, save_atomic
 from data_prep.coulomb import coulomb_matrices, sort_coulomb
 from data_prep.dataset import TEST, TRAIN, VALIDATION, LevelsDataset, load_levels
 from data_prep.qm9 import Geometries, load_qm9pack
 from data_prep.spectra import broaden, check_grid, energy_grid
-from model.contract import E_MAX, E_MIN
+from model.contract import E_MAX, E_MIN, MATRIX_SIZE
+from model.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,39 @@ class TrainingData:
         return self.rows(VALIDATION)
 
 
-def _cached(path: Path, make) -> np.ndarray:
+def _problem(array: np.ndarray, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with a cached array (None when nothing): its shape, a NaN/inf value, or
+    a molecule whose array is all zero."""
+    if array.shape != shape:
+        return f"shape {array.shape}, expected {shape}"
+    if array.dtype != np.float32:
+        return f"dtype {array.dtype}, expected float32"
+    if not np.isfinite(array).all():
+        return "it holds NaN or infinite values"
+    if len(array) and not np.abs(array.reshape(len(array), -1)).max(axis=1).all():
+        return "a molecule's array is all zero"
+    return None
+
+
+def _cached(path: Path, make, shape: tuple[int, ...]) -> np.ndarray:
+    """The array cached at ``path``, else ``make()`` (then cached). A cache file that cannot be
+    read (truncated, corrupt) or holds the wrong shape or a NaN is removed, named in a
+    warning, and rebuilt; a cache that cannot be written (a full disk) is only warned about."""
     if path.exists():
-        return np.load(path)
+        try:
+            array = np.load(path, allow_pickle=False)
+            why = _problem(array, shape)
+        except Exception as err:  # deliberately broad: any unreadable cache file is rebuilt
+            why = f"unreadable: {err}"
+        if why is None:
+            return array
+        discard_bad_cache(path, why)
     array = make()
-    save_atomic(path, array)
+    try:
+        save_atomic(path, array)
+    except OSError as err:
+        log.warning("specopt cache: cannot write %s (%s); going on without caching it", path,
+                    err.strerror or err)
     return array
 
 
@@ -75,7 +104,7 @@ def dataset_coulomb(ds: LevelsDataset, geometries: Geometries | None = None,
         g = geoms.take(geoms.rows_for(ds.index))
         return sort_coulomb(coulomb_matrices(g.Z, g.R))
 
-    return _cached(path, make)
+    return _cached(path, make, (len(ds), MATRIX_SIZE, MATRIX_SIZE))
 
 
 def dataset_spectra(ds: LevelsDataset, sigma: float, n_points: int, e_min: float = E_MIN,
@@ -86,7 +115,25 @@ def dataset_spectra(ds: LevelsDataset, sigma: float, n_points: int, e_min: float
     name = (f"{ds.fingerprint}_s{float(sigma)!r}_n{int(n_points)}"
             f"_{float(e_min)!r}_{float(e_max)!r}.npy")
     path = (cache_dir or cache_root()) / "spectra" / name
-    return _cached(path, lambda: broaden(ds.levels, sigma, n_points, e_min, e_max))
+    def make() -> np.ndarray:
+        spectra = broaden(ds.levels, sigma, n_points, e_min, e_max)
+        check_spectra(ds, spectra, e_min, e_max)  # never cache (or train on) an empty spectrum
+        return spectra
+
+    return _cached(path, make, (len(ds), int(n_points)))
+
+
+def check_spectra(ds: LevelsDataset, spectra: np.ndarray, e_min: float, e_max: float) -> None:
+    """DataError naming the molecules whose spectrum is all zero (every level far outside the
+    window: the report's accuracy, a ratio to the target's area, would be meaningless)."""
+    empty = ~np.abs(spectra).max(axis=1).astype(bool) if len(spectra) else np.zeros(0, bool)
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        shown = ", ".join(str(int(ds.index[r])) for r in rows[:5])
+        raise DataError(f"{len(rows)} of {len(ds)} molecules have no level inside the window "
+                        f"{e_min:g}..{e_max:g} eV: their spectra are all zero (QM9 index "
+                        f"{shown}{' ...' if len(rows) > 5 else ''}); widen the window "
+                        "(e_min, e_max) or drop them from the dataset")
 
 
 def prepare(
