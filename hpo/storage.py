@@ -15,25 +15,33 @@ password masked.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from model.contract import TrialAttr
 from model.errors import StorageError
 
 __all__ = [
-    "ClaimLock", "HeartbeatJournalStorage", "RetryCallback", "StorageError",
-    "default_storage_url", "mask_url", "normalize_url", "open_storage", "retried_trial_number",
+    "REQUEUES_KEY", "AtomicFileSystemArtifactStore", "ClaimLock", "HeartbeatJournalStorage",
+    "RetryCallback",
+    "SpecoptRetryCallback", "StorageError", "default_storage_url", "fail_stale_trials",
+    "mask_url", "normalize_url", "open_storage", "requeue_trial", "retried_trial_number",
     "retry_history", "runs_dir", "stale_trial_callback", "storage_file",
 ]
 
@@ -97,10 +105,95 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
+#: System attribute: how many of a trial's retry history were re-queues (SIGINT/SIGTERM,
+#: infrastructure errors), which do not use up ``max_retry`` (meant for dead workers).
+REQUEUES_KEY = "specopt:requeues"
+
+
+class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
+    """Optuna's retry callback, except that re-queues do not count against ``max_retry``: the
+    budget of retries is for dead workers only.  The queued trial has the failed one's
+    parameters, distributions and user attributes (with :attr:`TrialAttr.ORIGIN`, the first
+    attempt of the chain) and Optuna's retry history, so :func:`retried_trial_number` and
+    :func:`retry_history` see it as a retry (not a new grid point)."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial, requeue: bool = False) -> None:
+        history = [*retry_history(trial), trial.number]
+        requeues = int(trial.system_attrs.get(REQUEUES_KEY, 0)) + (1 if requeue else 0)
+        if not requeue and self._max_retry is not None and \
+                self._max_retry < len(history) - requeues:
+            return
+        system_attrs = {**trial.system_attrs, "failed_trial": history[0],
+                        "retry_history": history, REQUEUES_KEY: requeues}
+        user_attrs = {**trial.user_attrs, TrialAttr.ORIGIN:
+                      trial.user_attrs.get(TrialAttr.ORIGIN, history[0])}
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=user_attrs, system_attrs=system_attrs))
+
+
 def _retry_callback(max_retry: int | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryCallback(max_retry=max_retry)
+        return SpecoptRetryCallback(max_retry=max_retry)
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial`` (already FAIL) again with the same parameters, whatever the retry budget
+    (an interrupted trial, or one stopped by an infrastructure error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        SpecoptRetryCallback(max_retry=None)(study, copy.deepcopy(trial), requeue=True)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials``, plus RUNNING trials of a database storage that never got a
+    heartbeat (the worker died between ``ask()`` and its first heartbeat) and started longer than
+    the grace period ago: Optuna never marks those stale.  Each is failed and goes through the
+    retry callback."""
+    storage = study._storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if not isinstance(storage, optuna.storages.RDBStorage) or not storage.heartbeat_interval:
+        return
+    failed = []
+    for trial_id in _silent_trial_ids(storage, study._study_id):
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it first
+    callback = stale_trial_callback(storage)
+    if callback is not None:
+        for trial_id in failed:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+def _silent_trial_ids(storage, study_id: int) -> list[int]:
+    """RUNNING trials without a heartbeat row that started more than the grace period ago
+    (``datetime_start`` is the asking client's local time, as ``datetime.now()`` here)."""
+    from datetime import datetime, timedelta
+
+    from optuna.storages._rdb import models
+
+    grace = storage.grace_period or 2 * storage.heartbeat_interval
+    cutoff = datetime.now() - timedelta(seconds=grace)
+    session = storage.scoped_session()
+    try:
+        rows = (session.query(models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialModel.datetime_start < cutoff)  # type: ignore[operator]
+                .filter(~models.TrialModel.heartbeats.any())
+                .all())
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return [r[0] for r in rows]
 
 
 def retried_trial_number(trial: FrozenTrial) -> int | None:
@@ -230,6 +323,26 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     except ImportError as err:
         raise StorageError(f"storage {shown}: missing database driver ({_first_line(err)})"
                            ) from None
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, writing each artifact atomically: a temporary file
+    beside it, renamed when complete and removed when the write fails (a full disk leaves no
+    partial artifact)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = Path(self._get_filepath(artifact_id))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 # --- a lock around "decide, then ask" so that parallel workers never pick one grid point twice --

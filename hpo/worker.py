@@ -21,7 +21,7 @@ once (the trial is still marked FAIL and re-queued).
 
 from __future__ import annotations
 
-import copy
+import errno
 import logging
 import os
 import signal
@@ -38,21 +38,31 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo import faults
 from hpo.config import StudyConfig
 from hpo.storage import (
+    AtomicFileSystemArtifactStore,
     ClaimLock,
+    fail_stale_trials,
     open_storage,
+    requeue_trial,
     retried_trial_number,
     retry_history,
-    stale_trial_callback,
 )
 from hpo.study import artifact_dir, create_study, storage_url
 from hpo.training import objective
 from model.contract import Status, TrialAttr
-from model.errors import TrainingFailed, TrialError, WorkerInterrupted
+from model.errors import (
+    DataError,
+    InfrastructureError,
+    TrainingFailed,
+    TrialError,
+    WorkerInterrupted,
+)
 
 __all__ = [
-    "BudgetState", "StopFlag", "TrialError", "Worker", "WorkerInterrupted", "WorkerSettings",
+    "BudgetState", "InfrastructureError", "StopFlag", "TrialError", "Worker",
+    "WorkerInterrupted", "WorkerSettings",
     "WorkerSummary", "budget_state", "next_action", "run_worker", "setup_logging",
 ]
 
@@ -237,23 +247,35 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> 
         return study._storage.get_trial(trial._trial_id)
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Interrupted trial: FAIL it and queue a retry with the same parameters."""
+    """Interrupted trial: FAIL it and queue it again with the same parameters, whatever the
+    retry budget (``max_retry`` is for dead workers)."""
     try:
         trial.set_user_attr(TrialAttr.STATUS, Status.INTERRUPTED)
-        trial.set_user_attr(TrialAttr.FAILURE, reason)
+        trial.set_user_attr(TrialAttr.FAILURE, reason[:500])
     except Exception as err:  # best effort: the trial is failed below whatever happens
         _log.warning(f"could not annotate trial {trial.number}: {err}")
     _tell(study, trial, state=TrialState.FAIL)
-    callback = stale_trial_callback(study._storage)
-    if callback is not None:  # it appends to the trial's retry history: give it a copy
-        callback(study, copy.deepcopy(study._storage.get_trial(trial._trial_id)))
+    requeue_trial(study, study._storage.get_trial(trial._trial_id))
+
+
+#: OSError numbers and what to do about them.
+_FIXES = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+          errno.EROFS: "make it writable or point the study elsewhere (artifacts/storage)",
+          errno.EACCES: "make it writable/readable for this user",
+          errno.EPERM: "make it writable/readable for this user",
+          errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
+          errno.EEXIST: "remove what is in the way"}
+
+
+def infrastructure_message(err: BaseException) -> str:
+    """One line naming the file at fault and the fix."""
+    if isinstance(err, OSError):
+        what = err.strerror or type(err).__name__
+        where = err.filename if err.filename is not None else "a file"
+        fix = _FIXES.get(err.errno or 0, "fix it")
+        return f"{what}: {where} ({fix}, then start the worker again)"
+    return f"{err} (fix it, then start the worker again)"
 
 
 # --- the worker ---------------------------------------------------------------------------------
@@ -300,11 +322,13 @@ class Worker:
         self.objective_fn = objective_fn
         self.artifacts = None
         if objective_fn is None:
-            from optuna.artifacts import FileSystemArtifactStore
-
             adir = artifact_dir(config, url)
-            adir.mkdir(parents=True, exist_ok=True)
-            self.artifacts = FileSystemArtifactStore(str(adir))
+            try:
+                adir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise InfrastructureError(f"{self.settings.label} artifact folder: "
+                                          f"{infrastructure_message(err)}") from None
+            self.artifacts = AtomicFileSystemArtifactStore(str(adir))
         self.info = {"host": socket.gethostname(), "pid": os.getpid(), "index": worker_index}
         self.stop = StopFlag()
         self.summary = WorkerSummary(study=config.name)
@@ -369,13 +393,14 @@ class Worker:
     def _claim(self) -> tuple[Action, optuna.Trial | None]:
         """Under the study-wide lock: fail stale trials, decide, and ask a trial if running."""
         with self.lock():
-            _fail_stale(self.study)
+            fail_stale_trials(self.study)
             action = self._decide()
             if action != "run":
                 return action, None
             with warnings.catch_warnings():  # heartbeats are recorded here, not by optimize()
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self.study.ask()
+            faults.inject("after_ask")  # a death before the first heartbeat (tests)
             if self.settings.heartbeat and isinstance(self.storage, BaseHeartbeat):
                 self.storage.record_heartbeat(trial._trial_id)
             return action, trial
@@ -403,6 +428,17 @@ class Worker:
                 _tell(self.study, trial, state=TrialState.FAIL)
                 _log.warning(f"{label} trial {trial.number} failed: {err}")
                 return TrialState.FAIL
+            except (InfrastructureError, DataError, OSError) as err:
+                # not the configuration's fault: re-queue the trial, stop this worker
+                line = infrastructure_message(err)
+                try:
+                    _fail_and_requeue(self.study, trial, line)
+                    note = f"trial {trial.number} re-queued"
+                except Exception as store_err:  # e.g. the database on the same full disk
+                    note = (f"trial {trial.number} left to the other workers' stale check "
+                            f"(re-queue failed: {type(store_err).__name__})")
+                _log.error(f"{label} stopped: {line}; {note}")
+                raise InfrastructureError(f"{label} stopped: {line}; {note}") from err
             except Exception as err:  # any other error: fail this trial, count it, go on
                 try:
                     trial.set_user_attr(TrialAttr.FAILURE, f"{type(err).__name__}: {err}"[:500])

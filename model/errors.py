@@ -52,3 +52,11 @@ class WorkerInterrupted(SpecoptError):
     """The worker got SIGINT/SIGTERM: the trial stopped after its current epoch."""
 
     exit_code = 130
+
+
+class InfrastructureError(SpecoptError):
+    """Not the configuration's fault: a missing or corrupt data file, an unwritable folder, a full
+    disk.  The worker re-queues its trial (the budget is left alone) and stops with one line
+    naming the file and the fix."""
+
+    exit_code = 3
