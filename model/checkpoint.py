@@ -1,9 +1,14 @@
 """The checkpoint of a trained model: its weights and everything needed to rebuild and use it
-(the network's arguments, the spectra's sigma, Np and window, the grid, the data fingerprint)."""
+(the network's arguments, the spectra's sigma, Np and window, the grid, the data fingerprint);
+and the *training state* of an unfinished run (:class:`TrainingState`), from which
+``model.train`` continues where an interrupted run stopped."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,15 +19,20 @@ from model.errors import DataError
 from model.network import SpectraCNN
 
 CHECKPOINT_FORMAT = "specopt-checkpoint-1"
+STATE_FORMAT = "specopt-training-state-1"
+
+log = logging.getLogger(__name__)
 
 
-def save_checkpoint(path: Path, model: SpectraCNN, config: TrainConfig, data: TrainingData,
-                    epoch: int, test_loss: float) -> None:
-    """Write ``model`` (trained with ``config`` on ``data``) atomically: a reader never sees half
-    a file, even while training overwrites it with a better epoch."""
+def save_checkpoint(path: Path, model: SpectraCNN | dict[str, torch.Tensor], config: TrainConfig,
+                    data: TrainingData, epoch: int, test_loss: float) -> None:
+    """Write ``model`` (trained with ``config`` on ``data``; a network or its state dict)
+    atomically: a reader never sees half a file, even while training overwrites it with a
+    better epoch."""
+    weights = model if isinstance(model, dict) else model.state_dict()
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in weights.items()},
         "config": config.model_dump(mode="json"),
         "network": config.network_kwargs(),
         "n_points": config.n_points,
@@ -63,3 +73,79 @@ def load_checkpoint(path: str | Path, n_points: int | None = None,
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     meta["grid"] = meta["grid"].numpy()
     return model, meta
+
+
+# --- the training state of an unfinished run --------------------------------------------------
+
+def state_identity(config: TrainConfig, data: TrainingData) -> dict[str, Any]:
+    """What must agree for a saved state to be continued: the TrainConfig fields that shape what
+    the run learns (the searchable ones and the energy window) and the data's fingerprint; where
+    and how fast it trains (device, threads, compile) may differ."""
+    fields = [*TrainConfig.searchable_fields(), "e_min", "e_max"]
+    dump = config.model_dump(mode="json", include=set(fields))
+    dump.pop("dataset", None)  # a path differs between machines: the fingerprint decides
+    return {"config": dump, "fingerprint": data.fingerprint}
+
+
+@dataclass
+class TrainingState:
+    """Everything ``model.train`` needs to continue a run after ``epoch`` as if it had never
+    stopped: the trainer's state (``model.trainer.Trainer.get_state``: weights, AdamW state,
+    the shuffling/noise generator, torch's global CPU RNG (dropout), the CUDA RNG on CUDA, the
+    epoch, which is also the learning-rate schedule's position), the best epoch's weights, epoch
+    and test loss, and the history of the epochs done. NumPy's and Python's RNGs are not used by
+    training and not saved."""
+
+    epoch: int
+    trainer: dict[str, Any]
+    best_epoch: int
+    best_test_loss: float
+    best_weights: dict[str, torch.Tensor] | None
+    history: list[dict] = field(default_factory=list)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+def save_training_state(path: Path, state: TrainingState) -> None:
+    """Write ``state`` atomically (a reader, or a run killed while writing, leaves the previous
+    state whole)."""
+    payload = {"format": STATE_FORMAT, "epoch": state.epoch, "trainer": state.trainer,
+               "best_epoch": state.best_epoch, "best_test_loss": state.best_test_loss,
+               "best_weights": state.best_weights, "history": state.history,
+               "identity": state.identity}
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_training_state(path: str | Path, config: TrainConfig | None = None,
+                        data: TrainingData | None = None) -> TrainingState | None:
+    """The state saved at ``path``; None when there is none. A state that cannot be read, or
+    that another configuration or other data wrote (given ``config`` and ``data``), is not
+    continued: one warning line names the file and the reason, the file is removed and the run
+    starts from epoch 1."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+            raise ValueError("not a specopt training state")
+        state = TrainingState(
+            epoch=int(payload["epoch"]), trainer=payload["trainer"],
+            best_epoch=int(payload["best_epoch"]),
+            best_test_loss=float(payload["best_test_loss"]),
+            best_weights=payload["best_weights"], history=list(payload["history"]),
+            identity=payload["identity"])
+        if len(state.history) != state.epoch or state.trainer.get("epoch") != state.epoch:
+            raise ValueError(f"inconsistent epochs ({state.epoch}, {len(state.history)} "
+                             "in its history)")
+    except Exception as err:  # deliberately broad: any unreadable file means "start again"
+        log.warning("training state %s is unreadable (%s); removed, training from epoch 1",
+                    path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        path.unlink(missing_ok=True)
+        return None
+    if (config is not None and data is not None
+            and state.identity != state_identity(config, data)):
+        log.warning("training state %s was saved by another configuration or other data; "
+                    "removed, training from epoch 1", path)
+        path.unlink(missing_ok=True)
+        return None
+    return state

@@ -135,6 +135,9 @@ class Trainer:
         self._idx = torch.arange(bs, device=self.device)
         self._loss_sum = torch.zeros((), device=self.device)
         initial = copy.deepcopy(self.model.state_dict())
+        # A resumed run has an optimiser state to keep; a fresh one has none yet (zeroed below).
+        initial_opt = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)}
+                       for p, st in self.optimizer.state.items()}
         try:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
@@ -151,15 +154,20 @@ class Trainer:
                 self._loss_sum.add_(loss.detach() * bs)
         finally:
             # Undo the warm-up steps in place, captured or not (a graph holds these tensors):
-            # the run starts from the seeded weights and a fresh optimiser either way.
+            # the run starts from the seeded (or resumed) weights and optimiser either way.
             torch.cuda.synchronize(self.device)
             with torch.no_grad():
                 for name, value in self.model.state_dict().items():
                     value.copy_(initial[name])
-                for state in self.optimizer.state.values():
-                    for value in state.values():
-                        if torch.is_tensor(value):
+                for param, state in self.optimizer.state.items():
+                    for key, value in state.items():
+                        if not torch.is_tensor(value):
+                            continue
+                        saved = initial_opt.get(param, {}).get(key)
+                        if saved is None:
                             value.zero_()
+                        else:
+                            value.copy_(saved)
                 self._loss_sum.zero_()
         self._graph = graph
 
@@ -176,6 +184,50 @@ class Trainer:
                 self._graph = None
                 self.optimizer.zero_grad(set_to_none=True)
         return self._graph is not None
+
+    # -- saving and restoring ----------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Everything that decides the next epochs: weights, AdamW state, the generator of the
+        shuffling and Coulomb noise, torch's global CPU RNG (dropout on the CPU), the CUDA RNG
+        (dropout on CUDA) and the epoch (the learning-rate schedule's position). Tensors are
+        copied to the CPU."""
+        def cpu(x):
+            if torch.is_tensor(x):
+                return x.detach().cpu().clone()
+            if isinstance(x, dict):
+                return {k: cpu(v) for k, v in x.items()}
+            if isinstance(x, list | tuple):
+                return type(x)(cpu(v) for v in x)
+            return x
+
+        opt = self.optimizer.state_dict()
+        opt = {"state": cpu(opt["state"]),
+               "param_groups": [{k: (float(v) if torch.is_tensor(v) else v)
+                                 for k, v in g.items()} for g in opt["param_groups"]]}
+        return {
+            "epoch": self.epoch,
+            "model": cpu(self.model.state_dict()),
+            "optimizer": opt,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                         else None),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Continue from :meth:`get_state`'s result (on this or another device). The CUDA RNG is
+        restored when both runs are on CUDA."""
+        self.model.load_state_dict(state["model"])
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr  # a device tensor stays that tensor (a CUDA graph reads it)
+        self.epoch = int(state["epoch"])
+        self.set_lr(self.config.lr_at(max(self.epoch, 1)))
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # -- epochs ---------------------------------------------------------------------------------
     def train_epoch(self, max_batches: int | None = None) -> float:
