@@ -121,6 +121,10 @@ class TrialAttr:
     ARTIFACTS = "artifacts"  # file name -> artifact id
     OBJECTIVE_FALLBACK = "objective_fallback"
     REFERENCE_SIGMA = "reference_sigma"  # of the trial's fair_accuracy, eV
+    #: Epochs this attempt trained itself (EPOCHS_RUN less those continued from a saved state).
+    EPOCHS_TRAINED = "epochs_trained"
+    #: ``{"trial": M, "epoch": k}``: this attempt continued trial M's saved state after epoch k.
+    RESUMED_FROM = "resumed_from"
 
 
 class ArtifactName:
