@@ -17,6 +17,9 @@ training run, and are not restated here:
   that ``model`` gains is searchable at once.
 - ``[train]``: the fields in :data:`TRAIN_SECTION` (data file, energy window, device and speed),
   fixed for the whole study.
+- ``[resume]``: ``save_interval`` (seconds, default 60; 0: every epoch): how often a trial saves
+  its training state at the end of an epoch, so that a trial retried after a dead worker or
+  re-queued after SIGINT/SIGTERM continues from its last saved epoch (see ``hpo.training``).
 
 One default differs from ``TrainConfig``'s: a study that does not fix ``epochs`` trains the
 report's 2500 (:data:`SPACE_DEFAULTS`) per trial, as studies always have (``TrainConfig``'s 50 is
@@ -303,6 +306,22 @@ class HeartbeatConfig(_Section):
         return self
 
 
+class ResumeConfig(_Section):
+    """``[resume]``: how often a trial saves its training state (weights, optimiser, RNGs,
+    history) so that a retry or re-queue continues from it instead of from epoch 1."""
+
+    #: Seconds between two saves at the end of an epoch (0: every epoch); the work a killed
+    #: worker loses is at most this plus one epoch. A SIGINT/SIGTERM always saves.
+    save_interval: float = 60.0
+
+    @field_validator("save_interval")
+    @classmethod
+    def _save_interval(cls, v):
+        if not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"must be >= 0 seconds, got {v}")
+        return v
+
+
 class _TrainSection(_Section):
     if TYPE_CHECKING:  # the fields are made from TrainConfig's at run time
         def __getattr__(self, name: str) -> Any: ...
@@ -355,6 +374,7 @@ class StudyConfig(_Section):
     pruner: PrunerConfig = PrunerConfig()
     budget: BudgetConfig = BudgetConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    resume: ResumeConfig = ResumeConfig()
     if TYPE_CHECKING:
         train: _TrainSection = _TrainSection()
     else:
@@ -561,7 +581,8 @@ class StudyConfig(_Section):
 
 
 _TOP_LEVEL = tuple(StudyConfig.model_fields)
-_SECTIONS = {"budget": tuple(BudgetConfig.model_fields)}
+_SECTIONS = {"budget": tuple(BudgetConfig.model_fields),
+             "resume": tuple(ResumeConfig.model_fields)}
 
 
 def _resolve_key(key: str) -> list[str]:

@@ -9,6 +9,26 @@ sigma-fair ``fair_accuracy`` among them), ``selection_metrics`` (the test split,
 setting, fixed or searched), ``worker``; and as Optuna artifacts ``checkpoint.pt``,
 ``predictions.npz`` (``pred``, ``target``, ``index``, ``grid``) and ``history.json`` (all epochs).
 
+Resuming (issue 9): every trial saves its training state (``model.checkpoint.TrainingState``)
+at ``<artifact dir>/state/<origin>/state.pt`` at the end of an epoch, at most every
+``[resume] save_interval`` seconds and always when a signal stops it (``should_stop``).
+``origin`` (``TrialAttr.ORIGIN``, set at the start of every trial) is the first attempt of a
+chain of retries (dead worker) and re-queues (SIGINT/SIGTERM): the trial's own ``origin``
+attribute if it inherited one, else the first number of Optuna's retry history, else its own
+number.  A trial that finds a state there continues from it, on whichever worker: it logs
+``trial N continues trial M from epoch k``, reports the epochs done to Optuna (one continuous
+curve for the pruner), then trains the rest; ``epochs_trained`` counts the epochs it trained
+itself, ``resumed_from`` says whose state after which epoch.  The state of a complete, pruned
+or diverged (``TrainingFailed``) trial is removed; the best checkpoint is uploaded as before.
+Fault injection points (``hpo.faults``): ``epoch_end_<n>`` after epoch n's state save and
+report, ``after_upload`` after the artifacts are recorded.
+
+Per-attempt attributes: a retry inherits its dead attempt's user attributes (Optuna's retry
+callback copies them).  Those that describe one attempt (:data:`PER_ATTEMPT_ATTRS`: artifacts,
+metrics, status, failure, history, ...) are set to ``None`` at the start of a trial that
+inherited them (Optuna cannot delete an attribute): readers treat ``None`` as absent.  The
+parameters, seed, origin and dataset are kept (the retry trains the same configuration).
+
 Which split scores a trial: ``objective_split = "test"`` (default) uses the report's test split,
 the one the report used for early stopping and model selection, so that the validation split stays
 untouched by the search and its metrics remain an unbiased estimate; ``"validation"`` scores on the
@@ -18,6 +38,7 @@ validation split instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -30,14 +51,49 @@ from typing import Any
 import numpy as np
 import optuna
 
+from hpo import faults
 from hpo.config import StudyConfig
-from hpo.storage import retried_trial_number
+from hpo.storage import retried_trial_number, retry_history
 from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 
-__all__ = ["WorkerInterrupted", "epoch_dict", "objective", "thin_history", "training_data"]
+__all__ = ["PER_ATTEMPT_ATTRS", "WorkerInterrupted", "epoch_dict", "objective", "state_path",
+           "thin_history", "training_data", "trial_origin"]
 
 MAX_HISTORY = 200
+STATE_FILE = "state.pt"
+
+#: User attributes that describe one attempt of a trial, not its configuration: a retry that
+#: inherited them from its dead attempt sets them to None at its start (see the docstring).
+PER_ATTEMPT_ATTRS: tuple[str, ...] = (
+    TrialAttr.ARTIFACTS, TrialAttr.METRICS, TrialAttr.SELECTION_METRICS, TrialAttr.BEST_EPOCH,
+    TrialAttr.STATUS, TrialAttr.FAILURE, TrialAttr.HISTORY, TrialAttr.EPOCHS_RUN,
+    TrialAttr.EPOCHS_TRAINED, TrialAttr.RESUMED_FROM, TrialAttr.SECONDS_PER_EPOCH,
+    TrialAttr.DEVICE, TrialAttr.OBJECTIVE_FALLBACK, TrialAttr.REFERENCE_SIGMA,
+    TrialAttr.RETRY_OF,
+)
+
+_log = logging.getLogger("specopt.training")
+
+
+def trial_origin(frozen) -> int:
+    """The trial whose saved state this one continues (see the module docstring): its
+    inherited ``origin``, else the first of its retry history, else its own number."""
+    inherited = frozen.user_attrs.get(TrialAttr.ORIGIN)
+    if isinstance(inherited, int) and not isinstance(inherited, bool) and inherited >= 0:
+        return inherited
+    history = retry_history(frozen)
+    return int(history[0]) if history else int(frozen.number)
+
+
+def state_path(artifact_dir: str | Path, origin: int) -> Path:
+    """``<artifact dir>/state/<origin>/state.pt`` (``origin`` an int: the path stays inside)."""
+    return Path(artifact_dir) / "state" / str(int(origin)) / STATE_FILE
+
+
+def _store_dir(artifact_store) -> Path | None:
+    base = getattr(artifact_store, "_base_path", None)  # FileSystemArtifactStore
+    return Path(base) if base is not None else None
 
 
 def _round(x: Any, digits: int = 6) -> Any:
@@ -111,18 +167,29 @@ def _metric(metrics: dict, name: str, where: str) -> float:
 def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = None,
               num_threads: int | None = None, artifact_store=None,
               should_stop: Callable[[], bool] | None = None,
-              worker: dict | None = None) -> float | list[float]:
-    """Train one configuration and return the study's objective value(s)."""
+              worker: dict | None = None,
+              state_dir: str | Path | None = None) -> float | list[float]:
+    """Train one configuration and return the study's objective value(s). ``state_dir``: the
+    folder of the saved training states' ``state/`` (default: the artifact store's folder;
+    neither: no resuming)."""
     import model
 
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    for key in PER_ATTEMPT_ATTRS:  # inherited from a dead attempt: not this attempt's
+        if frozen.user_attrs.get(key) is not None:
+            trial.set_user_attr(key, None)
+    origin = trial_origin(frozen)
+    trial.set_user_attr(TrialAttr.ORIGIN, origin)
     params = config.suggest(trial)
     trial.set_user_attr(TrialAttr.PARAMS, _round(params))
     trial.set_user_attr(TrialAttr.SEED, params.get("seed"))
     trial.set_user_attr(TrialAttr.WORKER,
                         worker or {"host": socket.gethostname(), "pid": os.getpid()})
-    retry_of = retried_trial_number(trial.study._storage.get_trial(trial._trial_id))
+    retry_of = retried_trial_number(frozen)
     if retry_of is not None:
         trial.set_user_attr(TrialAttr.RETRY_OF, retry_of)
+    base = Path(state_dir) if state_dir is not None else _store_dir(artifact_store)
+    state = state_path(base, origin) if base is not None else None
 
     data = training_data(config.train.dataset, params["sigma"], params["n_points"],
                          config.train.e_min, config.train.e_max, params.get("subset"))
@@ -150,13 +217,30 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
             trial.report(value, step=int(entry["epoch"]))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {entry['epoch']} ({first} {value})")
+        faults.inject(f"epoch_end_{entry['epoch']}")
         if should_stop is not None and should_stop():
             raise WorkerInterrupted(f"stopped by a signal after epoch {entry['epoch']}")
+
+    resumed_epoch = [0]
+
+    def on_resume(saved) -> None:
+        resumed_epoch[0] = saved.epoch
+        _log.info(f"trial {trial.number} continues trial {origin} from epoch {saved.epoch}")
+        trial.set_user_attr(TrialAttr.RESUMED_FROM, {"trial": origin, "epoch": saved.epoch})
+        for h in saved.history:
+            entry = epoch_dict(h)
+            history.append(entry)
+            value = (entry.get("test_metrics") or {}).get(first)
+            if single and value is not None:
+                trial.report(value, step=int(entry["epoch"]))
+        if single and saved.history and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {saved.epoch} (continued)")
 
     def record_history(status: str) -> None:
         trial.set_user_attr(TrialAttr.STATUS, status)
         trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
         trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
+        trial.set_user_attr(TrialAttr.EPOCHS_TRAINED, len(history) - resumed_epoch[0])
         if history:
             secs = [h["seconds"] for h in history if h.get("seconds") is not None]
             if secs:
@@ -168,20 +252,33 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
                                                        num_threads=num_threads,
                                                        checkpoint_dir=workdir))
         try:
-            result = model.train(tc, data=data, on_epoch=on_epoch)
+            result = model.train(tc, data=data, on_epoch=on_epoch, state_path=state,
+                                 save_interval=config.resume.save_interval,
+                                 on_resume=on_resume)
         except optuna.TrialPruned:
+            _remove_state(state)
             record_history(Status.PRUNED)
             raise
         except WorkerInterrupted:
             record_history(Status.INTERRUPTED)
             raise
         except TrainingFailed as err:
+            _remove_state(state)
             record_history(Status.FAILED)
             trial.set_user_attr(TrialAttr.FAILURE, str(err)[:500])
             raise
-        return _finish(trial, config, params, data, result, history, workdir, artifact_store)
+        trial.set_user_attr(TrialAttr.EPOCHS_TRAINED, result.epochs_trained)
+        values = _finish(trial, config, params, data, result, history, workdir, artifact_store)
+        _remove_state(state)
+        return values
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _remove_state(path: Path | None) -> None:
+    """The saved state of a trial that is over (its folder, with any temporary file)."""
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _finish(trial, config: StudyConfig, params: dict, data, result, history: list[dict],
@@ -242,3 +339,4 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
         ids[f.name] = upload_artifact(artifact_store=store, file_path=str(f),
                                       study_or_trial=trial)
     trial.set_user_attr(TrialAttr.ARTIFACTS, ids)
+    faults.inject("after_upload")

@@ -21,7 +21,7 @@ from model.network import SpectraCNN
 CHECKPOINT_FORMAT = "specopt-checkpoint-1"
 STATE_FORMAT = "specopt-training-state-1"
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("specopt.model")
 
 
 def save_checkpoint(path: Path, model: SpectraCNN | dict[str, torch.Tensor], config: TrainConfig,

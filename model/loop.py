@@ -66,7 +66,7 @@ class TrainResult:
     epochs_trained: int = 0  # epochs this run trained itself (after resumed_from)
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("specopt.model")
 
 
 class _StateSaver:
