@@ -29,6 +29,11 @@ def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
     if x.dim() != 3 or x.shape[1:] != (MATRIX_SIZE, MATRIX_SIZE):
         raise DataError(f"expected (N, {MATRIX_SIZE}, {MATRIX_SIZE}) Coulomb matrices, got "
                          f"{tuple(x.shape)}")
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise DataError(f"{int((~finite).sum())} Coulomb matrices hold NaN or inf (rows {rows}): "
+                        "no spectrum predicted")
     model = model.to(device).eval()
     out = []
     with torch.inference_mode():
@@ -72,6 +77,10 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path]) -> XyzP
         net, meta = load_checkpoint(checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise DataError(str(err)) from None
+    except (RuntimeError, KeyError, TypeError) as err:  # a damaged state dict or payload
+        why = str(err).strip().splitlines()
+        raise DataError(f"{checkpoint}: not a readable checkpoint "
+                        f"({why[0] if why else type(err).__name__})") from None
     matrices = []
     for p in paths:
         _, Z, R = read_xyz(p)

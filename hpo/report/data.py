@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from model.contract import E_MAX, E_MIN, SCALE_FREE_LOSSES, ArtifactName, StudyAttr, TrialAttr
+from model.errors import ReportError
 
 # Settings shown in tables, in the report's order, with their column labels.
 SETTING_LABELS: dict[str, str] = {
@@ -160,13 +162,29 @@ def artifact_ids(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
     return ids
 
 
+#: What an artifact id may look like: one plain file name in the store's folder (Optuna's are
+#: UUIDs), never a path.
+_ARTIFACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def check_artifact_id(artifact_id: str, trial: FrozenTrial, filename: str) -> str:
+    """``artifact_id`` when it is a plain file name; else :class:`ReportError` (one line): an id
+    read from the database must never lead outside the artifact folder."""
+    if not _ARTIFACT_ID.fullmatch(artifact_id) or ".." in artifact_id:
+        raise ReportError(f"trial #{trial.number}: the artifact id {artifact_id!r} of its "
+                          f"{filename} is not a plain file name; refused (not read)")
+    return artifact_id
+
+
 def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str) -> bytes | None:
-    """The bytes of one artifact of a trial, or None when there is no such artifact or store."""
+    """The bytes of one artifact of a trial, or None when there is no such artifact or store.
+    An artifact id that is not a plain file name (``../x``) is a :class:`ReportError`."""
     if store is None:
         return None
     artifact_id = artifact_ids(study, trial).get(filename)
     if artifact_id is None:
         return None
+    check_artifact_id(artifact_id, trial, filename)
     try:
         with store.open_reader(artifact_id) as reader:
             return reader.read()
@@ -196,16 +214,43 @@ class Predictions:
         return np.asarray(accuracy_per_spectrum(self.pred, self.target, self.de), np.float64)
 
 
+def first_sentence(err: BaseException, most: int = 120) -> str:
+    """The gist of an exception's message for a one-line note: its first line and sentence."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def parse_predictions(raw: bytes, source: str) -> tuple[np.ndarray, ...]:
+    """(pred, target, index, grid) of a predictions artifact; :class:`ReportError` naming
+    ``source`` when it is truncated, corrupt, of the wrong shape or not finite."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            pred = np.asarray(z["pred"], np.float64)
+            target = np.asarray(z["target"], np.float64)
+            index = np.asarray(z["index"]) if "index" in z else np.arange(len(pred))
+            grid = np.asarray(z["grid"], np.float64) if "grid" in z else np.linspace(
+                E_MIN, E_MAX, pred.shape[-1])
+    except Exception as err:  # deliberately broad: any unreadable file is reported, not raised
+        why = "not an .npz archive" if raw[:2] != b"PK" else first_sentence(err)
+        raise ReportError(f"{source} cannot be read ({why})") from None
+    if (pred.ndim != 2 or target.shape != pred.shape or index.shape != (len(pred),)
+            or grid.shape != (pred.shape[1],)):
+        raise ReportError(f"{source} holds arrays of inconsistent shapes (pred {pred.shape}, "
+                          f"target {target.shape}, index {index.shape}, grid {grid.shape})")
+    if not (np.isfinite(pred).all() and np.isfinite(target).all() and np.isfinite(grid).all()):
+        raise ReportError(f"{source} holds NaN or infinite values")
+    return pred, target, index, grid
+
+
 def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predictions | None:
+    """The validation predictions of ``trial``; None when it has none (or no store is found).
+    A corrupt or unsafe artifact is a :class:`ReportError` (one line naming it)."""
     raw = read_artifact(store, study, trial, ArtifactName.PREDICTIONS)
     if raw is None:
         return None
-    with np.load(io.BytesIO(raw)) as z:
-        pred = np.asarray(z["pred"], np.float64)
-        target = np.asarray(z["target"], np.float64)
-        index = np.asarray(z["index"]) if "index" in z else np.arange(len(pred))
-        grid = np.asarray(z["grid"], np.float64) if "grid" in z else np.linspace(
-            E_MIN, E_MAX, pred.shape[-1])
+    pred, target, index, grid = parse_predictions(
+        raw, f"the {ArtifactName.PREDICTIONS} of trial #{trial.number}")
     # Scale-free runs are judged on predictions scaled to the target, as their metrics are.
     scaled = is_scale_free(trial_settings(trial, study_fixed_settings(study)).get("loss"))
     if scaled:

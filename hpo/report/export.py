@@ -4,6 +4,7 @@ its checkpoint and validation predictions (NPZ and CSV), and the study's report 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,16 @@ from typing import Any
 import numpy as np
 import optuna
 
+from data_prep.cache import atomic_write
 from hpo.report.data import (
     Predictions,
     best_trial,
     directions,
+    first_sentence,
     load_predictions,
     metrics_of,
     objective_names,
+    parse_predictions,
     read_artifact,
     study_fixed_settings,
     trial_settings,
@@ -26,6 +30,8 @@ from hpo.report.write import ReportPaths, study_message, write_report
 from hpo.study import open_artifact_store
 from model.contract import ArtifactName, TrialAttr
 from model.errors import ReportError
+
+log = logging.getLogger("specopt.report")
 
 #: Trial attributes copied into ``metrics.json`` (under their own names).
 EXPORTED_ATTRS = (TrialAttr.STATUS, TrialAttr.BEST_EPOCH, TrialAttr.EPOCHS_RUN, TrialAttr.DEVICE,
@@ -44,7 +50,11 @@ class ExportPaths:
     checkpoint: Path | None = None
     predictions: Path | None = None
     predictions_csv: Path | None = None
+    history: Path | None = None
     missing: list[str] = field(default_factory=list)
+    #: Artifacts that exist but could not be read (corrupt, unsafe id), one line each: they are
+    #: not exported, and the report says so.
+    problems: list[str] = field(default_factory=list)
 
 
 def export_best(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None
@@ -77,19 +87,57 @@ def export_best(study: optuna.Study, out_dir: str | Path, artifact_store: Any = 
     }, indent=2, default=str) + "\n")
     paths = ExportPaths(out, params_path, metrics_path)
     for name, attr in ((ArtifactName.CHECKPOINT, "checkpoint"),
-                       (ArtifactName.PREDICTIONS, "predictions")):
-        raw = read_artifact(store, study, trial, name)
-        if raw is None:
-            paths.missing.append(name)
+                       (ArtifactName.PREDICTIONS, "predictions"),
+                       (ArtifactName.HISTORY, "history")):
+        try:
+            raw = read_artifact(store, study, trial, name)
+            if raw is not None:
+                _check_artifact(name, raw, f"the {name} of trial #{trial.number}")
+        except ReportError as err:
+            paths.problems.append(f"{err}; not exported")
+            log.warning("export-best: %s; not exported", err)
             continue
-        (out / name).write_bytes(raw)
-        setattr(paths, attr, out / name)
+        if raw is None:
+            if name != ArtifactName.HISTORY:  # older trials have no history file
+                paths.missing.append(name)
+            continue
+        target = out / name
+        atomic_write(target, lambda f, raw=raw: f.write(raw))
+        setattr(paths, attr, target)
     if paths.predictions is not None:
         pred = load_predictions(store, study, trial)
         if pred is not None:
             paths.predictions_csv = predictions_csv(pred, out / "predictions.csv")
     paths.report = write_report(study, out, store)
     return paths
+
+
+def _check_artifact(name: str, raw: bytes, source: str) -> None:
+    """:class:`ReportError` (one line naming ``source``) when an artifact's bytes are not what
+    its name says: a checkpoint that does not load, predictions or a history that do not parse."""
+    if name == ArtifactName.PREDICTIONS:
+        parse_predictions(raw, source)
+    elif name == ArtifactName.HISTORY:
+        try:
+            history = json.loads(raw)
+        except ValueError as err:
+            raise ReportError(f"{source} cannot be read (not JSON: {err})") from None
+        if not isinstance(history, list):
+            raise ReportError(f"{source} cannot be read (not a list of epochs)")
+    elif name == ArtifactName.CHECKPOINT:
+        import tempfile
+
+        from model.checkpoint import load_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(raw)
+            try:
+                load_checkpoint(path)
+            except Exception as err:  # deliberately broad: torch's errors differ per damage
+                cause = err.__cause__ or err.__context__ or err
+                why = first_sentence(cause).replace(f"{path}: ", "")
+                raise ReportError(f"{source} cannot be read ({why})") from None
 
 
 def predictions_csv(pred: Predictions, path: Path) -> Path:

@@ -5,6 +5,7 @@ parameter, no predictions artifact) becomes a note saying why, never an exceptio
 
 from __future__ import annotations
 
+import html
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ from hpo.report.data import (
 from model.contract import ArtifactName
 
 
+def plain(text: object) -> str:
+    """User text (a file or study name, a setting's value) for a plotly title, legend entry or
+    label: plotly draws a subset of HTML (``<a href>``, ``<b>``, ...) in those, so ``& < >``
+    are escaped and it shows the text as it is."""
+    return html.escape(str(text), quote=False)
+
+
 @dataclass
 class Figure:
     """One figure of the report: a plotly figure, or a note saying why there is none."""
@@ -40,7 +48,7 @@ def _label(study: optuna.Study, trial) -> str:
     s = trial_settings(trial, study_fixed_settings(study))
     varied = [k for k in searched_settings(study) if k in s]
     parts = [f"{k}={s[k]:.3g}" if isinstance(s[k], float) else f"{k}={s[k]}" for k in varied[:3]]
-    return f"#{trial.number}" + (f" ({', '.join(parts)})" if parts else "")
+    return plain(f"#{trial.number}" + (f" ({', '.join(parts)})" if parts else ""))
 
 
 def loss_curves(study: optuna.Study) -> Figure:
@@ -79,8 +87,12 @@ def loss_curves(study: optuna.Study) -> Figure:
     return Figure("loss_curves", title, fig)
 
 
-def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Figure:
+def best_worst_spectra(pred: Predictions | None, trial_number: int | None,
+                       unreadable: str | None = None) -> Figure:
+    """``unreadable``: why the predictions could not be read (the figure's note says so)."""
     title = "Best and worst validation spectra of the best trial"
+    if pred is None and unreadable:
+        return Figure("spectra", title, note=f"No spectra to show: {unreadable}.")
     if pred is None:
         return Figure("spectra", title, note=f"The best trial has no {ArtifactName.PREDICTIONS} "
                       "artifact (or the artifact store was not found): no spectra to show.")
@@ -106,8 +118,12 @@ def best_worst_spectra(pred: Predictions | None, trial_number: int | None) -> Fi
     return Figure("spectra", title + f" (trial #{trial_number})", fig)
 
 
-def accuracy_histogram(pred: Predictions | None, trial_number: int | None) -> Figure:
+def accuracy_histogram(pred: Predictions | None, trial_number: int | None,
+                       unreadable: str | None = None) -> Figure:
     title = "Accuracy of every validation spectrum of the best trial"
+    if pred is None and unreadable:
+        return Figure("accuracy_histogram", title,
+                      note=f"No per-spectrum accuracies to show: {unreadable}.")
     if pred is None:
         return Figure("accuracy_histogram", title, note="The best trial has no "
                       f"{ArtifactName.PREDICTIONS} artifact: no per-spectrum accuracies to show.")
@@ -160,12 +176,13 @@ def optuna_figures(study: optuna.Study) -> list[Figure]:
     n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
-    target_name = names[0]
+    target_name = names[0]  # in the figures' titles (escaped by the page)
+    shown = plain(target_name)  # inside plotly
     params = searched_settings(study)
     figs: list[Figure] = [
         _optuna_figure("optimization_history", f"Optimisation history ({target_name})",
                        lambda: vis.plot_optimization_history(study, target=target,
-                                                             target_name=target_name)),
+                                                             target_name=shown)),
     ]
     title = f"Parameter importances ({target_name})"
     if n_complete < 2:
@@ -175,25 +192,25 @@ def optuna_figures(study: optuna.Study) -> list[Figure]:
         figs.append(Figure("param_importances", title, note="The study varies no parameter."))
     else:
         figs.append(_optuna_figure("param_importances", title, lambda: vis.plot_param_importances(
-            study, target=target, target_name=target_name)))
+            study, target=target, target_name=shown)))
     figs.append(_optuna_figure("parallel_coordinate", f"Parallel coordinates ({target_name})",
                                lambda: vis.plot_parallel_coordinate(
-                                   study, target=target, target_name=target_name)))
+                                   study, target=target, target_name=shown)))
     title = f"Contour ({target_name})"
     if len(params) < 2:
         figs.append(Figure("contour", title, note="A contour plot needs two varied parameters; "
                            f"this study varies {len(params)}"
                            + (f" ({', '.join(params)})." if params else ".")))
     else:
-        shown = params[:4]  # a matrix of n x n panels: keep it readable
+        panels = params[:4]  # a matrix of n x n panels: keep it readable
         figs.append(_optuna_figure("contour", title, lambda: vis.plot_contour(
-            study, params=shown, target=target, target_name=target_name),
-            height=None if len(shown) == 2 else 230 * len(shown)))
+            study, params=panels, target=target, target_name=shown),
+            height=None if len(panels) == 2 else 230 * len(panels)))
     if multi:
         title = "Pareto front"
         if len(names) in (2, 3):
             figs.append(_optuna_figure("pareto_front", title, lambda: vis.plot_pareto_front(
-                study, target_names=names)))
+                study, target_names=[plain(n) for n in names])))
         else:
             figs.append(Figure("pareto_front", title, note=f"A Pareto front plot needs 2 or 3 "
                                f"objectives; this study has {len(names)}."))

@@ -47,17 +47,30 @@ _DRAW = """
 """
 
 
+def esc(text: object) -> str:
+    """Any text as HTML element text or a quoted attribute value (``& < > " '`` escaped)."""
+    return html.escape(str(text), quote=True)
+
+
+def script_json(text: str) -> str:
+    """JSON text safe inside a ``<script>`` element: every ``<``, ``>`` and ``&`` as a JSON
+    ``\\u`` escape (still the same JSON), so no ``</script>``, ``<!--`` or ``<script`` in any
+    string can end the element or switch the parser's state."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def table_html(rows: list[list[str]], key: str) -> str:
     """An HTML table from rows of formatted cells (header first)."""
+    key = esc(key)
     if len(rows) <= 1:
         return f'<p class="note" data-table-empty="{key}">No rows.</p>'
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
     body = []
     for r in rows[1:]:
         cells = []
         for c in r:
             cls = "" if _numeric(c) else ' class="text"'
-            cells.append(f"<td{cls}>{html.escape(c)}</td>")
+            cells.append(f"<td{cls}>{esc(c)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table class="report-table" data-table="{key}">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
@@ -72,14 +85,15 @@ def _numeric(cell: str) -> bool:
 
 
 def figure_html(f: Figure) -> str:
-    title = f"<h3>{html.escape(f.title)}</h3>"
+    title = f"<h3>{esc(f.title)}</h3>"
+    key = esc(f.key)
     if f.fig is None:
-        return (f'<div class="figure" data-figure-key="{f.key}">{title}'
-                f'<p class="note" data-figure-note="{f.key}">{html.escape(f.note)}</p></div>')
-    data = f.fig.to_json().replace("</", "<\\/")  # keeps the JSON valid, the HTML unbroken
-    return (f'<div class="figure" data-figure-key="{f.key}">{title}'
-            f'<div class="plot" id="plot-{f.key}"></div>'
-            f'<script type="application/json" data-figure="{f.key}">{data}</script></div>')
+        return (f'<div class="figure" data-figure-key="{key}">{title}'
+                f'<p class="note" data-figure-note="{key}">{esc(f.note)}</p></div>')
+    data = script_json(f.fig.to_json())
+    return (f'<div class="figure" data-figure-key="{key}">{title}'
+            f'<div class="plot" id="plot-{key}"></div>'
+            f'<script type="application/json" data-figure="{key}">{data}</script></div>')
 
 
 def page(title: str, sections: Sequence[str], plotly_js: str | None = None) -> str:
@@ -89,16 +103,16 @@ def page(title: str, sections: Sequence[str], plotly_js: str | None = None) -> s
 
         plotly_js = get_plotlyjs()
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+            f"<title>{esc(title)}</title><style>{_CSS}</style>"
             f'<script type="text/javascript">{plotly_js}</script></head><body>'
             + "\n".join(sections)
             + f"<script type=\"text/javascript\">{_DRAW}</script></body></html>\n")
 
 
 def section(heading: str, body: str, key: str) -> str:
-    return f'<section id="{key}"><h2>{html.escape(heading)}</h2>{body}</section>'
+    return f'<section id="{esc(key)}"><h2>{esc(heading)}</h2>{body}</section>'
 
 
 def json_block(obj, key: str) -> str:
-    text = json.dumps(obj, default=str).replace("</", "<\\/")
-    return f'<script type="application/json" data-report="{key}">{text}</script>'
+    text = script_json(json.dumps(obj, default=str))
+    return f'<script type="application/json" data-report="{esc(key)}">{text}</script>'

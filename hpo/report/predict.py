@@ -29,8 +29,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     import pandas as pd
     import plotly.graph_objects as go
 
-    from hpo.report.figures import Figure
-    from hpo.report.page import figure_html, page
+    from hpo.report.figures import Figure, plain
+    from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra
 
     found = predict_spectra(checkpoint, xyz_files)
@@ -43,7 +43,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
 
     fig = go.Figure()
     for n, s in zip(names, spectra, strict=True):
-        fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=n))
+        # File names are the user's text: plotly draws them as text, never as its HTML subset.
+        fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=plain(n)))
     sigma = meta.get("sigma")
     fig.update_layout(xaxis_title="energy (eV)", yaxis_title="intensity", height=480,
                       margin=dict(t=40))
@@ -51,7 +52,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
              f"{Path(checkpoint).name}" if isinstance(sigma, int | float)
              else f"Predicted spectra from {Path(checkpoint).name}")
     html_path = out / "spectra.html"
-    html_path.write_text(page(title, [f"<h1>{title}</h1>",
+    html_path.write_text(page(title, [f"<h1>{esc(title)}</h1>",
                                       figure_html(Figure("spectra", "", fig))]))
     return PredictPaths(csv_path, html_path, names, spectra, grid)
 

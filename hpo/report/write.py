@@ -8,7 +8,7 @@ trials failed) instead of showing empty tables.
 from __future__ import annotations
 
 import datetime as _dt
-import html
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from hpo.report.figures import (
     loss_curves,
     optuna_figures,
 )
-from hpo.report.page import figure_html, json_block, page, section, table_html
+from hpo.report.page import esc, figure_html, json_block, page, section, table_html
 from hpo.report.tables import (
     best_trial_rows,
     format_frame,
@@ -44,6 +44,9 @@ from hpo.report.tables import (
 )
 from hpo.study import open_artifact_store
 from model.contract import N_LEVELS, StudyAttr
+from model.errors import ReportError
+
+log = logging.getLogger("specopt.report")
 
 
 @dataclass
@@ -55,6 +58,9 @@ class ReportPaths:
     html: Path
     csv: dict[str, Path] = field(default_factory=dict)
     message: str | None = None  # set when the study has no complete trial
+    #: What could not be read (a corrupt or unsafe artifact), one line each; the report notes
+    #: them and leaves out what needed them.
+    problems: list[str] = field(default_factory=list)
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -135,12 +141,23 @@ _TABLE_TEXT = {
 }
 
 
-def _figures(study: optuna.Study, store: Any) -> list[Figure]:
+def _figures(study: optuna.Study, store: Any, problems: list[str]) -> list[Figure]:
     best = best_trial(study)
-    pred = load_predictions(store, study, best) if best is not None else None
+    pred, why = None, None
+    if best is not None:
+        try:
+            pred = load_predictions(store, study, best)
+        except ReportError as err:  # a corrupt artifact: noted, the report is still written
+            why = str(err)
+            problems.append(why)
+            log.warning("report: %s", why)
     number = best.number if best is not None else None
-    return [loss_curves(study), best_worst_spectra(pred, number),
-            accuracy_histogram(pred, number), *optuna_figures(study)]
+    return [loss_curves(study), best_worst_spectra(pred, number, why),
+            accuracy_histogram(pred, number, why), *optuna_figures(study)]
+
+
+def _problems_note(problems: list[str]) -> str:
+    return "Could not be read (left out of this report): " + "; ".join(problems)
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None
@@ -160,7 +177,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
         csv_paths[key] = out / f"{key}.csv"
         df.to_csv(csv_paths[key], index=False)
     best_rows = best_trial_rows(study)
-    figs = _figures(study, store)
+    problems: list[str] = []
+    figs = _figures(study, store, problems)
 
     # Markdown
     md = [f"# Study `{study.study_name}`", ""]
@@ -169,6 +187,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
     md += [f"- {line}" for line in _summary_lines(summary)] + [""]
     if message:
         md += [f"> **{message}**", ""]
+    if problems:
+        md += [f"> **{_problems_note(problems)}**", ""]
     if best_rows:
         md += ["## Best trial", "", markdown_table([["field", "value"],
                                                    *[[k, v] for k, v in best_rows]]), ""]
@@ -182,22 +202,25 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
     md_path.write_text("\n".join(md))
 
     # HTML
-    sections = [f"<h1>Study <code>{html.escape(study.study_name)}</code></h1>"]
+    sections = [f"<h1>Study <code>{esc(study.study_name)}</code></h1>"]
     if summary["description"]:
-        sections.append(f"<p>{html.escape(summary['description'])}</p>")
-    sections.append('<ul class="meta">' + "".join(f"<li>{html.escape(x)}</li>"
+        sections.append(f"<p>{esc(summary['description'])}</p>")
+    sections.append('<ul class="meta">' + "".join(f"<li>{esc(x)}</li>"
                                                  for x in _summary_lines(summary)) + "</ul>")
     if message:
-        sections.append(f'<p class="message" id="study-message">{html.escape(message)}</p>')
+        sections.append(f'<p class="message" id="study-message">{esc(message)}</p>')
+    if problems:
+        sections.append(f'<p class="message" id="report-problems">'
+                        f"{esc(_problems_note(problems))}</p>")
     if best_rows:
         sections.append(section("Best trial", table_html(
             [["field", "value"], *[[k, v] for k, v in best_rows]], "best_trial"), "best-trial"))
     for key, df in tables.items():
         heading, text = _TABLE_TEXT[key]
-        body = f'<p class="meta">{html.escape(text)}</p>' + table_html(format_frame(df), key)
+        body = f'<p class="meta">{esc(text)}</p>' + table_html(format_frame(df), key)
         sections.append(section(heading, body, f"table-{key}"))
     sections.append(section("Figures", "".join(figure_html(f) for f in figs), "figures"))
     sections.append(json_block(summary, "summary"))
     html_path = out / "report.html"
     html_path.write_text(page(f"specopt report: {study.study_name}", sections))
-    return ReportPaths(out, md_path, html_path, csv_paths, message)
+    return ReportPaths(out, md_path, html_path, csv_paths, message, problems)
