@@ -13,6 +13,9 @@ Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are
   ``study_message(study)``: why a study has nothing to report (None when it has).
 - ``export_best(study, out_dir, artifact_store=None) -> ExportPaths``: the best trial's
   settings, metrics, checkpoint and validation predictions, and the report.
+- ``default_out_dir(study_name, suffix)``: ``runs/<study>-<suffix>``, refusing a study name
+  that would lead outside ``runs/``; ``inside(folder, name)``: the same check for any name read
+  from a study.
 - ``predict_xyz(checkpoint, xyz_files, out_dir) -> PredictPaths``: spectra of new molecules as
   a CSV and an offline plot.
 
@@ -23,10 +26,17 @@ predictions), ``tables``, ``figures``, ``page`` (HTML rendering), ``write`` (the
 
 from hpo.report.export import ExportPaths, export_best
 from hpo.report.predict import PredictPaths, predict_xyz
-from hpo.report.write import ReportPaths, best_trial_table, study_message, write_report
+from hpo.report.write import (
+    ReportPaths,
+    best_trial_table,
+    default_out_dir,
+    inside,
+    study_message,
+    write_report,
+)
 from model.errors import ReportError
 
 __all__ = [
     "ExportPaths", "PredictPaths", "ReportError", "ReportPaths", "best_trial_table",
-    "export_best", "predict_xyz", "study_message", "write_report",
+    "default_out_dir", "export_best", "inside", "predict_xyz", "study_message", "write_report",
 ]

@@ -63,6 +63,31 @@ class ReportPaths:
     problems: list[str] = field(default_factory=list)
 
 
+# --- where reports go ---------------------------------------------------------------------------
+
+def inside(folder: str | Path, name: str) -> Path:
+    """``folder / name`` for a ``name`` read from a study (its name in the database, a file name
+    in an attribute) that is one plain file name staying inside ``folder``; else
+    :class:`ReportError` (one line). ``../x``, ``a/b``, ``..``, an absolute path or a NUL are
+    refused."""
+    base = Path(folder)
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or Path(name).is_absolute())
+    if bad:
+        raise ReportError(f"{name!r} is not a plain file name: it would lead outside {base}; "
+                          "refused (give the output folder with --out)")
+    return base / name
+
+
+def default_out_dir(study_name: str, suffix: str) -> Path:
+    """``runs/<study>-<suffix>``, where ``specopt report`` and ``run`` write by default; a study
+    name that is not a plain file name (``../../x``, read from any database) is a
+    :class:`ReportError` instead of a folder outside ``runs/``."""
+    from hpo.storage import runs_dir
+
+    return inside(runs_dir(), f"{study_name}-{suffix}")
+
+
 # --- messages -----------------------------------------------------------------------------------
 
 def study_message(study: optuna.Study) -> str | None:

@@ -227,3 +227,18 @@ def test_export_best_with_corrupt_checkpoint_and_history(report_study, tmp_path)
     lines = [x for x in r.stderr.splitlines() if "cannot be read" in x]
     assert len(lines) == 2 and all(x.startswith("export-best: the ") for x in lines), lines
     assert "PytorchStreamReader failed" in r.stderr and "not JSON" in r.stderr
+
+
+def test_paths_from_study_names_stay_inside_their_folder(tmp_path, monkeypatch):
+    from hpo.report import default_out_dir, inside
+
+    monkeypatch.chdir(tmp_path)
+    from hpo.storage import runs_dir
+
+    assert default_out_dir("demo", "report") == runs_dir() / "demo-report"
+    assert inside(tmp_path, "tiny <b>.x") == tmp_path / "tiny <b>.x"
+    for name in ("../../x", "a/b", "..", ".", "", "/etc/x", "a\\..\\b", "x\0y"):
+        with pytest.raises(ReportError, match="not a plain file name.*refused"):
+            inside(tmp_path, name)
+    with pytest.raises(ReportError, match=r"'\.\./\.\./evil-report' is not a plain file name"):
+        default_out_dir("../../evil", "report")
