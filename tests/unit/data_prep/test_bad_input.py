@@ -189,3 +189,18 @@ def test_prepare_with_a_full_cache_disk_still_returns_the_data(small, full_disk,
     assert any("cannot write" in r.getMessage() for r in caplog.records)
     leftovers = [p.name for p in full_disk.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_truncated_geometries_cache_is_named_and_rebuilt(tmp_path, caplog):
+    from data_prep import load_qm9pack
+
+    first = load_qm9pack(tmp_path)
+    cache = tmp_path / "qm9pack_geometries.npz"
+    _truncate(cache)
+    with caplog.at_level(logging.WARNING, logger="specopt.data"):
+        again = load_qm9pack(tmp_path)
+    (record,) = [r for r in caplog.records if r.name == "specopt.data"]
+    assert str(cache) in record.getMessage() and "rebuilding" in record.getMessage()
+    np.testing.assert_array_equal(again.R, first.R)
+    np.testing.assert_array_equal(again.index, first.index)
+    assert np.load(cache)["R"].shape == first.R.shape  # written again, whole
