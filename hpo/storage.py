@@ -262,11 +262,21 @@ def _first_line(err: BaseException) -> str:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
-                 max_retry: int | None = 3, connect_timeout: int = 10) -> BaseStorage:
+                 max_retry: int | None = 3, connect_timeout: int = 10,
+                 max_wait: float | None = None) -> BaseStorage:
     """An Optuna storage for ``url`` with heartbeats and the retry callback.
+
+    With heartbeats (a worker's storage), a SQLite or PostgreSQL storage rides out database
+    outages: every call is retried with back-off for up to ``max_wait`` seconds (default
+    ``$SPECOPT_OUTAGE_WAIT``, else :data:`hpo.resilience.DEFAULT_MAX_WAIT`, 600 s), see
+    :class:`hpo.resilience.ResilientStorage`.  The tables of a fresh database are created by one
+    process at a time (a PostgreSQL advisory lock, a file lock beside a SQLite file), so that
+    workers starting together on it do not collide.
 
     Raises :class:`StorageError` (one line, password masked) on a bad URL or unreachable server.
     """
+    from hpo.resilience import DEFAULT_MAX_WAIT, ResilientStorage
+
     shown = mask_url(url)
     url = normalize_url(url)
     callback = _retry_callback(max_retry) if heartbeat_interval else None
@@ -309,9 +319,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
            else "failed_trial_callback")
     kwargs[key] = callback
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _creation_lock(url, connect_timeout):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except sqlalchemy.exc.ArgumentError as err:
         raise StorageError(f"storage {shown}: malformed URL ({_first_line(err)})") from None
     except sqlalchemy.exc.OperationalError as err:
@@ -323,6 +333,51 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     except ImportError as err:
         raise StorageError(f"storage {shown}: missing database driver ({_first_line(err)})"
                            ) from None
+    if max_wait is None:
+        max_wait = float(os.environ.get("SPECOPT_OUTAGE_WAIT") or DEFAULT_MAX_WAIT)
+    if not heartbeat_interval or max_wait <= 0:
+        return rdb  # readers (reports, the dashboard) get Optuna's own storage
+    return ResilientStorage(optuna.storages._CachedStorage(rdb), shown=shown, max_wait=max_wait,
+                            grace=grace_period or 2 * heartbeat_interval)
+
+
+#: PostgreSQL advisory-lock key serialising table creation (any value unlikely to collide).
+_CREATE_KEY = int.from_bytes(hashlib.sha1(b"specopt:create-tables").digest()[:8], "big",
+                             signed=True)
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str, connect_timeout: int) -> Iterator[None]:
+    """One process at a time creates (or checks) the tables of ``url``'s database: Optuna's
+    ``create_all`` races on a fresh database ("duplicate key ... pg_type_typname_nsp_index",
+    "table studies already exists")."""
+    if url.startswith("sqlite:///"):
+        db = _path_of(url, "sqlite:///")
+        with open(db.with_name(f"{db.name}.create.lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    import sqlalchemy
+    import sqlalchemy.pool
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": connect_timeout})
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _CREATE_KEY})
+            con.commit()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):  # closing the session releases it anyway
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                                {"k": _CREATE_KEY})
+                    con.commit()
+    finally:
+        engine.dispose()
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
@@ -356,13 +411,19 @@ class ClaimLock:
 
     PostgreSQL: a session advisory lock, on a connection of the storage's own pool when given
     (released by the server if the worker dies).  SQLite: ``flock`` on a file beside the
-    database.  Journal: Optuna's NFS-safe open lock.
+    database.  Journal: Optuna's NFS-safe open lock.  Taking the PostgreSQL lock is retried
+    through a database outage for up to ``max_wait`` seconds (see :mod:`hpo.resilience`).
     """
 
-    def __init__(self, url: str, study_name: str, engine=None) -> None:
+    def __init__(self, url: str, study_name: str, engine=None,
+                 max_wait: float | None = None) -> None:
+        from hpo.resilience import DEFAULT_MAX_WAIT
+
         self.url = normalize_url(url)
         self.study_name = study_name
         self.engine = engine
+        self.max_wait = max_wait if max_wait is not None else \
+            float(os.environ.get("SPECOPT_OUTAGE_WAIT") or DEFAULT_MAX_WAIT)
 
     def _connect(self):
         if self.engine is not None:
@@ -370,21 +431,38 @@ class ClaimLock:
         import sqlalchemy
 
         self.engine = sqlalchemy.create_engine(self.url, pool_size=1, max_overflow=1,
+                                               pool_pre_ping=True,
                                                connect_args={"connect_timeout": 10})
         return self.engine.connect()
+
+    def _pg_lock(self, key: int):
+        import sqlalchemy
+
+        con = self._connect()
+        try:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.invalidate()
+            raise
+        return con
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         if self.url.startswith("postgresql"):
             import sqlalchemy
 
+            from hpo.resilience import retry_outage
+
             key = _lock_key(self.study_name)
+            shown = mask_url(self.url)
             try:
-                con = self._connect()
-                con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                con = retry_outage(lambda: self._pg_lock(key), shown=shown,
+                                   what="taking the claim lock", max_wait=self.max_wait)
+            except StorageError:
+                raise
             except Exception as err:
-                raise StorageError(f"storage {mask_url(self.url)}: lock failed "
-                                   f"({_first_line(err)})") from None
+                raise StorageError(f"storage {shown}: lock failed ({_first_line(err)})") from None
             try:
                 yield
             finally:

@@ -1,0 +1,352 @@
+"""Riding out database outages: retry with back-off, and one Optuna storage that does it.
+
+A PostgreSQL restart, a server stopped for a while or a SQLite file locked by another process
+must not kill the workers.  :class:`ResilientStorage` wraps Optuna's RDB storage (through
+Optuna's own ``_CachedStorage``, as ``optuna.create_study(storage=URL)`` would) and retries every
+call that fails because the database cannot be reached, with exponential back-off up to
+``max_wait`` seconds (then :class:`~model.errors.StorageError`).  While it waits it logs one line
+per attempt (at most one every few seconds), saying what it waits for::
+
+    storage postgresql+psycopg://u:***@host/db unreachable: retrying in 8 s (45 s of 600 s)
+
+Writes that are not idempotent are checked before they are retried: a state change that
+committed before the connection dropped is read back instead of being applied twice, and a study
+created by the failed attempt is looked up.  Heartbeats (recorded from a thread) are retried the
+same way, so they resume when the server is back; and for a while after an outage this worker
+reports no trial as stale, since the other workers' heartbeats may not have resumed yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from model.errors import StorageError
+
+__all__ = ["DEFAULT_MAX_WAIT", "ResilientStorage", "is_outage", "retry_outage"]
+
+#: Seconds a worker waits for an unreachable database before it gives up.
+DEFAULT_MAX_WAIT = 600.0
+#: Back-off between attempts: first delay and cap (seconds).
+FIRST_DELAY = 1.0
+MAX_DELAY = 8.0
+#: At most one "unreachable" line per this many seconds (per storage).
+LOG_EVERY = 5.0
+
+_log = logging.getLogger("specopt.storage")
+T = TypeVar("T")
+
+_OUTAGE_TEXT = (
+    "database is locked", "database is busy", "unable to open database", "disk i/o error",
+    "connection refused", "could not connect", "server closed the connection",
+    "terminating connection", "connection is closed", "connection timeout", "timeout expired",
+    "the database system is starting up", "the database system is shutting down",
+    "the database system is in recovery mode", "consuming input failed", "ssl syscall error",
+    "connection reset", "broken pipe", "no connection to the server", "admin shutdown",
+    "cannot connect now", "connection to server", "the connection is lost",
+)
+
+
+def _chain(err: BaseException):
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def is_outage(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) means the database cannot be reached for now, as
+    opposed to a bad request.  Optuna wraps such errors in ``StorageInternalError`` ("... e.g.
+    exceeding max length"): the cause decides."""
+    import sqlalchemy.exc as sa
+
+    for e in _chain(err):
+        if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
+            return True
+        module = type(e).__module__ or ""
+        if module.startswith("psycopg") and type(e).__name__ in (
+                "OperationalError", "InterfaceError", "ConnectionTimeout", "AdminShutdown",
+                "CannotConnectNow", "QueryCanceled"):
+            return True  # the connection or the server, never the request
+        if isinstance(e, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+            text = str(e).lower()
+            if any(t in text for t in _OUTAGE_TEXT):
+                return True
+            orig = getattr(e, "orig", None)
+            if orig is not None and (type(orig).__module__ or "").startswith("psycopg"):
+                return True
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            return True
+    return False
+
+
+class _Waiter:
+    """Back-off, the deadline and the rate-limited log lines of one storage."""
+
+    def __init__(self, shown: str, max_wait: float) -> None:
+        self.shown = shown
+        self.max_wait = max_wait
+        self._lock = threading.Lock()
+        self._last_log = 0.0
+        self.down_since: float | None = None
+        self.back_at = 0.0  # monotonic time the storage answered again after an outage
+
+    def call(self, fn: Callable[[], T], what: str,
+             before_retry: Callable[[], tuple[bool, Any]] | None = None) -> T:
+        start = time.monotonic()
+        delay = FIRST_DELAY
+        failed = False
+        while True:
+            if failed and before_retry is not None:
+                try:
+                    done, result = before_retry()
+                except Exception as err:
+                    if not is_outage(err):
+                        raise
+                    done, result = False, None
+                else:
+                    if done:
+                        self._recovered()
+                        return result
+            try:
+                result = fn()
+            except Exception as err:
+                if not is_outage(err):
+                    raise
+                failed = True
+                waited = time.monotonic() - start
+                if waited >= self.max_wait:
+                    raise StorageError(
+                        f"storage {self.shown} unreachable for {waited:.0f} s while {what}: "
+                        f"giving up ({_first_line(err)})") from None
+                delay = min(delay, self.max_wait - waited)
+                self._note(err, what, delay, waited)
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_DELAY)
+                continue
+            if failed:
+                self._recovered()
+            return result
+
+    def _note(self, err: BaseException, what: str, delay: float, waited: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self.down_since is None:
+                self.down_since = now
+            if now - self._last_log < LOG_EVERY:
+                return
+            self._last_log = now
+        _log.warning(f"storage {self.shown} unreachable ({what}: {_first_line(err)}): retrying "
+                     f"in {delay:.0f} s ({waited:.0f} s of {self.max_wait:.0f} s)")
+
+    def _recovered(self) -> None:
+        with self._lock:
+            since, self.down_since = self.down_since, None
+            self.back_at = time.monotonic()
+            self._last_log = 0.0
+        if since is not None:
+            _log.warning(f"storage {self.shown} reachable again after "
+                         f"{time.monotonic() - since:.0f} s")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
+def retry_outage(fn: Callable[[], T], *, shown: str, what: str,
+                 max_wait: float = DEFAULT_MAX_WAIT) -> T:
+    """``fn()``, retried with back-off while the database is unreachable (see the module)."""
+    return _Waiter(shown, max_wait).call(fn, what)
+
+
+class ResilientStorage(BaseStorage, BaseHeartbeat):
+    """An Optuna storage that retries every call through database outages (module docstring).
+
+    ``inner``: the RDB storage (usually Optuna's ``_CachedStorage(RDBStorage(...))``);
+    ``shown``: its URL with the password masked; ``grace``: the heartbeat grace period (seconds).
+    Other attributes (``engine``, ...) are the RDB storage's.
+    """
+
+    def __init__(self, inner: BaseStorage, *, shown: str, max_wait: float = DEFAULT_MAX_WAIT,
+                 grace: float | None = None) -> None:
+        self._inner = inner
+        self._rdb = getattr(inner, "_backend", inner)
+        self._waiter = _Waiter(shown, max_wait)
+        self._grace = grace
+
+    def __getattr__(self, name: str) -> Any:  # engine, url, scoped_session, ...
+        if name.startswith("__") or name in ("_inner", "_rdb", "_waiter", "_grace"):
+            raise AttributeError(name)
+        return getattr(self._rdb, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"inner": self._inner, "shown": self._waiter.shown,
+                "max_wait": self._waiter.max_wait, "grace": self._grace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["inner"], shown=state["shown"],  # type: ignore[misc]
+                      max_wait=state["max_wait"], grace=state["grace"])
+
+    @property
+    def max_wait(self) -> float:
+        return self._waiter.max_wait
+
+    def _call(self, what: str, name: str, *args: Any,
+              before_retry: Callable[[], tuple[bool, Any]] | None = None, **kwargs: Any) -> Any:
+        method = getattr(self._inner, name)
+        return self._waiter.call(lambda: method(*args, **kwargs), what, before_retry)
+
+    # --- studies ---
+
+    def create_new_study(self, directions: Sequence[StudyDirection],
+                         study_name: str | None = None) -> int:
+        def committed() -> tuple[bool, Any]:  # the failed attempt may have created it
+            if study_name is None:
+                return False, None
+            try:
+                return True, self._inner.get_study_id_from_name(study_name)
+            except KeyError:
+                return False, None
+
+        return self._call("creating the study", "create_new_study", directions,
+                          study_name=study_name, before_retry=committed)
+
+    def delete_study(self, study_id: int) -> None:
+        def gone() -> tuple[bool, Any]:
+            try:
+                self._inner.get_study_name_from_id(study_id)
+            except KeyError:
+                return True, None
+            return False, None
+
+        self._call("deleting a study", "delete_study", study_id, before_retry=gone)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("writing a study attribute", "set_study_user_attr", study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("writing a study attribute", "set_study_system_attr", study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._call("reading the study", "get_study_id_from_name", study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._call("reading the study", "get_study_name_from_id", study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._call("reading the study", "get_study_directions", study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("reading the study", "get_study_user_attrs", study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("reading the study", "get_study_system_attrs", study_id)
+
+    def get_all_studies(self) -> list:
+        return self._call("reading the studies", "get_all_studies")
+
+    # --- trials ---
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        # A retry after an attempt that committed but lost its answer would add a second trial;
+        # it stays RUNNING without a heartbeat (or WAITING) and is handled as such trials are.
+        return self._call("creating a trial", "create_new_trial", study_id, template_trial)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: Any) -> None:
+        def committed() -> tuple[bool, Any]:
+            t = self._inner.get_trial(trial_id)
+            return param_name in t.params, None
+
+        self._call("writing a parameter", "set_trial_param", trial_id, param_name,
+                   param_value_internal, distribution, before_retry=committed)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._call("reading a trial", "get_trial_id_from_study_id_trial_number",
+                          study_id, trial_number)
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self._call("reading a trial", "get_trial_number_from_id", trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self._call("reading a trial", "get_trial_param", trial_id, param_name)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._call("reading the best trial", "get_best_trial", study_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        def committed() -> tuple[bool, Any]:
+            # the failed attempt may have committed: then its state is there (a finished trial
+            # must not be finished twice; Optuna would raise UpdateFinishedTrialError)
+            t = self._inner.get_trial(trial_id)
+            if t.state != state or state == TrialState.RUNNING:
+                return False, None  # RUNNING: cannot tell ours from another worker's claim
+            if values is not None and list(t.values or []) != list(values):
+                return False, None
+            return True, True
+
+        what = f"setting a trial {state.name}"
+        return self._call(what, "set_trial_state_values", trial_id, state=state, values=values,
+                          before_retry=committed)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int,
+                                     intermediate_value: float) -> None:
+        self._call(f"reporting epoch {step}", "set_trial_intermediate_value", trial_id, step,
+                   intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("writing a trial attribute", "set_trial_user_attr", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("writing a trial attribute", "set_trial_system_attr", trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._call("reading a trial", "get_trial", trial_id)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Any = None) -> list[FrozenTrial]:
+        return self._call("reading the trials", "get_all_trials", study_id, deepcopy=deepcopy,
+                          states=states)
+
+    def get_n_trials(self, study_id: int, state: Any = None) -> int:
+        return self._call("counting trials", "get_n_trials", study_id, state)
+
+    def remove_session(self) -> None:
+        self._inner.remove_session()
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
+        self._inner.check_trial_is_updatable(trial_id, trial_state)
+
+    # --- heartbeats ---
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._call("recording a heartbeat", "record_heartbeat", trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Just after an outage the other workers' heartbeats may not have resumed yet (they
+        # back off up to MAX_DELAY): their trials are not dead.
+        grace = self._grace if self._grace is not None else 0.0
+        if self._waiter.back_at and time.monotonic() - self._waiter.back_at < grace + 2 * MAX_DELAY:
+            return []
+        return self._call("looking for stale trials", "_get_stale_trial_ids", study_id)
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._inner.get_heartbeat_interval()  # type: ignore[attr-defined]
+
+    def get_heartbeat_stale_trial_callback(self) -> Any:
+        return self._inner.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+
+    def get_failed_trial_callback(self) -> Any:  # older Optuna name
+        return self.get_heartbeat_stale_trial_callback()
