@@ -154,7 +154,8 @@ def compute_levels(
     m = Method.parse(method)
     workers = workers or os.cpu_count() or 1
     starts = list(range(0, len(geoms), chunk_size))
-    todo = [s for s in starts if parts_dir is None or not _part_path(parts_dir, s).exists()]
+    todo = [s for s in starts if parts_dir is None
+            or _read_part(parts_dir, s, geoms.index[s : s + chunk_size]) is None]
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if parts_dir is not None:
         parts_dir.mkdir(parents=True, exist_ok=True)
@@ -208,8 +209,37 @@ def _save_part(parts_dir: Path, start: int, index, levels, status) -> None:
 
 
 def _load_part(parts_dir: Path, start: int, index: np.ndarray):
-    with np.load(_part_path(parts_dir, start)) as f:
-        if not np.array_equal(f["index"], index):
-            raise DataError(f"{parts_dir}: chunk {start} was computed for other molecules; "
-                            "delete the parts folder to start over")
-        return f["levels"], f["status"]
+    part = _read_part(parts_dir, start, index)
+    if part is None:
+        raise DataError(f"{_part_path(parts_dir, start)}: could not be read back after it was "
+                        "written; run the build again (it resumes)")
+    return part
+
+
+def _read_part(parts_dir: Path, start: int, index: np.ndarray):
+    """(levels, status) of a finished chunk; None when it is not there, or is truncated,
+    corrupt or inconsistent (then it is removed, with a warning naming it, and recomputed).
+    A chunk of other molecules is a DataError: the folder belongs to another build."""
+    from data_prep.cache import discard_bad_cache
+
+    path = _part_path(parts_dir, start)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            stored, levels, status = f["index"], f["levels"], f["status"]
+    except Exception as err:  # deliberately broad: any unreadable chunk is recomputed
+        discard_bad_cache(path, err)
+        return None
+    if not np.array_equal(stored, index):
+        raise DataError(f"{parts_dir}: chunk {start} was computed for other molecules; "
+                        "delete the parts folder to start over")
+    if status.shape != index.shape or levels.shape != (len(index), N_LEVELS):
+        discard_bad_cache(path, f"arrays of the wrong shape (levels {levels.shape}, status "
+                          f"{status.shape}, {len(index)} molecules)")
+        return None
+    good = levels[status == OK]
+    if not (np.isfinite(good).all() and (np.diff(good, axis=1) >= 0).all()):
+        discard_bad_cache(path, "NaN, infinite or unordered levels of a finished molecule")
+        return None
+    return levels, status

@@ -204,3 +204,27 @@ def test_truncated_geometries_cache_is_named_and_rebuilt(tmp_path, caplog):
     np.testing.assert_array_equal(again.R, first.R)
     np.testing.assert_array_equal(again.index, first.index)
     assert np.load(cache)["R"].shape == first.R.shape  # written again, whole
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, "nan"])
+def test_corrupt_chunk_of_a_levels_build_is_named_and_recomputed(tmp_path, caplog, damage):
+    from data_prep import load_qm9pack
+    from data_prep.levels import compute_levels
+
+    sample = load_qm9pack().take(np.array([0, 2, 53, 80]))  # QM9 1, 3, 54, 81: tiny molecules
+    parts = tmp_path / "parts"
+    first = compute_levels(sample, parts_dir=parts, chunk_size=2, workers=1, progress=False)
+    chunk = parts / "chunk_0000002.npz"
+    if damage == "nan":
+        with np.load(chunk) as f:
+            arrays = dict(f)
+        arrays["levels"][0, 3] = np.nan
+        np.savez(chunk, **arrays)
+    else:
+        damage(chunk)
+    with caplog.at_level(logging.WARNING, logger="specopt.data"):
+        again = compute_levels(sample, parts_dir=parts, chunk_size=2, workers=1, progress=False)
+    (record,) = [r for r in caplog.records if r.name == "specopt.data"]
+    assert str(chunk) in record.getMessage() and "rebuilding" in record.getMessage()
+    np.testing.assert_array_equal(again.levels, first.levels)
+    np.testing.assert_array_equal(again.index, first.index)
