@@ -47,7 +47,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
         fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=plain(n)))
     sigma = meta.get("sigma")
     fig.update_layout(xaxis_title="energy (eV)", yaxis_title="intensity", height=480,
-                      margin=dict(t=40))
+                      margin=dict(t=40), showlegend=True)  # the molecule's name, even alone
     title = (f"Predicted spectra (sigma {sigma:g} eV, Np {spectra.shape[1]}) from "
              f"{Path(checkpoint).name}" if isinstance(sigma, int | float)
              else f"Predicted spectra from {Path(checkpoint).name}")

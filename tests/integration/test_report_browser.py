@@ -190,3 +190,45 @@ def test_dashboard_in_chromium(browser, report_study):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_user_text_never_runs_in_chromium(browser, report_study, tmp_path):
+    """A study description and file names made of markup are shown as text: nothing they hold
+    runs (the payloads would set window.pwned), every figure is still drawn, and plotly's
+    legend shows the file name as it is."""
+    import optuna
+    from selenium.webdriver.common.by import By
+
+    from hpo.report import export_best, predict_xyz
+    from model.contract import StudyAttr
+
+    img = '<img src=x onerror="window.pwned=1">'
+    text = "</script><script>window.pwned=2</script><!--<script>window.pwned=3</script>"
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    optuna.copy_study(from_study_name=report_study.name, from_storage=report_study.url,
+                      to_storage=url, to_study_name=f"tiny {img}")
+    study = optuna.load_study(study_name=f"tiny {img}", storage=url)
+    study.set_user_attr(StudyAttr.DESCRIPTION, text)
+    report = write_report(study, tmp_path / "report", report_study.artifacts)
+    exported = export_best(report_study.load(), tmp_path / "export", report_study.artifacts)
+    assert exported.checkpoint is not None
+    xyz = tmp_path / f"{img}.xyz"
+    xyz.write_text("3\ngdb 7\t0\nO\t0.0\t0.0\t0.1173\nH\t0.0\t0.7572\t-0.4692\n"
+                   "H\t0.0\t-0.7572\t-0.4692\n")
+    checkpoint = tmp_path / '<img src=x onerror="window.pwned=4">.pt'
+    shutil.copy(exported.checkpoint, checkpoint)
+    predicted = predict_xyz(checkpoint, [xyz], tmp_path / "predicted")
+    for page in (report.html, predicted.html):
+        browser.get(page.as_uri())
+        plots = browser.find_elements(By.CSS_SELECTOR, "div.plot")
+        _wait(browser, lambda d, plots=plots: all(p.get_attribute("data-rendered")
+                                                  for p in plots), what="the figures")
+        assert all(p.get_attribute("data-rendered") == "true" for p in plots)
+        time.sleep(0.5)  # an injected image's onerror fires after its failed load
+        assert browser.execute_script("return window.pwned") is None, page
+        assert not browser.find_elements(By.CSS_SELECTOR, "img, iframe")
+    legend = browser.find_elements(By.CSS_SELECTOR, "g.legend text.legendtext")
+    assert [e.get_attribute("textContent") for e in legend] == [img]
+    browser.get(report.html.as_uri())
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert text in body and f"Study tiny {img}" in body
