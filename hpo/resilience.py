@@ -185,6 +185,12 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self._waiter = _Waiter(shown, max_wait)
         self._grace = grace
 
+    @property
+    def _backend(self) -> Any:
+        """The RDB storage itself (as ``_CachedStorage._backend``), for code that needs it; its
+        calls are not retried."""
+        return self._rdb
+
     def __getattr__(self, name: str) -> Any:  # engine, url, scoped_session, ...
         if name.startswith("__") or name in ("_inner", "_rdb", "_waiter", "_grace"):
             raise AttributeError(name)
