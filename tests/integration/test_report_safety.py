@@ -242,3 +242,33 @@ def test_paths_from_study_names_stay_inside_their_folder(tmp_path, monkeypatch):
             inside(tmp_path, name)
     with pytest.raises(ReportError, match=r"'\.\./\.\./evil-report' is not a plain file name"):
         default_out_dir("../../evil", "report")
+
+
+def test_predict_refuses_non_finite_matrices_and_damaged_checkpoints(checkpoint, tmp_path):
+    import torch
+
+    from model.checkpoint import load_checkpoint
+    from model.errors import DataError
+    from model.inference import predict
+    from model.inference import predict_xyz as predict_spectra
+
+    net, _ = load_checkpoint(checkpoint)
+    matrices = np.zeros((3, 29, 29), np.float32)
+    matrices[:, 0, 0] = 36.858
+    matrices[1, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"1 Coulomb matrices hold NaN or inf \(rows \[1\]\)"):
+        predict(net, matrices)
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["state_dict"].pop(next(iter(payload["state_dict"])))  # a weight went missing
+    damaged = tmp_path / "damaged.pt"
+    torch.save(payload, damaged)
+    xyz = tmp_path / "water.xyz"
+    xyz.write_text(WATER)
+    with pytest.raises(DataError, match=r"damaged.pt: not a readable checkpoint \(") as err:
+        predict_spectra(damaged, [xyz])
+    assert "\n" not in str(err.value)
+    nan_xyz = tmp_path / "nan.xyz"
+    nan_xyz.write_text(WATER.replace("0.7572", "nan", 1))
+    r = _cli("predict", str(checkpoint), str(nan_xyz), "--out", str(tmp_path / "p"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nan.xyz: atom 2 (H) has a non-finite coordinate" in r.stderr + r.stdout
