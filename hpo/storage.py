@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -32,6 +34,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 
 from model.contract import TrialAttr
@@ -39,7 +43,7 @@ from model.errors import StorageError
 
 __all__ = [
     "REQUEUES_KEY", "AtomicFileSystemArtifactStore", "ClaimLock", "HeartbeatJournalStorage",
-    "RetryCallback",
+    "RetryCallback", "SafeJournalFileBackend",
     "SpecoptRetryCallback", "StorageError", "default_storage_url", "fail_stale_trials",
     "mask_url", "normalize_url", "open_storage", "requeue_trial", "retried_trial_number",
     "retry_history", "runs_dir", "stale_trial_callback", "storage_file",
@@ -155,10 +159,11 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    if not isinstance(storage, optuna.storages.RDBStorage) or not storage.heartbeat_interval:
+    rdb = getattr(storage, "_backend", storage)  # create_study wraps it in a _CachedStorage
+    if not isinstance(rdb, optuna.storages.RDBStorage) or not rdb.heartbeat_interval:
         return
     failed = []
-    for trial_id in _silent_trial_ids(storage, study._study_id):
+    for trial_id in _silent_trial_ids(rdb, study._study_id):
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
@@ -172,19 +177,25 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 def _silent_trial_ids(storage, study_id: int) -> list[int]:
     """RUNNING trials without a heartbeat row that started more than the grace period ago
-    (``datetime_start`` is the asking client's local time, as ``datetime.now()`` here)."""
-    from datetime import datetime, timedelta
+    (``datetime_start`` is set by the asking client's clock: naive UTC in Optuna 5, local time
+    before)."""
+    from datetime import UTC, datetime, timedelta
 
     from optuna.storages._rdb import models
 
     grace = storage.grace_period or 2 * storage.heartbeat_interval
-    cutoff = datetime.now() - timedelta(seconds=grace)
+    start_col = getattr(models.TrialModel, "_datetime_start_utc", None)
+    if start_col is not None:
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=grace)
+    else:
+        start_col = models.TrialModel.datetime_start
+        cutoff = datetime.now() - timedelta(seconds=grace)
     session = storage.scoped_session()
     try:
         rows = (session.query(models.TrialModel.trial_id)
                 .filter(models.TrialModel.study_id == study_id)
                 .filter(models.TrialModel.state == TrialState.RUNNING)
-                .filter(models.TrialModel.datetime_start < cutoff)  # type: ignore[operator]
+                .filter(start_col < cutoff)  # type: ignore[operator]
                 .filter(~models.TrialModel.heartbeats.any())
                 .all())
         session.commit()
@@ -217,6 +228,53 @@ def stale_trial_callback(storage: BaseStorage) -> Callable | None:
     return get() if get is not None else None
 
 
+class SafeJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file, readable up to its last complete record whatever happens: under
+    the lock, a trailing partial line (a write cut short by a full disk or a crash) is cut off
+    before appending, and each append is one ``os.write`` of the whole record, undone if it
+    is short.  (Optuna's reader refuses a partial line followed by more lines.)"""
+
+    def append_logs(self, logs: list[dict]) -> None:
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+                ).encode("utf-8")
+        with get_lock_file(self._lock):
+            fd = os.open(self._file_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                size = _complete_size(fd)
+                os.lseek(fd, size, os.SEEK_SET)
+                try:
+                    written = os.write(fd, data)
+                    if written != len(data):
+                        raise OSError(errno.ENOSPC, "short write (disk full?)", self._file_path)
+                    os.fsync(fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+
+
+def _complete_size(fd: int) -> int:
+    """The file's size without a trailing partial line, cut off if there is one."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:  # back to the last newline
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            end = start + i + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
+
+
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """Journal storage with heartbeats (Optuna's has none): a running trial's heartbeat is a
     system attribute; trials silent longer than the grace period are stale.  Needs roughly
@@ -226,6 +284,8 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, backend, heartbeat_interval: int, grace_period: int,
                  stale_trial_callback: Callable | None) -> None:
+        if type(backend) is JournalFileBackend:  # appends that never corrupt the file
+            backend = SafeJournalFileBackend(backend._file_path, backend._lock)
         super().__init__(backend)
         self._hb_interval = heartbeat_interval
         self._hb_grace = grace_period

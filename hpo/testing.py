@@ -40,12 +40,14 @@ def write_study(path: Path, name: str, *, space: dict, storage: str, sampler: st
 
 
 def start_worker(study_file: Path, *extra: str, index: int = 0, threads: int = 1,
-                 log: Path | None = None) -> subprocess.Popen:
-    """``specopt worker`` in a subprocess (inherits the environment), as ``launch`` starts it."""
+                 log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``specopt worker`` in a subprocess (inherits the environment, plus ``env``: e.g.
+    ``SPECOPT_FAULT``), as ``launch`` starts it."""
     cmd = [sys.executable, "-m", "hpo.cli", "worker", str(study_file), "--worker-index",
            str(index), "--threads", str(threads), *extra]
     out = open(log, "ab") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
 
 
 def study_trials(study_name: str, url: str, states=None) -> list[FrozenTrial]:

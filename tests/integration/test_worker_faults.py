@@ -104,3 +104,30 @@ def test_signal_fails_and_requeues_the_trial(tmp_path, store, signum):
     assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
     assert retry.params == failed.params and retried_trial_number(retry) == failed.number
     assert "re-queued" in log.read_text()
+
+
+def test_sigkill_between_ask_and_the_first_heartbeat_is_recovered(tmp_path, store):
+    """The worker dies right after study.ask(), before any heartbeat (SPECOPT_FAULT=after_ask):
+    its trial must not stay RUNNING for ever; another worker fails it after the grace period
+    and runs its retry."""
+    url, name = store
+    path = write_study(tmp_path / "ask.toml", name, storage=url, heartbeat=(1, 3),
+                       artifacts=tmp_path / "art",
+                       space={"loss": ["rmse"], "epochs": 2, "subset": 200, "lr": 1e-4})
+    warm_cache(hpo.load_study_config(path))
+    logs = [tmp_path / f"w{i}.log" for i in range(2)]
+    victim = start_worker(path, index=0, log=logs[0], env={"SPECOPT_FAULT": "after_ask"})
+    assert victim.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
+    [silent] = study_trials(name, url)
+    assert silent.state == TrialState.RUNNING  # killed before its first heartbeat
+    survivor = start_worker(path, index=1, log=logs[1])
+    try:
+        code = survivor.wait(timeout=120)
+    finally:
+        if survivor.poll() is None:
+            survivor.kill()
+    assert code == 0, _logs(logs)
+    failed, retry = study_trials(name, url)
+    assert failed.number == silent.number and failed.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == silent.number
+    assert retry.params == failed.params

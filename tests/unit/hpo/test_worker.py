@@ -267,3 +267,49 @@ def test_time_only_budget(tmp_path):
     # the study file's timeout is the default
     timed = _cfg(tmp_path, "t", n_trials=None, timeout=0.5)
     assert 1 <= run_worker(timed, objective_fn=slow, handle_signals=False).completed <= 4
+
+
+# --- faults (issue 9): interrupts outside the retry budget, deaths before the first heartbeat ---
+
+def test_the_same_grid_point_interrupted_five_times_is_still_queued_and_completes(tmp_path):
+    """max_retry (1 here) is for dead workers: re-queues after SIGINT/SIGTERM never use it up."""
+    attempts: list[float] = []
+
+    def interrupted_5_times(trial, config, should_stop):
+        sigma = config.suggest(trial)["sigma"]
+        if sigma == 0.1 and len(attempts) < 5:
+            attempts.append(sigma)
+            raise WorkerInterrupted(f"stopped by a signal (attempt {len(attempts)})")
+        return sigma
+
+    cfg = _cfg(tmp_path, "i", n_trials=None, sampler="grid", space={"sigma": [0.1, 0.5]})
+    for _ in range(10):  # each interrupted worker exits; a new one starts
+        s = run_worker(cfg, objective_fn=interrupted_5_times, handle_signals=False)
+        if not s.interrupted:
+            break
+    assert len(attempts) == 5
+    trials = create_study(cfg).get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.FAIL) == 5 and TrialState.WAITING not in states
+    done = sorted(t.params["sigma"] for t in trials if t.state == TrialState.COMPLETE)
+    assert done == [0.1, 0.5]  # every grid point complete, once
+    state = budget_state(create_study(cfg), cfg, cfg.n_trials)
+    assert (state.finished, state.originals, state.running) == (2, 2, 0)
+    last = next(t for t in trials if t.state == TrialState.COMPLETE and t.params["sigma"] == 0.1)
+    assert last.user_attrs[TrialAttr.ORIGIN] == retried_trial_number(last)
+
+
+def test_a_trial_that_never_had_a_heartbeat_is_retried(tmp_path):
+    """A worker killed between ask() and its first heartbeat (SQLite: no heartbeat row)."""
+    cfg = _cfg(tmp_path, n_trials=1)
+    study = create_study(cfg)
+    storage = open_storage(cfg.storage, heartbeat_interval=1, grace_period=2, max_retry=1)
+    with pytest.warns(UserWarning):
+        silent = optuna.load_study(study_name=cfg.name, storage=storage).ask(X)
+    start = time.monotonic()
+    s = run_worker(cfg, objective_fn=_value, handle_signals=False, poll_interval=0.2)
+    assert time.monotonic() - start < 30
+    assert (s.completed, s.trials) == (1, [1])
+    failed, retry = study.get_trials()
+    assert failed.number == silent.number and failed.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == silent.number
