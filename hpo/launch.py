@@ -11,7 +11,8 @@ import tempfile
 import time
 
 from hpo.config import StudyConfig, config_json
-from hpo.study import create_study, storage_url
+from hpo.storage import mask_url
+from hpo.study import STORAGE_ENV, create_study, storage_url
 
 _log = logging.getLogger("specopt.launch")
 
@@ -63,9 +64,17 @@ def warm_cache(config: StudyConfig) -> None:
 
 
 def worker_command(spec: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
-    """The command line of one worker (``python -m hpo.cli worker``) on a study definition."""
-    return [sys.executable, "-m", "hpo.cli", "worker", spec, "--storage", storage,
+    """The command line of one worker (``python -m hpo.cli worker``) on a study definition.
+    A storage URL with a password is left out (it goes in the environment: :func:`worker_env`),
+    so that ``ps`` never shows it."""
+    where = ["--storage", storage] if mask_url(storage) == storage else []
+    return [sys.executable, "-m", "hpo.cli", "worker", spec, *where,
             "--worker-index", str(index), "--num-threads", str(threads), "--device", device]
+
+
+def worker_env(storage: str) -> dict[str, str]:
+    """The environment that gives a worker the storage URL (with its password)."""
+    return {STORAGE_ENV: storage}
 
 
 def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
@@ -82,8 +91,8 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
     warm_cache(config)
     # the workers get exactly this definition, as JSON
     fd, spec = tempfile.mkstemp(prefix=f"specopt-{config.name}-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(config_json(config))
+    with os.fdopen(fd, "w") as f:  # no password in the file: the workers get it by worker_env
+        f.write(config_json(config.override({"storage": mask_url(url)})))
     procs: list[subprocess.Popen] = []
     try:
         return _run(config, workers, gpus, cores, url, spec, procs)
@@ -99,7 +108,7 @@ def _run(config, workers, gpus, cores, url, spec, procs) -> int:
         device = w["device"] if config.train.device == "auto" else config.train.device
         cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=device,
                              storage=url)
-        env = {**os.environ, **w["env"]}
+        env = {**os.environ, **w["env"], **worker_env(url)}
         # a new session: a terminal's Ctrl-C reaches only this process, which forwards it once
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
         _log.info(f"worker {w['index']}: pid {procs[-1].pid}, {w['device']}"

@@ -4,6 +4,7 @@ existing one for reading (:func:`open_study`, with its artifact store)."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,25 @@ from hpo.storage import (
 from model.contract import StudyAttr
 from model.errors import ReportError
 
+#: The environment variable with the storage URL (and its password): the way ``launch`` passes
+#: it to workers, never on a command line; it wins over the study file's storage.
+STORAGE_ENV = "SPECOPT_STORAGE"
+
 
 def storage_url(config: StudyConfig, storage: str | None = None) -> str:
-    """The URL in effect: the argument, else the study file's, else SQLite under ``runs/``."""
-    return normalize_url(storage or config.storage or default_storage_url(config.name))
+    """The URL in effect: the argument, else ``$SPECOPT_STORAGE``, else the study file's, else
+    SQLite under ``runs/``."""
+    return normalize_url(storage or os.environ.get(STORAGE_ENV) or config.storage
+                         or default_storage_url(config.name))
+
+
+def public_config(config: StudyConfig) -> dict:
+    """The definition as stored with the study (served by optuna-dashboard): the storage URL's
+    password masked."""
+    d = config.to_dict()
+    if d.get("storage"):
+        d["storage"] = mask_url(d["storage"])
+    return d
 
 
 def artifact_dir(config: StudyConfig, storage: str | None = None) -> Path:
@@ -86,7 +102,7 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
                               "study name (a copy of the file with a new name) or --storage")
     else:
         study.set_user_attr(StudyAttr.IDENTITY, json.dumps(identity, sort_keys=True))
-        study.set_user_attr(StudyAttr.CONFIG, json.dumps(config.to_dict(), sort_keys=True))
+        study.set_user_attr(StudyAttr.CONFIG, json.dumps(public_config(config), sort_keys=True))
         study.set_user_attr(StudyAttr.OBJECTIVES, list(config.objectives))
         study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, config.objective_split)
         study.set_user_attr(StudyAttr.REFERENCE_SIGMA, config.reference_sigma_value)

@@ -121,3 +121,77 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "cannot connect" in r.output and "secret" not in r.output
     r = runner.invoke(app, ["studies"])
     assert r.exit_code == 0 and "sigma-pareto" in r.output and "nsga2" in r.output
+
+
+# --- faults (issue 9): a full disk under a journal; no password stored or on a command line ---
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB tmpfs (we run as root), unmounted afterwards."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk, keep: int) -> None:
+    """Fill the disk but ``keep`` bytes (roughly: tmpfs counts whole pages)."""
+    import os
+
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    size = (disk / "filler").stat().st_size
+    os.truncate(disk / "filler", size - keep)
+
+
+def test_a_journal_on_a_full_disk_stays_readable(tiny_disk):
+    url = f"journal:///{tiny_disk}/j.log"
+    cfg = _cfg("full", storage=url, heartbeat={"interval": 1, "grace": 3})
+    study = create_study(cfg)
+    trial = study.ask()
+    trial.set_user_attr("small", 1)
+    _fill(tiny_disk, keep=4096)
+    with pytest.raises(OSError):  # a record bigger than the space left
+        trial.set_user_attr("big", "x" * 200_000)
+    (tiny_disk / "filler").unlink()  # space again: the worker goes on
+    trial.set_user_attr("after", 2)
+    study.tell(trial, 0.5)
+    lines = (tiny_disk / "j.log").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # every record complete
+    reader = open_storage(url, heartbeat_interval=None)
+    reread = optuna.load_study(study_name="full", storage=reader)
+    [t] = reread.get_trials()
+    assert t.state == TrialState.COMPLETE and t.user_attrs == {"small": 1, "after": 2}
+
+
+def test_no_password_in_the_study_or_on_a_worker_command_line(tmp_path, monkeypatch):
+    import json
+
+    from hpo.launch import worker_command, worker_env
+    from model.contract import StudyAttr
+
+    secret = "s3cr3t-pw"
+    url = f"postgresql+psycopg://alice:{secret}@127.0.0.1:5432/test"
+    monkeypatch.setenv("SPECOPT_STORAGE", f"sqlite:///{tmp_path}/pw.db")  # where it really goes
+    cfg = _cfg("pw", storage=url)
+    study = create_study(cfg)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    attrs = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id),
+                        [(t.user_attrs, t.system_attrs) for t in study.get_trials()]])
+    assert secret not in attrs
+    assert "alice:***@" in json.loads(study.user_attrs["specopt:config"])["storage"]
+    assert StudyAttr.CONFIG == "specopt:config"
+    cmd = worker_command("spec.json", index=0, threads=1, device="cpu", storage=url)
+    assert secret not in " ".join(cmd)
+    assert worker_env(url) == {"SPECOPT_STORAGE": url}  # the URL goes by the environment
