@@ -178,18 +178,24 @@ def check_artifact_id(artifact_id: str, trial: FrozenTrial, filename: str) -> st
 
 def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str) -> bytes | None:
     """The bytes of one artifact of a trial, or None when there is no such artifact or store.
-    An artifact id that is not a plain file name (``../x``) is a :class:`ReportError`."""
+    An artifact id that is not a plain file name (``../x``), or a file that is there but cannot
+    be read (an I/O error, a folder in its place), is a :class:`ReportError`."""
     if store is None:
         return None
     artifact_id = artifact_ids(study, trial).get(filename)
     if artifact_id is None:
         return None
     check_artifact_id(artifact_id, trial, filename)
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
     try:
         with store.open_reader(artifact_id) as reader:
             return reader.read()
-    except Exception:  # deliberately broad: a missing file; the caller notes it
+    except (ArtifactNotFound, FileNotFoundError):  # not there: the caller notes it
         return None
+    except Exception as err:  # deliberately broad: any store's read error, one line
+        raise ReportError(f"the {filename} of trial #{trial.number} cannot be read "
+                          f"({first_sentence(err)})") from None
 
 
 @dataclass

@@ -272,3 +272,20 @@ def test_predict_refuses_non_finite_matrices_and_damaged_checkpoints(checkpoint,
     r = _cli("predict", str(checkpoint), str(nan_xyz), "--out", str(tmp_path / "p"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "nan.xyz: atom 2 (H) has a non-finite coordinate" in r.stderr + r.stdout
+
+
+def test_report_when_an_artifact_cannot_be_read_at_all(report_study, tmp_path):
+    """A folder where the best trial's predictions file should be (an I/O error on reading):
+    the report is written and says which file could not be read."""
+    store, number = _damaged_store(report_study, tmp_path, {})
+    study = report_study.load()
+    ids = {m.filename: m.artifact_id for m in optuna.artifacts.get_all_artifact_meta(
+        study.best_trial, storage=study._storage)}
+    f = store / ids[ArtifactName.PREDICTIONS]
+    f.unlink()
+    f.mkdir()
+    paths = write_report(study, tmp_path / "report", store)
+    (problem,) = paths.problems
+    assert problem.startswith(f"the {ArtifactName.PREDICTIONS} of trial #{number} cannot be "
+                              "read (")
+    assert "Is a directory" in problem
