@@ -14,18 +14,13 @@ StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: t
                                 "file's, else sqlite:///runs/STUDY.db)")
 
 
-def _default_out(name: str, suffix: str) -> Path:
-    from hpo.storage import runs_dir
-
-    return runs_dir() / f"{name}-{suffix}"
-
-
 def echo_report(opened, out: Path | None) -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
-    from hpo.report import best_trial_table, write_report
+    from hpo.report import best_trial_table, default_out_dir, write_report
 
     s = opened.study
-    paths = write_report(s, out or _default_out(s.study_name, "report"), opened.artifact_store)
+    paths = write_report(s, out or default_out_dir(s.study_name, "report"),
+                         opened.artifact_store)
     if paths.message:
         typer.echo(paths.message, err=True)
     else:

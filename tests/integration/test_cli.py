@@ -130,3 +130,20 @@ def test_worker_entry_point_that_launch_starts(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown study 'nope'")
+
+
+def test_report_of_a_study_named_like_a_path_writes_nothing_outside_runs(tmp_path, monkeypatch):
+    """A study name read from a database (any tool can create ``../../evil``) must not choose
+    the default report folder outside runs/."""
+    import optuna
+
+    runs = tmp_path / "a" / "b" / "runs"
+    monkeypatch.setenv("SPECOPT_RUNS", str(runs))
+    url = f"sqlite:///{tmp_path / 'evil.db'}"
+    study = optuna.create_study(study_name="../../evil", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    r = runner.invoke(app, ["report", "../../evil", "--storage", url])
+    assert r.exit_code == 2, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith("error: ")
+    assert not (tmp_path / "a" / "evil-report").exists()
+    assert not any(p.name.endswith("-report") for p in tmp_path.rglob("*"))
