@@ -21,6 +21,11 @@ class PredictPaths:
     grid: np.ndarray  # (Np,) eV
 
 
+def _csv_text(name: str) -> str:
+    """A file name as a CSV header that spreadsheets show as text, never run as a formula."""
+    return "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
+
+
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path
                 ) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
@@ -37,7 +42,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame({"energy_eV": grid, **{n: s for n, s in zip(names, spectra, strict=True)}})
+    df = pd.DataFrame({"energy_eV": grid, **{_csv_text(n): s
+                                             for n, s in zip(names, spectra, strict=True)}})
     csv_path = out / "spectra.csv"
     df.to_csv(csv_path, index=False, float_format="%.9g")
 

@@ -107,6 +107,16 @@ def test_predict_html_escapes_file_names(checkpoint, tmp_path):
     assert paths.names == [EVIL_XYZ]  # the CSV column keeps the file's own name
 
 
+
+def test_predict_csv_headers_never_run_as_spreadsheet_formulas(checkpoint, tmp_path):
+    xyz = tmp_path / "=HYPERLINK(1).xyz"
+    xyz.write_text(WATER)
+    plain = tmp_path / "water.xyz"
+    plain.write_text(WATER)
+    paths = predict_xyz(checkpoint, [xyz, plain], tmp_path / "out")
+    header = paths.csv.read_text().splitlines()[0].split(",")
+    assert header == ["energy_eV", "'=HYPERLINK(1)", "water"]
+
 def _copy_study(report_study, root: Path, name: str) -> tuple[optuna.Study, str]:
     url = f"sqlite:///{root / 'copy.db'}"
     optuna.copy_study(from_study_name=report_study.name, from_storage=report_study.url,
