@@ -122,6 +122,8 @@ class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
     :func:`retry_history` see it as a retry (not a new grid point)."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial, requeue: bool = False) -> None:
+        if any(trial.number in retry_history(t) for t in study.get_trials(deepcopy=False)):
+            return  # queued already (a re-queue whose FAIL did not reach the storage)
         history = [*retry_history(trial), trial.number]
         requeues = int(trial.system_attrs.get(REQUEUES_KEY, 0)) + (1 if requeue else 0)
         if not requeue and self._max_retry is not None and \
@@ -143,8 +145,8 @@ def _retry_callback(max_retry: int | None):
 
 
 def requeue_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue ``trial`` (already FAIL) again with the same parameters, whatever the retry budget
-    (an interrupted trial, or one stopped by an infrastructure error)."""
+    """Queue ``trial`` again with the same parameters, whatever the retry budget (an interrupted
+    trial, or one stopped by an infrastructure error); at most once per trial."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         SpecoptRetryCallback(max_retry=None)(study, copy.deepcopy(trial), requeue=True)
@@ -454,9 +456,11 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and err.filename is None:  # name the file at fault
+                raise OSError(err.errno, err.strerror, str(target)) from err
             raise
 
 

@@ -248,15 +248,18 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> 
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Interrupted trial: FAIL it and queue it again with the same parameters, whatever the
-    retry budget (``max_retry`` is for dead workers)."""
+    """Interrupted trial: queue it again with the same parameters, whatever the retry budget
+    (``max_retry`` is for dead workers), then FAIL it.  In this order, a storage that fails
+    half-way (a full disk) never loses the grid point: either nothing was written (the trial
+    stays RUNNING, and goes stale and is retried when this worker is gone), or the copy is
+    queued (and the stale check does not queue another)."""
     try:
         trial.set_user_attr(TrialAttr.STATUS, Status.INTERRUPTED)
         trial.set_user_attr(TrialAttr.FAILURE, reason[:500])
-    except Exception as err:  # best effort: the trial is failed below whatever happens
+    except Exception as err:  # best effort: the trial is re-queued and failed all the same
         _log.warning(f"could not annotate trial {trial.number}: {err}")
-    _tell(study, trial, state=TrialState.FAIL)
     requeue_trial(study, study._storage.get_trial(trial._trial_id))
+    _tell(study, trial, state=TrialState.FAIL)
 
 
 #: OSError numbers and what to do about them.

@@ -1,0 +1,133 @@
+"""Infrastructure faults in real worker processes: not the configuration's fault, so they must
+not use up the budget.  A missing dataset file, a read-only artifact folder and a full disk
+(real tmpfs mounts: the tests run as root) stop the worker with one ``error:`` line naming the
+file and the fix (exit status 3); the trial is re-queued, the study's finished count stays 0,
+and once the fault is fixed a new worker completes the trial.  Full disk: no partial artifact
+and nothing left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from optuna.trial import TrialState
+
+import hpo
+from hpo.launch import warm_cache
+from hpo.testing import start_worker, study_trials, write_study
+from hpo.worker import budget_state
+from model.contract import Status, TrialAttr
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+SPACE = {"loss": ["rmse"], "epochs": 2, "subset": 200, "lr": 1e-4}
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(dir, options): a real tmpfs at ``dir``, unmounted after the test."""
+    mounted = []
+
+    def do(where, options: str):
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield do
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _run(path, log, timeout=180) -> int:
+    proc = start_worker(path, log=log)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _error_lines(log) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("error:")]
+
+
+def _finished(path) -> int:
+    cfg = hpo.load_study_config(path)
+    study = hpo.create_study(cfg)
+    return budget_state(study, cfg, cfg.n_trials).finished
+
+
+def _stopped_and_requeued(path, url, name, log, words: str) -> None:
+    assert _run(path, log) == 3, log.read_text()
+    [line] = _error_lines(log)  # one line, no traceback
+    assert words in line and "re-queued" in line, line
+    assert "Traceback" not in log.read_text()
+    trials = study_trials(name, url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+    assert _finished(path) == 0  # the budget is left alone
+
+
+def _completes_after_the_fix(path, url, name, log) -> None:
+    assert _run(path, log) == 0, log.read_text()
+    trials = study_trials(name, url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params
+    assert _finished(path) == 1
+
+
+def test_a_missing_dataset_file_stops_the_worker_and_leaves_the_budget(tmp_path):
+    from data_prep.dataset import BUNDLED_PATH
+
+    url, name = f"sqlite:///{tmp_path}/infra.db", "infra"
+    dataset = tmp_path / "data" / "levels.npz"
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=tmp_path / "art",
+                       dataset=str(dataset), space=SPACE)
+    log = tmp_path / "w.log"
+    _stopped_and_requeued(path, url, name, log, str(dataset))
+    dataset.parent.mkdir()
+    shutil.copy(BUNDLED_PATH, dataset)  # the fix
+    _completes_after_the_fix(path, url, name, log)
+
+
+def test_a_read_only_artifact_folder_stops_the_worker_and_leaves_the_budget(tmp_path, mount):
+    url, name = f"sqlite:///{tmp_path}/infra.db", "infra"
+    art = mount(tmp_path / "art", "ro,size=4m")
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=art, space=SPACE)
+    warm_cache(hpo.load_study_config(path))
+    log = tmp_path / "w.log"
+    _stopped_and_requeued(path, url, name, log, "Read-only file system")
+    subprocess.run(["mount", "-o", "remount,rw", str(art)], check=True)  # the fix
+    _completes_after_the_fix(path, url, name, log)
+
+
+def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount):
+    disk = mount(tmp_path / "disk", "size=2m")
+    url, name = f"sqlite:///{disk}/infra.db", "infra"
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=disk / "art",
+                       space=SPACE)
+    cfg = hpo.load_study_config(path)
+    warm_cache(cfg)
+    hpo.create_study(cfg)
+    (disk / "art").mkdir()
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # leave about 200 KB
+    os.write(fd, b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 200_000))
+    os.close(fd)
+    log = tmp_path / "w.log"
+    code = _run(path, log)
+    assert code == 3, log.read_text()
+    [line] = _error_lines(log)
+    assert "No space left on device" in line and "free disk space" in line, line
+    assert not [p for p in (disk / "art").iterdir() if p.name.endswith(".tmp")]  # no partial
+    (disk / "filler").unlink()  # the fix
+    assert _run(path, log) == 0, log.read_text()
+    trials = study_trials(name, url)
+    assert TrialState.RUNNING not in {t.state for t in trials}
+    assert [t.state for t in trials][-1] == TrialState.COMPLETE, log.read_text()[-6000:]
+    assert _finished(path) == 1
+    stored = set(trials[-1].user_attrs[TrialAttr.ARTIFACTS].values())
+    assert {p.name for p in (disk / "art").iterdir()} == stored  # nothing partial or stray
