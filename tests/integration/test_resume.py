@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import signal
 
+import optuna
 import pytest
-from optuna.artifacts import get_all_artifact_meta
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import TrialState
 
 import hpo
 from hpo.config import study_config_from_dict
 from hpo.launch import warm_cache
 from hpo.storage import open_storage
-from hpo.testing import start_worker, study_trials, write_study
+from hpo.testing import small_study_config, start_worker, study_trials, write_study
+from hpo.training import objective
 from model.contract import Status, TrialAttr
-from model.errors import ConfigError
+from model.errors import ConfigError, TrainingFailed, WorkerInterrupted
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -129,3 +131,41 @@ def test_save_interval_setting(tmp_path):
     assert cfg.override(save_interval=5).resume.save_interval == 5
     with pytest.raises(ConfigError, match="save_interval"):
         study_config_from_dict({**base, "resume": {"save_interval": -1}})
+
+
+class _Prune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_objective_keeps_and_removes_states(tmp_path):
+    """In process: a signal keeps the state (epoch 1), a trial of the same origin continues it
+    and removes it when complete; pruned and diverged trials leave no state."""
+    cfg = small_study_config(tmp_path, "objstates", {"epochs": 3}, 5,
+                             resume={"save_interval": 0})
+    store = FileSystemArtifactStore(str(tmp_path / "art"))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", study_name="o")
+    first = study.ask()
+    with pytest.raises(WorkerInterrupted):
+        objective(first, cfg, artifact_store=store, should_stop=lambda: True)
+    assert (tmp_path / "art" / "state" / "0" / "state.pt").is_file()
+    study.tell(first, state=TrialState.FAIL)
+
+    study.enqueue_trial({}, user_attrs={TrialAttr.ORIGIN: 0})
+    second = study.ask()
+    objective(second, cfg, artifact_store=store)
+    done = study._storage.get_trial(second._trial_id)
+    assert sorted(done.intermediate_values) == [1, 2, 3]
+    assert done.user_attrs[TrialAttr.EPOCHS_TRAINED] == 2
+    assert done.user_attrs[TrialAttr.RESUMED_FROM] == {"trial": 0, "epoch": 1}
+    assert not (tmp_path / "art" / "state" / "0").exists()
+
+    pruning = optuna.create_study(storage=f"sqlite:///{tmp_path}/p.db", study_name="p",
+                                  pruner=_Prune())
+    with pytest.raises(optuna.TrialPruned):
+        objective(pruning.ask(), cfg, artifact_store=store)
+    diverging = cfg.override({"space.lr": 1e6})
+    with pytest.raises(TrainingFailed):
+        objective(pruning.ask(), diverging, artifact_store=store)
+    assert not (tmp_path / "art" / "state").exists() or \
+        not any((tmp_path / "art" / "state").iterdir())
