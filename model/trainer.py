@@ -209,14 +209,17 @@ class Trainer:
             "model": cpu(self.model.state_dict()),
             "optimizer": opt,
             "generator": self.generator.get_state(),
+            "device_type": self.device.type,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
                          else None),
         }
 
     def set_state(self, state: dict) -> None:
-        """Continue from :meth:`get_state`'s result (on this or another device). The CUDA RNG is
-        restored when both runs are on CUDA."""
+        """Continue from :meth:`get_state`'s result (on this or another device). The generator
+        and the CUDA RNG are restored when both runs are on the same kind of device; across
+        kinds (a CPU state continued on CUDA) the generator is seeded with (seed, epoch): the
+        run continues, not bit for bit."""
         self.model.load_state_dict(state["model"])
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -224,9 +227,12 @@ class Trainer:
             group["lr"] = lr  # a device tensor stays that tensor (a CUDA graph reads it)
         self.epoch = int(state["epoch"])
         self.set_lr(self.config.lr_at(max(self.epoch, 1)))
-        self.generator.set_state(state["generator"])
+        if state.get("device_type", "cpu") == self.device.type:
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator.manual_seed(self.config.seed * 1_000_003 + self.epoch)
         torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:  # same kind
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # -- epochs ---------------------------------------------------------------------------------

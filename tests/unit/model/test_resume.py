@@ -174,3 +174,18 @@ def test_sigkilled_process_resumed_by_another(reference, tmp_path):
     a = load_checkpoint(ckpt / ArtifactName.CHECKPOINT)[0].state_dict()
     b = load_checkpoint(ref_ckpt)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_state_of_another_device_kind_continues(tiny_data, tmp_path):
+    """A state saved on CUDA (its generator state has another format) continues on the CPU."""
+    state = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        train(TrainConfig(**SETTINGS), tiny_data, lambda r: (_ for _ in ()).throw(Stop()),
+              state_path=state)
+    saved = load_training_state(state)
+    assert saved is not None
+    saved.trainer["device_type"] = "cuda"
+    saved.trainer["generator"] = torch.zeros(16, dtype=torch.uint8)
+    save_training_state(state, saved)
+    result = train(TrainConfig(**SETTINGS), tiny_data, state_path=state)
+    assert result.resumed_from == 1 and result.epochs_trained == 5
