@@ -147,18 +147,19 @@ def failure_of(trial: FrozenTrial) -> str:
 # --- artifacts ----------------------------------------------------------------------------------
 
 def artifact_ids(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
-    """Artifact file name -> id of one trial (the ``artifacts`` attr, then Optuna's records)."""
+    """Artifact file name -> id of one trial: Optuna's records, overridden by the trial's own
+    ``artifacts`` attribute (what this attempt uploaded; a retry's is reset to None)."""
     from optuna.artifacts import get_all_artifact_meta
 
     ids: dict[str, str] = {}
-    recorded = trial.user_attrs.get(TrialAttr.ARTIFACTS)
-    if isinstance(recorded, dict):
-        ids.update({str(k): str(v) for k, v in recorded.items()})
     try:
         for meta in get_all_artifact_meta(trial, storage=study._storage):
             ids[meta.filename] = meta.artifact_id
     except Exception:  # deliberately broad: a storage without artifact records
         pass
+    recorded = trial.user_attrs.get(TrialAttr.ARTIFACTS)
+    if isinstance(recorded, dict):
+        ids.update({str(k): str(v) for k, v in recorded.items()})
     return ids
 
 

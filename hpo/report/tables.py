@@ -173,7 +173,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                "fair accuracy (%)": _pct(m.get("fair_accuracy")),
                "W1 (eV)": _num(m.get("wasserstein_eV")),
                "level error (eV)": _num(m.get("level_error_eV")),
-               "epochs": t.user_attrs.get(TrialAttr.EPOCHS_RUN, len(hist) or None),
+               "epochs": t.user_attrs.get(TrialAttr.EPOCHS_RUN) or len(hist) or None,
                "best epoch": t.user_attrs.get(TrialAttr.BEST_EPOCH),
                "s/epoch": _num(t.user_attrs.get(TrialAttr.SECONDS_PER_EPOCH)),
                "device": t.user_attrs.get(TrialAttr.DEVICE),
