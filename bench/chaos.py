@@ -96,6 +96,14 @@ def _run(path: Path, name: str, url: str, args, kill: bool, folder: Path) -> dic
             resumed = t.user_attrs.get(TrialAttr.RESUMED_FROM) or {}
             trained += max(0, len(t.intermediate_values) - int(resumed.get("epoch", 0)))
     grid = LOSSES[:args.grid]
+    for g in grid:
+        if complete[g] == 0:  # say why a grid point was lost
+            for t in trials:
+                if t.params.get("loss") == g:
+                    print(f"  lost point {g}: trial {t.number} {t.state.name} status="
+                          f"{t.user_attrs.get(TrialAttr.STATUS)} failure="
+                          f"{str(t.user_attrs.get(TrialAttr.FAILURE))[:150]} "
+                          f"retry_history={t.system_attrs.get('retry_history')}", flush=True)
     return {
         "wall": wall, "kills": kills, "restarts": restarts,
         "complete": states[TrialState.COMPLETE], "failed": states[TrialState.FAIL],
@@ -122,6 +130,7 @@ def main() -> None:
                     help="retries of a trial whose worker died (the study default, 3, gives up "
                          "on a grid point killed 4 times)")
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--keep", help="a folder for the studies and worker logs (kept)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -129,7 +138,8 @@ def main() -> None:
     from hpo.launch import warm_cache
 
     with tempfile.TemporaryDirectory(prefix="specopt-chaos-") as tmp:
-        folder = Path(tmp)
+        folder = Path(args.keep or tmp)  # --keep: the studies and worker logs stay there
+        folder.mkdir(parents=True, exist_ok=True)
         results = {}
         for tag, kill in (("calm", False), ("chaos", True)):
             path, name, url = _study(folder, args.storage, args.postgres, args, tag)
