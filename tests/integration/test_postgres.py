@@ -42,3 +42,37 @@ def test_four_workers_share_a_grid_study(tmp_path, pg_url, pg_study):
     assert len(points) == 6 and set(points.values()) == {1}, points  # no grid point twice
     workers = {t.user_attrs[TrialAttr.WORKER]["pid"] for t in trials}
     assert len(workers) >= 2  # the work really was shared
+
+
+def test_launch_keeps_the_password_out_of_the_study_and_the_command_lines(tmp_path, pg_url,
+                                                                          pg_study, monkeypatch):
+    """The server trusts local connections, so a password in the URL is accepted and ignored:
+    it must appear in no study or trial attribute and on no worker command line."""
+    import importlib
+    import json
+    import subprocess
+
+    launch_module = importlib.import_module("hpo.launch")  # hpo.launch is the function
+
+    secret = "s3cret-Pw"
+    url = pg_url.replace("postgres@", f"postgres:{secret}@")
+    assert secret in url
+    seen = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kw):
+        seen.append((cmd, kw.get("env") or {}))
+        return real_popen(cmd, **kw)
+
+    monkeypatch.setattr(launch_module.subprocess, "Popen", popen)
+    path = write_study(tmp_path / "pw.toml", pg_study, storage=url, artifacts=tmp_path / "art",
+                       space={"loss": ["rmse"], "epochs": 1, "subset": 200, "lr": 1e-4})
+    assert hpo.launch(hpo.load_study_config(path), workers=1, cores=1) == 0
+    [(cmd, env)] = seen
+    assert secret not in " ".join(cmd) and env["SPECOPT_STORAGE"] == url
+    study = optuna.load_study(study_name=pg_study, storage=pg_url)
+    [trial] = study.get_trials()
+    assert trial.state == TrialState.COMPLETE
+    stored = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id),
+                         trial.user_attrs, trial.system_attrs], default=str)
+    assert secret not in stored and "postgres:***@" in stored
