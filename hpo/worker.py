@@ -16,7 +16,15 @@ a training failure; trials failed because their worker died are retried and do n
 
 SIGINT/SIGTERM: the current trial stops after its current epoch, is marked FAIL (status
 ``interrupted``) and re-queued for another worker, and the worker exits; a second signal stops at
-once (the trial is still marked FAIL and re-queued).
+once (the trial is still marked FAIL and re-queued).  Re-queues never use up the heartbeat's
+``max_retry`` (that is for dead workers) and are not new grid points.
+
+Faults: a worker that dies before its trial's first heartbeat leaves a RUNNING trial with no
+heartbeat; it is failed and retried like any stale trial once its start is older than the grace
+period.  Infrastructure errors (:class:`InfrastructureError`, ``data_prep.DataError``,
+``OSError``: a missing or corrupt data file, an unwritable folder, a full disk) are not the
+configuration's fault: the trial is re-queued (the budget is left alone) and the worker stops
+with one line naming the file and the fix (exit status 3).
 """
 
 from __future__ import annotations
