@@ -114,11 +114,16 @@ def storage_file(url: str) -> Path | None:
 REQUEUES_KEY = "specopt:requeues"
 
 
+#: Prefix of Optuna's artifact records (system attributes of the trial that uploaded them).
+_ARTIFACT_RECORD = "artifacts:"
+
+
 class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
     """Optuna's retry callback, except that re-queues do not count against ``max_retry``: the
     budget of retries is for dead workers only.  The queued trial has the failed one's
     parameters, distributions and user attributes (with :attr:`TrialAttr.ORIGIN`, the first
-    attempt of the chain) and Optuna's retry history, so :func:`retried_trial_number` and
+    attempt of the chain), its system attributes except its artifact records (a retry shows only
+    its own artifacts), and Optuna's retry history, so :func:`retried_trial_number` and
     :func:`retry_history` see it as a retry (not a new grid point)."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial, requeue: bool = False) -> None:
@@ -129,8 +134,10 @@ class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
         if not requeue and self._max_retry is not None and \
                 self._max_retry < len(history) - requeues:
             return
-        system_attrs = {**trial.system_attrs, "failed_trial": history[0],
-                        "retry_history": history, REQUEUES_KEY: requeues}
+        own = {k: v for k, v in trial.system_attrs.items()  # not the attempt's artifacts
+               if not k.startswith(_ARTIFACT_RECORD)}
+        system_attrs = {**own, "failed_trial": history[0], "retry_history": history,
+                        REQUEUES_KEY: requeues}
         user_attrs = {**trial.user_attrs, TrialAttr.ORIGIN:
                       trial.user_attrs.get(TrialAttr.ORIGIN, history[0])}
         study.add_trial(optuna.create_trial(

@@ -195,3 +195,22 @@ def test_no_password_in_the_study_or_on_a_worker_command_line(tmp_path, monkeypa
     cmd = worker_command("spec.json", index=0, threads=1, device="cpu", storage=url)
     assert secret not in " ".join(cmd)
     assert worker_env(url) == {"SPECOPT_STORAGE": url}  # the URL goes by the environment
+
+
+def test_a_requeued_trial_inherits_no_artifact_records_and_keeps_its_origin(tmp_path):
+    from hpo.storage import requeue_trial
+    from model.contract import TrialAttr
+
+    study = create_study(_cfg("arts", storage=f"sqlite:///{tmp_path}/a.db"))
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study._storage.set_trial_system_attr(trial._trial_id, "artifacts:abc", '{"id": "abc"}')
+    study.tell(trial, state=TrialState.FAIL)
+    requeue_trial(study, study._storage.get_trial(trial._trial_id))
+    requeue_trial(study, study._storage.get_trial(trial._trial_id))  # at most once
+    failed, queued = study.get_trials()
+    assert queued.state == TrialState.WAITING and queued.params == failed.params
+    assert "artifacts:abc" in failed.system_attrs
+    assert not any(k.startswith("artifacts:") for k in queued.system_attrs)
+    assert queued.user_attrs[TrialAttr.ORIGIN] == failed.number
+    assert retried_trial_number(queued) == failed.number
