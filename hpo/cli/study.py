@@ -95,7 +95,8 @@ def worker(
     from hpo.worker import run_worker, setup_logging
 
     setup_logging()
-    s = run_worker(cfg, worker_index=worker_index, num_threads=cfg.train.num_threads)
+    s = run_worker(cfg, storage=storage, worker_index=worker_index,
+                   num_threads=cfg.train.num_threads)
     who = worker_index if worker_index is not None else os.getpid()
     typer.echo(f"[{cfg.name} worker {who}] done: {s.completed} complete, {s.pruned} "
                f"pruned, {s.failed} failed in {s.seconds:.0f} s"

@@ -95,3 +95,22 @@ def test_demo_study_runs_on_real_data(tmp_path, monkeypatch):
     s = run_worker(cfg, num_threads=1, handle_signals=False)
     assert s.completed + s.pruned == 2
     assert (tmp_path / "demo.db").is_file()
+
+
+def test_worker_storage_option_wins_over_the_environment(tmp_path, monkeypatch):
+    """``launch`` hands workers the URL in $SPECOPT_STORAGE; a --storage typed by a person
+    still decides where a worker writes."""
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path))
+    monkeypatch.setenv("SPECOPT_STORAGE", f"sqlite:///{tmp_path / 'from-env.db'}")
+    study = write_study(tmp_path / "s.toml", "s", space={"epochs": 1, "subset": 200},
+                        storage=f"sqlite:///{tmp_path / 'from-file.db'}", sampler="random",
+                        n_trials=1)
+    r = CliRunner().invoke(app, ["worker", str(study), "--storage",
+                                 f"sqlite:///{tmp_path / 'typed.db'}", "--num-threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "typed.db").is_file()
+    assert not (tmp_path / "from-env.db").exists() and not (tmp_path / "from-file.db").exists()
