@@ -113,9 +113,6 @@ def test_a_retry_shows_only_its_own_artifacts(artifact_chain):
     assert third.user_attrs[TrialAttr.ORIGIN] == 0
 
 
-@pytest.mark.xfail(reason="hpo.storage's retry callback copies the dead attempt's Optuna "
-                          "artifact records (system attributes 'artifacts:<id>'); its owner "
-                          "is to drop them", strict=False)
 def test_a_retry_inherits_no_artifact_records(artifact_chain):
     trials, storage = artifact_chain
     third = trials[2]
