@@ -38,7 +38,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 
-from model.contract import TrialAttr
+from hpo import faults
+from model.contract import Status, TrialAttr
 from model.errors import StorageError
 
 __all__ = [
@@ -168,6 +169,7 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    _retry_orphans(study)
     rdb = getattr(storage, "_backend", storage)  # create_study wraps it in a _CachedStorage
     if not isinstance(rdb, optuna.storages.RDBStorage) or not rdb.heartbeat_interval:
         return
@@ -176,12 +178,33 @@ def fail_stale_trials(study: optuna.Study) -> None:
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
+                faults.inject("after_stale_fail")
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it first
     callback = stale_trial_callback(storage)
     if callback is not None:
         for trial_id in failed:
             callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+#: Statuses of trials that failed for their own reasons (diverged, a bug): never retried.
+_FAILED_FOR_GOOD = (Status.FAILED, Status.ERROR)
+
+
+def _retry_orphans(study: optuna.Study) -> None:
+    """Queue the retry of every trial that was failed as stale but never got one: failing a
+    stale trial and queueing its retry are two writes, and the worker doing them can be killed
+    in between (Optuna's ``fail_stale_trials`` too), which lost the trial's grid point for
+    good.  The retry callback still applies ``max_retry``."""
+    callback = stale_trial_callback(study._storage)
+    if callback is None:
+        return
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in retry_history(t)}
+    for t in trials:
+        if (t.state == TrialState.FAIL and t.number not in retried
+                and t.user_attrs.get(TrialAttr.STATUS) not in _FAILED_FOR_GOOD):
+            callback(study, copy.deepcopy(t))
 
 
 def _silent_trial_ids(storage, study_id: int) -> list[int]:

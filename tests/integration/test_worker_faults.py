@@ -131,3 +131,32 @@ def test_sigkill_between_ask_and_the_first_heartbeat_is_recovered(tmp_path, stor
     assert failed.number == silent.number and failed.state == TrialState.FAIL
     assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == silent.number
     assert retry.params == failed.params
+
+
+def test_sigkill_between_failing_a_stale_trial_and_queueing_its_retry(tmp_path, store):
+    """A worker fails a silent trial as stale and is killed before it queues the retry
+    (SPECOPT_FAULT=after_stale_fail): the next worker must still queue it (the point was lost)."""
+    url, name = store
+    if url.startswith("journal"):
+        pytest.skip("journal storages fail silent trials through Optuna's own stale check")
+    path = write_study(tmp_path / "orphan.toml", name, storage=url, heartbeat=(1, 3),
+                       artifacts=tmp_path / "art",
+                       space={"loss": ["rmse"], "epochs": 1, "subset": 200, "lr": 1e-4})
+    warm_cache(hpo.load_study_config(path))
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    first = start_worker(path, index=0, log=logs[0], env={"SPECOPT_FAULT": "after_ask"})
+    assert first.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
+    second = start_worker(path, index=1, log=logs[1], env={"SPECOPT_FAULT": "after_stale_fail"})
+    assert second.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
+    [orphan] = study_trials(name, url)
+    assert orphan.state == TrialState.FAIL  # failed, and no retry queued
+    third = start_worker(path, index=2, log=logs[2])
+    try:
+        code = third.wait(timeout=120)
+    finally:
+        if third.poll() is None:
+            third.kill()
+    assert code == 0, _logs(logs)
+    failed, retry = study_trials(name, url)
+    assert failed.number == orphan.number
+    assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == orphan.number
