@@ -436,6 +436,8 @@ class Worker:
                              "re-queued")
                 return None
             except TrainingFailed as err:
+                # the configuration's own failure: recorded so that no stale check retries it
+                trial.set_user_attr(TrialAttr.STATUS, Status.FAILED)
                 _tell(self.study, trial, state=TrialState.FAIL)
                 _log.warning(f"{label} trial {trial.number} failed: {err}")
                 return TrialState.FAIL
