@@ -19,6 +19,7 @@ reports no trial as stale, since the other workers' heartbeats may not have resu
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,10 +32,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.errors import StorageError
 
-__all__ = ["DEFAULT_MAX_WAIT", "ResilientStorage", "is_outage", "retry_outage"]
+__all__ = ["DEFAULT_MAX_WAIT", "ResilientStorage", "first_line", "is_outage", "outage_wait",
+           "retry_outage"]
 
 #: Seconds a worker waits for an unreachable database before it gives up.
 DEFAULT_MAX_WAIT = 600.0
+#: The environment variable that changes it.
+OUTAGE_WAIT_ENV = "SPECOPT_OUTAGE_WAIT"
 #: Back-off between attempts: first delay and cap (seconds).
 FIRST_DELAY = 1.0
 MAX_DELAY = 8.0
@@ -128,7 +132,7 @@ class _Waiter:
                 if waited >= self.max_wait:
                     raise StorageError(
                         f"storage {self.shown} unreachable for {waited:.0f} s while {what}: "
-                        f"giving up ({_first_line(err)})") from None
+                        f"giving up ({first_line(err, 200)})") from None
                 delay = min(delay, self.max_wait - waited)
                 self._note(err, what, delay, waited)
                 time.sleep(delay)
@@ -146,7 +150,7 @@ class _Waiter:
             if now - self._last_log < LOG_EVERY:
                 return
             self._last_log = now
-        _log.warning(f"storage {self.shown} unreachable ({what}: {_first_line(err)}): retrying "
+        _log.warning(f"storage {self.shown} unreachable ({what}: {first_line(err, 200)}): retrying "
                      f"in {delay:.0f} s ({waited:.0f} s of {self.max_wait:.0f} s)")
 
     def _recovered(self) -> None:
@@ -159,9 +163,16 @@ class _Waiter:
                          f"{time.monotonic() - since:.0f} s")
 
 
-def _first_line(err: BaseException) -> str:
+def outage_wait() -> float:
+    """Seconds to wait for an unreachable database: ``$SPECOPT_OUTAGE_WAIT``, else
+    :data:`DEFAULT_MAX_WAIT`."""
+    return float(os.environ.get(OUTAGE_WAIT_ENV) or DEFAULT_MAX_WAIT)
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an error (of the database driver's, when SQLAlchemy wraps one)."""
     text = str(getattr(err, "orig", None) or err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
 
 
 def retry_outage(fn: Callable[[], T], *, shown: str, what: str,

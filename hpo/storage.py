@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from optuna.storages.journal._file import get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import faults
+from hpo.resilience import ResilientStorage, first_line, outage_wait, retry_outage
 from model.contract import Status, TrialAttr
 from model.errors import StorageError
 
@@ -127,14 +127,19 @@ class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
     its own artifacts), and Optuna's retry history, so :func:`retried_trial_number` and
     :func:`retry_history` see it as a retry (not a new grid point)."""
 
+    def allows(self, trial: FrozenTrial, requeue: bool = False) -> bool:
+        """Whether ``trial`` may be queued again: always for a re-queue, else while its retries
+        after dead workers stay within ``max_retry``."""
+        retries = len(retry_history(trial)) + 1 - int(trial.system_attrs.get(REQUEUES_KEY, 0))
+        return requeue or self._max_retry is None or retries <= self._max_retry
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial, requeue: bool = False) -> None:
         if any(trial.number in retry_history(t) for t in study.get_trials(deepcopy=False)):
             return  # queued already (a re-queue whose FAIL did not reach the storage)
+        if not self.allows(trial, requeue):
+            return
         history = [*retry_history(trial), trial.number]
         requeues = int(trial.system_attrs.get(REQUEUES_KEY, 0)) + (1 if requeue else 0)
-        if not requeue and self._max_retry is not None and \
-                self._max_retry < len(history) - requeues:
-            return
         own = {k: v for k, v in trial.system_attrs.items()  # not the attempt's artifacts
                if not k.startswith(_ARTIFACT_RECORD)}
         system_attrs = {**own, "failed_trial": history[0], "retry_history": history,
@@ -195,15 +200,16 @@ def _retry_orphans(study: optuna.Study) -> None:
     """Queue the retry of every trial that was failed as stale but never got one: failing a
     stale trial and queueing its retry are two writes, and the worker doing them can be killed
     in between (Optuna's ``fail_stale_trials`` too), which lost the trial's grid point for
-    good.  The retry callback still applies ``max_retry``."""
+    good.  Trials whose retries are used up (``max_retry``) are left alone."""
     callback = stale_trial_callback(study._storage)
     if callback is None:
         return
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in retry_history(t)}
+    allows = getattr(callback, "allows", lambda t: True)
     for t in trials:
         if (t.state == TrialState.FAIL and t.number not in retried
-                and t.user_attrs.get(TrialAttr.STATUS) not in _FAILED_FOR_GOOD):
+                and t.user_attrs.get(TrialAttr.STATUS) not in _FAILED_FOR_GOOD and allows(t)):
             callback(study, copy.deepcopy(t))
 
 
@@ -316,8 +322,6 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def __init__(self, backend, heartbeat_interval: int, grace_period: int,
                  stale_trial_callback: Callable | None) -> None:
-        if type(backend) is JournalFileBackend:  # appends that never corrupt the file
-            backend = SafeJournalFileBackend(backend._file_path, backend._lock)
         super().__init__(backend)
         self._hb_interval = heartbeat_interval
         self._hb_grace = grace_period
@@ -347,12 +351,6 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._hb_callback
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "orig", None) or err).strip()
-    line = text.splitlines()[0] if text else type(err).__name__
-    return line[:300]
-
-
 def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
                  max_retry: int | None = 3, connect_timeout: int = 10,
                  max_wait: float | None = None) -> BaseStorage:
@@ -367,18 +365,14 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
 
     Raises :class:`StorageError` (one line, password masked) on a bad URL or unreachable server.
     """
-    from hpo.resilience import DEFAULT_MAX_WAIT, ResilientStorage
-
     shown = mask_url(url)
     url = normalize_url(url)
     callback = _retry_callback(max_retry) if heartbeat_interval else None
     if url.startswith("journal:///"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = _path_of(url, "journal:///")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(str(path))
+            backend = SafeJournalFileBackend(str(path))  # appends that never corrupt the file
             if heartbeat_interval:
                 return HeartbeatJournalStorage(backend, heartbeat_interval,
                                                grace_period or 2 * heartbeat_interval, callback)
@@ -415,27 +409,42 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except sqlalchemy.exc.ArgumentError as err:
-        raise StorageError(f"storage {shown}: malformed URL ({_first_line(err)})") from None
+        raise StorageError(f"storage {shown}: malformed URL ({first_line(err)})") from None
     except sqlalchemy.exc.OperationalError as err:
-        raise StorageError(f"storage {shown}: cannot connect ({_first_line(err)})") from None
+        raise StorageError(f"storage {shown}: cannot connect ({first_line(err)})") from None
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise StorageError(f"storage {shown}: {_first_line(err)}") from None
+        raise StorageError(f"storage {shown}: {first_line(err)}") from None
     except ValueError as err:
-        raise StorageError(f"storage {shown}: malformed URL ({_first_line(err)})") from None
+        raise StorageError(f"storage {shown}: malformed URL ({first_line(err)})") from None
     except ImportError as err:
-        raise StorageError(f"storage {shown}: missing database driver ({_first_line(err)})"
+        raise StorageError(f"storage {shown}: missing database driver ({first_line(err)})"
                            ) from None
     if max_wait is None:
-        max_wait = float(os.environ.get("SPECOPT_OUTAGE_WAIT") or DEFAULT_MAX_WAIT)
+        max_wait = outage_wait()
     if not heartbeat_interval or max_wait <= 0:
         return rdb  # readers (reports, the dashboard) get Optuna's own storage
     return ResilientStorage(optuna.storages._CachedStorage(rdb), shown=shown, max_wait=max_wait,
                             grace=grace_period or 2 * heartbeat_interval)
 
 
-#: PostgreSQL advisory-lock key serialising table creation (any value unlikely to collide).
-_CREATE_KEY = int.from_bytes(hashlib.sha1(b"specopt:create-tables").digest()[:8], "big",
-                             signed=True)
+def _lock_key(name: str) -> int:
+    """A PostgreSQL advisory-lock key for ``name`` (a study's claims, table creation)."""
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+
+
+#: PostgreSQL advisory-lock key serialising table creation.
+_CREATE_KEY = _lock_key("specopt:create-tables")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the duration."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -445,12 +454,8 @@ def _creation_lock(url: str, connect_timeout: int) -> Iterator[None]:
     "table studies already exists")."""
     if url.startswith("sqlite:///"):
         db = _path_of(url, "sqlite:///")
-        with open(db.with_name(f"{db.name}.create.lock"), "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with _file_lock(db.with_name(f"{db.name}.create.lock")):
+            yield
         return
     import sqlalchemy
     import sqlalchemy.pool
@@ -478,27 +483,24 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
     partial artifact)."""
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        from data_prep.cache import atomic_write  # here: importing data_prep imports torch
+
         target = Path(self._get_filepath(artifact_id))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+
+        def copy(f: BinaryIO) -> None:
+            shutil.copyfileobj(content_body, f)
+            f.flush()
+            os.fsync(f.fileno())
+
         try:
-            with os.fdopen(fd, "wb") as f:
-                shutil.copyfileobj(content_body, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(err, OSError) and err.filename is None:  # name the file at fault
+            atomic_write(target, copy)
+        except OSError as err:
+            if err.filename is None:  # name the file at fault
                 raise OSError(err.errno, err.strerror, str(target)) from err
             raise
 
 
 # --- a lock around "decide, then ask" so that parallel workers never pick one grid point twice --
-
-def _lock_key(study_name: str) -> int:
-    return int.from_bytes(hashlib.sha1(study_name.encode()).digest()[:8], "big", signed=True)
-
 
 class ClaimLock:
     """Mutual exclusion among all workers of one study, across processes and machines.
@@ -511,13 +513,10 @@ class ClaimLock:
 
     def __init__(self, url: str, study_name: str, engine=None,
                  max_wait: float | None = None) -> None:
-        from hpo.resilience import DEFAULT_MAX_WAIT
-
         self.url = normalize_url(url)
         self.study_name = study_name
         self.engine = engine
-        self.max_wait = max_wait if max_wait is not None else \
-            float(os.environ.get("SPECOPT_OUTAGE_WAIT") or DEFAULT_MAX_WAIT)
+        self.max_wait = max_wait if max_wait is not None else outage_wait()
 
     def _connect(self):
         if self.engine is not None:
@@ -546,8 +545,6 @@ class ClaimLock:
         if self.url.startswith("postgresql"):
             import sqlalchemy
 
-            from hpo.resilience import retry_outage
-
             key = _lock_key(self.study_name)
             shown = mask_url(self.url)
             try:
@@ -556,7 +553,7 @@ class ClaimLock:
             except StorageError:
                 raise
             except Exception as err:
-                raise StorageError(f"storage {shown}: lock failed ({_first_line(err)})") from None
+                raise StorageError(f"storage {shown}: lock failed ({first_line(err)})") from None
             try:
                 yield
             finally:
@@ -579,10 +576,5 @@ class ClaimLock:
                 lock.release()
         else:
             db = _path_of(self.url, "sqlite:///")
-            path = db.with_name(f"{db.name}.{self.study_name}.lock")
-            with open(path, "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(f, fcntl.LOCK_UN)
+            with _file_lock(db.with_name(f"{db.name}.{self.study_name}.lock")):
+                yield
