@@ -50,6 +50,17 @@ def start_worker(study_file: Path, *extra: str, index: int = 0, threads: int = 1
                             env={**os.environ, **(env or {})})
 
 
+def run_worker_to_end(study_file: Path, *extra: str, timeout: float = 180, **options) -> int:
+    """:func:`start_worker` (same options), wait for it to end and return its exit status; a
+    worker still running after ``timeout`` seconds is killed (and the wait raises)."""
+    proc = start_worker(study_file, *extra, **options)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def study_trials(study_name: str, url: str, states=None) -> list[FrozenTrial]:
     """The trials of a study in any storage URL that :func:`hpo.storage.open_storage` takes
     (``journal:///`` too), read without heartbeats."""

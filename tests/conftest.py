@@ -78,3 +78,28 @@ def pg_study(pg_url):
         optuna.delete_study(study_name=name, storage=pg_url)
     except KeyError:
         pass
+
+
+@pytest.fixture
+def mount_tmpfs():
+    """``mount_tmpfs(folder, options)``: a real tmpfs at ``folder`` (the tests run as root; e.g.
+    ``"size=1m"`` for a disk that fills up, ``"ro,size=4m"``), unmounted after the test."""
+    import subprocess
+
+    mounted = []
+
+    def mount(where: Path, options: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path, mount_tmpfs) -> Path:
+    """A real 1 MiB tmpfs: writes beyond it fail with ENOSPC (a full disk)."""
+    return mount_tmpfs(tmp_path / "disk", "size=1m")

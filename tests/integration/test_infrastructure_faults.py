@@ -17,38 +17,13 @@ from optuna.trial import TrialState
 
 import hpo
 from hpo.launch import warm_cache
-from hpo.testing import start_worker, study_trials, write_study
+from hpo.testing import run_worker_to_end, study_trials, write_study
 from hpo.worker import budget_state
 from model.contract import Status, TrialAttr
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 SPACE = {"loss": ["rmse"], "epochs": 2, "subset": 200, "lr": 1e-4}
-
-
-@pytest.fixture
-def mount(tmp_path):
-    """mount(dir, options): a real tmpfs at ``dir``, unmounted after the test."""
-    mounted = []
-
-    def do(where, options: str):
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
-        mounted.append(where)
-        return where
-
-    yield do
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _run(path, log, timeout=180) -> int:
-    proc = start_worker(path, log=log)
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def _error_lines(log) -> list[str]:
@@ -62,7 +37,7 @@ def _finished(path) -> int:
 
 
 def _stopped_and_requeued(path, url, name, log, words: str) -> None:
-    assert _run(path, log) == 3, log.read_text()
+    assert run_worker_to_end(path, log=log) == 3, log.read_text()
     [line] = _error_lines(log)  # one line, no traceback
     assert words in line and "re-queued" in line, line
     assert "Traceback" not in log.read_text()
@@ -73,7 +48,7 @@ def _stopped_and_requeued(path, url, name, log, words: str) -> None:
 
 
 def _completes_after_the_fix(path, url, name, log) -> None:
-    assert _run(path, log) == 0, log.read_text()
+    assert run_worker_to_end(path, log=log) == 0, log.read_text()
     trials = study_trials(name, url)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params
@@ -94,9 +69,9 @@ def test_a_missing_dataset_file_stops_the_worker_and_leaves_the_budget(tmp_path)
     _completes_after_the_fix(path, url, name, log)
 
 
-def test_a_read_only_artifact_folder_stops_the_worker_and_leaves_the_budget(tmp_path, mount):
+def test_a_read_only_artifact_folder_stops_the_worker_and_leaves_the_budget(tmp_path, mount_tmpfs):
     url, name = f"sqlite:///{tmp_path}/infra.db", "infra"
-    art = mount(tmp_path / "art", "ro,size=4m")
+    art = mount_tmpfs(tmp_path / "art", "ro,size=4m")
     path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=art, space=SPACE)
     warm_cache(hpo.load_study_config(path))
     log = tmp_path / "w.log"
@@ -105,8 +80,8 @@ def test_a_read_only_artifact_folder_stops_the_worker_and_leaves_the_budget(tmp_
     _completes_after_the_fix(path, url, name, log)
 
 
-def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount):
-    disk = mount(tmp_path / "disk", "size=2m")
+def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount_tmpfs):
+    disk = mount_tmpfs(tmp_path / "disk", "size=2m")
     url, name = f"sqlite:///{disk}/infra.db", "infra"
     path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=disk / "art",
                        space=SPACE)
@@ -118,13 +93,13 @@ def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount):
     os.write(fd, b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 200_000))
     os.close(fd)
     log = tmp_path / "w.log"
-    code = _run(path, log)
+    code = run_worker_to_end(path, log=log)
     assert code == 3, log.read_text()
     [line] = _error_lines(log)
     assert "No space left on device" in line and "free disk space" in line, line
     assert not [p for p in (disk / "art").iterdir() if p.name.endswith(".tmp")]  # no partial
     (disk / "filler").unlink()  # the fix
-    assert _run(path, log) == 0, log.read_text()
+    assert run_worker_to_end(path, log=log) == 0, log.read_text()
     trials = study_trials(name, url)
     assert TrialState.RUNNING not in {t.state for t in trials}
     assert [t.state for t in trials][-1] == TrialState.COMPLETE, log.read_text()[-6000:]

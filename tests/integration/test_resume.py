@@ -20,7 +20,7 @@ import hpo
 from hpo.config import study_config_from_dict
 from hpo.launch import warm_cache
 from hpo.storage import open_storage
-from hpo.testing import small_study_config, start_worker, study_trials, write_study
+from hpo.testing import run_worker_to_end, small_study_config, study_trials, write_study
 from hpo.training import objective
 from model.contract import Status, TrialAttr
 from model.errors import ConfigError, TrainingFailed, WorkerInterrupted
@@ -44,12 +44,7 @@ def _run(path, log, fault, monkeypatch, expect):
         monkeypatch.setenv("SPECOPT_FAULT", fault)
     else:
         monkeypatch.delenv("SPECOPT_FAULT", raising=False)
-    proc = start_worker(path, log=log)
-    try:
-        code = proc.wait(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = run_worker_to_end(path, log=log, timeout=240)
     assert code == expect, log.read_text()
 
 

@@ -21,7 +21,13 @@ from optuna.trial import TrialState
 import hpo
 from hpo.launch import warm_cache
 from hpo.storage import retried_trial_number
-from hpo.testing import start_worker, study_trials, wait_for_running, write_study
+from hpo.testing import (
+    run_worker_to_end,
+    start_worker,
+    study_trials,
+    wait_for_running,
+    write_study,
+)
 from model.contract import Status, TrialAttr
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -120,12 +126,7 @@ def test_sigkill_between_ask_and_the_first_heartbeat_is_recovered(tmp_path, stor
     assert victim.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
     [silent] = study_trials(name, url)
     assert silent.state == TrialState.RUNNING  # killed before its first heartbeat
-    survivor = start_worker(path, index=1, log=logs[1])
-    try:
-        code = survivor.wait(timeout=120)
-    finally:
-        if survivor.poll() is None:
-            survivor.kill()
+    code = run_worker_to_end(path, index=1, log=logs[1], timeout=120)
     assert code == 0, _logs(logs)
     failed, retry = study_trials(name, url)
     assert failed.number == silent.number and failed.state == TrialState.FAIL
@@ -150,12 +151,7 @@ def test_sigkill_between_failing_a_stale_trial_and_queueing_its_retry(tmp_path, 
     assert second.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
     [orphan] = study_trials(name, url)
     assert orphan.state == TrialState.FAIL  # failed, and no retry queued
-    third = start_worker(path, index=2, log=logs[2])
-    try:
-        code = third.wait(timeout=120)
-    finally:
-        if third.poll() is None:
-            third.kill()
+    code = run_worker_to_end(path, index=2, log=logs[2], timeout=120)
     assert code == 0, _logs(logs)
     failed, retry = study_trials(name, url)
     assert failed.number == orphan.number

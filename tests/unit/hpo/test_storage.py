@@ -125,20 +125,6 @@ def test_cli_errors_are_one_line(tmp_path):
 
 # --- faults (issue 9): a full disk under a journal; no password stored or on a command line ---
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 1 MiB tmpfs (we run as root), unmounted afterwards."""
-    import subprocess
-
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def _fill(disk, keep: int) -> None:
     """Fill the disk but ``keep`` bytes (roughly: tmpfs counts whole pages)."""
     import os
