@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from data_prep import TrainingData, broaden, load_levels, prepare, sort_coulomb 
 from data_prep.dataset import make_split  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.contract import E_MAX, E_MIN, MATRIX_SIZE, N_LEVELS  # noqa: E402
+from model.device import cpu_model_name  # noqa: E402
 from model.trainer import Trainer  # noqa: E402
 
 SYNTHETIC_FULL = 118_000
@@ -55,16 +55,6 @@ def synthetic_data(n: int, n_points: int = 300, seed: int = 0) -> TrainingData:
         coulomb=sort_coulomb(c), spectra=broaden(levels, 0.5, n_points), levels=levels,
         split=split, index=np.arange(n), sigma=0.5, n_points=n_points, e_min=E_MIN, e_max=E_MAX,
         fingerprint="synthetic", provenance={"synthetic": True})
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(data: TrainingData, device: str, amp: str, compile_: bool, epochs: int,
@@ -130,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{err}\n(use --dataset PATH, or --synthetic to time random data)")
         levels, source = None, f"synthetic ({err})"
 
-    print(f"torch {torch.__version__}; CPU: {cpu_name()}, {os.cpu_count()} cores", end="")
+    print(f"torch {torch.__version__}; CPU: {cpu_model_name()}, {os.cpu_count()} cores", end="")
     if torch.cuda.is_available():
         print(f"; GPU: {torch.cuda.get_device_name()}", end="")
     print(f"\ndata: {source}; batch 90, Np 300\n")

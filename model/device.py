@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -47,6 +49,17 @@ def keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (for benchmark provenance)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def cpu_has_amx() -> bool:
