@@ -267,7 +267,7 @@ class SamplerConfig(_Section):
 
 
 class PrunerConfig(_Section):
-    name: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    name: Literal["median", "successive_halving", "hyperband", "extrapolation", "none"] = "median"
     options: dict[str, Any] = {}
 
 
@@ -727,13 +727,20 @@ def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
 
 
 def build_pruner(cfg: StudyConfig):
+    """The study's pruner: Optuna's ``median``, ``successive_halving``, ``hyperband``, ``none``,
+    or ``extrapolation`` (:class:`hpo.pruners.CurveExtrapolationPruner`: prunes a trial whose
+    extrapolated learning curve cannot beat the best completed trial).  ``hyperband`` and
+    ``extrapolation`` get ``max_resource`` from the study's (largest) ``epochs`` unless their
+    options give it."""
     import optuna
+
+    from hpo.pruners import CurveExtrapolationPruner
 
     p = cfg.pruner
     opts = dict(p.options)
     if p.name == "none" and opts:
         raise ConfigError("pruner.options: pruner 'none' takes none")
-    if p.name == "hyperband":
+    if p.name in ("hyperband", "extrapolation"):
         epochs = cfg.space["epochs"]
         opts.setdefault("max_resource",
                         int(epochs.bounds()[1] if epochs.kind == "range"
@@ -742,6 +749,7 @@ def build_pruner(cfg: StudyConfig):
         "median": optuna.pruners.MedianPruner,
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
+        "extrapolation": CurveExtrapolationPruner,
         "none": optuna.pruners.NopPruner,
     }
     try:
