@@ -59,7 +59,7 @@ __all__ = [
     "ConfigError", "ParamSpec", "SET_BY_STUDY", "SPACE_DEFAULTS", "StudyConfig", "TRAIN_SECTION",
     "TrainSettings", "build_pruner", "build_sampler", "config_json", "load_study_config",
     "parse_param", "shipped_studies", "space_fields", "study_config_from_dict",
-    "study_path",
+    "study_path", "worker_seed",
 ]
 
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "grid", "random", "nsga2")
@@ -691,10 +691,23 @@ def config_json(cfg: StudyConfig) -> str:
 
 # --- samplers and pruners -----------------------------------------------------------------------
 
+def worker_seed(seed: int, worker_index: int) -> int:
+    """The sampler seed of worker ``worker_index`` of a study seeded ``seed``: a hash of the
+    pair (numpy's SeedSequence), not ``seed + index``, which made worker 1 of seed 0 draw what
+    worker 0 of seed 1 drew."""
+    import numpy as np
+
+    # SeedSequence takes non-negative entropy: a negative seed maps to its 64-bit residue
+    entropy = [seed % (1 << 64), worker_index % (1 << 64)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
 def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
     """The study's sampler.  Grid: the same seed in every worker (it orders the grid); other
-    samplers: seed + worker index, so parallel workers do not propose identical points (no index:
-    an offset from host name and process id, for workers started by hand on several machines)."""
+    samplers: a seed hashed from (study seed, worker index) (:func:`worker_seed`), so parallel
+    workers do not propose identical points and studies seeded 0, 1, 2 share no worker's draws
+    (no index: one from host name and process id, for workers started by hand on several
+    machines)."""
     import optuna
 
     s = cfg.sampler
@@ -704,7 +717,7 @@ def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
         import zlib
 
         worker_index = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
-    seed = s.seed if (s.seed is None or s.name == "grid") else s.seed + worker_index
+    seed = s.seed if (s.seed is None or s.name == "grid") else worker_seed(s.seed, worker_index)
     opts = dict(s.options)
     if s.name == "cmaes":
         try:

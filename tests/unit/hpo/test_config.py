@@ -15,6 +15,7 @@ from hpo.config import (
     shipped_studies,
     space_fields,
     study_config_from_dict,
+    worker_seed,
 )
 from model.config import TrainConfig
 
@@ -181,6 +182,30 @@ def test_grid_seed_is_shared_other_seeds_differ():
     tpe = load_study_config("demo")
     assert build_sampler(tpe, 0)._rng.rng.randint(1 << 30) != \
         build_sampler(tpe, 1)._rng.rng.randint(1 << 30)
+
+
+def _first_proposals(cfg, worker_index: int, n: int = 3) -> list[dict]:
+    """The first ``n`` parameter sets a worker's sampler proposes (random start-up draws)."""
+    study = optuna.create_study(sampler=build_sampler(cfg, worker_index),
+                                direction=cfg.directions[0])
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(cfg.suggest(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_worker_seeds_of_neighbouring_study_seeds_do_not_overlap(sampler):
+    # seed + index made worker 1 of seed 0 propose exactly what worker 0 of seed 1 proposed
+    seed0 = load_study_config("demo").override({"sampler": {"name": sampler, "seed": 0}})
+    seed1 = seed0.override({"sampler": {"name": sampler, "seed": 1}})
+    assert _first_proposals(seed0, 1) != _first_proposals(seed1, 0)
+    assert _first_proposals(seed0, 0) != _first_proposals(seed0, 1)
+    assert _first_proposals(seed0, 1) == _first_proposals(seed0, 1)  # reproducible
+    assert worker_seed(0, 1) != worker_seed(1, 0)
+    assert worker_seed(-1, 0) == worker_seed(-1, 0) != worker_seed(1, 0)
 
 
 BASE = {"name": "t", "budget": {"n_trials": 3}}
