@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from model.contract import E_MAX, E_MIN, SCALE_FREE_LOSSES, ArtifactName, StudyAttr, TrialAttr
@@ -265,3 +267,86 @@ def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predicti
 
         pred = scaled_to_target(pred, target)
     return Predictions(pred, target, index, grid, scaled)
+
+
+# --- anytime performance: best value so far against the compute spent -------------------------
+
+#: Trials whose cost is counted: every finished attempt, whatever its outcome.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+ANYTIME_COLUMNS = ("trial", "state", "finished_at", "wall_seconds", "epochs", "seconds",
+                   "cum_epochs", "cum_seconds", "value", "best_so_far")
+
+
+def _count(x: Any) -> int | None:
+    return int(x) if isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 else None
+
+
+def _seconds_of(trial: FrozenTrial, first: int, last: int) -> float:
+    """Training seconds of epochs ``first..last`` of a trial: the history's per-epoch seconds
+    when it holds every one of them (it is thinned past 200), else seconds per epoch x count."""
+    n = last - first + 1
+    if n <= 0:
+        return 0.0
+    secs = {e.get("epoch"): e.get("seconds") for e in history_of(trial)}
+    own = [secs.get(k) for k in range(first, last + 1)]
+    if all(isinstance(s, int | float) for s in own):
+        return float(sum(own))  # type: ignore[arg-type]
+    per = trial.user_attrs.get(TrialAttr.SECONDS_PER_EPOCH)
+    return float(per) * n if isinstance(per, int | float) and math.isfinite(per) else 0.0
+
+
+def anytime_frame(study: optuna.Study, objective: int = 0) -> pd.DataFrame:
+    """The study's best objective value so far against the compute spent, one row per finished
+    trial (complete, pruned or failed) in the order they finished (``ANYTIME_COLUMNS``).
+
+    ``epochs`` and ``seconds`` are what the attempt trained itself: ``epochs_trained`` where
+    recorded (a retry that continued a saved state does not count its predecessor's epochs
+    again), else ``epochs_run``, else its history's length; ``seconds`` sums the per-epoch
+    training seconds, not wall time, so parallel workers hide no cost. Epochs a retry continued
+    that no earlier attempt of the same chain recorded (a killed worker records nothing) are
+    counted once, on the retry. ``wall_seconds``: wall-clock time from the study's first trial
+    start to this trial's end. ``value``: the trial's value of objective ``objective`` (complete
+    trials only); ``best_so_far``: the best of them up to this row (NaN before the first)."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED)
+              if t.datetime_complete is not None]
+    trials.sort(key=lambda t: (t.datetime_complete, t.number))
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False)
+              if t.datetime_start is not None]
+    t0 = min(starts) if starts else None
+    maximize = study.directions[objective] == optuna.study.StudyDirection.MAXIMIZE
+    recorded: dict[int, int] = {}  # origin -> epochs recorded by finished attempts so far
+    rows = []
+    best = math.nan
+    for t in trials:
+        attrs = t.user_attrs
+        resumed = attrs.get(TrialAttr.RESUMED_FROM)
+        k = _count(resumed.get("epoch")) if isinstance(resumed, dict) else None
+        k = k or 0
+        run = _count(attrs.get(TrialAttr.EPOCHS_RUN))
+        trained = _count(attrs.get(TrialAttr.EPOCHS_TRAINED))
+        if trained is None:
+            trained = max(0, (run if run is not None else len(history_of(t))) - k)
+        origin = _count(attrs.get(TrialAttr.ORIGIN))
+        origin = t.number if origin is None else origin
+        missing = max(0, k - recorded.get(origin, 0))  # continued, but nobody recorded them
+        epochs = trained + missing
+        seconds = _seconds_of(t, k - missing + 1, k) + _seconds_of(t, k + 1, k + trained)
+        recorded[origin] = recorded.get(origin, 0) + epochs
+        value = math.nan
+        if t.state == TrialState.COMPLETE and t.values and len(t.values) > objective:
+            v = t.values[objective]
+            value = float(v) if v is not None and math.isfinite(v) else math.nan
+        if not math.isnan(value) and (math.isnan(best) or (value > best if maximize
+                                                            else value < best)):
+            best = value
+        end = t.datetime_complete
+        wall = (end - t0).total_seconds() if t0 is not None and end is not None else math.nan
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "finished_at": end, "wall_seconds": wall,
+                     "epochs": epochs, "seconds": seconds, "value": value,
+                     "best_so_far": best})
+    df = pd.DataFrame(rows, columns=[c for c in ANYTIME_COLUMNS
+                                     if c not in ("cum_epochs", "cum_seconds")])
+    df["cum_epochs"] = df["epochs"].cumsum().astype(int)
+    df["cum_seconds"] = df["seconds"].cumsum().astype(float)
+    return df[list(ANYTIME_COLUMNS)]

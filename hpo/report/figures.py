@@ -1,5 +1,6 @@
 """The report's figures (plotly): loss curves, best and worst validation spectra, the accuracy
-histogram, and Optuna's optimisation history, parameter importances, parallel coordinates,
+histogram, the anytime plot (best value so far against the compute spent), and Optuna's
+optimisation history, parameter importances, parallel coordinates,
 contour and Pareto front.  A figure that cannot be drawn for this study (too few trials, one
 parameter, no predictions artifact) becomes a note saying why, never an exception."""
 
@@ -18,13 +19,14 @@ from plotly.subplots import make_subplots
 
 from hpo.report.data import (
     Predictions,
+    anytime_frame,
     history_of,
     objective_names,
     searched_settings,
     study_fixed_settings,
     trial_settings,
 )
-from model.contract import ArtifactName
+from model.contract import ArtifactName, StudyAttr
 
 
 def plain(text: object) -> str:
@@ -215,3 +217,68 @@ def optuna_figures(study: optuna.Study) -> list[Figure]:
             figs.append(Figure("pareto_front", title, note=f"A Pareto front plot needs 2 or 3 "
                                f"objectives; this study has {len(names)}."))
     return figs
+
+
+#: The anytime plot's panels: x column of :func:`~hpo.report.data.anytime_frame`, axis title.
+ANYTIME_AXES = (("cum_seconds", "training time (s)"), ("cum_epochs", "epochs trained"),
+                ("wall_seconds", "wall-clock time since the first trial started (s)"))
+_PRUNED_COLOR, _FAILED_COLOR, _BEST_COLOR = "#ff7f0e", "#d62728", "#1f77b4"
+
+
+def anytime(study: optuna.Study) -> Figure:
+    """The best objective value so far against cumulative training time, epochs trained and wall
+    time, every finished trial's cost counted (pruned and failed ones as markers of their own
+    colour where their cost ends). One objective only: for several, the best of each alone
+    says nothing about the trade-off, so the note points to the Pareto front instead."""
+    names = objective_names(study)
+    split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
+    label = names[0] + (f" ({split} split)" if split else "")
+    title = f"Anytime performance: best {label} so far against the compute spent"
+    if len(study.directions) > 1:
+        return Figure("anytime", "Anytime performance", note=(
+            f"Not drawn for a study of {len(names)} objectives: the best of each objective on "
+            "its own ignores the trade-off between them; see the Pareto front."))
+    df = anytime_frame(study)
+    if df.empty:
+        return Figure("anytime", title, note="No trial has finished yet.")
+    fig = make_subplots(rows=1, cols=len(ANYTIME_AXES), shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    hover = [f"trial #{r.trial} ({r.state}): {r.epochs} epochs, {r.seconds:.1f} s"
+             for r in df.itertuples()]
+    # Pruned and failed trials have no value: they sit on the line, where their cost ends;
+    # before the first complete trial, at their last reported value.
+    last = {t.number: t.intermediate_values[max(t.intermediate_values)]
+            for t in study.get_trials(deepcopy=False) if t.intermediate_values}
+    on_line = df["best_so_far"].where(df["best_so_far"].notna(), df["trial"].map(last))
+    for col, (x, axis_title) in enumerate(ANYTIME_AXES, start=1):
+        xs = df[x].tolist()
+        first = col == 1
+        fig.add_trace(go.Scatter(
+            x=xs, y=_nullable(df["best_so_far"]), mode="lines", line_shape="hv",
+            name="best so far", legendgroup="best", showlegend=first,
+            line=dict(color=_BEST_COLOR, width=2), text=hover, hoverinfo="x+y+text",
+            meta={"series": "best_so_far", "x": x}), row=1, col=col)
+        for state, color, symbol, y in (
+                ("complete", "#7f7f7f", "circle", df["value"]),
+                ("pruned", _PRUNED_COLOR, "triangle-down", on_line),
+                ("fail", _FAILED_COLOR, "x", on_line)):
+            rows = df["state"] == state
+            if not rows.any():
+                continue
+            fig.add_trace(go.Scatter(
+                x=df.loc[rows, x].tolist(), y=_nullable(y[rows]), mode="markers",
+                name={"complete": "complete trial (its value)", "pruned": "pruned trial",
+                      "fail": "failed trial"}[state],
+                legendgroup=state, showlegend=first,
+                marker=dict(color=color, symbol=symbol, size=8 if state != "complete" else 6),
+                text=[h for h, keep in zip(hover, rows, strict=True) if keep],
+                hoverinfo="x+text", meta={"series": state, "x": x}), row=1, col=col)
+        fig.update_xaxes(title_text=axis_title, row=1, col=col)
+    fig.update_yaxes(title_text=plain(f"best {label}"), row=1, col=1)
+    fig.update_layout(height=420, margin=dict(t=40), legend=dict(font=dict(size=10)))
+    return Figure("anytime", title, fig)
+
+
+def _nullable(series) -> list:
+    """Floats with NaN as None (a gap in the line, JSON null in the page)."""
+    return [None if v is None or v != v else float(v) for v in series]

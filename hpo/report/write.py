@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from hpo.report.data import (
+    anytime_frame,
     best_trial,
     complete_trials,
     directions,
@@ -29,6 +30,7 @@ from hpo.report.data import (
 from hpo.report.figures import (
     Figure,
     accuracy_histogram,
+    anytime,
     best_worst_spectra,
     loss_curves,
     optuna_figures,
@@ -177,8 +179,10 @@ def _figures(study: optuna.Study, store: Any, problems: list[str]) -> list[Figur
             problems.append(why)
             log.warning("report: %s", why)
     number = best.number if best is not None else None
+    optuna_figs = optuna_figures(study)  # the anytime plot right after the optimisation history
     return [loss_curves(study), best_worst_spectra(pred, number, why),
-            accuracy_histogram(pred, number, why), *optuna_figures(study)]
+            accuracy_histogram(pred, number, why), *optuna_figs[:1], anytime(study),
+            *optuna_figs[1:]]
 
 
 def _problems_note(problems: list[str]) -> str:
@@ -188,7 +192,8 @@ def _problems_note(problems: list[str]) -> str:
 def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None
                  ) -> ReportPaths:
     """Write ``report.md``, ``report.html`` and the tables as CSV (``results.csv``,
-    ``negative.csv``, ``trials.csv``) into ``out_dir``. ``artifact_store``: an Optuna artifact
+    ``negative.csv``, ``trials.csv``, and ``anytime.csv``: the anytime plot's numbers, see
+    :func:`~hpo.report.data.anytime_frame`) into ``out_dir``. ``artifact_store``: an Optuna artifact
     store or folder; None uses the folder the study recorded (for the spectra figures)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +206,9 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
     for key, df in tables.items():
         csv_paths[key] = out / f"{key}.csv"
         df.to_csv(csv_paths[key], index=False)
+    # The anytime plot's numbers (one row per finished trial): a CSV only, too long for the page.
+    csv_paths["anytime"] = out / "anytime.csv"
+    anytime_frame(study).to_csv(csv_paths["anytime"], index=False)
     best_rows = best_trial_rows(study)
     problems: list[str] = []
     figs = _figures(study, store, problems)
