@@ -47,9 +47,10 @@ __all__ = ["CurveExtrapolationPruner", "extrapolate"]
 _C_GRID = np.geomspace(0.05, 5.0, 48)
 
 
-def _fit(t: np.ndarray, z: np.ndarray) -> tuple[float, float, float]:
-    """``(a, b, c)`` of the least-squares ``z = a - b * t**(-c)``, ``b >= 0``, over _C_GRID."""
-    x = t[None, :] ** -_C_GRID[:, None]  # (n_c, n)
+def _fits(t: np.ndarray, z: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each ``c`` in ``cs``: ``(a, b, sse)`` of the least-squares ``z = a - b * t**(-c)``
+    with ``b >= 0``."""
+    x = t[None, :] ** -cs[:, None]  # (n_c, n)
     xm = x.mean(axis=1, keepdims=True)
     zm = z.mean()
     dx = x - xm
@@ -60,8 +61,17 @@ def _fit(t: np.ndarray, z: np.ndarray) -> tuple[float, float, float]:
     b = np.maximum(b, 0.0)  # a curve getting worse is fitted as flat, not extrapolated down
     a = zm + b * xm[:, 0]
     sse = ((a[:, None] - b[:, None] * x - z) ** 2).sum(axis=1)
-    i = int(np.argmin(sse))
-    return float(a[i]), float(b[i]), float(_C_GRID[i])
+    return a, b, sse
+
+
+def _fit(t: np.ndarray, z: np.ndarray) -> tuple[float, float, float]:
+    """``(a, b, c)`` of the best fit: the coarse grid of ``c``, then a fine one around its
+    best (a coarse ``c`` alone misses a noise-free curve's end by a few tenths)."""
+    i = int(np.argmin(_fits(t, z, _C_GRID)[2]))
+    fine = np.geomspace(_C_GRID[max(i - 1, 0)], _C_GRID[min(i + 1, _C_GRID.size - 1)], 33)
+    a, b, sse = _fits(t, z, fine)
+    j = int(np.argmin(sse))
+    return float(a[j]), float(b[j]), float(fine[j])
 
 
 def extrapolate(steps: ArrayLike, values: ArrayLike, target_step: int,
