@@ -4,8 +4,9 @@ Everything here works on a plain :class:`optuna.Study` (any storage) and follows
 contract of :mod:`model.contract`: user attributes (:class:`~model.contract.TrialAttr`)
 ``metrics``, ``history``, ``params``, ``status``, ``device``, ``seconds_per_epoch``; artifacts
 (:class:`~model.contract.ArtifactName`): the checkpoint and the validation predictions.
-A searched parameter is a trial param; a fixed one is read from the trial's ``params`` user
-attribute, else from the study's stored definition.
+``anytime_frame``: the best value so far against the training epochs and seconds spent by every
+finished trial (pruned and failed ones too). A searched parameter is a trial param; a fixed
+one is read from the trial's ``params`` user attribute, else from the study's stored definition.
 """
 
 from __future__ import annotations

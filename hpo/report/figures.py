@@ -273,7 +273,7 @@ def anytime(study: optuna.Study) -> Figure:
                 marker=dict(color=color, symbol=symbol, size=8 if state != "complete" else 6),
                 text=[h for h, keep in zip(hover, rows, strict=True) if keep],
                 hoverinfo="x+text", meta={"series": state, "x": x}), row=1, col=col)
-        fig.update_xaxes(title_text=axis_title, row=1, col=col)
+        fig.update_xaxes(title_text=axis_title, rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text=plain(f"best {label}"), row=1, col=1)
     fig.update_layout(height=420, margin=dict(t=40), legend=dict(font=dict(size=10)))
     return Figure("anytime", title, fig)

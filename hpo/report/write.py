@@ -230,7 +230,9 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
         md += [f"## {heading}", "", text, ""]
         md += [markdown_table(format_frame(df)) if len(df) else "_No complete trials._", ""]
     md += ["## Figures", "", f"In `{out / 'report.html'}`:", ""]
-    md += [f"- {f.title}" + (f": {f.note}" if f.fig is None else "") for f in figs] + [""]
+    md += [f"- {f.title}" + (f": {f.note}" if f.fig is None else "") for f in figs]
+    md += ["", "The anytime plot's numbers, one row per finished trial: "
+           f"`{csv_paths['anytime'].name}`.", ""]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md))
 

@@ -178,4 +178,5 @@ def test_written_report_exports_the_frame_and_places_the_figure(study, tmp_path)
     assert 'data-figure="anytime"' in html
     assert html.index('data-figure-key="optimization_history"') \
         < html.index('data-figure-key="anytime"')
-    assert "Anytime performance" in paths.markdown.read_text()
+    md = paths.markdown.read_text()
+    assert "Anytime performance" in md and "`anytime.csv`" in md
