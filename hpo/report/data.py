@@ -279,7 +279,10 @@ ANYTIME_COLUMNS = ("trial", "state", "finished_at", "wall_seconds", "epochs", "s
 
 
 def _count(x: Any) -> int | None:
-    return int(x) if isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 else None
+    """A recorded epoch count, or None when it is missing or not a finite count (a readable
+    report for any database)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+    return int(x) if ok else None
 
 
 def _seconds_of(trial: FrozenTrial, first: int, last: int) -> float:
