@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import lc_build  # noqa: E402
 
+from hpo.config import load_study_config  # noqa: E402
 from hpo.replay import LearningCurveTable, Strategy, Trace, replay, strategies  # noqa: E402
+from model.errors import ConfigError  # noqa: E402
 
 #: "within 0.1 accuracy points of the table's best" (fair accuracy is a fraction)
 TOLERANCE = 0.001
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=4, help="simulated workers")
     ap.add_argument("--budget-epochs", type=int, default=None,
                     help="compute per replay (default: 10 G; the grids always run to their end)")
-    ap.add_argument("--strategies", default=None, help="comma-separated names (default: all)")
+    ap.add_argument("--strategies", default=None,
+                    help="comma-separated names or study files (.toml) (default: all names)")
     ap.add_argument("--jobs", type=int, default=1, help="processes (replays are independent)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "hpo_efficiency")
     args = ap.parse_args(argv)
@@ -212,9 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     named = strategies(table, None if args.table_space else design_space(),
                        report_grid=lc_build.REPORT_GRID)
     chosen = list(named) if not args.strategies else args.strategies.split(",")
-    unknown = [c for c in chosen if c not in named]
-    if unknown:
-        ap.error(f"unknown strategies {unknown} (known: {', '.join(named)})")
+    for c in chosen:  # a study file or shipped study name is replayed as it is
+        if c not in named:
+            try:
+                named[c] = Strategy(c, load_study_config(c), note="study file, as it is")
+            except ConfigError as err:
+                ap.error(f"{c!r} is neither a strategy ({', '.join(named)}) nor a study: {err}")
     g = replay(named["report-grid"], table, 0).total_epochs
     budget = args.budget_epochs or 10 * g
     floor = table.noise_floor()
