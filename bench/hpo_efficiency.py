@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     print(goal)
     args.out.mkdir(parents=True, exist_ok=True)
     fig = anytime_figure(results, budget, g)
-    fig.write_html(args.out / "anytime.html", include_plotlyjs="cdn")
+    fig.write_html(args.out / "anytime.html", include_plotlyjs=True)  # offline, like reports
     png = "none: HTML only (plotly writes PNG through the kaleido package, not installed)"
     if importlib.util.find_spec("kaleido") is not None:
         try:
