@@ -164,13 +164,17 @@ def anytime_figure(results: dict[str, list[dict]], budget: int, g: int):
     colours = qualitative.Dark24
     for k, (name, per_seed) in enumerate(results.items()):
         colour = colours[k % len(colours)]
+        ends = (max(s["total_epochs"] for s in per_seed), max(s["end_time"] for s in per_seed))
         for col, (axis, top) in enumerate(((0, budget), (1, t_max)), start=1):
-            xs = [top * i / (CURVE_POINTS - 1) for i in range(CURVE_POINTS)]
+            # log-spaced up to where this strategy's longest seed stopped (grids end early)
+            top = min(top, ends[axis])
+            xs = [top ** (i / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)]
             ms, ses = [], []
             for x in xs:
                 vals = [v * 100 for s in per_seed
                         if not math.isnan(v := step_value(s["curve"], x, axis))]
-                m, se = mean_se(vals)
+                # drawn once every seed has an incumbent (a mean of the lucky few misleads)
+                m, se = mean_se(vals) if len(vals) == len(per_seed) else (math.nan, math.nan)
                 ms.append(m)
                 ses.append(0.0 if math.isnan(se) else se)
             keep = [i for i, m in enumerate(ms) if not math.isnan(m)]
@@ -184,11 +188,14 @@ def anytime_figure(results: dict[str, list[dict]], budget: int, g: int):
             fig.add_trace(go.Scatter(x=x, y=[ms[i] for i in keep], name=name,
                                      line={"color": colour}, legendgroup=name,
                                      showlegend=col == 1), row=1, col=col)
-    fig.add_vline(x=g, line_dash="dot", annotation_text="report grid (G)", row=1, col=1)
+    # G as a trace: plotly's vline shapes are misplaced on log axes
+    y_top = max((y for tr in fig.data if tr.y is not None for y in tr.y), default=1.0)
+    fig.add_trace(go.Scatter(x=[g, g], y=[0, y_top], mode="lines", name="G (report grid)",
+                             line={"color": "black", "dash": "dot", "width": 1}), row=1, col=1)
     fig.add_hline(y=TOLERANCE * 100, line_dash="dot", annotation_text="0.1 pt")
     fig.update_yaxes(title_text="regret (fair accuracy points)")
-    fig.update_xaxes(title_text="epochs", row=1, col=1)
-    fig.update_xaxes(title_text="seconds", row=1, col=2)
+    fig.update_xaxes(title_text="epochs", type="log", row=1, col=1)
+    fig.update_xaxes(title_text="seconds", type="log", row=1, col=2)
     fig.update_layout(height=550, width=1300, template="plotly_white")
     return fig
 
