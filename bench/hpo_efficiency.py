@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=lc_build.OUT, help="the table's folder")
+    ap.add_argument("--seconds", choices=("shape-median", "recorded"), default="shape-median",
+                    help="simulated cost of an epoch: the median of its (Np, batch) shape "
+                    "(default; robust to a busy build machine) or each epoch's recorded seconds")
     ap.add_argument("--table-space", action="store_true",
                     help="search the values recorded in the table, not bench/lc_build's design")
     ap.add_argument("--seeds", type=int, default=20)
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from tqdm import tqdm
 
-    table = LearningCurveTable.load(args.table)
+    table = LearningCurveTable.load(args.table, seconds=args.seconds)
     named = strategies(table, None if args.table_space else design_space(),
                        report_grid=lc_build.REPORT_GRID)
     chosen = list(named) if not args.strategies else args.strategies.split(",")

@@ -156,8 +156,15 @@ class LearningCurveTable:
     # --- reading ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, folder: str | Path) -> LearningCurveTable:
-        """Read ``configs.csv`` and ``table.csv`` (``bench/lc_build.py``'s format)."""
+    def load(cls, folder: str | Path, seconds: str = "shape-median") -> LearningCurveTable:
+        """Read ``configs.csv`` and ``table.csv`` (``bench/lc_build.py``'s format).
+
+        ``seconds``: what an epoch costs in simulated time. ``"shape-median"`` (default): the
+        median epoch seconds of all runs of the same (Np, batch), because the build shares its
+        CPU with other work and single epochs vary 4x with the load, not with the
+        configuration; ``"recorded"``: each epoch's own recorded seconds."""
+        if seconds not in ("shape-median", "recorded"):
+            raise ValueError(f"seconds must be 'shape-median' or 'recorded', got {seconds!r}")
         folder = Path(folder)
         curves: dict[str, list[tuple[int, float, float]]] = {}
         with (folder / "table.csv").open(newline="") as f:
@@ -182,6 +189,8 @@ class LearningCurveTable:
                 batch_size=int(row["batch_size"]), seed=int(row["seed"]), status=row["status"],
                 best_epoch=int(row["best_epoch"]), fair=tuple(v for _, v, _ in curve),
                 seconds=tuple(s for _, _, s in curve), val=val))
+        if seconds == "shape-median":
+            runs = _shape_median_seconds(runs)
         return cls(runs, folder)
 
     # --- facts -----------------------------------------------------------------------------
@@ -247,6 +256,16 @@ class LearningCurveTable:
 
 def _loss_order(loss: str) -> tuple[int, str]:
     return (LOSSES.index(loss) if loss in LOSSES else len(LOSSES), loss)
+
+
+def _shape_median_seconds(runs: list[Run]) -> list[Run]:
+    """Every epoch costs the median epoch seconds of its run's (Np, batch) shape."""
+    by_shape: dict[tuple[int, int], list[float]] = {}
+    for r in runs:
+        by_shape.setdefault((r.n_points, r.batch_size), []).extend(r.seconds)
+    median = {k: statistics.median(v) for k, v in by_shape.items() if v}
+    return [dataclasses.replace(r, seconds=(median[(r.n_points, r.batch_size)],) * len(r.seconds))
+            if r.seconds else r for r in runs]
 
 
 def _with_fail_seconds(runs: list[Run]) -> list[Run]:

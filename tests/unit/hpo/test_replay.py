@@ -150,7 +150,7 @@ def test_pruned_trials_cost_only_the_epochs_they_ran(table, named):
     assert len(pruned) >= 5
     frozen = {t.number: t for t in trace.study.trials}
     for t in pruned:
-        assert t.epochs < table.run(t.run_id).epochs_run
+        assert t.epochs <= table.run(t.run_id).epochs_run  # the last one too, as in training
         assert frozen[t.number].state == TrialState.PRUNED
         assert max(frozen[t.number].intermediate_values) == t.epochs
     # the study's compute is the sum of what every trial ran (the cut-off ones included)
@@ -221,3 +221,18 @@ def test_shipped_studies_replay_and_multi_objective_ones_are_refused(table):
     assert len(demo.trials) == named["demo"].config.n_trials  # its own budget
     with pytest.raises(ConfigError, match="fair_accuracy"):
         replay(load_study_config("sigma-pareto"), table, seed=0, budget_epochs=10)
+
+
+def test_simulated_epoch_cost_is_the_median_of_its_shape_or_the_recorded_seconds():
+    rows = _rows("table.csv")
+    recorded = LearningCurveTable.load(DATA, seconds="recorded")
+    for run in recorded.runs:
+        assert run.seconds == tuple(float(r["seconds"]) for r in rows
+                                    if r["run_id"] == run.run_id)
+    shaped = LearningCurveTable.load(DATA)
+    for run in shaped.runs:
+        same = [s for r in recorded.runs for s in r.seconds
+                if (r.n_points, r.batch_size) == (run.n_points, run.batch_size)]
+        assert run.seconds == (statistics.median(same),) * len(run.seconds)
+    with pytest.raises(ValueError, match="seconds must be"):
+        LearningCurveTable.load(DATA, seconds="wall")
