@@ -161,8 +161,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def assemble(out: Path = OUT) -> tuple[Path, Path]:
-    """Write table.csv and configs.csv from the run files present (in design order)."""
+def assemble(out: Path = OUT) -> list[dict]:
+    """Write table.csv and configs.csv from the run files present (in design order); returns
+    their records."""
     records = []
     for run in design():
         path = out / "runs" / f"{run['run_id']}.json"
@@ -188,7 +189,7 @@ def assemble(out: Path = OUT) -> tuple[Path, Path]:
                         r["status"], r["best_epoch"], len(r["history"]),
                         *(f"{r['metrics'][m]:.6g}" if m in r["metrics"] else ""
                           for m in metric_names)])
-    return table, configs
+    return records
 
 
 def write_provenance(argv: list[str], fingerprint: str | None, out: Path = OUT) -> None:
@@ -233,10 +234,9 @@ def main(argv: list[str] | None = None) -> None:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             for _ in tqdm(pool.imap_unordered(_worker, todo), total=len(todo), unit="run"):
                 pass
-    done = [json.loads(p.read_text()) for p in sorted((OUT / "runs").glob("*.json"))]
-    table, configs = assemble()
+    done = assemble()
     write_provenance(argv, done[0]["fingerprint"] if done else None)
-    print(f"{len(done)} of {len(runs)} runs in {table} and {configs}")
+    print(f"{len(done)} of {len(runs)} runs in {OUT / 'table.csv'} and {OUT / 'configs.csv'}")
 
 
 if __name__ == "__main__":

@@ -258,21 +258,24 @@ def _loss_order(loss: str) -> tuple[int, str]:
     return (LOSSES.index(loss) if loss in LOSSES else len(LOSSES), loss)
 
 
-def _shape_median_seconds(runs: list[Run]) -> list[Run]:
-    """Every epoch costs the median epoch seconds of its run's (Np, batch) shape."""
+def _seconds_by_shape(runs: list[Run]) -> dict[tuple[int, int], list[float]]:
+    """The recorded epoch seconds of all runs, by (Np, batch)."""
     by_shape: dict[tuple[int, int], list[float]] = {}
     for r in runs:
         by_shape.setdefault((r.n_points, r.batch_size), []).extend(r.seconds)
-    median = {k: statistics.median(v) for k, v in by_shape.items() if v}
+    return by_shape
+
+
+def _shape_median_seconds(runs: list[Run]) -> list[Run]:
+    """Every epoch costs the median epoch seconds of its run's (Np, batch) shape."""
+    median = {k: statistics.median(v) for k, v in _seconds_by_shape(runs).items() if v}
     return [dataclasses.replace(r, seconds=(median[(r.n_points, r.batch_size)],) * len(r.seconds))
             if r.seconds else r for r in runs]
 
 
 def _with_fail_seconds(runs: list[Run]) -> list[Run]:
     """Failed runs get the cost of the epoch they diverged in (module docstring), unless given."""
-    by_shape: dict[tuple[int, int], list[float]] = {}
-    for r in runs:
-        by_shape.setdefault((r.n_points, r.batch_size), []).extend(r.seconds)
+    by_shape = _seconds_by_shape(runs)
     every = [s for r in runs for s in r.seconds] or [0.0]
     out = []
     for r in runs:

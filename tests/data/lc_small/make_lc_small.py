@@ -56,9 +56,9 @@ def main() -> None:
             (Path(tmp) / "runs" / f"{run['run_id']}.json").write_text(
                 json.dumps(record, sort_keys=True, default=float))
             print(run["run_id"], record["status"], flush=True)
-        table, configs = lc_build.assemble(Path(tmp))
-        shutil.copyfile(table, OUT / "table.csv")
-        shutil.copyfile(configs, OUT / "configs.csv")
+        lc_build.assemble(Path(tmp))
+        for name in ("table.csv", "configs.csv"):
+            shutil.copyfile(Path(tmp) / name, OUT / name)
 
 
 if __name__ == "__main__":
