@@ -141,3 +141,75 @@ class ArtifactName:
 POOLINGS: tuple[str, ...] = ("max", "avg")
 #: Per-epoch learning-rate schedules of model.config.TrainConfig (see TrainConfig.lr_at).
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+
+# --- names a reader sees: one label (with its unit) per quantity ---------------------------------
+# Tables, figures, the CLI and the dashboard all use these, so a quantity is called the same and
+# shown in the same unit everywhere (accuracies in %, energies in eV).
+
+#: What each data split is for. model.loop stops early and selects the model on "test"; the
+#: reported metrics come from "validation", which no choice has seen (Ghosh et al.'s naming).
+SPLIT_ROLE: dict[str, str] = {
+    "train": "training", "test": "model selection", "validation": "held out",
+}
+
+#: Training settings as shown (with their unit).
+SETTING_LABELS: dict[str, str] = {
+    "loss": "loss", "sigma": "sigma (eV)", "n_points": "Np", "output_head": "output head",
+    "lr": "learning rate", "batch_size": "batch size", "epochs": "epochs", "subset": "subset",
+    "patience": "patience", "huber_delta": "Huber delta", "seed": "seed",
+    "weight_decay": "weight decay", "lr_schedule": "learning-rate schedule",
+    "kernel_size": "kernel size", "convs_per_block": "convolutions per block",
+    "channels": "channels", "pooling": "pooling", "batch_norm": "batch norm",
+    "dropout": "dropout",
+}
+
+#: Metrics as shown: (label, factor from the stored value to the shown one).
+METRIC_LABELS: dict[str, tuple[str, float]] = {
+    "accuracy": ("accuracy (%)", 100.0),
+    "accuracy_min": ("worst single (%)", 100.0),
+    "accuracy_max": ("best single (%)", 100.0),
+    "rmse": ("RMSE", 1.0),
+    "mae": ("MAE", 1.0),
+    "r2": ("R^2", 1.0),
+    "negative_share": ("negative points (%)", 100.0),
+    "negative_magnitude": ("negative magnitude", 1.0),
+    "accuracy_normalised": ("accuracy_n (%)", 100.0),
+    "rmse_normalised": ("RMSE_n", 1.0),
+    "mae_normalised": ("MAE_n", 1.0),
+    "r2_normalised": ("R^2_n", 1.0),
+    "fair_accuracy": ("fair accuracy (%)", 100.0),
+    "wasserstein_eV": ("W1 (eV)", 1.0),
+    "level_error_eV": ("level error (eV)", 1.0),
+    "level_error_target_eV": ("level error of the target (eV)", 1.0),
+}
+
+
+def split_label(split: str) -> str:
+    """``"test split (model selection)"``: a split with its role."""
+    role = SPLIT_ROLE.get(split)
+    return f"{split} split ({role})" if role else f"{split} split"
+
+
+def setting_label(name: str) -> str:
+    return SETTING_LABELS.get(name, name)
+
+
+def metric_label(name: str) -> str:
+    """A metric's label with its unit; a parameter objective (sigma, Np) its setting label."""
+    if name in METRIC_LABELS:
+        return METRIC_LABELS[name][0]
+    return SETTING_LABELS.get(name, name)
+
+
+def metric_scale(name: str) -> float:
+    """Factor from a metric's stored value (accuracies as fractions) to the shown one (%)."""
+    return METRIC_LABELS[name][1] if name in METRIC_LABELS else 1.0
+
+
+def objective_label(name: str, split: str | None) -> str:
+    """``"fair accuracy (%), test split (model selection)"``: an objective as shown, with the
+    split it is scored on (parameter objectives, such as sigma, have none)."""
+    label = metric_label(name)
+    if split and name in METRICS:
+        return f"{label}, {split_label(split)}"
+    return label

@@ -24,15 +24,21 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from model.contract import E_MAX, E_MIN, SCALE_FREE_LOSSES, ArtifactName, StudyAttr, TrialAttr
+from model.contract import (
+    E_MAX,
+    E_MIN,
+    SCALE_FREE_LOSSES,
+    ArtifactName,
+    StudyAttr,
+    TrialAttr,
+    setting_label,
+)
 from model.errors import ReportError
 
-# Settings shown in tables, in the report's order, with their column labels.
-SETTING_LABELS: dict[str, str] = {
-    "loss": "loss", "sigma": "sigma (eV)", "n_points": "Np", "output_head": "head",
-    "lr": "lr", "batch_size": "batch", "epochs": "epochs", "subset": "subset",
-    "patience": "patience", "huber_delta": "Huber delta", "seed": "seed",
-}
+# Settings shown in tables, in the report's order, with their labels (model.contract's).
+_REPORT_ORDER = ("loss", "sigma", "n_points", "output_head", "lr", "batch_size", "epochs",
+                 "subset", "patience", "huber_delta", "seed")
+SETTING_LABELS: dict[str, str] = {k: setting_label(k) for k in _REPORT_ORDER}
 #: The report's tables are per loss / sigma / Np (and output head, a later addition).
 GROUP_SETTINGS = ("loss", "sigma", "n_points", "output_head")
 
