@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from hpo.config import StudyConfig, config_json
+from hpo.log import log_env
 from hpo.storage import mask_url
 from hpo.study import STORAGE_ENV, create_study, storage_url
 
@@ -108,7 +109,8 @@ def _run(config, workers, gpus, cores, url, spec, procs) -> int:
         device = w["device"] if config.train.device == "auto" else config.train.device
         cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=device,
                              storage=url)
-        env = {**os.environ, **w["env"], **worker_env(url)}
+        # log_env: the workers log (and show bars) as this command was told (-q/-v/--log-file)
+        env = {**os.environ, **w["env"], **worker_env(url), **log_env()}
         # a new session: a terminal's Ctrl-C reaches only this process, which forwards it once
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
         _log.info(f"worker {w['index']}: pid {procs[-1].pid}, {w['device']}"

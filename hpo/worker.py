@@ -34,7 +34,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -48,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import faults
 from hpo.config import StudyConfig
+from hpo.log import setup_logging
 from hpo.storage import (
     AtomicFileSystemArtifactStore,
     ClaimLock,
@@ -71,22 +71,13 @@ from model.errors import (
 __all__ = [
     "BudgetState", "InfrastructureError", "StopFlag", "TrialError", "Worker",
     "WorkerInterrupted", "WorkerSettings",
-    "WorkerSummary", "budget_state", "next_action", "run_worker", "setup_logging",
+    "WorkerSummary", "budget_state", "count_budget", "next_action", "run_worker",
+    "setup_logging",
 ]
 
 _log = logging.getLogger("specopt.worker")
 
 Action = Literal["run", "wait", "done"]
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Worker progress on stderr (once per process; leaves configured loggers alone)."""
-    root = logging.getLogger("specopt")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-        root.setLevel(level)
 
 
 @dataclass
@@ -206,10 +197,12 @@ class BudgetState:
 def budget_state(study: optuna.Study, config: StudyConfig, n_trials: int | None) -> BudgetState:
     """The study's counts now (also handy for tests and status displays)."""
     trials = study.get_trials(deepcopy=False)
-    return _count(trials, n_trials, config.grid_size() if config.is_grid else None)
+    return count_budget(trials, n_trials, config.grid_size() if config.is_grid else None)
 
 
-def _count(trials: list[FrozenTrial], n_trials: int | None, grid_size: int | None) -> BudgetState:
+def count_budget(trials: list[FrozenTrial], n_trials: int | None,
+                 grid_size: int | None = None) -> BudgetState:
+    """The :class:`BudgetState` of these trials (``specopt status`` counts with it too)."""
     retried = {n for t in trials for n in retry_history(t)}
     by_state = dict.fromkeys(TrialState, 0)
     for t in trials:

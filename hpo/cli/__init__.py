@@ -14,6 +14,7 @@ workers so).
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -55,11 +56,36 @@ app = typer.Typer(
     "(QM9), built on Optuna.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"specopt {version('specopt')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(ctx: typer.Context,
           debug: bool = typer.Option(False, "--debug", help="on an error, print the traceback "
-                                     "as well as its one line")) -> None:
+                                     "as well as its one line"),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, "
+                                     "no progress bars (workers of launch/run too)"),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="debug lines too: a "
+                                       "worker logs every epoch (by default one line every "
+                                       "few seconds)"),
+          log_file: Path | None = typer.Option(None, "--log-file", metavar="PATH",
+                                               help="also append every log line (Optuna's "
+                                               "too) to PATH; launched workers share it"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Progress bars show on a terminal only; -q hides them. Log lines (ours and Optuna's) go to stderr in one format; workers started by launch/run inherit -q/-v/--log-file."""  # noqa: E501 - typer keeps line breaks
     ctx.meta[_DEBUG] = debug
+    if quiet and verbose:
+        raise typer.BadParameter("give -q or -v, not both")
+    from hpo.log import setup_logging
+
+    level = "WARNING" if quiet else "DEBUG" if verbose else None
+    setup_logging(level, log_file, progress=False if quiet else None)
 
 
 def _register() -> None:

@@ -92,9 +92,8 @@ def worker(
     if print_config:
         echo_json(cfg.to_dict())
         return
-    from hpo.worker import run_worker, setup_logging
+    from hpo.worker import run_worker
 
-    setup_logging()
     s = run_worker(cfg, storage=storage, worker_index=worker_index,
                    num_threads=cfg.train.num_threads)
     who = worker_index if worker_index is not None else os.getpid()
@@ -109,9 +108,7 @@ def _launch(cfg: StudyConfig, workers: int) -> None:
     """Start the workers, wait, print the study's summary line; a failed worker's exit code
     ends the command."""
     from hpo.launch import launch as launch_workers
-    from hpo.worker import setup_logging
 
-    setup_logging()
     code = launch_workers(cfg, workers)
     typer.echo(_summary(cfg))
     if code:
