@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_PG = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-LOSSES = ["rmse", "logcosh", "mae", "smoothl1", "huber", "cosine", "pearson", "sid"]
+from model.contract import LOSSES  # noqa: E402 - after the sys.path line above
 
 
 def _study(folder: Path, storage: str, pg: str, args, tag: str) -> tuple[Path, str, str]:
