@@ -1,8 +1,13 @@
-"""The report's figures (plotly): loss curves, best and worst validation spectra, the accuracy
+"""The report's figures (plotly): the seed report's own figures (accuracy, plain and sigma-fair,
+against sigma, against Np and per loss, with the spread over repeated trials and, for a paper
+study, the published numbers), loss curves, best and worst validation spectra, the accuracy
 histogram, the anytime plot (best value so far against the compute spent), and Optuna's
-optimisation history, parameter importances, parallel coordinates,
-contour and Pareto front.  A figure that cannot be drawn for this study (too few trials, one
-parameter, no predictions artifact) becomes a note saying why, never an exception."""
+optimisation history, parameter importances, parallel coordinates, contour and Pareto front.
+
+Names and units are :mod:`model.contract`'s, as in the tables (accuracies in %, "sigma (eV)",
+"Np"); every objective says which split it is scored on and that split's role. A figure that
+cannot be drawn for this study, or would mean nothing (too few trials, one parameter, no
+predictions artifact), becomes a note saying why, never an exception."""
 
 from __future__ import annotations
 
@@ -17,16 +22,40 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 
+from hpo.report import paper
 from hpo.report.data import (
+    GROUP_SETTINGS,
     Predictions,
     anytime_frame,
+    complete_trials,
     history_of,
+    metrics_of,
     objective_names,
     searched_settings,
     study_fixed_settings,
     trial_settings,
 )
-from model.contract import ArtifactName, StudyAttr
+from hpo.report.tables import judged_metrics, objective_key
+from model.contract import (
+    LOSSES,
+    SETTING_LABELS,
+    ArtifactName,
+    StudyAttr,
+    metric_label,
+    metric_scale,
+    objective_label,
+    setting_label,
+    split_label,
+)
+
+#: Fewer complete trials than this give no parameter importances: fANOVA's forest on a handful
+#: of points ranks noise (with one varied parameter it is 1.00 by construction).
+MIN_IMPORTANCE_TRIALS = 10
+#: A contour interpolates between trials: fewer than this span no surface.
+MIN_CONTOUR_TRIALS = 4
+#: Where the reported metrics come from.
+HELD_OUT = split_label("validation")
+SETTING_NAMES = frozenset(SETTING_LABELS)
 
 
 def plain(text: object) -> str:
@@ -49,22 +78,32 @@ class Figure:
 def _label(study: optuna.Study, trial) -> str:
     s = trial_settings(trial, study_fixed_settings(study))
     varied = [k for k in searched_settings(study) if k in s]
-    parts = [f"{k}={s[k]:.3g}" if isinstance(s[k], float) else f"{k}={s[k]}" for k in varied[:3]]
+    parts = [f"{setting_label(k)} = {_value_text(s[k])}" for k in varied[:3]]
     return plain(f"#{trial.number}" + (f" ({', '.join(parts)})" if parts else ""))
+
+
+def _value_text(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _objective_split(study: optuna.Study) -> str | None:
+    split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
+    return str(split) if split else None
 
 
 def loss_curves(study: optuna.Study) -> Figure:
     """Train and test loss per epoch of every trial with a history (pruned ones too)."""
     title = "Train and test loss per epoch"
-    trials = [t for t in study.get_trials(deepcopy=False) if history_of(t)]
+    trials = [t for t in study.get_trials(deepcopy=False) if history_of(t, study)]
     if not trials:
         return Figure("loss_curves", title, note="No trial has a training history yet.")
     fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "train loss", "test loss", "test accuracy (%)"))
+        "train loss", "test loss (model-selection split)",
+        "accuracy (%), test split (model selection)"))
     colors = _palette(len(trials))
     all_positive = True
     for t, color in zip(trials, colors, strict=True):
-        h = history_of(t)
+        h = history_of(t, study)
         epochs = [e.get("epoch") for e in h]
         name = _label(study, t) + ("" if t.state == TrialState.COMPLETE
                                    else f" [{t.state.name.lower()}]")
@@ -170,52 +209,109 @@ def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure],
     return Figure(key, title, fig)
 
 
+def varied_settings(study: optuna.Study) -> dict[str, list]:
+    """Searched settings that take at least two values among the complete trials, with their
+    distinct values (as recorded)."""
+    fixed = study_fixed_settings(study)
+    seen: dict[str, list] = {}
+    for t in complete_trials(study):
+        for k, v in trial_settings(t, fixed).items():
+            if k in t.params and v not in seen.setdefault(k, []):
+                seen[k].append(v)
+    order = searched_settings(study)
+    return {k: seen[k] for k in order if len(seen.get(k, ())) >= 2}
+
+
+def _relabel(fig: go.Figure) -> None:
+    """Optuna names parameters as they are stored ("n_points"): show them as the tables do."""
+    def axis(ax) -> None:
+        if ax.title and ax.title.text in SETTING_NAMES:
+            ax.title.text = setting_label(ax.title.text)
+        if ax.ticktext:  # parallel coordinates: one tick per dimension
+            ax.ticktext = [setting_label(t) if t in SETTING_NAMES else t for t in ax.ticktext]
+    fig.for_each_xaxis(axis)
+    fig.for_each_yaxis(axis)
+    for tr in fig.data:
+        if tr.type == "bar" and tr.y is not None:  # importances: one bar per parameter
+            tr.y = [setting_label(v) if v in SETTING_NAMES else v for v in tr.y]
+
+
 def optuna_figures(study: optuna.Study) -> list[Figure]:
-    """Optuna's own plots, with notes where a plot does not apply."""
+    """Optuna's own plots (objective values in the shown unit, parameters by their labels), with
+    notes where a plot does not apply or would mean nothing."""
     import optuna.visualization as vis
 
     names = objective_names(study)
-    n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    n_complete = len(complete_trials(study))
     multi = len(study.directions) > 1
-    target = (lambda t: t.values[0]) if multi else None
-    target_name = names[0]  # in the figures' titles (escaped by the page)
+    scale = metric_scale(names[0])
+    target = None if not multi and scale == 1.0 else (lambda t: scale * t.values[0])
+    target_name = objective_label(names[0], _objective_split(study))  # titles (page escapes)
     shown = plain(target_name)  # inside plotly
-    params = searched_settings(study)
+    varied = list(varied_settings(study))
+
+    def history() -> go.Figure:
+        # Optuna drops its best-value line when given a target: scale the single objective after.
+        fig = vis.plot_optimization_history(study, target=target if multi else None,
+                                            target_name=shown)
+        if not multi and scale != 1.0:
+            for tr in fig.data:
+                if tr.y is not None:
+                    tr.y = [None if v is None else scale * v for v in tr.y]
+        return fig
+
     figs: list[Figure] = [
-        _optuna_figure("optimization_history", f"Optimisation history ({target_name})",
-                       lambda: vis.plot_optimization_history(study, target=target,
-                                                             target_name=shown)),
+        _optuna_figure("optimization_history", f"Optimisation history ({target_name})", history),
     ]
     title = f"Parameter importances ({target_name})"
-    if n_complete < 2:
-        figs.append(Figure("param_importances", title, note="Parameter importances need at "
-                           f"least 2 complete trials; this study has {n_complete}."))
-    elif not params:
-        figs.append(Figure("param_importances", title, note="The study varies no parameter."))
+    if len(varied) < 2:
+        figs.append(Figure("param_importances", title, note=(
+            "Parameter importances need at least two parameters that vary among the complete "
+            f"trials; this study varies {len(varied)}"
+            + (f" ({', '.join(setting_label(k) for k in varied)})" if varied else "")
+            + ": one parameter's importance is 1.00 by construction.")))
+    elif n_complete < MIN_IMPORTANCE_TRIALS:
+        figs.append(Figure("param_importances", title, note=(
+            f"Parameter importances need at least {MIN_IMPORTANCE_TRIALS} complete trials; this "
+            f"study has {n_complete}: from fewer, the estimate ranks noise.")))
     else:
         figs.append(_optuna_figure("param_importances", title, lambda: vis.plot_param_importances(
-            study, target=target, target_name=shown)))
+            study, target=target if multi else None, target_name=shown)))
     figs.append(_optuna_figure("parallel_coordinate", f"Parallel coordinates ({target_name})",
                                lambda: vis.plot_parallel_coordinate(
                                    study, target=target, target_name=shown)))
     title = f"Contour ({target_name})"
-    if len(params) < 2:
+    varied = [k for k in varied if k != "seed"]  # no surface over seeds: the spread is noise
+    if len(varied) < 2:
         figs.append(Figure("contour", title, note="A contour plot needs two varied parameters; "
-                           f"this study varies {len(params)}"
-                           + (f" ({', '.join(params)})." if params else ".")))
+                           f"this study varies {len(varied)}"
+                           + (f" ({', '.join(setting_label(k) for k in varied)})."
+                              if varied else ".")))
+    elif n_complete < MIN_CONTOUR_TRIALS:
+        figs.append(Figure("contour", title, note=(
+            f"A contour plot needs at least {MIN_CONTOUR_TRIALS} complete trials to span a "
+            f"surface; this study has {n_complete}.")))
     else:
-        panels = params[:4]  # a matrix of n x n panels: keep it readable
+        panels = varied[:4]  # a matrix of n x n panels: keep it readable
         figs.append(_optuna_figure("contour", title, lambda: vis.plot_contour(
             study, params=panels, target=target, target_name=shown),
             height=None if len(panels) == 2 else 230 * len(panels)))
     if multi:
         title = "Pareto front"
         if len(names) in (2, 3):
-            figs.append(_optuna_figure("pareto_front", title, lambda: vis.plot_pareto_front(
-                study, target_names=[plain(n) for n in names])))
+            def pareto() -> go.Figure:
+                fig = vis.plot_pareto_front(
+                    study, target_names=[plain(metric_label(n)) for n in names],
+                    targets=lambda t: [metric_scale(n) * v for n, v in zip(
+                        names, t.values, strict=True)])
+                return fig
+            figs.append(_optuna_figure("pareto_front", title, pareto))
         else:
             figs.append(Figure("pareto_front", title, note=f"A Pareto front plot needs 2 or 3 "
                                f"objectives; this study has {len(names)}."))
+    for f in figs:
+        if f.fig is not None:
+            _relabel(f.fig)
     return figs
 
 
@@ -231,8 +327,8 @@ def anytime(study: optuna.Study) -> Figure:
     colour where their cost ends). One objective only: for several, the best of each alone
     says nothing about the trade-off, so the note points to the Pareto front instead."""
     names = objective_names(study)
-    split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
-    label = names[0] + (f" ({split} split)" if split else "")
+    label = objective_label(names[0], _objective_split(study))
+    scale = metric_scale(names[0])
     title = f"Anytime performance: best {label} so far against the compute spent"
     if len(study.directions) > 1:
         return Figure("anytime", "Anytime performance", note=(
@@ -241,13 +337,14 @@ def anytime(study: optuna.Study) -> Figure:
     df = anytime_frame(study)
     if df.empty:
         return Figure("anytime", title, note="No trial has finished yet.")
+    df[["value", "best_so_far"]] *= scale  # in the unit the tables show (accuracies in %)
     fig = make_subplots(rows=1, cols=len(ANYTIME_AXES), shared_yaxes=True,
                         horizontal_spacing=0.04)
     hover = [f"trial #{r.trial} ({r.state}): {r.epochs} epochs, {r.seconds:.1f} s"
              for r in df.itertuples()]
     # Pruned and failed trials have no value: they sit on the line, where their cost ends;
     # before the first complete trial, at their last reported value.
-    last = {t.number: t.intermediate_values[max(t.intermediate_values)]
+    last = {t.number: scale * t.intermediate_values[max(t.intermediate_values)]
             for t in study.get_trials(deepcopy=False) if t.intermediate_values}
     on_line = df["best_so_far"].where(df["best_so_far"].notna(), df["trial"].map(last))
     for col, (x, axis_title) in enumerate(ANYTIME_AXES, start=1):
@@ -282,3 +379,153 @@ def anytime(study: optuna.Study) -> Figure:
 def _nullable(series) -> list:
     """Floats with NaN as None (a gap in the line, JSON null in the page)."""
     return [None if v is None or v != v else float(v) for v in series]
+
+
+# --- the seed report's own figures: accuracy against sigma, Np and loss -------------------------
+
+#: Settings the report's figures are drawn against, in the report's order (Tables 2-4).
+AGAINST = ("sigma", "n_points", "loss")
+_METRIC_STYLE = {"accuracy": dict(dash="solid", symbol="circle"),
+                 "fair_accuracy": dict(dash="dash", symbol="diamond")}
+
+
+@dataclass
+class Point:
+    """One point of a report figure: the best configuration of a cell (the results table's best
+    trial, seed aside) with every complete trial of that configuration (repeats: other seeds)."""
+
+    x: object
+    settings: dict
+    trials: list[int]
+    accuracy: list[float | None]  # % per repeat, judged as the table (normalised if scale-free)
+    fair_accuracy: list[float | None]  # % per repeat
+
+
+def _sort_x(setting: str, v: object) -> tuple:
+    if setting == "loss":
+        return (LOSSES.index(v) if v in LOSSES else len(LOSSES), str(v))
+    try:
+        return (0, float(v))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, str(v))
+
+
+def report_points(study: optuna.Study, setting: str) -> dict[tuple, list[Point]]:
+    """The points of the figure against ``setting``, one series per combination of the other
+    varied report settings (loss, sigma, Np, output head): {series key: points sorted by x}."""
+    fixed = study_fixed_settings(study)
+    varied = varied_settings(study)
+    others = [k for k in GROUP_SETTINGS if k != setting and k in varied]
+    cells: dict[tuple, dict[str, list]] = {}
+    for t in complete_trials(study):
+        s = trial_settings(t, fixed)
+        series = tuple((k, s.get(k)) for k in others)
+        cells.setdefault(series, {}).setdefault(str(s.get(setting)), []).append((t, s))
+    out: dict[tuple, list[Point]] = {}
+    for series, by_x in cells.items():
+        points = []
+        for members in by_x.values():
+            best, best_s = max(members, key=lambda m: objective_key(study, m[0]))
+            config = {k: v for k, v in best.params.items() if k != "seed"}
+            repeats = [(t, s) for t, s in members
+                       if {k: v for k, v in t.params.items() if k != "seed"} == config]
+            acc: list[float | None] = []
+            fair: list[float | None] = []
+            for t, s in repeats:
+                m = metrics_of(t)
+                judged, _ = judged_metrics(m, s.get("loss"))
+                acc.append(judged["accuracy (%)"])
+                f = m.get("fair_accuracy")
+                fair.append(None if f is None else 100.0 * float(f))
+            points.append(Point(best_s.get(setting), best_s, [t.number for t, _ in repeats],
+                                acc, fair))
+        points.sort(key=lambda p: _sort_x(setting, p.x))
+        out[series] = points
+    return dict(sorted(out.items(), key=lambda kv: [_sort_x(k, v) for k, v in kv[0]]))
+
+
+def _spread(values: list) -> tuple[float | None, float, float]:
+    """Mean, and its distance to the max and to the min (0 for one value)."""
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return None, 0.0, 0.0
+    mean = float(np.mean(vals))
+    return mean, max(vals) - mean, mean - min(vals)
+
+
+def accuracy_against(study: optuna.Study, setting: str) -> Figure:
+    """The report's figure of accuracy (plain and sigma-fair, %) against ``setting`` (sigma, Np
+    or loss) on the held-out split, one line per combination of the other varied settings; a
+    point is the group's best configuration, averaged over its repeated trials (other seeds) with
+    their min-max range as error bars; a paper study adds the published accuracy."""
+    label = setting_label(setting)
+    key = f"accuracy_vs_{setting}"
+    title = (f"Accuracy against {label}" if setting != "loss" else "Accuracy per loss") \
+        + f", {HELD_OUT}"
+    values = varied_settings(study).get(setting)
+    if not complete_trials(study):
+        return Figure(key, title, note="No complete trial yet.")
+    if values is None:
+        fixed = {trial_settings(t, study_fixed_settings(study)).get(setting)
+                 for t in complete_trials(study)}
+        shown = ", ".join(_value_text(v) for v in fixed if v is not None) or "unknown"
+        return Figure(key, title, note=f"The study does not vary {label} (its complete trials "
+                      f"all have {shown}): nothing to draw against it.")
+    ref = study.user_attrs.get(StudyAttr.REFERENCE_SIGMA)
+    fair_name = metric_label("fair_accuracy") + (f", re-broadened to {ref} eV" if ref else "")
+    points = report_points(study, setting)
+    colors = _palette(len(points))
+    categorical = setting == "loss" or not all(
+        isinstance(v, int | float) for pts in points.values() for v in (p.x for p in pts))
+    fig = go.Figure()
+    repeated = False
+    for (series, pts), color in zip(points.items(), colors, strict=True):
+        prefix = ", ".join(f"{setting_label(k)} {_value_text(v)}" for k, v in series)
+        xs = [p.x for p in pts]
+        for metric, name in (("accuracy", metric_label("accuracy")), ("fair_accuracy", fair_name)):
+            stats = [_spread(getattr(p, metric)) for p in pts]
+            repeated |= any(len(p.trials) > 1 for p in pts)
+            hover = [f"trials {', '.join(f'#{n}' for n in p.trials)}" + (
+                f" (mean of {len(p.trials)}, min-max bars)" if len(p.trials) > 1 else "")
+                for p in pts]
+            style = _METRIC_STYLE[metric]
+            fig.add_trace(go.Scatter(
+                x=xs, y=[m for m, _, _ in stats],
+                error_y=dict(type="data", array=[hi for _, hi, _ in stats],
+                             arrayminus=[lo for _, _, lo in stats], visible=True),
+                mode="markers" if categorical else "lines+markers",
+                name=plain(f"{prefix}: {name}" if prefix else name),
+                line=dict(color=color, dash=style["dash"]),
+                marker=dict(color=color, symbol=style["symbol"], size=9),
+                text=hover, hoverinfo="x+y+text",
+                meta={"metric": metric, "series": {k: v for k, v in series},
+                      "trials": [p.trials for p in pts]}))
+    if paper.is_paper_study(study.study_name):
+        found = [(p.x, paper.published(p.settings.get("loss"), p.settings.get("sigma"),
+                                       p.settings.get("n_points")))
+                 for pts in points.values() for p in pts]
+        pub = [(x, r) for x, r in found if r is not None]
+        if pub:
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in pub], y=[r.accuracy for _, r in pub], mode="markers",
+                name=f"{paper.LABEL}: accuracy (%)",
+                marker=dict(color="black", symbol="star", size=13),
+                text=[f"{paper.SOURCE}, {r.source}" for _, r in pub], hoverinfo="x+y+text",
+                meta={"metric": "paper", "source": [r.source for _, r in pub]}))
+    if categorical:
+        fig.update_xaxes(type="category")
+    elif setting == "sigma":
+        fig.update_xaxes(tickvals=sorted(float(v) for v in values))
+    elif setting == "n_points":
+        fig.update_xaxes(tickvals=sorted(int(v) for v in values))
+    fig.update_layout(xaxis_title=plain(label), yaxis_title=plain(f"accuracy (%), {HELD_OUT}"),
+                      height=420, margin=dict(t=40), legend=dict(font=dict(size=10)),
+                      template="plotly_white")
+    if repeated:
+        title += ": mean over repeated trials, min-max bars"
+    return Figure(key, title, fig)
+
+
+def report_figures(study: optuna.Study) -> list[Figure]:
+    """The seed report's figures: accuracy against sigma, against Np and per loss."""
+    return [accuracy_against(study, s) for s in AGAINST]

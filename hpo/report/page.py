@@ -1,13 +1,16 @@
-"""One self-contained HTML page: tables and plotly figures, with plotly.js inlined (works
-offline, no CDN). Each figure's plotly JSON sits in a ``<script type="application/json"
-data-figure="KEY">`` element and is drawn by a small script at the end of the page, so the page
-can be checked both by a parser (the data) and by a browser (the drawing)."""
+"""One self-contained HTML page: tables and plotly figures, with plotly.js inlined by default
+(works offline, no CDN; about 4.7 MB of the page); ``plotlyjs="cdn"`` loads it from plotly's CDN
+and ``"directory"`` from a ``plotly.min.js`` written beside the page, for small pages to share.
+Each figure's plotly JSON sits in a ``<script type="application/json" data-figure="KEY">``
+element and is drawn by a small script at the end of the page, so the page can be checked both
+by a parser (the data) and by a browser (the drawing)."""
 
 from __future__ import annotations
 
 import html
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from hpo.report.figures import Figure
 
@@ -96,15 +99,47 @@ def figure_html(f: Figure) -> str:
             f'<script type="application/json" data-figure="{key}">{data}</script></div>')
 
 
-def page(title: str, sections: Sequence[str], plotly_js: str | None = None) -> str:
-    """The whole page; ``plotly_js`` defaults to the installed plotly's bundle (inlined)."""
-    if plotly_js is None:
-        from plotly.offline import get_plotlyjs
+#: Where a page gets plotly.js from (plotly's ``include_plotlyjs`` choices).
+PLOTLYJS_MODES = ("inline", "cdn", "directory")
+#: The file a ``directory`` page loads, beside it.
+PLOTLYJS_FILE = "plotly.min.js"
 
-        plotly_js = get_plotlyjs()
+
+def plotly_script(mode: str = "inline", folder: Path | None = None) -> str:
+    """The ``<script>`` element giving a page plotly.js: the installed plotly's bundle inlined
+    (``inline``), plotly's CDN URL of that same version (``cdn``: needs a network), or
+    :data:`PLOTLYJS_FILE`, written into ``folder`` (``directory``: share the folder)."""
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    if mode == "inline":
+        return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    if mode == "cdn":
+        url = f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
+        return f'<script src="{esc(url)}" charset="utf-8"></script>'
+    if mode == "directory":
+        if folder is None:
+            raise ValueError("plotly.js 'directory' needs the page's folder")
+        bundle = get_plotlyjs()
+        target = folder / PLOTLYJS_FILE
+        if not target.is_file() or target.read_text(encoding="utf-8") != bundle:
+            target.write_text(bundle, encoding="utf-8")
+        return f'<script src="{PLOTLYJS_FILE}" charset="utf-8"></script>'
+    raise ValueError(f"plotly.js mode {mode!r}: one of {', '.join(PLOTLYJS_MODES)}")
+
+
+def page(title: str, sections: Sequence[str], plotly_js: str | None = None,
+         script: str | None = None) -> str:
+    """The whole page; ``plotly_js`` (the bundle's text) defaults to the installed plotly's,
+    inlined; ``script``: a ready ``<script>`` element instead (see :func:`plotly_script`)."""
+    if script is None:
+        if plotly_js is None:
+            from plotly.offline import get_plotlyjs
+
+            plotly_js = get_plotlyjs()
+        script = f'<script type="text/javascript">{plotly_js}</script>'
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{_CSS}</style>"
-            f'<script type="text/javascript">{plotly_js}</script></head><body>'
+            f"{script}</head><body>"
             + "\n".join(sections)
             + f"<script type=\"text/javascript\">{_DRAW}</script></body></html>\n")
 

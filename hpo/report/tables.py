@@ -7,6 +7,9 @@
 - ``negative_table``: share of negative predicted points (%) and their mean magnitude.
 - ``trials_table``: every trial, any state, with all its metrics and why it failed.
 - ``best_trial_rows``: the best trial as (field, value) pairs.
+
+Names and units are :mod:`model.contract`'s (``setting_label``, ``metric_label``): the same in
+the figures. A paper study (:mod:`hpo.report.paper`) gets the published accuracy beside ours.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.report import paper
 from hpo.report.data import (
     GROUP_SETTINGS,
-    SETTING_LABELS,
     best_trial,
     complete_trials,
     directions,
@@ -33,10 +36,18 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from model.contract import LOSSES, StudyAttr, TrialAttr
+from model.contract import (
+    LOSSES,
+    StudyAttr,
+    TrialAttr,
+    metric_scale,
+    objective_label,
+    setting_label,
+)
 
-PERCENT = {"accuracy (%)", "fair accuracy (%)", "negative points (%)", "accuracy_n (%)",
-           "best single (%)", "worst single (%)"}
+#: Columns of the published numbers (paper studies only).
+PAPER_ACCURACY = f"{paper.LABEL} accuracy (%)"
+PAPER_NEGATIVE = f"{paper.LABEL} negative points (%)"
 
 
 def _num(x: Any) -> float | None:
@@ -58,7 +69,7 @@ def _group_settings(study: optuna.Study) -> list[str]:
     return [k for k in GROUP_SETTINGS if k != "output_head" or k in varied]
 
 
-def _judged(metrics: dict, loss: Any) -> tuple[dict[str, float | None], str]:
+def judged_metrics(metrics: dict, loss: Any) -> tuple[dict[str, float | None], str]:
     """accuracy, RMSE, MAE, R^2 as the report judges them: normalised for scale-free losses."""
     suffix = "_normalised" if is_scale_free(loss) and "accuracy_normalised" in metrics else ""
     return ({"accuracy (%)": _pct(metrics.get("accuracy" + suffix)),
@@ -84,7 +95,7 @@ def _sort_key(settings: dict, keys: list[str]) -> tuple:
     return tuple(out)
 
 
-def _objective_key(study: optuna.Study, trial: FrozenTrial) -> float:
+def objective_key(study: optuna.Study, trial: FrozenTrial) -> float:
     """Larger is better: the first objective with its direction."""
     value = trial.values[0] if trial.values else None
     if value is None or not math.isfinite(value):
@@ -106,31 +117,40 @@ def _groups(study: optuna.Study) -> tuple[list[str], list[tuple[dict, list[Froze
 
 
 def _setting_columns(settings: dict, keys: list[str]) -> dict[str, Any]:
-    return {SETTING_LABELS.get(k, k): settings.get(k) for k in keys}
+    return {setting_label(k): settings.get(k) for k in keys}
 
 
 def _best_of_groups(study: optuna.Study, groups):
     """(settings, trials, best trial, its metrics) of every group."""
     for settings, trials in groups:
-        best = max(trials, key=lambda t: _objective_key(study, t))
+        best = max(trials, key=lambda t: objective_key(study, t))
         yield settings, trials, best, metrics_of(best)
 
 
+def _published(settings: dict) -> paper.Published | None:
+    return paper.published(settings.get("loss"), settings.get("sigma"), settings.get("n_points"))
+
+
 def results_table(study: optuna.Study) -> pd.DataFrame:
-    """Per loss / sigma / Np: the group's best trial on the validation set (see module doc)."""
+    """Per loss / sigma / Np: the group's best trial on the validation set (see module doc);
+    for a paper study, the published accuracy of the same loss / sigma / Np beside it."""
     keys, groups = _groups(study)
     rows = []
+    with_paper = paper.is_paper_study(study.study_name)
     for settings, trials, best, m in _best_of_groups(study, groups):
-        judged, scale = _judged(m, settings.get("loss"))
+        judged, scale = judged_metrics(m, settings.get("loss"))
+        pub = _published(settings) if with_paper else None
         rows.append({**_setting_columns(settings, keys), "trials": len(trials),
                      "best trial": best.number, **judged, "judged on": scale,
+                     PAPER_ACCURACY: pub.accuracy if pub else None,
                      "fair accuracy (%)": _pct(m.get("fair_accuracy")),
                      "W1 (eV)": _num(m.get("wasserstein_eV")),
                      "level error (eV)": _num(m.get("level_error_eV")),
                      "best single (%)": _pct(m.get("accuracy_max")),
                      "worst single (%)": _pct(m.get("accuracy_min"))})
-    cols = [SETTING_LABELS.get(k, k) for k in keys] + [
+    cols = [setting_label(k) for k in keys] + [
         "trials", "best trial", "accuracy (%)", "RMSE", "MAE", "R^2", "judged on",
+        *([PAPER_ACCURACY] if with_paper else []),
         "fair accuracy (%)", "W1 (eV)", "level error (eV)", "best single (%)", "worst single (%)"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -139,12 +159,17 @@ def negative_table(study: optuna.Study) -> pd.DataFrame:
     """Negative predicted intensities of each group's best trial (the report's Table 5)."""
     keys, groups = _groups(study)
     rows = []
+    with_paper = paper.is_paper_study(study.study_name)
     for settings, _, best, m in _best_of_groups(study, groups):
+        pub = paper.published_negative(settings.get("loss"), settings.get("sigma"),
+                                       settings.get("n_points")) if with_paper else None
         rows.append({**_setting_columns(settings, keys), "best trial": best.number,
                      "negative points (%)": _pct(m.get("negative_share")),
+                     PAPER_NEGATIVE: pub,
                      "negative magnitude": _num(m.get("negative_magnitude"))})
-    cols = [SETTING_LABELS.get(k, k) for k in keys] + [
-        "best trial", "negative points (%)", "negative magnitude"]
+    cols = [setting_label(k) for k in keys] + [
+        "best trial", "negative points (%)", *([PAPER_NEGATIVE] if with_paper else []),
+        "negative magnitude"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -154,15 +179,17 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     keys = _group_settings(study)
     keys += [k for k in searched_settings(study) if k not in keys]
     names = objective_names(study)
+    split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
     rows = []
     for t in study.get_trials(deepcopy=False):
         s = trial_settings(t, fixed)
         m = metrics_of(t)
         values = list(t.values) if t.values else [None] * len(names)
-        hist = history_of(t)
+        hist = history_of(t, study)
         row = {"trial": t.number, "state": t.state.name.lower(),
                **_setting_columns(s, keys),
-               **{f"objective: {n}": _num(v) for n, v in zip(names, values, strict=False)},
+               **{f"objective: {objective_label(n, split)}": _scaled(n, v)
+                  for n, v in zip(names, values, strict=False)},
                "accuracy (%)": _pct(m.get("accuracy")), "RMSE": _num(m.get("rmse")),
                "MAE": _num(m.get("mae")), "R^2": _num(m.get("r2")),
                "accuracy_n (%)": _pct(m.get("accuracy_normalised")),
@@ -182,6 +209,12 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _scaled(name: str, value: Any) -> float | None:
+    """An objective value in the unit it is shown in (accuracies in %)."""
+    v = _num(value)
+    return None if v is None else v * metric_scale(name)
+
+
 def _note(t: FrozenTrial, epochs: int) -> str:
     if t.state == TrialState.FAIL:
         return failure_of(t) or "failed"
@@ -199,18 +232,19 @@ def best_trial_rows(study: optuna.Study) -> list[tuple[str, str]]:
     m = metrics_of(t)
     rows: list[tuple[str, str]] = [("study", study.study_name), ("trial", str(t.number))]
     for k in [*_group_settings(study), *searched_settings(study)]:
-        label = SETTING_LABELS.get(k, k)
+        label = setting_label(k)
         if k in s and label not in dict(rows):
             rows.append((label, _fmt(label, s[k])))
     split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
-    where = f", {split} split" if split else ""
     for name, direction, value in zip(objective_names(study), directions(study), t.values,
                                       strict=False):
-        rows.append((f"objective: {name}{where} ({direction})", _fmt("objective", value)))
-    judged, scale = _judged(m, s.get("loss"))
+        label = objective_label(name, split)
+        rows.append((f"objective ({direction}): {label}", _fmt(label, _scaled(name, value))))
+    judged, scale = judged_metrics(m, s.get("loss"))
     suffix = " (normalised)" if scale == "normalised" else ""
-    for label, value in judged.items():
-        rows.append((label + suffix, _fmt(label, value)))
+    for label, value in judged.items():  # the held-out split's numbers from here on
+        rows.append((label + suffix + ", validation split (held out)"
+                     if label == "accuracy (%)" else label + suffix, _fmt(label, value)))
     for label, key, conv in (("fair accuracy (%)", "fair_accuracy", _pct),
                              ("W1 (eV)", "wasserstein_eV", _num),
                              ("level error (eV)", "level_error_eV", _num),
@@ -233,15 +267,16 @@ def _fmt(column: str, value: Any) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
-    if column in PERCENT:
+    if "(%)" in column:
         return f"{value:.1f}"
     if column in ("s/epoch",):
         return f"{value:.2f}"
-    if column in ("lr", "Huber delta"):
+    if column in (setting_label("lr"), "Huber delta"):
         return f"{value:.3g}"
-    if column in ("sigma (eV)",):
+    if column == setting_label("sigma"):
         return f"{value:g}"
-    if value == int(value) and abs(value) < 1e6 and column in ("Np", "batch", "epochs"):
+    integers = (setting_label("n_points"), setting_label("batch_size"), "epochs")
+    if value == int(value) and abs(value) < 1e6 and column in integers:
         return str(int(value))
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.4g}"
 
@@ -254,7 +289,8 @@ def format_frame(df: pd.DataFrame) -> list[list[str]]:
         for col, v in zip(df.columns, row, strict=True):
             if isinstance(v, float) and math.isnan(v):
                 v = None
-            if col in ("trial", "best trial", "trials", "Np", "batch", "epochs", "best epoch") \
+            if col in ("trial", "best trial", "trials", setting_label("n_points"),
+                       setting_label("batch_size"), "epochs", "best epoch") \
                     and isinstance(v, float) and v.is_integer():
                 v = int(v)
             cells.append(_fmt(str(col), v))

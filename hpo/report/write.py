@@ -1,5 +1,6 @@
 """The report of a study: its tables (Markdown, CSV) and a self-contained HTML page with plotly
-figures (``write_report``), and the best trial as a small Markdown table (``best_trial_table``).
+figures (``write_report``), the figures also as PNG / SVG / PDF files on request (``formats``),
+and the best trial as a small Markdown table (``best_trial_table``).
 
 An empty study, or one whose trials all failed, still gets a report: it says so (and why the
 trials failed) instead of showing empty tables.
@@ -27,6 +28,7 @@ from hpo.report.data import (
     state_counts,
     study_fixed_settings,
 )
+from hpo.report.export_figures import FIGURES_DIR, parse_formats, write_figures
 from hpo.report.figures import (
     Figure,
     accuracy_histogram,
@@ -34,8 +36,17 @@ from hpo.report.figures import (
     best_worst_spectra,
     loss_curves,
     optuna_figures,
+    report_figures,
 )
-from hpo.report.page import esc, figure_html, json_block, page, section, table_html
+from hpo.report.page import (
+    esc,
+    figure_html,
+    json_block,
+    page,
+    plotly_script,
+    section,
+    table_html,
+)
 from hpo.report.tables import (
     best_trial_rows,
     format_frame,
@@ -45,7 +56,7 @@ from hpo.report.tables import (
     trials_table,
 )
 from hpo.study import open_artifact_store
-from model.contract import N_LEVELS, StudyAttr
+from model.contract import N_LEVELS, SPLIT_ROLE, StudyAttr, objective_label, split_label
 from model.errors import ReportError
 
 log = logging.getLogger("specopt.report")
@@ -63,6 +74,8 @@ class ReportPaths:
     #: What could not be read (a corrupt or unsafe artifact), one line each; the report notes
     #: them and leaves out what needed them.
     problems: list[str] = field(default_factory=list)
+    #: The figures as PNG / SVG / PDF files (``formats``), in ``out_dir/figures``.
+    figures: list[Path] = field(default_factory=list)
 
 
 # --- where reports go ---------------------------------------------------------------------------
@@ -134,15 +147,16 @@ def _summary(study: optuna.Study) -> dict:
         "fixed": study_fixed_settings(study),
         "description": study.user_attrs.get(StudyAttr.DESCRIPTION) or "",
         "reference_sigma": study.user_attrs.get(StudyAttr.REFERENCE_SIGMA),
+        "objective_split": study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
 def _summary_lines(s: dict) -> list[str]:
-    objectives = ", ".join(f"{o} ({d})" for o, d in zip(s["objectives"], s["directions"],
-                                                        strict=False))
+    objectives = "; ".join(f"{objective_label(o, s['objective_split'])} ({d})"
+                           for o, d in zip(s["objectives"], s["directions"], strict=False))
     trials = ", ".join(f"{n} {k}" for k, n in s["trials"].items()) or "none"
-    lines = [f"Objective(s): {objectives}", f"Trials: {trials}",
+    lines = [f"Objective(s): {objectives}", SPLITS, f"Trials: {trials}",
              f"Searched: {', '.join(s['searched']) or 'nothing'}"]
     if s["fixed"]:
         lines.append("Fixed: " + ", ".join(f"{k}={v}" for k, v in s["fixed"].items()))
@@ -152,19 +166,29 @@ def _summary_lines(s: dict) -> list[str]:
     return lines
 
 
+#: What each split is for, said once at the top of every report.
+SPLITS = (f"Splits: test = {SPLIT_ROLE['test']} (early stopping, best epoch, the objective); "
+          f"validation = {SPLIT_ROLE['validation']} (every metric in the tables and the "
+          "accuracy figures; no choice has seen it)")
+HELD_OUT = split_label("validation")
+
 _TABLE_TEXT = {
-    "results": ("Results per loss / sigma / Np (validation set)",
+    "results": (f"Results per loss / sigma / Np on the {HELD_OUT}",
                 "The best complete trial of each group (by the study's first objective). "
                 "Accuracy = 1 - sqrt(sum dE (T-P)^2) / sum dE T per spectrum, averaged. "
                 "Cosine and Pearson losses fix no scale: their rows are judged on normalised "
                 "predictions, as in the report. Fair accuracy re-broadens prediction and target "
                 "to the reference sigma; W1 is the Wasserstein-1 distance in eV; level error is "
-                f"the mean error of the {N_LEVELS} levels recovered from the predicted spectrum."),
-    "negative": ("Negative predicted intensities (validation set)",
+                f"the mean error of the {N_LEVELS} levels recovered from the predicted spectrum. "
+                "For a paper study, 'report (2019)' is the published accuracy of the same loss, "
+                "sigma and Np (Smeds 2019, Tables 2-4; 2500 epochs on the whole dataset)."),
+    "negative": (f"Negative predicted intensities on the {HELD_OUT}",
                  "Share of predicted points below zero, and their mean magnitude on "
-                 "L2-normalised predictions."),
-    "trials": ("All trials", "Every trial with its validation metrics (_n: on normalised "
-               "predictions); pruned and failed trials say why."),
+                 "L2-normalised predictions (for a paper study, beside the published share of "
+                 "Table 5)."),
+    "trials": ("All trials", "Every trial with its objective value(s) (on the split named) "
+               f"and its metrics on the {HELD_OUT} (_n: on normalised predictions); pruned and "
+               "failed trials say why."),
 }
 
 
@@ -180,7 +204,7 @@ def _figures(study: optuna.Study, store: Any, problems: list[str]) -> list[Figur
             log.warning("report: %s", why)
     number = best.number if best is not None else None
     optuna_figs = optuna_figures(study)  # the anytime plot right after the optimisation history
-    return [loss_curves(study), best_worst_spectra(pred, number, why),
+    return [*report_figures(study), loss_curves(study), best_worst_spectra(pred, number, why),
             accuracy_histogram(pred, number, why), *optuna_figs[:1], anytime(study),
             *optuna_figs[1:]]
 
@@ -189,14 +213,22 @@ def _problems_note(problems: list[str]) -> str:
     return "Could not be read (left out of this report): " + "; ".join(problems)
 
 
-def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None
-                 ) -> ReportPaths:
+def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any = None, *,
+                 formats: Any = ("html",), plotlyjs: str = "inline") -> ReportPaths:
     """Write ``report.md``, ``report.html`` and the tables as CSV (``results.csv``,
     ``negative.csv``, ``trials.csv``, and ``anytime.csv``: the anytime plot's numbers, see
     :func:`~hpo.report.data.anytime_frame`) into ``out_dir``. ``artifact_store``: an Optuna artifact
-    store or folder; None uses the folder the study recorded (for the spectra figures)."""
+    store or folder; None uses the folder the study recorded (for the spectra figures).
+
+    ``formats``: "html" (always written) and any of "png", "svg", "pdf" (a list or "png,svg"):
+    every drawn figure also as ``figures/<key>.<format>`` (kaleido, see
+    :mod:`hpo.report.export_figures`). ``plotlyjs``: "inline" (the default: a self-contained
+    page that works offline), "cdn" or "directory" (a small page; see
+    :func:`~hpo.report.page.plotly_script`)."""
+    wanted = parse_formats(formats)  # bad input fails before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    script = plotly_script(plotlyjs, out)
     store = open_artifact_store(study, artifact_store)
     message = study_message(study)
     summary = _summary(study)
@@ -229,8 +261,11 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
         heading, text = _TABLE_TEXT[key]
         md += [f"## {heading}", "", text, ""]
         md += [markdown_table(format_frame(df)) if len(df) else "_No complete trials._", ""]
-    md += ["## Figures", "", f"In `{out / 'report.html'}`:", ""]
-    md += [f"- {f.title}" + (f": {f.note}" if f.fig is None else "") for f in figs]
+    static = write_figures(figs, out / FIGURES_DIR, wanted)
+    md += ["## Figures", "", f"In `{out / 'report.html'}`"
+           + (f" and as {', '.join(f for f in wanted if f != 'html').upper()} files in "
+              f"`{out / FIGURES_DIR}` (named by the key in brackets)" if static else "") + ":", ""]
+    md += [f"- {f.title} [{f.key}]" + (f": {f.note}" if f.fig is None else "") for f in figs]
     md += ["", "The anytime plot's numbers, one row per finished trial: "
            f"`{csv_paths['anytime'].name}`.", ""]
     md_path = out / "report.md"
@@ -257,5 +292,5 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
     sections.append(section("Figures", "".join(figure_html(f) for f in figs), "figures"))
     sections.append(json_block(summary, "summary"))
     html_path = out / "report.html"
-    html_path.write_text(page(f"specopt report: {study.study_name}", sections))
-    return ReportPaths(out, md_path, html_path, csv_paths, message, problems)
+    html_path.write_text(page(f"specopt report: {study.study_name}", sections, script=script))
+    return ReportPaths(out, md_path, html_path, csv_paths, message, problems, static)
