@@ -16,6 +16,38 @@ from model.contract import MATRIX_SIZE as MAX_ATOMS
 from model.errors import DataError
 
 ELEMENTS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
+#: Every element up to xenon, so that a molecule outside QM9 (Cl, S, ...) can be read and then
+#: refused by name (``specopt predict``'s domain check) instead of failing on the symbol.
+PERIODIC = {s: z for z, s in enumerate((
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As "
+    "Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe").split(), start=1)}
+SYMBOLS = {z: s for s, z in PERIODIC.items()}
+_NOBLE_CORES = (0, 2, 10, 18, 36)
+
+
+def valence_electrons(Z) -> int:
+    """Valence electrons of a neutral molecule with atomic numbers ``Z`` (0 = padding): each
+    atom's electrons outside its noble-gas core, a filled d shell of a p-block atom counted as
+    core (as GFN2-xTB's valence basis does: H 1, C 4, N 5, O 6, F 7, S 6, Cl 7)."""
+    total = 0
+    for z in np.asarray(Z, int).ravel():
+        if z <= 0:
+            continue
+        v = int(z) - max(c for c in _NOBLE_CORES if c < z)
+        total += v - 10 if v > 12 else v
+    return total
+
+
+def formula(Z) -> str:
+    """The Hill formula of atomic numbers ``Z`` (0 = padding): C and H first, then A-Z."""
+    counts: dict[str, int] = {}
+    for z in np.asarray(Z, int).ravel():
+        if z > 0:
+            sym = SYMBOLS.get(int(z), f"Z{z}")
+            counts[sym] = counts.get(sym, 0) + 1
+    first = [s for s in ("C", "H") if s in counts] if "C" in counts else []
+    order = first + sorted(s for s in counts if s not in first)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
 N_QM9PACK = 130_831
 
 
@@ -46,12 +78,15 @@ class Geometries:
         return rows
 
 
-def atomic_numbers(symbols: list[str], source: str = "input") -> np.ndarray:
+def atomic_numbers(symbols: list[str], source: str = "input",
+                   any_element: bool = False) -> np.ndarray:
     try:
-        return np.array([ELEMENTS[s] for s in symbols], dtype=np.uint8)
+        return np.array([(PERIODIC if any_element else ELEMENTS)[s] for s in symbols],
+                        dtype=np.uint8)
     except KeyError as err:
         raise DataError(f"{source}: unknown element {err.args[0]!r} "
-                        "(QM9 has H, C, N, O, F)") from None
+                        f"({'H to Xe are read' if any_element else 'QM9 has H, C, N, O, F'})"
+                        ) from None
 
 
 def pad(Z: np.ndarray, R: np.ndarray, source: str = "input") -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +102,12 @@ def pad(Z: np.ndarray, R: np.ndarray, source: str = "input") -> tuple[np.ndarray
     return Zp, Rp
 
 
-def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
+def read_xyz(path: str | Path, any_molecule: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
     """Read one QM9 ``.xyz`` file; returns (QM9 index, Z, R in Angstrom).
 
     QM9 writes Mathematica exponents (``1.2*^-6``); they are read as ``1.2e-6``.
+    ``any_molecule``: also elements outside QM9 (up to Xe) and more than 29 atoms, for a caller
+    that checks the molecule itself (``specopt predict``).
     """
     path = Path(path)
     try:
@@ -81,7 +118,7 @@ def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
         rows = [line.replace("*^", "e").split() for line in lines[2 : 2 + n]]
         if len(rows) != n or any(len(r) < 4 for r in rows):
             raise ValueError(f"expected {n} atom lines")
-        Z = atomic_numbers([r[0] for r in rows], str(path))
+        Z = atomic_numbers([r[0] for r in rows], str(path), any_element=any_molecule)
         R = np.array([[float(x) for x in r[1:4]] for r in rows], dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(R).all(axis=1))
         if len(bad):
@@ -92,7 +129,7 @@ def read_xyz(path: str | Path) -> tuple[int, np.ndarray, np.ndarray]:
         raise
     except (ValueError, IndexError, OSError) as err:
         raise DataError(f"{path}: malformed QM9 .xyz file ({err})") from None
-    if n > MAX_ATOMS:
+    if n > MAX_ATOMS and not any_molecule:
         raise DataError(f"{path}: {n} atoms, more than the {MAX_ATOMS} a Coulomb matrix holds")
     return index, Z, R
 

@@ -1,5 +1,6 @@
 """The checkpoint of a trained model: its weights and everything needed to rebuild and use it
-(the network's arguments, the spectra's sigma, Np and window, the grid, the data fingerprint);
+(the network's arguments, the spectra's sigma, Np and window, the grid, the data fingerprint,
+the training domain that ``predict`` checks new molecules against);
 and the *training state* of an unfinished run (:class:`TrainingState`), from which
 ``model.train`` continues where an interrupted run stopped."""
 
@@ -10,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from data_prep import TrainingData
 from data_prep.cache import atomic_write
+from data_prep.qm9 import valence_electrons
 from model.config import TrainConfig
 from model.errors import DataError
 from model.network import SpectraCNN
@@ -44,8 +47,38 @@ def save_checkpoint(path: Path, model: SpectraCNN | dict[str, torch.Tensor], con
         "fingerprint": data.fingerprint,
         "epoch": epoch,
         "test_loss": test_loss,
+        "domain": training_domain(data),
     }
     atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+#: Training domains already computed, by data (a run saves its checkpoint at every better epoch).
+_DOMAINS: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def training_domain(data: TrainingData) -> dict[str, Any]:
+    """What the training molecules span, for ``predict``'s domain check: their elements, atom
+    counts, valence electrons and Coulomb-matrix (Frobenius) norms, read back from the training
+    split's matrices (the diagonal is 0.5 Z^2.4, zero for padding)."""
+    key = (data.fingerprint, id(data.coulomb), len(data.coulomb))
+    if key not in _DOMAINS:
+        rows = data.train_rows if len(data.train_rows) else np.arange(len(data.coulomb))
+        C = np.asarray(data.coulomb[rows], np.float64)
+        diag = np.diagonal(C, axis1=1, axis2=2)
+        Z = np.rint((2.0 * diag) ** (1 / 2.4)).astype(int)
+        valence = np.array([valence_electrons([z]) for z in range(Z.max() + 1)])[Z].sum(axis=1)
+        n_atoms = (Z > 0).sum(axis=1)
+        norms = np.linalg.norm(C, axis=(1, 2))
+        if len(_DOMAINS) > 8:
+            _DOMAINS.clear()
+        _DOMAINS[key] = {
+            "molecules": len(rows),
+            "elements": sorted(int(z) for z in np.unique(Z) if z > 0),
+            "n_atoms": [int(n_atoms.min()), int(n_atoms.max())],
+            "valence_electrons": [int(valence.min()), int(valence.max())],
+            "coulomb_norm": [float(norms.min()), float(norms.max())],
+        }
+    return _DOMAINS[key]
 
 
 def load_checkpoint(path: str | Path, n_points: int | None = None,

@@ -1,18 +1,21 @@
 """Inference with a saved model: load a checkpoint, predict spectra of Coulomb matrices or of
-``.xyz`` molecules."""
+``.xyz`` molecules. Every ``.xyz`` molecule is first checked against the model's training domain
+(:func:`domain_reasons`): a molecule unlike any the model was trained on gets a spectrum of the
+right shape that means nothing, so it is refused, or predicted and flagged with ``force``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data_prep import coulomb_matrix, read_xyz, sort_coulomb
+from data_prep.qm9 import ELEMENTS, SYMBOLS, formula, valence_electrons
 from model.checkpoint import load_checkpoint
-from model.contract import MATRIX_SIZE
+from model.contract import MATRIX_SIZE, N_LEVELS
 from model.errors import DataError
 from model.network import SpectraCNN
 
@@ -45,31 +48,114 @@ def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
     return torch.cat(out).numpy()
 
 
+#: Relative tolerance of the Coulomb-norm range (float32 rounding of the training matrices).
+NORM_RTOL = 1e-5
+
+
+class OutOfDomain(DataError):
+    """Molecules outside the model's training domain, refused (``force`` predicts them)."""
+
+    def __init__(self, refused: list[Molecule], total: int, force_helps: bool = True):
+        self.refused = refused
+        how = ("--force (force=True) predicts them anyway, flagged" if force_helps
+               else "a Coulomb matrix cannot hold them, even with --force")
+        #: The first sentence alone (the command prints each molecule on a line of its own).
+        self.summary = (f"{len(refused)} of {total} molecules are outside the model's training "
+                        f"domain ({how})")
+        super().__init__(f"{self.summary}: " + "; ".join(
+            f"{m.name}: {', '.join(m.reasons)}" for m in refused))
+
+
+@dataclass
+class Molecule:
+    """One ``.xyz`` molecule as ``predict_xyz`` saw it, and why it is out of domain (if it is)."""
+
+    name: str  # "water.xyz (H2O)": its file and formula, made unique
+    path: Path
+    formula: str
+    n_atoms: int
+    valence_electrons: int
+    coulomb_norm: float | None  # None when it has more atoms than a matrix holds
+    reasons: list[str]  # empty when inside the training domain
+
+    @property
+    def in_domain(self) -> bool:
+        return not self.reasons
+
+
 @dataclass
 class XyzPrediction:
-    names: list[str]  # one per file: its stem, made unique
+    names: list[str]  # one per file: "water.xyz (H2O)", made unique
     spectra: np.ndarray  # (molecules, Np) float64
     grid: np.ndarray  # (Np,) eV
-    meta: dict  # the checkpoint's metadata (sigma, Np, window, config, ...)
+    meta: dict  # the checkpoint's metadata (sigma, Np, window, config, domain, ...)
+    molecules: list[Molecule] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # checks skipped (an older checkpoint)
+
+    @property
+    def flags(self) -> list[str]:
+        """Per molecule: '' inside the training domain, else its reasons (predicted by force)."""
+        return ["; ".join(m.reasons) for m in self.molecules]
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names: list[str] = []
+def _unique(names: list[str]) -> list[str]:
+    out: list[str] = []
     seen: dict[str, int] = {}
-    for p in paths:
-        name = p.stem
+    for name in names:
         if name in seen:
             seen[name] += 1
-            name = f"{name}_{seen[name]}"
+            name = f"{name} #{seen[name]}"
         else:
-            seen[name] = 0
-        names.append(name)
-    return names
+            seen[name] = 1
+        out.append(name)
+    return out
 
 
-def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path]) -> XyzPrediction:
-    """The spectrum of every ``.xyz`` molecule with the model in ``checkpoint``. Bad files and
-    checkpoints raise ``DataError`` (one line naming the file)."""
+def _elements(zs) -> str:
+    return ", ".join(SYMBOLS.get(int(z), f"Z={z}") for z in zs)
+
+
+def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | None) -> list[str]:
+    """Why a molecule (atomic numbers ``Z``, its Coulomb matrix's Frobenius norm) is outside
+    the training ``domain`` of a checkpoint (``model.checkpoint.training_domain``); empty when
+    it is inside. Without a domain (an older checkpoint) the elements are QM9's and the atom
+    count and norm ranges are not checked."""
+    reasons = []
+    elements = set(domain["elements"]) if domain else set(ELEMENTS.values())
+    foreign = sorted({int(z) for z in Z} - elements)
+    if foreign:
+        reasons.append(f"element{'s' if len(foreign) > 1 else ''} {_elements(foreign)} not in "
+                       f"the training set ({_elements(sorted(elements))})")
+    n = len(Z)
+    if n > MATRIX_SIZE:
+        reasons.append(f"{n} atoms, more than the {MATRIX_SIZE} a Coulomb matrix holds")
+    elif domain and not domain["n_atoms"][0] <= n <= domain["n_atoms"][1]:
+        lo, hi = domain["n_atoms"]
+        reasons.append(f"{n} atoms, outside the training range {lo}..{hi}")
+    valence = valence_electrons(Z)
+    if valence // 2 < N_LEVELS:
+        reasons.append(f"{valence} valence electrons: {valence // 2} occupied valence levels, "
+                       f"fewer than the {N_LEVELS} the model predicts")
+    if valence % 2:
+        reasons.append(f"{valence} valence electrons, an odd number (a radical; the training "
+                       "molecules are closed-shell)")
+    if domain and coulomb_norm is not None:
+        lo, hi = domain["coulomb_norm"]
+        # The training norms come from sorted float32 matrices: allow their rounding.
+        if not lo * (1 - NORM_RTOL) <= coulomb_norm <= hi * (1 + NORM_RTOL):
+            reasons.append(f"Coulomb-matrix norm {coulomb_norm:.1f} outside the training range "
+                           f"{lo:.1f}..{hi:.1f}")
+    return reasons
+
+
+def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
+                force: bool = False) -> XyzPrediction:
+    """The spectrum of every ``.xyz`` molecule with the model in ``checkpoint``, each checked
+    against the model's training domain first (:func:`domain_reasons`). Molecules outside it
+    raise :class:`OutOfDomain` (a ``DataError`` naming each with its reasons) unless ``force``:
+    then they are predicted and flagged (``XyzPrediction.molecules``, ``.flags``); one with more
+    atoms than a Coulomb matrix holds is refused even so. Bad files and checkpoints raise
+    ``DataError`` (one line naming the file)."""
     paths = [Path(p) for p in xyz_files]
     if not paths:
         raise DataError("no .xyz files given")
@@ -81,13 +167,34 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path]) -> XyzP
         why = str(err).strip().splitlines()
         raise DataError(f"{checkpoint}: not a readable checkpoint "
                         f"({why[0] if why else type(err).__name__})") from None
-    matrices = []
+    domain = meta.get("domain")
+    notes = [] if domain else [
+        f"{Path(checkpoint).name} was saved before checkpoints recorded their training domain: "
+        "elements and valence levels checked, atom-count and Coulomb-norm ranges not"]
+    read = []
     for p in paths:
-        _, Z, R = read_xyz(p)
-        try:
-            matrices.append(coulomb_matrix(Z, R))
-        except DataError as err:
-            raise DataError(f"{p}: {err}") from None
-    spectra = np.asarray(predict(net, np.stack(matrices)), np.float64)
+        _, Z, R = read_xyz(p, any_molecule=True)
+        read.append((p, Z, R))
+    names = _unique([f"{p.name} ({formula(Z)})" for p, Z, _ in read])
+    molecules, matrices = [], []
+    for name, (p, Z, R) in zip(names, read, strict=True):
+        matrix = None
+        if len(Z) <= MATRIX_SIZE:
+            try:
+                matrix = coulomb_matrix(Z, R)
+            except DataError as err:
+                raise DataError(f"{p}: {err}") from None
+        norm = None if matrix is None else float(np.linalg.norm(matrix.astype(np.float64)))
+        molecules.append(Molecule(name, p, formula(Z), len(Z), valence_electrons(Z), norm,
+                                  domain_reasons(Z, norm, domain)))
+        matrices.append(matrix)
+    refused = [m for m in molecules if not m.in_domain]
+    too_big = [m for m in molecules if m.coulomb_norm is None]
+    if too_big and force:
+        raise OutOfDomain(too_big, len(molecules), force_helps=False)
+    if refused and not force:
+        raise OutOfDomain(refused, len(molecules), force_helps=len(too_big) < len(refused))
+    spectra = np.asarray(predict(net, np.stack([m for m in matrices if m is not None])),
+                         np.float64)
     grid = np.asarray(meta["grid"], np.float64)
-    return XyzPrediction(_unique_names(paths), spectra, grid, meta)
+    return XyzPrediction(names, spectra, grid, meta, molecules, notes)

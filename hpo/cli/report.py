@@ -8,25 +8,40 @@ import typer
 
 from hpo.cli.options import STORED_STUDY_HELP, ReportOutOpt, StoredArtifactsOpt
 from model.contract import ArtifactName
-from model.errors import SpecoptError
+from model.errors import DataError, SpecoptError
 
 StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: the study "
                                 "file's, else sqlite:///runs/STUDY.db)")
 
 
-def echo_report(opened, out: Path | None) -> None:
+def echo_report(opened, out: Path | None, formats: str = "html",
+                plotlyjs: str = "inline") -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
     from hpo.report import best_trial_table, default_out_dir, write_report
 
     s = opened.study
     paths = write_report(s, out or default_out_dir(s.study_name, "report"),
-                         opened.artifact_store)
+                         opened.artifact_store, formats=formats, plotlyjs=plotlyjs)
     if paths.message:
         typer.echo(paths.message, err=True)
     else:
         typer.echo(best_trial_table(s))
     typer.echo(f"report: {paths.html}")
     typer.echo(f"tables: {paths.markdown}, " + ", ".join(str(p) for p in paths.csv.values()))
+    if paths.figures:
+        typer.echo(f"figures: {len(paths.figures)} files in {paths.figures[0].parent}")
+
+
+FormatOpt = typer.Option(
+    "html", "--format", metavar="FORMATS",
+    help="figure formats, comma-separated: html (the page, always written), png, svg, pdf; "
+    "png/svg/pdf also write every figure as a file under OUT/figures/ (needs kaleido: pip "
+    "install 'specopt[figures]', and Chrome or Chromium)")
+PlotlyjsOpt = typer.Option(
+    "inline", "--plotlyjs", metavar="HOW",
+    help="where the page gets plotly.js: inline (default: one self-contained file, works "
+    "offline, ~5 MB), cdn (a small page loading plotly.js from cdn.plot.ly: needs a network) "
+    "or directory (a small page beside a plotly.min.js: share the folder)")
 
 
 def report(
@@ -34,11 +49,23 @@ def report(
     storage: str | None = StoredStorageOpt,
     artifacts: Path | None = StoredArtifactsOpt,
     out: Path | None = ReportOutOpt,
+    formats: str = FormatOpt,
+    plotlyjs: str = PlotlyjsOpt,
 ) -> None:
-    """The report's tables (Markdown, CSV) and a self-contained HTML report of STUDY."""
-    from hpo.study import open_study
+    """The report's tables (Markdown, CSV) and a self-contained HTML report of STUDY, with the seed report's figures (accuracy against sigma, Np and loss) and the published numbers beside ours for the paper studies.
 
-    echo_report(open_study(study, storage, artifacts), out)
+    Objective values are scored on the test split (model selection: early stopping and the best epoch); every other metric comes from the validation split (held out). Accuracies are in %, energies in eV.
+    """  # noqa: E501 - typer keeps line breaks: one line per paragraph
+    from hpo.report.page import PLOTLYJS_MODES
+    from hpo.study import open_study
+    from model.errors import ReportError
+
+    if plotlyjs not in PLOTLYJS_MODES:
+        raise ReportError(f"--plotlyjs {plotlyjs!r}: one of {', '.join(PLOTLYJS_MODES)}")
+    from hpo.report.export_figures import parse_formats
+
+    parse_formats(formats)  # a typo fails before the study is read
+    echo_report(open_study(study, storage, artifacts), out, formats, plotlyjs)
 
 
 def export_best(
@@ -70,16 +97,33 @@ def predict(
     checkpoint: Path = typer.Argument(..., help=f"a {ArtifactName.CHECKPOINT} (from `specopt "
                                       "export-best` or `specopt train --checkpoint-dir`)"),
     xyz: list[Path] = typer.Argument(..., help="molecules as QM9-style .xyz files"),
-    out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default: "
+                                    "$SPECOPT_HOME/predictions)"),
+    force: bool = typer.Option(False, "--force", help="predict molecules outside the model's "
+                               "training domain too, flagged in the CSVs and the plot"),
 ) -> None:
-    """Predict the spectra of new molecules (.xyz) with a saved model: a CSV and a plot."""
-    from hpo.report import predict_xyz
+    """Predict the spectra of new molecules (.xyz) with a saved model: CSVs and a plot.
 
-    paths = predict_xyz(checkpoint, xyz, out)
-    for name, s in zip(paths.names, paths.spectra, strict=True):
+    Each molecule is checked against the model's training domain first: its elements, atom count, at least 16 occupied valence levels (valence electrons / 2) and its Coulomb-matrix norm within the training range. Molecules outside it are refused, each with its reasons, unless --force.
+    """  # noqa: E501 - typer keeps line breaks: one line per paragraph
+    from hpo.home import predictions_dir
+    from hpo.report import predict_xyz
+    from model.inference import OutOfDomain
+
+    try:
+        paths = predict_xyz(checkpoint, xyz, out or predictions_dir(), force=force)
+    except OutOfDomain as err:
+        for m in err.refused:
+            typer.echo(f"refused: {m.name}: {'; '.join(m.reasons)}", err=True)
+        raise DataError(err.summary.replace(" (force=True)", "")) from None
+    for note in paths.notes:
+        typer.echo(f"note: {note}", err=True)
+    for name, s, flag in zip(paths.names, paths.spectra, paths.flags, strict=True):
         top = paths.grid[int(s.argmax())]
-        typer.echo(f"{name}: strongest peak at {top:.2f} eV")
+        mark = f"  [outside training domain: {flag}]" if flag else ""
+        typer.echo(f"{name}: strongest peak at {top:.2f} eV{mark}")
     typer.echo(f"spectra (CSV): {paths.csv}")
+    typer.echo(f"molecules (CSV): {paths.molecules_csv}")
     typer.echo(f"plot: {paths.html}")
 
 
@@ -90,11 +134,18 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (localhost)"),
     port: int = typer.Option(8080, "--port", help="port (0: any free port)"),
 ) -> None:
-    """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and artifacts. Prints the URL; Ctrl-C stops it."""  # noqa: E501 - typer keeps line breaks
-    from hpo.dashboard import serve_dashboard
+    """optuna-dashboard on STUDY's storage: trials with their metrics (user attributes) and artifacts. Prints the URL; Ctrl-C stops it.
+
+    The study's note (on its page) says what each number is: the objective on the test split (model selection), the `metrics` attribute on the validation split (held out), accuracies as fractions. It is written once, never over a note of your own.
+    """  # noqa: E501 - typer keeps line breaks
+    from hpo.dashboard import serve_dashboard, write_reading_note
     from hpo.study import open_study
 
     opened = open_study(study, storage, artifacts)
+    try:  # the study's note: which split each number is from, and its unit
+        write_reading_note(opened.study)
+    except Exception as err:  # deliberately broad: a read-only storage still gets its dashboard
+        typer.echo(f"note: the study's reading note was not written ({err})", err=True)
     try:
         serve_dashboard(opened.storage, host=host, port=port,
                         artifact_store=opened.artifact_store, study_id=opened.study._study_id,

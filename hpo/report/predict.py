@@ -1,24 +1,31 @@
-"""Spectra of new molecules from ``.xyz`` files with a saved model, written as a CSV and an
-offline plot (``specopt predict``). The computing is :func:`model.inference.predict_xyz`."""
+"""Spectra of new molecules from ``.xyz`` files with a saved model, written as CSVs and an
+offline plot (``specopt predict``). The computing, and the check of every molecule against the
+model's training domain, is :func:`model.inference.predict_xyz`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+#: Added to the CSV header and the plot's legend of a molecule predicted outside the domain.
+OUT_OF_DOMAIN = "[outside training domain]"
 
 
 @dataclass
 class PredictPaths:
     """Files written by :func:`predict_xyz`, and what they hold."""
 
-    csv: Path
+    csv: Path  # spectra.csv: energy column, one column per molecule
     html: Path
-    names: list[str]
+    names: list[str]  # "water.xyz (H2O)": file and formula
     spectra: np.ndarray  # (molecules, Np)
     grid: np.ndarray  # (Np,) eV
+    molecules_csv: Path | None = None  # molecules.csv: one row per molecule, its domain flag
+    flags: list[str] = field(default_factory=list)  # per molecule: '' in domain, else why not
+    notes: list[str] = field(default_factory=list)  # checks an older checkpoint could not do
 
 
 def _csv_text(name: str) -> str:
@@ -26,11 +33,15 @@ def _csv_text(name: str) -> str:
     return "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
 
 
-def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path
-                ) -> PredictPaths:
+def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path,
+                force: bool = False) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
-    ``spectra.csv`` (energy column, one column per molecule) and ``spectra.html`` (a plot that
-    works offline) into ``out_dir``. Bad files raise ``DataError`` (one line)."""
+    ``spectra.csv`` (energy column, one column per molecule), ``molecules.csv`` (one row per
+    molecule: formula, atoms, valence electrons, Coulomb norm, ``in_domain`` and
+    ``out_of_domain``, the reasons) and ``spectra.html`` (a plot that works offline) into
+    ``out_dir``. Molecules outside the model's training domain raise
+    ``model.inference.OutOfDomain`` (nothing is written) unless ``force``: then they are
+    predicted and flagged in both CSVs and the plot. Bad files raise ``DataError`` (one line)."""
     import pandas as pd
     import plotly.graph_objects as go
 
@@ -38,27 +49,44 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra
 
-    found = predict_spectra(checkpoint, xyz_files)
+    found = predict_spectra(checkpoint, xyz_files, force=force)
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
+    flags = found.flags
+    shown = [f"{n} {OUT_OF_DOMAIN}" if f else n for n, f in zip(names, flags, strict=True)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame({"energy_eV": grid, **{_csv_text(n): s
-                                             for n, s in zip(names, spectra, strict=True)}})
+                                             for n, s in zip(shown, spectra, strict=True)}})
     csv_path = out / "spectra.csv"
     df.to_csv(csv_path, index=False, float_format="%.9g")
+    molecules_csv = out / "molecules.csv"
+    pd.DataFrame([{
+        "molecule": _csv_text(m.name), "file": _csv_text(str(m.path)), "formula": m.formula,
+        "atoms": m.n_atoms, "valence_electrons": m.valence_electrons,
+        "coulomb_norm": m.coulomb_norm, "strongest_peak_eV": grid[int(s.argmax())],
+        "in_domain": m.in_domain, "out_of_domain": "; ".join(m.reasons),
+    } for m, s in zip(found.molecules, spectra, strict=True)]).to_csv(
+        molecules_csv, index=False, float_format="%.6g")
 
     fig = go.Figure()
-    for n, s in zip(names, spectra, strict=True):
+    for n, s, f in zip(shown, spectra, flags, strict=True):
         # File names are the user's text: plotly draws them as text, never as its HTML subset.
-        fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=plain(n)))
+        fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=plain(n),
+                                 line=dict(dash="dash") if f else None))
     sigma = meta.get("sigma")
     fig.update_layout(xaxis_title="energy (eV)", yaxis_title="intensity", height=480,
                       margin=dict(t=40), showlegend=True)  # the molecule's name, even alone
     title = (f"Predicted spectra (sigma {sigma:g} eV, Np {spectra.shape[1]}) from "
              f"{Path(checkpoint).name}" if isinstance(sigma, int | float)
              else f"Predicted spectra from {Path(checkpoint).name}")
+    flagged = [(n, f) for n, f in zip(names, flags, strict=True) if f]
+    warning = ("" if not flagged else
+               "<p class='warning'><b>Predicted outside the model's training domain (dashed; "
+               "these spectra are not to be trusted):</b></p><ul>"
+               + "".join(f"<li>{esc(n)}: {esc(f)}</li>" for n, f in flagged) + "</ul>")
+    notes = "".join(f"<p>{esc(n)}</p>" for n in found.notes)
     html_path = out / "spectra.html"
-    html_path.write_text(page(title, [f"<h1>{esc(title)}</h1>",
+    html_path.write_text(page(title, [f"<h1>{esc(title)}</h1>" + warning + notes,
                                       figure_html(Figure("spectra", "", fig))]))
-    return PredictPaths(csv_path, html_path, names, spectra, grid)
-
+    return PredictPaths(csv_path, html_path, names, spectra, grid, molecules_csv, flags,
+                        found.notes)

@@ -217,7 +217,7 @@ def test_user_text_never_runs_in_chromium(browser, report_study, tmp_path):
                    "H\t0.0\t-0.7572\t-0.4692\n")
     checkpoint = tmp_path / '<img src=x onerror="window.pwned=4">.pt'
     shutil.copy(exported.checkpoint, checkpoint)
-    predicted = predict_xyz(checkpoint, [xyz], tmp_path / "predicted")
+    predicted = predict_xyz(checkpoint, [xyz], tmp_path / "predicted", force=True)  # water
     for page in (report.html, predicted.html):
         browser.get(page.as_uri())
         plots = browser.find_elements(By.CSS_SELECTOR, "div.plot")
@@ -228,7 +228,8 @@ def test_user_text_never_runs_in_chromium(browser, report_study, tmp_path):
         assert browser.execute_script("return window.pwned") is None, page
         assert not browser.find_elements(By.CSS_SELECTOR, "img, iframe")
     legend = browser.find_elements(By.CSS_SELECTOR, "g.legend text.legendtext")
-    assert [e.get_attribute("textContent") for e in legend] == [img]
+    assert [e.get_attribute("textContent") for e in legend] == [
+        f"{img}.xyz (H2O) [outside training domain]"]
     browser.get(report.html.as_uri())
     body = browser.find_element(By.TAG_NAME, "body").text
     assert text in body and f"Study tiny {img}" in body

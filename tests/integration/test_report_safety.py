@@ -96,15 +96,16 @@ def test_predict_html_escapes_file_names(checkpoint, tmp_path):
     shutil.copy(checkpoint, evil_ckpt)
     xyz = tmp_path / f"{EVIL_XYZ}.xyz"
     xyz.write_text(WATER)
-    paths = predict_xyz(evil_ckpt, [xyz], tmp_path / "out")
+    paths = predict_xyz(evil_ckpt, [xyz], tmp_path / "out", force=True)  # water: flagged
     page = paths.html.read_text()
     dom = check_no_injection(page)
     text = "".join(dom.text)
     assert "<script>alert(2)<!--.pt" in text  # shown as text, in the heading
     (fig,) = [v for k, v in _json_blocks(dom).items() if k == "spectra"]
     # plotly draws a subset of HTML in legend names: the name is escaped for it
-    assert fig["data"][0]["name"] == "&lt;img src=x onerror=alert(1)&gt;"  # type: ignore[index]
-    assert paths.names == [EVIL_XYZ]  # the CSV column keeps the file's own name
+    assert fig["data"][0]["name"] == ("&lt;img src=x onerror=alert(1)&gt;.xyz (H2O) "  # type: ignore[index]
+                                      "[outside training domain]")
+    assert paths.names == [f"{EVIL_XYZ}.xyz (H2O)"]  # the CSV column keeps the file's own name
 
 
 
@@ -113,9 +114,12 @@ def test_predict_csv_headers_never_run_as_spreadsheet_formulas(checkpoint, tmp_p
     xyz.write_text(WATER)
     plain = tmp_path / "water.xyz"
     plain.write_text(WATER)
-    paths = predict_xyz(checkpoint, [xyz, plain], tmp_path / "out")
+    paths = predict_xyz(checkpoint, [xyz, plain], tmp_path / "out", force=True)
     header = paths.csv.read_text().splitlines()[0].split(",")
-    assert header == ["energy_eV", "'=HYPERLINK(1)", "water"]
+    flag = " [outside training domain]"  # water is outside: predicted by force, flagged
+    assert header == ["energy_eV", f"'=HYPERLINK(1).xyz (H2O){flag}", f"water.xyz (H2O){flag}"]
+    molecules = paths.molecules_csv.read_text() if paths.molecules_csv else ""
+    assert "'=HYPERLINK(1).xyz (H2O)" in molecules and "\n=" not in molecules
 
 def _copy_study(report_study, root: Path, name: str) -> tuple[optuna.Study, str]:
     url = f"sqlite:///{root / 'copy.db'}"
@@ -243,14 +247,14 @@ def test_paths_from_study_names_stay_inside_their_folder(tmp_path, monkeypatch):
     from hpo.report import default_out_dir, inside
 
     monkeypatch.chdir(tmp_path)
-    from hpo.storage import runs_dir
+    from hpo.home import home
 
-    assert default_out_dir("demo", "report") == runs_dir() / "demo-report"
+    assert default_out_dir("demo", "report") == home() / "demo" / "report"
     assert inside(tmp_path, "tiny <b>.x") == tmp_path / "tiny <b>.x"
     for name in ("../../x", "a/b", "..", ".", "", "/etc/x", "a\\..\\b", "x\0y"):
         with pytest.raises(ReportError, match="not a plain file name.*refused"):
             inside(tmp_path, name)
-    with pytest.raises(ReportError, match=r"'\.\./\.\./evil-report' is not a plain file name"):
+    with pytest.raises(ReportError, match=r"'\.\./\.\./evil' is not a plain file name"):
         default_out_dir("../../evil", "report")
 
 
