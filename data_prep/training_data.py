@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.cache import cache_root, discard_bad_cache, log, save_atomic
+from data_prep.cache import cache_root, discard_bad_cache, log, note_dataset, save_atomic
 from data_prep.coulomb import coulomb_matrices, sort_coulomb
 from data_prep.dataset import TEST, TRAIN, VALIDATION, LevelsDataset, load_levels
 from data_prep.qm9 import Geometries, load_qm9pack
@@ -149,6 +149,7 @@ def prepare(
     """Training arrays for one (sigma, Np); the bundled dataset when ``dataset`` is None."""
     ds = dataset if isinstance(dataset, LevelsDataset) else load_levels(dataset)
     ds = ds.subset(subset)
+    note_dataset(cache_dir or cache_root(), ds, dataset)  # names it in `specopt cache info`
     return TrainingData(
         coulomb=dataset_coulomb(ds, geometries, cache_dir),
         spectra=dataset_spectra(ds, sigma, n_points, e_min, e_max, cache_dir),

@@ -56,12 +56,17 @@ RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", Non
 
 
 def runs_dir() -> Path:
-    """The project's run folder: ``$SPECOPT_RUNS``, else ``./runs``."""
-    return Path(os.environ.get("SPECOPT_RUNS") or "runs").resolve()
+    """The home of every output (:func:`hpo.home.home`; kept under its old name)."""
+    from hpo.home import home
+
+    return home()
 
 
 def default_storage_url(study_name: str) -> str:
-    return f"sqlite:///{runs_dir() / f'{study_name}.db'}"
+    """SQLite under the home: ``$SPECOPT_HOME/<study>.db`` (see :mod:`hpo.home`)."""
+    from hpo.home import sqlite_file  # hpo.home imports this module's URL functions
+
+    return f"sqlite:///{sqlite_file(study_name)}"
 
 
 def mask_url(url: str) -> str:

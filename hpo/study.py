@@ -13,13 +13,13 @@ from typing import Any
 import optuna
 
 from hpo.config import ConfigError, StudyConfig, build_pruner, build_sampler, load_study_config
+from hpo.home import home, study_artifacts
 from hpo.storage import (
     StorageError,
     default_storage_url,
     mask_url,
     normalize_url,
     open_storage,
-    runs_dir,
     storage_file,
 )
 from model.contract import StudyAttr
@@ -32,7 +32,7 @@ STORAGE_ENV = "SPECOPT_STORAGE"
 
 def storage_url(config: StudyConfig, storage: str | None = None) -> str:
     """The URL in effect: the argument, else ``$SPECOPT_STORAGE``, else the study file's, else
-    SQLite under ``runs/``."""
+    SQLite under the home (``$SPECOPT_HOME/<study>.db``)."""
     return normalize_url(storage or os.environ.get(STORAGE_ENV) or config.storage
                          or default_storage_url(config.name))
 
@@ -46,14 +46,63 @@ def public_config(config: StudyConfig) -> dict:
     return d
 
 
-def artifact_dir(config: StudyConfig, storage: str | None = None) -> Path:
-    """Where checkpoints and predictions go: the study's ``artifacts``, else beside the SQLite or
-    journal file, else ``runs/artifacts/<study>``."""
+def artifact_dir(config: StudyConfig, storage: str | None = None,
+                 study: optuna.Study | None = None) -> Path:
+    """Where checkpoints and predictions go: the study's ``artifacts``, else the folder
+    ``study`` recorded when it was created (when that exists here: a study created before the
+    home moved keeps its artifacts), else ``$SPECOPT_HOME/<study>/artifacts/<storage-key>``
+    (one folder per storage, see :mod:`hpo.home`)."""
     if config.artifacts:
         return Path(config.artifacts).resolve()
-    f = storage_file(storage_url(config, storage))
-    base = f.parent if f is not None else runs_dir()
-    return base / "artifacts" / config.name
+    if study is not None:
+        recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
+        if isinstance(recorded, str) and Path(recorded).is_dir():
+            return Path(recorded)
+    return study_artifacts(config.name, storage_url(config, storage))
+
+
+def added_trials(study: optuna.Study) -> int:
+    """Trials added to the study's budget since its creation (``--add-trials``)."""
+    return int(study.user_attrs.get(StudyAttr.ADDED_TRIALS) or 0)
+
+
+def study_budget(study: optuna.Study, n_trials: int | None) -> int | None:
+    """A worker's trial budget on ``study``: its ``n_trials`` plus the trials added to the study
+    since (stored with it, so every worker sees an extension); None: no trial count."""
+    return None if n_trials is None else n_trials + added_trials(study)
+
+
+def _toml(value: Any) -> str:
+    """A value as ``--set`` reads it (a TOML value)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)  # numbers, strings and true/false read the same in TOML
+
+
+def _at(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def changed_definition_message(name: str, url: str, stored: dict, now: dict, diff: list[str],
+                               n_trials: int) -> str:
+    """Why a study cannot be joined with this definition, and the three ways on: start over
+    (``--fresh``), a new study name, or the stored values (``--set``)."""
+    shown = [f"{k} is {_toml(_at(stored, k))} there, {_toml(_at(now, k))} here"
+             for k in diff[:4]]
+    more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
+    # directions follow objectives: --set objectives covers both
+    sets = " ".join(f"--set {k}={_toml(_at(stored, k))}" for k in diff
+                    if _at(stored, k) is not None and not (k == "directions"
+                                                          and "objectives" in diff))
+    keep = (f"; or keep the stored definition: {sets}" if sets else "")
+    return (f"study {name!r} in {mask_url(url)} was created from a different definition: "
+            f"{'; '.join(shown)}{more}. Start over with --fresh (deletes its {n_trials} "
+            f"trial(s) and artifacts), or use a new study name (--set name={name}-2){keep}")
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -95,11 +144,11 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
     attrs = study.user_attrs
     if StudyAttr.IDENTITY in attrs:
         stored = json.loads(attrs[StudyAttr.IDENTITY])
-        diff = _diff(stored, json.loads(json.dumps(identity)))
+        now = json.loads(json.dumps(identity))
+        diff = _diff(stored, now)
         if diff:
-            raise ConfigError(f"study {config.name!r} in {mask_url(url)} was created from a "
-                              f"different definition (differs in {', '.join(diff)}): use another "
-                              "study name (a copy of the file with a new name) or --storage")
+            raise ConfigError(changed_definition_message(config.name, url, stored, now, diff,
+                                                         len(study.get_trials(deepcopy=False))))
     else:
         study.set_user_attr(StudyAttr.IDENTITY, json.dumps(identity, sort_keys=True))
         study.set_user_attr(StudyAttr.CONFIG, json.dumps(public_config(config), sort_keys=True))
@@ -128,7 +177,7 @@ class OpenedStudy:
 
 
 def _studies_in_runs() -> list[str]:
-    runs = runs_dir()
+    runs = home()
     return sorted(p.stem for p in runs.glob("*.db")) if runs.is_dir() else []
 
 
@@ -137,9 +186,9 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
     """Open an existing study for reading: never creates a study or a storage file.
 
     ``study``: a shipped study name (``demo``), a study ``.toml`` file, a :class:`StudyConfig`,
-    or (with ``storage``, or for a ``runs/NAME.db`` of an earlier run) a study name in that
+    or (with ``storage``, or for a ``$SPECOPT_HOME/NAME.db`` of an earlier run) a study name in that
     storage. ``storage``: a URL overriding the study file's (default: the file's, else SQLite
-    under ``runs/``). ``artifacts``: an artifact store or folder overriding the one the study
+    under the home). ``artifacts``: an artifact store or folder overriding the one the study
     recorded (see :func:`open_artifact_store`); with neither, the study file's artifact folder.
     Raises :class:`ReportError` (one line) naming the studies that do exist.
     """
@@ -152,7 +201,8 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
             if storage is None:
                 runs = _studies_in_runs()
                 if name not in runs:
-                    extra = f"; studies run here (runs/): {', '.join(runs)}" if runs else ""
+                    extra = (f"; studies run here ({home()}): {', '.join(runs)}"
+                             if runs else "")
                     raise ReportError(f"{err}{extra}") from None
     study_name = config.name if config is not None else name
     try:

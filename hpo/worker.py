@@ -57,7 +57,7 @@ from hpo.storage import (
     retried_trial_number,
     retry_history,
 )
-from hpo.study import artifact_dir, create_study, storage_url
+from hpo.study import artifact_dir, create_study, storage_url, study_budget
 from hpo.training import objective
 from model.contract import Status, TrialAttr
 from model.errors import (
@@ -326,7 +326,7 @@ class Worker:
         self.objective_fn = objective_fn
         self.artifacts = None
         if objective_fn is None:
-            adir = artifact_dir(config, url)
+            adir = artifact_dir(config, url, self.study)  # the recorded one of an old study
             try:
                 adir.mkdir(parents=True, exist_ok=True)
             except OSError as err:
@@ -392,7 +392,9 @@ class Worker:
         s = self.settings
         if s.n_trials is None and not self.config.is_grid:
             return "run"  # time only: no counts needed (ask() pops queued retries itself)
-        return next_action(budget_state(self.study, self.config, s.n_trials))
+        # read each time: --add-trials extends the budget of running workers too
+        n_trials = study_budget(self.study, s.n_trials)
+        return next_action(budget_state(self.study, self.config, n_trials))
 
     def _claim(self) -> tuple[Action, optuna.Trial | None]:
         """Under the study-wide lock: fail stale trials, decide, and ask a trial if running."""

@@ -96,6 +96,9 @@ class StudyAttr:
     DESCRIPTION = "description"
     ARTIFACT_STORE = "artifact_store"
     N_TRIALS = "n_trials"
+    #: Trials added to the budget after creation (``--add-trials``): every worker's budget is
+    #: its n_trials plus these.
+    ADDED_TRIALS = "specopt:added_trials"
 
 
 class TrialAttr:

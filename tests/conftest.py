@@ -15,8 +15,10 @@ PG_URL = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never touch the user's cache; one cache per test session."""
+    """Tests never touch the user's cache or ./runs; one cache and one home per session."""
     os.environ["SPECOPT_CACHE"] = str(tmp_path_factory.mktemp("specopt-cache"))
+    os.environ["SPECOPT_HOME"] = str(tmp_path_factory.mktemp("specopt-home"))
+    os.environ.pop("SPECOPT_RUNS", None)
     yield
 
 

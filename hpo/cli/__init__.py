@@ -92,6 +92,7 @@ def _register() -> None:
     from hpo.cli import data, report, study, train
 
     app.add_typer(data.app, name="data")
+    app.add_typer(data.cache_app, name="cache")  # cache info, cache clear
     train.register(app)  # train
     study.register(app)  # studies, worker, launch, run, demo
     report.register(app)  # report, export-best, predict, dashboard

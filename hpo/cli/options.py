@@ -27,16 +27,26 @@ STORED_STUDY_HELP = ("a shipped study name (see `specopt studies`), a study .tom
 
 StorageOpt = typer.Option(None, "--storage", help="storage URL: sqlite:///FILE, "
                           "postgresql+psycopg://USER:PASS@HOST:PORT/DB or journal:///FILE "
-                          "(default: the study file's, else sqlite:///runs/STUDY.db)")
+                          "(default: the study file's, else sqlite:///$SPECOPT_HOME/STUDY.db; "
+                          "$SPECOPT_HOME defaults to ./runs)")
 ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder (checkpoints, "
-                            "predictions); must be shared by workers on several machines")
+                            "predictions; default: $SPECOPT_HOME/STUDY/artifacts/<storage>); "
+                            "must be shared by workers on several machines")
 StoredArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder of the study "
                                   "(default: the one the study recorded)")
 NTrialsOpt = typer.Option(None, "--n-trials", help="trial budget across all workers "
                           "(default: the study file's; grid studies: the grid size)")
 TimeoutOpt = typer.Option(None, "--timeout", help="wall-time budget of each worker, seconds")
 WorkersOpt = typer.Option(2, "--workers", "-w", help="worker processes")
-ReportOutOpt = typer.Option(None, "--out", help="report folder (runs/STUDY-report)")
+ReportOutOpt = typer.Option(None, "--out", help="report folder (default: "
+                            "$SPECOPT_HOME/STUDY/report)")
+AddTrialsOpt = typer.Option(None, "--add-trials", min=1, metavar="N", help="extend the "
+                            "study's trial budget by N (stored with the study: every worker "
+                            "sees it; give it to one command, not to each worker)")
+FreshOpt = typer.Option(False, "--fresh", help="delete the study and its artifacts first and "
+                        "start over (asks; --yes to skip the question)")
+YesOpt = typer.Option(False, "--yes", "-y", help="do not ask before deleting (required where "
+                      "there is no terminal to ask on)")
 SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="set any training setting "
                       "(TOML value: --set channels=[16,32]); repeatable")
 StudySetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="set any study key, dotted "

@@ -1,21 +1,27 @@
-"""Study commands: ``studies``, ``worker``, ``launch``, ``run`` and ``demo`` (``hpo``).
+"""Study commands: ``studies``, ``worker``, ``launch``, ``run``, ``demo`` and ``delete``
+(``hpo``, ``hpo.lifecycle``).
 
 ``worker``, ``launch`` and ``run`` take the study file and change it with their options, once:
 each training setting (``--epochs 5``, ``--subset 2000``, ``--device cpu``: one per TrainConfig
 field, fixing it in ``[space]`` or ``[train]``), ``--storage``, ``--artifacts``,
-``--n-trials``, ``--timeout``, and ``--set KEY=VALUE`` for any other key of the file.
+``--n-trials``, ``--timeout``, and ``--set KEY=VALUE`` for any other key of the file.  On a
+finished study they say so (``--add-trials N`` extends it, ``--fresh`` starts over).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
 
 from hpo.cli.options import (
+    STORED_STUDY_HELP,
     STUDY_HELP,
+    AddTrialsOpt,
     ArtifactsOpt,
+    FreshOpt,
     NTrialsOpt,
     PrintConfigOpt,
     ReportOutOpt,
@@ -23,11 +29,13 @@ from hpo.cli.options import (
     StudySetOpt,
     TimeoutOpt,
     WorkersOpt,
+    YesOpt,
     echo_json,
     parse_sets,
     with_train_options,
 )
 from hpo.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
+from model.errors import SpecoptError
 
 #: The training settings a study's commands take as options: the space, [train] and the
 #: study's reference_sigma (not checkpoint_dir: the worker sets it).
@@ -51,8 +59,15 @@ def _key(name: str) -> str:
     return f"space.{name}" if name in space_fields() else name
 
 
-def studies() -> None:
-    """List the shipped studies."""
+def studies(
+    storage: str | None = typer.Option(
+        None, "--storage", help="list the studies stored there instead (a storage URL), with "
+        "their trial counts, budget and best value"),
+) -> None:
+    """List the shipped studies, or with --storage the studies stored in a storage."""
+    if storage is not None:
+        _stored_studies(storage)
+        return
     from hpo.config import load_study_config, shipped_studies
 
     rows = []
@@ -67,6 +82,81 @@ def studies() -> None:
     typer.echo("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  description")
     for r in rows:
         typer.echo("  ".join(x.ljust(w) for x, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    _run_here()
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
+    for r in (head, *rows):
+        typer.echo("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _stored_studies(storage: str) -> None:
+    from hpo.lifecycle import stored_studies
+    from hpo.storage import mask_url, normalize_url
+
+    found = stored_studies(storage)
+    shown = mask_url(normalize_url(storage))
+    if not found:
+        typer.echo(f"no studies in {shown}")
+        return
+    typer.echo(f"studies in {shown}:")
+    _table(("study", "complete", "pruned", "failed", "running", "waiting", "total", "budget",
+            "best"),
+           [(s.name, *(str(s.counts[k]) for k in ("complete", "pruned", "failed", "running",
+                                                   "waiting", "total")),
+             "-" if s.budget is None else str(s.budget), s.best) for s in found])
+
+
+def _run_here() -> None:
+    """Where the studies run with the default storage are (SQLite files under the home)."""
+    from hpo.home import home
+
+    root = home()
+    files = sorted(root.glob("*.db")) if root.is_dir() else []
+    if files:
+        typer.echo(f"\nstored under {root} (SPECOPT_HOME): {', '.join(f.name for f in files)}; "
+                   f"list one with: specopt studies --storage sqlite:///{files[0]}")
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Go on with --yes or a 'y' typed at a terminal; refuse without a terminal to ask on."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise SpecoptError(f"{question} Refused: no terminal to ask on; give --yes to confirm")
+    if not typer.confirm(question, default=False, err=True):
+        typer.echo("nothing deleted", err=True)
+        raise typer.Exit(1)
+
+
+def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, yes: bool,
+            what: str) -> None:
+    from hpo.lifecycle import delete_study, describe, study_artifact_folder
+
+    folder = study_artifact_folder(name, url, config, study, artifacts)
+    _confirm(f"{what} {describe(name, url, study, folder)}?", yes)
+    d = delete_study(name, url, folder)
+    left = f"; kept other files in {d.artifacts}: {', '.join(d.kept[:5])}" if d.kept else ""
+    typer.echo(f"deleted study {name!r} ({d.trials} trials) and {d.removed_files} artifact "
+               f"file(s) in {d.artifacts}{left}", err=True)
+
+
+def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | None,
+               yes: bool) -> str | None:
+    """--fresh, then --add-trials; returns the finished-study message (None: work to do)."""
+    from hpo.lifecycle import add_trials, finished_message, load_existing
+    from hpo.study import storage_url
+
+    url = storage_url(cfg, storage)
+    if fresh:
+        study = load_existing(cfg.name, url)
+        if study is not None:
+            _delete(cfg.name, url, cfg, study, None, yes, "Start over: delete")
+    if add is not None:
+        n = add_trials(cfg, add, url)
+        typer.echo(f"study {cfg.name!r}: budget extended to {n} trials", err=True)
+    return finished_message(cfg, url)
 
 
 @with_train_options(STUDY_SETTINGS, study=True)
@@ -82,15 +172,24 @@ def worker(
         "host name and process id)"),
     sets: list[str] = StudySetOpt,
     print_config: bool = PrintConfigOpt,
+    add_trials: int | None = AddTrialsOpt,
+    fresh: bool = FreshOpt,
+    yes: bool = YesOpt,
 ) -> None:
     """Run trials of STUDY until its budget (trials or time) is spent.
 
     Start as many as you like, on one machine or many, against the same storage. A worker killed mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a worker finish its current epoch, re-queue its trial and exit.
+
+    A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
         echo_json(cfg.to_dict())
+        return
+    finished = _lifecycle(cfg, storage, fresh, add_trials, yes)
+    if finished:
+        typer.echo(finished, err=True)
         return
     from hpo.worker import run_worker
 
@@ -148,21 +247,34 @@ def launch(
     artifacts: str | None = ArtifactsOpt,
     sets: list[str] = StudySetOpt,
     print_config: bool = PrintConfigOpt,
+    add_trials: int | None = AddTrialsOpt,
+    fresh: bool = FreshOpt,
+    yes: bool = YesOpt,
 ) -> None:
-    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores divided between them."""  # noqa: E501
+    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores divided between them. A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over."""  # noqa: E501
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
         echo_json(cfg.to_dict())
         return
+    finished = _lifecycle(cfg, storage, fresh, add_trials, yes)
+    if finished:
+        typer.echo(finished, err=True)
+        typer.echo(_summary(cfg))
+        return
     _launch(cfg, workers)
 
 
-def _run(cfg: StudyConfig, workers: int, out: Path | None) -> None:
+def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None = None) -> None:
+    """Launch the workers (not on a finished study: say so), then write the report."""
     from hpo.cli.report import echo_report
     from hpo.study import open_study
 
-    _launch(cfg, workers)
+    if finished:
+        typer.echo(finished, err=True)
+        typer.echo(_summary(cfg))
+    else:
+        _launch(cfg, workers)
     echo_report(open_study(cfg), out)
 
 
@@ -178,24 +290,55 @@ def run(
     out: Path | None = ReportOutOpt,
     sets: list[str] = StudySetOpt,
     print_config: bool = PrintConfigOpt,
+    add_trials: int | None = AddTrialsOpt,
+    fresh: bool = FreshOpt,
+    yes: bool = YesOpt,
 ) -> None:
-    """Launch N local workers on STUDY, wait for them, then write the report."""
+    """Launch N local workers on STUDY, wait for them, then write the report. A finished study is not run again (it says so, and writes the report): --add-trials N extends it, --fresh starts over."""  # noqa: E501
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
         echo_json(cfg.to_dict())
         return
-    _run(cfg, workers, out)
+    _run(cfg, workers, out, _lifecycle(cfg, storage, fresh, add_trials, yes))
 
 
 def demo(
     workers: int = WorkersOpt,
-    out: Path | None = typer.Option(None, "--out", help="report folder (runs/demo-report)"),
+    out: Path | None = ReportOutOpt,
+    add_trials: int | None = AddTrialsOpt,
+    fresh: bool = FreshOpt,
+    yes: bool = YesOpt,
 ) -> None:
     """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores) with 2 local workers, then its report."""  # noqa: E501
     from hpo.config import load_study_config
 
-    _run(load_study_config("demo"), workers, out)
+    cfg = load_study_config("demo")
+    _run(cfg, workers, out, _lifecycle(cfg, None, fresh, add_trials, yes))
+
+
+def delete(
+    study: str = typer.Argument(..., help=STORED_STUDY_HELP),
+    storage: str | None = typer.Option(None, "--storage", help="storage URL (default: the "
+                                       "study file's, else sqlite:///$SPECOPT_HOME/STUDY.db)"),
+    artifacts: Path | None = typer.Option(None, "--artifacts", help="its artifact folder "
+                                          "(default: the one the study recorded)"),
+    yes: bool = YesOpt,
+) -> None:
+    """Delete STUDY from its storage, with its artifacts (checkpoints, training states, predictions). Asks first; --yes skips the question (needed where there is no terminal). Reports and exports are kept."""  # noqa: E501
+    from hpo.config import ConfigError, load_study_config
+    from hpo.storage import default_storage_url, normalize_url
+    from hpo.study import open_study, storage_url
+
+    config: StudyConfig | None
+    try:
+        config = load_study_config(study)
+        name, url = config.name, storage_url(config, storage)
+    except ConfigError:
+        config, name = None, study
+        url = normalize_url(storage or default_storage_url(study))
+    opened = open_study(config or study, url)  # one line naming the studies there if none
+    _delete(name, url, config, opened.study, artifacts, yes, "Delete")
 
 
 def register(app: typer.Typer) -> None:
@@ -204,3 +347,4 @@ def register(app: typer.Typer) -> None:
     app.command("launch")(launch)
     app.command("run")(run)
     app.command("demo")(demo)
+    app.command("delete")(delete)

@@ -95,12 +95,13 @@ def inside(folder: str | Path, name: str) -> Path:
 
 
 def default_out_dir(study_name: str, suffix: str) -> Path:
-    """``runs/<study>-<suffix>``, where ``specopt report`` and ``run`` write by default; a study
-    name that is not a plain file name (``../../x``, read from any database) is a
-    :class:`ReportError` instead of a folder outside ``runs/``."""
-    from hpo.storage import runs_dir
+    """``$SPECOPT_HOME/<study>/<suffix>`` (``report``, ``export``; see :mod:`hpo.home`), where
+    ``specopt report`` and ``run`` write by default; a study name that is not a plain file name
+    (``../../x``, read from any database) is a :class:`ReportError` instead of a folder outside
+    the home."""
+    from hpo.home import study_output
 
-    return inside(runs_dir(), f"{study_name}-{suffix}")
+    return study_output(study_name, suffix)
 
 
 # --- messages -----------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_report_of_a_study_named_like_a_path_writes_nothing_outside_runs(tmp_pat
     import optuna
 
     runs = tmp_path / "a" / "b" / "runs"
-    monkeypatch.setenv("SPECOPT_RUNS", str(runs))
+    monkeypatch.setenv("SPECOPT_HOME", str(runs))
     url = f"sqlite:///{tmp_path / 'evil.db'}"
     study = optuna.create_study(study_name="../../evil", storage=url)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)

@@ -89,7 +89,7 @@ def test_worker_plan_divides_gpus_and_cores():
 
 def test_demo_study_runs_on_real_data(tmp_path, monkeypatch):
     """The demo definition itself, shrunk: every searched parameter goes through training."""
-    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path))
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     cfg = load_study_config("demo").override(
         epochs=1, subset=200, n_trials=2, dataset=os.environ.get("SPECOPT_TEST_DATASET"))
     s = run_worker(cfg, num_threads=1, handle_signals=False)
@@ -104,7 +104,7 @@ def test_worker_storage_option_wins_over_the_environment(tmp_path, monkeypatch):
 
     from hpo.cli import app
 
-    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path))
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     monkeypatch.setenv("SPECOPT_STORAGE", f"sqlite:///{tmp_path / 'from-env.db'}")
     study = write_study(tmp_path / "s.toml", "s", space={"epochs": 1, "subset": 200},
                         storage=f"sqlite:///{tmp_path / 'from-file.db'}", sampler="random",

@@ -65,14 +65,16 @@ def test_urls(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert normalize_url("sqlite:///r/x.db") == f"sqlite:///{tmp_path}/r/x.db"
     assert normalize_url("journal:////abs/x.log") == "journal:////abs/x.log"
-    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path / "runs"))
     assert default_storage_url("demo") == f"sqlite:///{tmp_path}/runs/demo.db"
     cfg = _cfg("demo")
-    assert artifact_dir(cfg) == tmp_path / "runs" / "artifacts" / "demo"
+    key = artifact_dir(cfg).name
+    assert artifact_dir(cfg) == tmp_path / "runs" / "demo" / "artifacts" / key
+    assert key.startswith("sqlite-demo-")
 
 
 def test_sqlite_default_and_join_rules(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path / "runs"))
     cfg = _cfg()
     summary = run_worker(cfg, objective_fn=_dummy, handle_signals=False)
     assert summary.completed == 4 and (tmp_path / "runs" / "s.db").is_file()
@@ -80,7 +82,7 @@ def test_sqlite_default_and_join_rules(tmp_path, monkeypatch):
     assert run_worker(cfg, objective_fn=_dummy, handle_signals=False).run == 0
     # joining with another search space is refused, with the differing field named
     other = _cfg(space={"sigma": [0.1, 0.5]})
-    with pytest.raises(ConfigError, match=r"different definition \(differs in .*space.sigma"):
+    with pytest.raises(ConfigError, match=r"different definition: space.sigma is"):
         create_study(other)
     # a budget change is fine
     assert run_worker(cfg.override(n_trials=5), objective_fn=_dummy,
