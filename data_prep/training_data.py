@@ -10,6 +10,7 @@ import numpy as np
 from data_prep.cache import cache_root, discard_bad_cache, log, note_dataset, save_atomic
 from data_prep.coulomb import coulomb_matrices, sort_coulomb
 from data_prep.dataset import TEST, TRAIN, VALIDATION, LevelsDataset, load_levels
+from data_prep.progress import bar
 from data_prep.qm9 import Geometries, load_qm9pack
 from data_prep.spectra import broaden, check_grid, energy_grid
 from model.contract import E_MAX, E_MIN, MATRIX_SIZE
@@ -91,8 +92,25 @@ def _cached(path: Path, make, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+#: Molecules per step of the Coulomb-matrix build (a step of its progress bar).
+COULOMB_CHUNK = 2048
+
+
+def sorted_coulomb_matrices(Z: np.ndarray, R: np.ndarray, progress: bool | None = None,
+                            chunk: int = COULOMB_CHUNK) -> np.ndarray:
+    """``sort_coulomb(coulomb_matrices(Z, R))`` in chunks, with a progress bar (the full QM9
+    takes minutes on a slow CPU); the same matrices as in one go."""
+    out = np.empty((len(Z), MATRIX_SIZE, MATRIX_SIZE), np.float32)
+    with bar(progress, total=len(Z), unit="mol", desc="Coulomb matrices") as shown:
+        for s in range(0, len(Z), chunk):
+            out[s : s + chunk] = sort_coulomb(coulomb_matrices(Z[s : s + chunk],
+                                                               R[s : s + chunk]))
+            shown.update(len(out[s : s + chunk]))
+    return out
+
+
 def dataset_coulomb(ds: LevelsDataset, geometries: Geometries | None = None,
-                    cache_dir: Path | None = None) -> np.ndarray:
+                    cache_dir: Path | None = None, progress: bool | None = None) -> np.ndarray:
     """Sorted Coulomb matrices for every molecule of ``ds`` (from its geometries), cached."""
     # v2: near-ties in row norm decided by float64 norms (sorting a sorted matrix is a no-op)
     path = (cache_dir or cache_root()) / "coulomb" / f"{ds.fingerprint}_v2.npy"
@@ -100,9 +118,11 @@ def dataset_coulomb(ds: LevelsDataset, geometries: Geometries | None = None,
     def make() -> np.ndarray:
         if ds.coulomb is not None:  # imported with its matrices (the fingerprint covers them)
             return sort_coulomb(ds.coulomb)
+        log.info("Coulomb matrices of %d molecules: computed once, then cached in %s", len(ds),
+                 path.parent)
         geoms = geometries or load_qm9pack(cache_dir)
         g = geoms.take(geoms.rows_for(ds.index))
-        return sort_coulomb(coulomb_matrices(g.Z, g.R))
+        return sorted_coulomb_matrices(g.Z, g.R, progress)
 
     return _cached(path, make, (len(ds), MATRIX_SIZE, MATRIX_SIZE))
 
@@ -145,13 +165,16 @@ def prepare(
     subset: int | None = None,
     cache_dir: Path | None = None,
     geometries: Geometries | None = None,
+    progress: bool | None = None,
 ) -> TrainingData:
-    """Training arrays for one (sigma, Np); the bundled dataset when ``dataset`` is None."""
+    """Training arrays for one (sigma, Np); the bundled dataset when ``dataset`` is None.
+    ``progress``: a progress bar while Coulomb matrices are computed (first use of a dataset;
+    None: on a terminal unless switched off, see :mod:`data_prep.progress`)."""
     ds = dataset if isinstance(dataset, LevelsDataset) else load_levels(dataset)
     ds = ds.subset(subset)
     note_dataset(cache_dir or cache_root(), ds, dataset)  # names it in `specopt cache info`
     return TrainingData(
-        coulomb=dataset_coulomb(ds, geometries, cache_dir),
+        coulomb=dataset_coulomb(ds, geometries, cache_dir, progress),
         spectra=dataset_spectra(ds, sigma, n_points, e_min, e_max, cache_dir),
         levels=ds.levels,
         split=ds.split,

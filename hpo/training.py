@@ -1,13 +1,19 @@
 """The Optuna objective: one trial trains the report's CNN through ``model.train``.
 
 Per epoch it reports the early-stopping split's score (the study's first objective) to Optuna and
-prunes through the study's pruner.  At the end it records, as trial user attributes:
+prunes through the study's pruner, and logs one line (:class:`EpochLog`: trial, epoch/total, the
+objective's value, s/epoch; at most one every ``LOG_INTERVAL`` seconds at INFO, the others at
+DEBUG; the first and the last always), updating the compact ``progress`` attribute with it.  At
+the end it records, as trial user attributes (compact: they are what optuna-dashboard lists):
 ``metrics`` (validation set, from ``model.metrics.evaluate``: the report's ``accuracy`` and the
 sigma-fair ``fair_accuracy`` among them), ``selection_metrics`` (the test split, best epoch),
-``history`` (per-epoch dicts, thinned to at most 200), ``device``, ``seconds_per_epoch``,
-``dataset`` (fingerprint and provenance summary), ``seed``, ``status``, ``params`` (every training
-setting, fixed or searched), ``worker``; and as Optuna artifacts ``checkpoint.pt``,
-``predictions.npz`` (``pred``, ``target``, ``index``, ``grid``) and ``history.json`` (all epochs).
+``epochs_run``, ``device``, ``seconds_per_epoch``, ``dataset`` (fingerprint and provenance
+summary), ``seed``, ``status``, ``params`` (every training setting, fixed or searched),
+``worker``; and as Optuna artifacts ``checkpoint.pt``, ``predictions.npz`` (``pred``, ``target``,
+``index``, ``grid``) and ``history.json`` (every epoch's dict: the learning curves).  Pruned,
+diverged and interrupted trials upload their ``history.json`` too.  Without an artifact store
+the history (thinned to 200 epochs) stays in a ``history`` attribute, as studies written before
+kept it (the report reads either).
 
 Resuming (issue 9): every trial saves its training state (``model.checkpoint.TrainingState``)
 at ``<artifact dir>/state/<origin>/state.pt`` at the end of an epoch, at most every
@@ -44,6 +50,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,11 +64,13 @@ from hpo.storage import retried_trial_number, retry_history
 from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 
-__all__ = ["PER_ATTEMPT_ATTRS", "WorkerInterrupted", "epoch_dict", "objective", "state_path",
-           "thin_history", "training_data", "trial_origin"]
+__all__ = ["LOG_INTERVAL", "PER_ATTEMPT_ATTRS", "EpochLog", "WorkerInterrupted", "epoch_dict",
+           "objective", "state_path", "thin_history", "training_data", "trial_origin"]
 
 MAX_HISTORY = 200
 STATE_FILE = "state.pt"
+#: Seconds between a worker's INFO epoch lines when epochs are fast (slower ones: every epoch).
+LOG_INTERVAL = 10.0
 
 #: User attributes that describe one attempt of a trial, not its configuration: a retry that
 #: inherited them from its dead attempt sets them to None at its start (see the docstring).
@@ -70,7 +79,7 @@ PER_ATTEMPT_ATTRS: tuple[str, ...] = (
     TrialAttr.STATUS, TrialAttr.FAILURE, TrialAttr.HISTORY, TrialAttr.EPOCHS_RUN,
     TrialAttr.EPOCHS_TRAINED, TrialAttr.RESUMED_FROM, TrialAttr.SECONDS_PER_EPOCH,
     TrialAttr.DEVICE, TrialAttr.OBJECTIVE_FALLBACK, TrialAttr.REFERENCE_SIGMA,
-    TrialAttr.RETRY_OF,
+    TrialAttr.RETRY_OF, TrialAttr.PROGRESS,
 )
 
 _log = logging.getLogger("specopt.training")
@@ -120,14 +129,6 @@ def epoch_dict(report) -> dict:
     return _round(dict(report))
 
 
-def thin_history(history: list[dict], keep: int = MAX_HISTORY) -> list[dict]:
-    """At most ``keep`` entries: evenly spaced, always the first and the last."""
-    if len(history) <= keep:
-        return history
-    idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
-    return [history[i] for i in idx]
-
-
 def _provenance_summary(provenance: dict, limit: int = 3000) -> dict:
     out: dict = {}
     for k, v in provenance.items():
@@ -139,6 +140,76 @@ def _provenance_summary(provenance: dict, limit: int = 3000) -> dict:
     while len(json.dumps(out, default=str)) > limit and out:
         out.pop(next(reversed(out)))
     return out
+
+
+class EpochLog:
+    """A trial's epoch lines: ``[study worker 0] trial 3 epoch 5/20: accuracy 0.8123, 1.9
+    s/epoch``.  At INFO at most one every ``interval`` seconds (with every epoch when epochs are
+    slower than that), the first and the last epoch always; the others at DEBUG (``-v``).  Each
+    INFO line also updates the trial's ``progress`` attribute (``specopt status``), so the
+    database sees one write per line, not per epoch."""
+
+    def __init__(self, trial, label: str, total: int, names: list[str],
+                 interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.trial, self.label, self.total, self.names = trial, label, int(total), names
+        self.interval, self.clock = float(interval), clock
+        self.last: float | None = None  # clock of the last INFO line
+        self.pending: dict | None = None  # the last epoch, when it was logged at DEBUG only
+        self.seconds: list[float] = []
+
+    def _values(self, entry: dict) -> str:
+        metrics = entry.get("test_metrics") or {}
+        shown = [f"{n} {metrics[n]:.4g}" for n in self.names if metrics.get(n) is not None]
+        if not shown and entry.get("test_loss") is not None:
+            shown = [f"test loss {entry['test_loss']:.4g}"]
+        return ", ".join(shown)
+
+    def __call__(self, entry: dict) -> None:
+        """Log one finished epoch (a dict of :func:`epoch_dict`)."""
+        if entry.get("seconds") is not None:
+            self.seconds.append(float(entry["seconds"]))
+        now = self.clock()
+        epoch = int(entry["epoch"])
+        due = self.last is None or now - self.last >= self.interval or epoch >= self.total
+        self._line(entry, logging.INFO if due else logging.DEBUG)
+        if due:
+            self.last = now
+            self._record(entry)
+        self.pending = None if due else entry
+
+    def finish(self) -> None:
+        """The last epoch at INFO when it was not (early stopping, pruning, a signal)."""
+        if self.pending is not None:
+            self._line(self.pending, logging.INFO)
+            self._record(self.pending)
+            self.pending = None
+
+    def _per_epoch(self) -> float | None:
+        return float(np.mean(self.seconds)) if self.seconds else None
+
+    def _line(self, entry: dict, level: int) -> None:
+        per = self._per_epoch()
+        speed = f", {per:.3g} s/epoch" if per is not None else ""
+        _log.log(level, f"{self.label} trial {self.trial.number} epoch {entry['epoch']}/"
+                 f"{self.total}: {self._values(entry)}{speed}")
+
+    def _record(self, entry: dict) -> None:
+        metrics = entry.get("test_metrics") or {}
+        value = next((metrics[n] for n in self.names if metrics.get(n) is not None), None)
+        try:
+            self.trial.set_user_attr(TrialAttr.PROGRESS, _round({
+                "epoch": int(entry["epoch"]), "epochs": self.total, "value": value,
+                "seconds_per_epoch": self._per_epoch()}))
+        except Exception as err:  # deliberately broad: a display attribute never fails a trial
+            _log.debug(f"{self.label} trial {self.trial.number}: progress not recorded ({err})")
+
+
+def thin_history(history: list[dict], keep: int = MAX_HISTORY) -> list[dict]:
+    """At most ``keep`` entries: evenly spaced, always the first and the last."""
+    if len(history) <= keep:
+        return history
+    idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
+    return [history[i] for i in idx]
 
 
 # --- data: one levels dataset per process, training arrays cached on disk by data_prep -----------
@@ -168,10 +239,11 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
               num_threads: int | None = None, artifact_store=None,
               should_stop: Callable[[], bool] | None = None,
               worker: dict | None = None,
-              state_dir: str | Path | None = None) -> float | list[float]:
+              state_dir: str | Path | None = None,
+              log_label: str | None = None) -> float | list[float]:
     """Train one configuration and return the study's objective value(s). ``state_dir``: the
     folder of the saved training states' ``state/`` (default: the artifact store's folder;
-    neither: no resuming)."""
+    neither: no resuming). ``log_label``: the epoch lines' prefix (default ``[study]``)."""
     import model
 
     frozen = trial.study._storage.get_trial(trial._trial_id)
@@ -207,10 +279,13 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     single = not config.is_multi_objective
     first = config.objectives[0]
     history: list[dict] = []
+    epoch_log: list[EpochLog] = []  # made with the TrainConfig (its epochs)
 
     def on_epoch(report) -> None:
         entry = epoch_dict(report)
         history.append(entry)
+        for line in epoch_log:
+            line(entry)
         metrics = entry.get("test_metrics") or {}
         value = metrics.get(first)
         if single and value is not None:
@@ -237,8 +312,17 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
             raise optuna.TrialPruned(f"pruned at epoch {saved.epoch} (continued)")
 
     def record_history(status: str) -> None:
+        for line in epoch_log:
+            line.finish()
         trial.set_user_attr(TrialAttr.STATUS, status)
-        trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
+        if artifact_store is None:  # nowhere else to keep the learning curve
+            trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
+        elif history:  # the learning curve of an unfinished trial
+            try:
+                _upload_history(trial, artifact_store, history, workdir)
+            except OSError as err:  # a full disk must not hide why the trial stopped
+                _log.warning(f"trial {trial.number}: its {ArtifactName.HISTORY} was not "
+                             f"saved ({err})")
         trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
         trial.set_user_attr(TrialAttr.EPOCHS_TRAINED, len(history) - resumed_epoch[0])
         if history:
@@ -251,10 +335,12 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
         tc = model.TrainConfig(**config.train_settings(params, device=device,
                                                        num_threads=num_threads,
                                                        checkpoint_dir=workdir))
+        names = [n for n in config.objectives if n not in PARAMETER_OBJECTIVES]
+        epoch_log.append(EpochLog(trial, log_label or f"[{config.name}]", tc.epochs, names))
         try:
             result = model.train(tc, data=data, on_epoch=on_epoch, state_path=state,
                                  save_interval=config.resume.save_interval,
-                                 on_resume=on_resume)
+                                 on_resume=on_resume, progress=False)
         except optuna.TrialPruned:
             _remove_state(state)
             record_history(Status.PRUNED)
@@ -268,6 +354,8 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
             trial.set_user_attr(TrialAttr.FAILURE, str(err)[:500])
             raise
         trial.set_user_attr(TrialAttr.EPOCHS_TRAINED, result.epochs_trained)
+        for line in epoch_log:
+            line.finish()
         values = _finish(trial, config, params, data, result, history, workdir, artifact_store)
         _remove_state(state)
         return values
@@ -293,7 +381,8 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
     trial.set_user_attr(TrialAttr.SELECTION_METRICS, selection)
     trial.set_user_attr(TrialAttr.BEST_EPOCH, _round(result.best_epoch))
     trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
-    trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
+    if artifact_store is None:  # no history.json: the learning curve stays an attribute
+        trial.set_user_attr(TrialAttr.HISTORY, thin_history(history))
     trial.set_user_attr(TrialAttr.DEVICE, str(result.device))
     trial.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, _round(result.seconds_per_epoch))
     trial.set_user_attr(TrialAttr.REFERENCE_SIGMA, config.reference_sigma_value)
@@ -327,10 +416,7 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
                         target=np.asarray(result.val_targets, np.float32),
                         index=np.asarray(result.val_index), grid=data.grid,
                         sigma=np.float64(data.sigma))
-    files = [pred]
-    hist = out / ArtifactName.HISTORY
-    hist.write_text(json.dumps(history))
-    files.append(hist)
+    files = [pred, _history_file(out, history)]
     if result.checkpoint_path and Path(result.checkpoint_path).is_file():
         ckpt = out / ArtifactName.CHECKPOINT
         shutil.copyfile(result.checkpoint_path, ckpt)
@@ -340,3 +426,21 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
                                       study_or_trial=trial)
     trial.set_user_attr(TrialAttr.ARTIFACTS, ids)
     faults.inject("after_upload")
+
+
+def _history_file(folder: Path, history: list[dict]) -> Path:
+    path = folder / ArtifactName.HISTORY
+    path.write_text(json.dumps(history))
+    return path
+
+
+def _upload_history(trial, store, history: list[dict], workdir: str) -> None:
+    """``history.json`` of a trial that ends without the other artifacts (pruned, diverged,
+    interrupted): the report's learning curves and anytime costs read it."""
+    from optuna.artifacts import upload_artifact
+
+    out = Path(workdir) / "upload"
+    out.mkdir(exist_ok=True)
+    artifact_id = upload_artifact(artifact_store=store, file_path=str(_history_file(out, history)),
+                                  study_or_trial=trial)
+    trial.set_user_attr(TrialAttr.ARTIFACTS, {ArtifactName.HISTORY: artifact_id})

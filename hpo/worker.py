@@ -466,7 +466,8 @@ class Worker:
             return self.objective_fn(trial, self.config, should_stop=self.stop)
         s = self.settings
         return objective(trial, self.config, device=s.device, num_threads=s.num_threads,
-                         artifact_store=self.artifacts, should_stop=self.stop, worker=self.info)
+                         artifact_store=self.artifacts, should_stop=self.stop, worker=self.info,
+                         log_label=s.label)
 
 
 def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:

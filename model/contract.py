@@ -114,7 +114,7 @@ class TrialAttr:
     DATASET = "dataset"
     STATUS = "status"
     FAILURE = "failure"
-    HISTORY = "history"  # per-epoch dicts, thinned
+    HISTORY = "history"  # per-epoch dicts, thinned: studies written before history.json held it
     EPOCHS_RUN = "epochs_run"
     SECONDS_PER_EPOCH = "seconds_per_epoch"
     METRICS = "metrics"  # held-out (validation) split
@@ -128,6 +128,9 @@ class TrialAttr:
     EPOCHS_TRAINED = "epochs_trained"
     #: ``{"trial": M, "epoch": k}``: this attempt continued trial M's saved state after epoch k.
     RESUMED_FROM = "resumed_from"
+    #: ``{"epoch", "epochs", "value", "seconds_per_epoch"}`` of a running trial, updated with its
+    #: worker's epoch log lines (``specopt status``); the last one stays.
+    PROGRESS = "progress"
 
 
 class ArtifactName:
@@ -135,7 +138,7 @@ class ArtifactName:
 
     CHECKPOINT = "checkpoint.pt"
     PREDICTIONS = "predictions.npz"  # pred, target, index, grid (validation split)
-    HISTORY = "history.json"  # every epoch
+    HISTORY = "history.json"  # every epoch (pruned and failed trials upload it too)
 
 
 # --- the network and its optimisation -----------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import TrainingData, prepare
+from data_prep.progress import bar
 from model.checkpoint import (
     TrainingState,
     load_training_state,
@@ -97,7 +98,8 @@ class _StateSaver:
 def train(config: TrainConfig, data: TrainingData | None = None,
           on_epoch: Callable[[EpochReport], None] | None = None, *,
           state_path: str | Path | None = None, save_interval: float = 0.0,
-          on_resume: Callable[[TrainingState], None] | None = None) -> TrainResult:
+          on_resume: Callable[[TrainingState], None] | None = None,
+          progress: bool | None = None) -> TrainResult:
     """Train one model. ``data`` defaults to ``data_prep.prepare`` with the config's dataset,
     sigma, Np, window and subset. ``on_epoch`` runs after every epoch; whatever it raises
     (e.g. ``optuna.TrialPruned``) propagates unchanged. A NaN or infinite loss raises
@@ -106,10 +108,14 @@ def train(config: TrainConfig, data: TrainingData | None = None,
     ``state_path``: where the training state is saved (see the module docstring) and, when a
     state of the same configuration and data is there, continued from; ``on_resume(state)``
     then runs first (its ``history``: the epochs done, for which ``on_epoch`` is not called
-    again). The caller removes the state when the run is over."""
+    again). The caller removes the state when the run is over.
+
+    ``progress``: progress bars of the data preparation and of the epochs (test loss and
+    accuracy shown); None: on when stderr is a terminal, unless switched off
+    (:mod:`data_prep.progress`: ``specopt -q``, ``$SPECOPT_PROGRESS=0``)."""
     if data is None:
         data = prepare(config.dataset, config.sigma, config.n_points, config.e_min,
-                       config.e_max, subset=config.subset)
+                       config.e_max, subset=config.subset, progress=progress)
     trainer = Trainer(config, data)
     checkpoint = (config.checkpoint_dir / ArtifactName.CHECKPOINT if config.checkpoint_dir
                   else None)
@@ -146,32 +152,41 @@ def train(config: TrainConfig, data: TrainingData | None = None,
     if start_epoch and patience_spent(start_epoch):
         status = Status.EARLY_STOPPED  # the interrupted run had stopped here
     else:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            start = time.perf_counter()
-            train_loss = trainer.train_epoch()
-            test_loss, test_metrics = trainer.test_epoch()
-            improved = test_loss < best_loss
-            if improved:
-                best_loss, best_epoch = test_loss, epoch
-                best_state = {k: v.detach().clone()
-                              for k, v in trainer.model.state_dict().items()}
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, trainer.model, config, data, epoch, test_loss)
-            report = EpochReport(epoch, train_loss, test_loss, test_metrics,
-                                 time.perf_counter() - start, improved)
-            history.append(asdict(report))
-            if saver is not None:
-                saver.save(snapshot, epoch)
-            if on_epoch is not None:
-                try:
-                    on_epoch(report)
-                except WorkerInterrupted:
-                    if saver is not None:  # always saved when stopped by a signal
-                        saver.save(snapshot, epoch, force=True)
-                    raise
-            if patience_spent(epoch):
-                status = Status.EARLY_STOPPED
-                break
+        shown = bar(progress, total=config.epochs, initial=start_epoch, unit="epoch",
+                    desc="training")
+        try:
+            for epoch in range(start_epoch + 1, config.epochs + 1):
+                start = time.perf_counter()
+                train_loss = trainer.train_epoch()
+                test_loss, test_metrics = trainer.test_epoch()
+                improved = test_loss < best_loss
+                if improved:
+                    best_loss, best_epoch = test_loss, epoch
+                    best_state = {k: v.detach().clone()
+                                  for k, v in trainer.model.state_dict().items()}
+                    if checkpoint is not None:
+                        save_checkpoint(checkpoint, trainer.model, config, data, epoch, test_loss)
+                report = EpochReport(epoch, train_loss, test_loss, test_metrics,
+                                     time.perf_counter() - start, improved)
+                history.append(asdict(report))
+                shown.set_postfix(test_loss=f"{test_loss:.4g}", accuracy=(
+                    f"{100 * test_metrics['accuracy']:.2f}%" if "accuracy" in test_metrics
+                    else "-"), refresh=False)
+                shown.update(1)
+                if saver is not None:
+                    saver.save(snapshot, epoch)
+                if on_epoch is not None:
+                    try:
+                        on_epoch(report)
+                    except WorkerInterrupted:
+                        if saver is not None:  # always saved when stopped by a signal
+                            saver.save(snapshot, epoch, force=True)
+                        raise
+                if patience_spent(epoch):
+                    status = Status.EARLY_STOPPED
+                    break
+        finally:
+            shown.close()
 
     if best_state is not None:  # None only if no epoch ran to a finite test loss
         trainer.model.load_state_dict(best_state)

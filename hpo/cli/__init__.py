@@ -89,12 +89,13 @@ def _root(ctx: typer.Context,
 
 
 def _register() -> None:
-    from hpo.cli import data, report, study, train
+    from hpo.cli import data, report, status, study, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(data.cache_app, name="cache")  # cache info, cache clear
     train.register(app)  # train
     study.register(app)  # studies, worker, launch, run, demo
+    status.register(app)  # status
     report.register(app)  # report, export-best, predict, dashboard
 
 

@@ -38,23 +38,10 @@ def train(
         echo_json(config.model_dump(mode="json"))
         return
 
-    from tqdm import tqdm
-
     import model
 
-    bar = tqdm(total=config.epochs, unit="epoch", dynamic_ncols=True)
-
-    def on_epoch(report) -> None:
-        bar.set_postfix(train=f"{report.train_loss:.4g}", test=f"{report.test_loss:.4g}",
-                        acc=f"{100 * report.test_metrics['accuracy']:.2f}%",
-                        fair=f"{100 * report.test_metrics['fair_accuracy']:.2f}%",
-                        refresh=False)
-        bar.update(1)
-
-    try:
-        result = model.train(config, on_epoch=on_epoch)
-    finally:
-        bar.close()
+    # model.train's own bars (data preparation, epochs): on a terminal, off with specopt -q
+    result = model.train(config)
     typer.echo(f"{result.status} after {len(result.history)} epochs on {result.device} "
                f"({result.seconds_per_epoch:.2f} s/epoch); best test loss "
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")

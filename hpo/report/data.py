@@ -2,8 +2,9 @@
 
 Everything here works on a plain :class:`optuna.Study` (any storage) and follows the trial
 contract of :mod:`model.contract`: user attributes (:class:`~model.contract.TrialAttr`)
-``metrics``, ``history``, ``params``, ``status``, ``device``, ``seconds_per_epoch``; artifacts
-(:class:`~model.contract.ArtifactName`): the checkpoint and the validation predictions.
+``metrics``, ``params``, ``status``, ``device``, ``seconds_per_epoch``; artifacts
+(:class:`~model.contract.ArtifactName`): the checkpoint, the validation predictions and the
+per-epoch history (:func:`history_of`; older studies kept it in a ``history`` attribute).
 ``anytime_frame``: the best value so far against the training epochs and seconds spent by every
 finished trial (pruned and failed ones too). A searched parameter is a trial param; a fixed
 one is read from the trial's ``params`` user attribute, else from the study's stored definition.
@@ -16,6 +17,7 @@ import json
 import math
 import re
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,9 +119,48 @@ def metrics_of(trial: FrozenTrial) -> dict[str, float]:
     return dict(m) if isinstance(m, dict) else {}
 
 
-def history_of(trial: FrozenTrial) -> list[dict]:
+def history_of(trial: FrozenTrial, study: optuna.Study | None = None,
+               store: Any = None) -> list[dict]:
+    """A trial's per-epoch dicts: its ``history.json`` artifact (every epoch; read from
+    ``store``, default the folder ``study`` recorded) when ``study`` is given and the file can
+    be read, else the ``history`` attribute in which studies written before kept it."""
+    if study is not None:
+        h = _history_artifact(study, trial, store)
+        if h is not None:
+            return h
     h = trial.user_attrs.get(TrialAttr.HISTORY)
     return [e for e in h if isinstance(e, dict)] if isinstance(h, list) else []
+
+
+#: Parsed history.json files by artifact id (unique per upload): a report reads each one for
+#: several tables and figures.
+_HISTORIES: dict[str, list[dict]] = {}
+_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _history_artifact(study: optuna.Study, trial: FrozenTrial, store: Any) -> list[dict] | None:
+    artifact_id = artifact_ids(study, trial).get(ArtifactName.HISTORY)
+    if artifact_id is None:
+        return None
+    if artifact_id in _HISTORIES:
+        return _HISTORIES[artifact_id]
+    if store is None:
+        if study not in _STORES:
+            from hpo.study import open_artifact_store
+
+            _STORES[study] = open_artifact_store(study)
+        store = _STORES[study]
+    try:
+        raw = read_artifact(store, study, trial, ArtifactName.HISTORY)
+        data = json.loads(raw) if raw is not None else None
+    except (ReportError, ValueError):  # unreadable: the attribute, if any, is the fallback
+        return None
+    if not isinstance(data, list):
+        return None
+    if len(_HISTORIES) > 10_000:
+        _HISTORIES.clear()
+    _HISTORIES[artifact_id] = [e for e in data if isinstance(e, dict)]
+    return _HISTORIES[artifact_id]
 
 
 def is_scale_free(loss: Any) -> bool:
@@ -291,13 +332,14 @@ def _count(x: Any) -> int | None:
     return int(x) if ok else None
 
 
-def _seconds_of(trial: FrozenTrial, first: int, last: int) -> float:
+def _seconds_of(trial: FrozenTrial, first: int, last: int, study: optuna.Study | None = None,
+                store: Any = None) -> float:
     """Training seconds of epochs ``first..last`` of a trial: the history's per-epoch seconds
     when it holds every one of them (it is thinned past 200), else seconds per epoch x count."""
     n = last - first + 1
     if n <= 0:
         return 0.0
-    secs = {e.get("epoch"): e.get("seconds") for e in history_of(trial)}
+    secs = {e.get("epoch"): e.get("seconds") for e in history_of(trial, study, store)}
     own = [secs.get(k) for k in range(first, last + 1)]
     if all(isinstance(s, int | float) for s in own):
         return float(sum(own))  # type: ignore[arg-type]
@@ -305,7 +347,7 @@ def _seconds_of(trial: FrozenTrial, first: int, last: int) -> float:
     return float(per) * n if isinstance(per, int | float) and math.isfinite(per) else 0.0
 
 
-def anytime_frame(study: optuna.Study, objective: int = 0) -> pd.DataFrame:
+def anytime_frame(study: optuna.Study, objective: int = 0, store: Any = None) -> pd.DataFrame:
     """The study's best objective value so far against the compute spent, one row per finished
     trial (complete, pruned or failed) in the order they finished (``ANYTIME_COLUMNS``).
 
@@ -316,7 +358,9 @@ def anytime_frame(study: optuna.Study, objective: int = 0) -> pd.DataFrame:
     that no earlier attempt of the same chain recorded (a killed worker records nothing) are
     counted once, on the retry. ``wall_seconds``: wall-clock time from the study's first trial
     start to this trial's end. ``value``: the trial's value of objective ``objective`` (complete
-    trials only); ``best_so_far``: the best of them up to this row (NaN before the first)."""
+    trials only); ``best_so_far``: the best of them up to this row (NaN before the first).
+    ``store``: where the trials' ``history.json`` files are (default: the study's recorded
+    folder)."""
     trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED)
               if t.datetime_complete is not None]
     trials.sort(key=lambda t: (t.datetime_complete, t.number))
@@ -335,12 +379,13 @@ def anytime_frame(study: optuna.Study, objective: int = 0) -> pd.DataFrame:
         run = _count(attrs.get(TrialAttr.EPOCHS_RUN))
         trained = _count(attrs.get(TrialAttr.EPOCHS_TRAINED))
         if trained is None:
-            trained = max(0, (run if run is not None else len(history_of(t))) - k)
+            trained = max(0, (run if run is not None else len(history_of(t, study, store))) - k)
         origin = _count(attrs.get(TrialAttr.ORIGIN))
         origin = t.number if origin is None else origin
         missing = max(0, k - recorded.get(origin, 0))  # continued, but nobody recorded them
         epochs = trained + missing
-        seconds = _seconds_of(t, k - missing + 1, k) + _seconds_of(t, k + 1, k + trained)
+        seconds = (_seconds_of(t, k - missing + 1, k, study, store)
+                   + _seconds_of(t, k + 1, k + trained, study, store))
         recorded[origin] = recorded.get(origin, 0) + epochs
         value = math.nan
         if t.state == TrialState.COMPLETE and t.values and len(t.values) > objective:

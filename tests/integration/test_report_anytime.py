@@ -31,7 +31,7 @@ def test_report_study_anytime_csv_and_figure(report_study, tmp_path):
     trials = study.get_trials()
     assert sorted(csv["trial"]) == [t.number for t in trials]
     assert csv["cum_epochs"].iloc[-1] == sum(t.user_attrs[TrialAttr.EPOCHS_RUN] for t in trials)
-    seconds = sum(e["seconds"] for t in trials for e in history_of(t))
+    seconds = sum(e["seconds"] for t in trials for e in history_of(t, study))
     assert csv["cum_seconds"].iloc[-1] == pytest.approx(seconds)
     assert csv["best_so_far"].iloc[-1] == pytest.approx(study.best_value)
     html = paths.html.read_text()

@@ -13,6 +13,7 @@ import pytest
 
 import hpo.report
 from hpo.dashboard import dashboard_url
+from hpo.report.data import history_of
 from hpo.study import create_study, open_artifact_store, open_study
 from hpo.testing import small_study_config as study_config
 from model.contract import ArtifactName, StudyAttr
@@ -110,7 +111,7 @@ def test_real_study_has_the_contract_attributes(report_study):
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert {"accuracy", "rmse", "mae", "r2", "negative_share",
                 "fair_accuracy"} <= set(t.user_attrs["metrics"])
-        assert len(t.user_attrs["history"]) == 2
+        assert len(history_of(t, study)) == 2  # from the history.json artifact
         assert {"loss", "sigma", "n_points"} <= set(t.user_attrs["params"])
         names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(
             t, storage=study._storage)}

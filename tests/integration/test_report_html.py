@@ -15,9 +15,11 @@ import optuna
 import pytest
 
 from hpo.report import write_report
+from hpo.report.data import history_of
 
-FIGURES = ("loss_curves", "spectra", "accuracy_histogram", "optimization_history",
-           "param_importances", "parallel_coordinate", "contour")
+FIGURES = ("accuracy_vs_sigma", "accuracy_vs_loss", "loss_curves", "spectra",
+           "accuracy_histogram", "optimization_history", "parallel_coordinate", "contour")
+OBJECTIVE = "fair accuracy (%), test split (model selection)"  # as the figures label it
 TABLES = ("best_trial", "results", "negative", "trials")
 
 
@@ -101,6 +103,7 @@ def test_every_table_and_figure_is_present(report):
     for key in TABLES:
         assert len(page.tables[key]) > 1, key
     assert "pareto_front" not in page.figures  # single objective
+    assert "at least 10 complete trials" in page.notes["param_importances"]  # 4 trials
 
 
 def test_works_offline(report):
@@ -122,7 +125,7 @@ def test_loss_curves_are_the_trials_histories(report):
     for t in study.trials:
         mine = [tr for tr in traces if tr["meta"]["trial"] == t.number]
         assert len(mine) == 3  # train loss, test loss, test accuracy
-        h = t.user_attrs["history"]
+        h = history_of(t, study)
         np.testing.assert_allclose(values(mine[0]["x"]), [e["epoch"] for e in h])
         np.testing.assert_allclose(values(mine[0]["y"]), [e["train_loss"] for e in h])
         np.testing.assert_allclose(values(mine[1]["y"]), [e["test_loss"] for e in h])
@@ -174,15 +177,13 @@ def test_spectra_and_histogram_are_the_best_trials_predictions(report):
 def test_optuna_figures_hold_the_objective_values(report):
     study, _, _, page = report
     hist = page.figures["optimization_history"]["data"]
-    ys = np.concatenate([values(tr["y"]) for tr in hist if tr.get("name") == "fair_accuracy"])
-    np.testing.assert_allclose(np.sort(ys), np.sort([t.value for t in study.trials]))
-    importances = page.figures["param_importances"]["data"][0]
-    assert set(importances["y"]) == {"loss", "sigma"}
+    ys = np.concatenate([values(tr["y"]) for tr in hist if tr.get("name") == OBJECTIVE])
+    np.testing.assert_allclose(np.sort(ys), np.sort([100 * t.value for t in study.trials]))
     # Optuna 5 draws parallel coordinates as one line per trial, its values in customdata
     lines = [tr for tr in page.figures["parallel_coordinate"]["data"] if tr.get("mode") == "lines"]
     drawn = sorted((dict(tr["customdata"])["loss"], float(dict(tr["customdata"])["sigma"]),
-                    float(dict(tr["customdata"])["fair_accuracy"])) for tr in lines)
-    expected = sorted((t.params["loss"], t.params["sigma"], t.value) for t in study.trials)
+                    float(dict(tr["customdata"])[OBJECTIVE])) for tr in lines)
+    expected = sorted((t.params["loss"], t.params["sigma"], 100 * t.value) for t in study.trials)
     assert [d[:2] for d in drawn] == [e[:2] for e in expected]
     np.testing.assert_allclose([d[2] for d in drawn], [e[2] for e in expected], rtol=2e-3)
     assert page.figures["contour"]["data"]
@@ -211,7 +212,7 @@ def test_multi_objective_study_has_a_pareto_front(report, tmp_path):
     page = parse(paths.html)
     front = page.figures["pareto_front"]["data"]
     xs = np.concatenate([values(tr["x"]) for tr in front])
-    np.testing.assert_allclose(np.sort(xs), np.sort([t.values[0] for t in multi.trials]))
+    np.testing.assert_allclose(np.sort(xs), np.sort([100 * t.values[0] for t in multi.trials]))
     assert {"loss_curves", "optimization_history", "parallel_coordinate"} <= set(page.figures)
     assert "spectra" in page.notes  # no artifact store given: a note, not a failure
 
@@ -224,6 +225,6 @@ def test_too_few_trials_give_notes_not_errors(tmp_path):
         user_attrs={"metrics": {"accuracy": 0.9}, "params": {"loss": "rmse", "sigma": 0.5},
                     "history": [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]}))
     page = parse(write_report(study, tmp_path).html)
-    assert "at least 2 complete trials" in page.notes["param_importances"]
+    assert "at least two parameters that vary" in page.notes["param_importances"]
     assert "needs two varied parameters" in page.notes["contour"]
     assert "loss_curves" in page.figures and "optimization_history" in page.figures

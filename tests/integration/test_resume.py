@@ -19,7 +19,9 @@ from optuna.trial import TrialState
 import hpo
 from hpo.config import study_config_from_dict
 from hpo.launch import warm_cache
+from hpo.report.data import history_of
 from hpo.storage import open_storage
+from hpo.study import open_study
 from hpo.testing import run_worker_to_end, small_study_config, study_trials, write_study
 from hpo.training import objective
 from model.contract import Status, TrialAttr
@@ -73,7 +75,10 @@ def test_retry_continues_from_the_saved_epoch(tmp_path, monkeypatch, kind, fault
     assert done.user_attrs[TrialAttr.RESUMED_FROM] == {"trial": 0, "epoch": 3}
     assert done.user_attrs[TrialAttr.EPOCHS_TRAINED] == EPOCHS - 3  # only the rest trained
     assert done.user_attrs[TrialAttr.EPOCHS_RUN] == EPOCHS
-    assert [h["epoch"] for h in done.user_attrs[TrialAttr.HISTORY]] == list(range(1, 7))
+    assert TrialAttr.HISTORY not in done.user_attrs  # compact: history.json holds it
+    store = FileSystemArtifactStore(str(tmp_path / "art"))
+    assert [h["epoch"] for h in history_of(done, open_study("resume", url).study,
+                                           store)] == list(range(1, 7))
     assert "trial 1 continues trial 0 from epoch 3" in logs[1].read_text()
     assert not (tmp_path / "art" / "state" / "0").exists()  # removed once complete
 
