@@ -53,7 +53,7 @@ def _judged(metrics: dict, loss: str, key: str) -> float:
 def test_results_table_per_loss_and_sigma(written):
     study, paths = written
     tables = md_tables(paths.markdown.read_text())
-    results = tables["Results per loss / sigma / Np (validation set)"]
+    results = tables["Results per loss / sigma / Np on the validation split (held out)"]
     trials = study.trials
     groups = {(t.params.get("loss", "rmse"), t.params["sigma"]) for t in trials}
     assert len(results) == len(groups)
@@ -82,7 +82,7 @@ def test_results_table_per_loss_and_sigma(written):
 def test_negative_and_trials_tables(written):
     study, paths = written
     tables = md_tables(paths.markdown.read_text())
-    negative = tables["Negative predicted intensities (validation set)"]
+    negative = tables["Negative predicted intensities on the validation split (held out)"]
     by_number = {t.number: t for t in study.trials}
     assert negative
     for row in negative:
@@ -94,7 +94,8 @@ def test_negative_and_trials_tables(written):
     for _, row in trials.iterrows():
         t = by_number[row["trial"]]
         assert row["state"] == "complete"
-        assert row["objective: fair_accuracy"] == pytest.approx(t.value)
+        assert row["objective: fair accuracy (%), test split (model selection)"] \
+            == pytest.approx(100 * t.value)
         assert row["accuracy (%)"] == pytest.approx(100 * t.user_attrs["metrics"]["accuracy"])
         assert row["accuracy_n (%)"] == pytest.approx(
             100 * t.user_attrs["metrics"]["accuracy_normalised"])
@@ -110,11 +111,12 @@ def test_best_trial_table(written):
     assert rows["trial"] == str(best.number)
     assert rows["loss"] == best.user_attrs["params"]["loss"]
     m = best.user_attrs["metrics"]
-    key = "accuracy (%) (normalised)" if best.params["loss"] == "cosine" else "accuracy (%)"
+    key = ("accuracy (%) (normalised)" if best.params["loss"] == "cosine" else "accuracy (%)") \
+        + ", validation split (held out)"
     acc = m["accuracy_normalised" if best.params["loss"] == "cosine" else "accuracy"]
     assert float(rows[key]) == pytest.approx(100 * acc, abs=0.051)
-    assert float(rows["objective: fair_accuracy, test split (maximize)"]) == pytest.approx(
-        best.value, rel=1e-3)
+    assert float(rows["objective (maximize): fair accuracy (%), test split (model selection)"]
+                 ) == pytest.approx(100 * best.value, abs=0.051)
 
 
 def test_empty_study_says_so(tmp_path):
@@ -181,5 +183,5 @@ def test_nan_metrics_do_not_break_tables(tmp_path):
         value=0.5, user_attrs={"metrics": {"accuracy": None, "rmse": math.nan},
                                "params": {"loss": "rmse", "n_points": 300}}))
     paths = write_report(study, tmp_path)
-    rows = md_tables(paths.markdown.read_text())["Results per loss / sigma / Np (validation set)"]
+    rows = md_tables(paths.markdown.read_text())["Results per loss / sigma / Np on the validation split (held out)"]
     assert rows[0]["accuracy (%)"] == "" and rows[0]["RMSE"] == ""

@@ -140,7 +140,8 @@ def test_an_empty_study_has_an_empty_frame_and_a_note():
 
 def test_figure_draws_the_frame_on_three_axes(study):
     f = anytime(study)
-    assert f.fig is not None and "fair_accuracy (test split)" in f.title
+    label = "fair accuracy (%), test split (model selection)"  # in %, as the tables
+    assert f.fig is not None and label in f.title
     df = anytime_frame(study)
     traces = {(tr.meta["series"], tr.meta["x"]): tr for tr in f.fig.data}
     titles = [f.fig.layout[f"xaxis{'' if i == 1 else i}"].title.text for i in (1, 2, 3)]
@@ -149,14 +150,15 @@ def test_figure_draws_the_frame_on_three_axes(study):
     for x in ("cum_seconds", "cum_epochs", "wall_seconds"):
         line = traces[("best_so_far", x)]
         np.testing.assert_allclose(np.asarray(line.x, float), df[x])
-        np.testing.assert_allclose(np.asarray(line.y, float), df["best_so_far"])
+        np.testing.assert_allclose(np.asarray(line.y, float), 100 * df["best_so_far"])
         pruned = traces[("pruned", x)]
         assert list(pruned.x) == df.loc[df["state"] == "pruned", x].tolist()
         # no complete trial before it: at its last reported value instead of the line
-        assert list(pruned.y) == [study.trials[1].intermediate_values[2]]
+        assert list(pruned.y) == [100 * study.trials[1].intermediate_values[2]]
         failed = traces[("fail", x)]
-        assert list(failed.y) == df.loc[df["state"] == "fail", "best_so_far"].tolist()
-    assert "best fair_accuracy (test split)" == f.fig.layout.yaxis.title.text
+        np.testing.assert_allclose(
+            failed.y, 100 * df.loc[df["state"] == "fail", "best_so_far"].to_numpy())
+    assert f"best {label}" == f.fig.layout.yaxis.title.text
 
 
 def test_multi_objective_study_gets_a_note():
