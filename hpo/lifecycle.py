@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from hpo.config import ConfigError, StudyConfig
 from hpo.home import study_dir
 from hpo.storage import mask_url, normalize_url, open_storage, storage_file
-from hpo.study import added_trials, artifact_dir, storage_url, study_budget
+from hpo.study import added_trials, artifact_dir, check_definition, storage_url, study_budget
 from hpo.worker import budget_state, next_action
 from model.contract import StudyAttr
 from model.errors import ReportError
@@ -95,6 +95,7 @@ def finished_message(config: StudyConfig, storage: str | None = None) -> str | N
     study = load_existing(config.name, url)
     if study is None:
         return None
+    check_definition(study, config, url)  # a changed definition says so first
     n = study_budget(study, config.n_trials)
     if n is None and not config.is_grid:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,12 @@ def study_budget(study: optuna.Study, n_trials: int | None) -> int | None:
 
 
 def _toml(value: Any) -> str:
-    """A value as ``--set`` reads it (a TOML value)."""
+    """A value as ``--set`` reads it (a TOML value, compact: one shell word when it has no
+    string with a space)."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{k}={_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ",".join(_toml(v) for v in value) + "]"
     return json.dumps(value)  # numbers, strings and true/false read the same in TOML
 
 
@@ -92,11 +94,13 @@ def changed_definition_message(name: str, url: str, stored: dict, now: dict, dif
                                n_trials: int) -> str:
     """Why a study cannot be joined with this definition, and the three ways on: start over
     (``--fresh``), a new study name, or the stored values (``--set``)."""
-    shown = [f"{k} is {_toml(_at(stored, k))} there, {_toml(_at(now, k))} here"
-             for k in diff[:4]]
+    def show(v: Any) -> str:
+        return "unset" if v is None else _toml(v)
+
+    shown = [f"{k} is {show(_at(stored, k))} there, {show(_at(now, k))} here" for k in diff[:4]]
     more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
     # directions follow objectives: --set objectives covers both
-    sets = " ".join(f"--set {k}={_toml(_at(stored, k))}" for k in diff
+    sets = " ".join(f"--set {shlex.quote(f'{k}={_toml(_at(stored, k))}')}" for k in diff
                     if _at(stored, k) is not None and not (k == "directions"
                                                           and "objectives" in diff))
     keep = (f"; or keep the stored definition: {sets}" if sets else "")
@@ -113,6 +117,26 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif a.get(k) != b.get(k):
             out.append(f"{prefix}{k}")
     return out
+
+
+def check_definition(study: optuna.Study, config: StudyConfig, url: str) -> bool:
+    """Whether ``study`` has a stored definition (False: a new study); a :class:`ConfigError`
+    saying what works when it differs from ``config``'s."""
+    stored_dirs = [d.name.lower() for d in study.directions]
+    if stored_dirs != list(config.directions):
+        raise ConfigError(f"study {config.name!r} in {mask_url(url)} has directions "
+                          f"{stored_dirs}, the definition {list(config.directions)}: start over "
+                          f"with --fresh, or use a new study name (--set name={config.name}-2)")
+    attrs = study.user_attrs
+    if StudyAttr.IDENTITY not in attrs:
+        return False
+    stored = json.loads(attrs[StudyAttr.IDENTITY])
+    now = json.loads(json.dumps(config.identity()))
+    diff = _diff(stored, now)
+    if diff:
+        raise ConfigError(changed_definition_message(config.name, url, stored, now, diff,
+                                                     len(study.get_trials(deepcopy=False))))
+    return True
 
 
 def create_study(config: StudyConfig, storage: str | None = None, *, worker_index: int | None = 0,
@@ -135,22 +159,8 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
             directions=list(config.directions),
             sampler=build_sampler(config, worker_index), pruner=build_pruner(config),
         )
-    stored_dirs = [d.name.lower() for d in study.directions]
-    if stored_dirs != list(config.directions):
-        raise ConfigError(f"study {config.name!r} in {mask_url(url)} has directions "
-                          f"{stored_dirs}, the definition {list(config.directions)}: use another "
-                          "study name or storage")
-    identity = config.identity()
-    attrs = study.user_attrs
-    if StudyAttr.IDENTITY in attrs:
-        stored = json.loads(attrs[StudyAttr.IDENTITY])
-        now = json.loads(json.dumps(identity))
-        diff = _diff(stored, now)
-        if diff:
-            raise ConfigError(changed_definition_message(config.name, url, stored, now, diff,
-                                                         len(study.get_trials(deepcopy=False))))
-    else:
-        study.set_user_attr(StudyAttr.IDENTITY, json.dumps(identity, sort_keys=True))
+    if not check_definition(study, config, url):
+        study.set_user_attr(StudyAttr.IDENTITY, json.dumps(config.identity(), sort_keys=True))
         study.set_user_attr(StudyAttr.CONFIG, json.dumps(public_config(config), sort_keys=True))
         study.set_user_attr(StudyAttr.OBJECTIVES, list(config.objectives))
         study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, config.objective_split)
