@@ -4,7 +4,7 @@ Python API (the ``specopt`` commands are thin layers over it)::
 
     import hpo
     cfg = hpo.load_study_config("demo")            # or a path to a .toml file
-    study = hpo.create_study(cfg)                  # create or join (SQLite under runs/ default)
+    study = hpo.create_study(cfg)                  # create or join (default: $SPECOPT_HOME/NAME.db)
     hpo.run_worker(cfg)                            # trials until the budget is spent
     hpo.launch(cfg, workers=4)                     # 4 local worker processes
 

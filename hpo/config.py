@@ -365,7 +365,7 @@ class StudyConfig(_Section):
     name: str
     description: str = ""
     storage: str | None = None  # None: sqlite:///<runs>/<name>.db
-    artifacts: str | None = None  # artifact folder; None: next to the SQLite file or runs/
+    artifacts: str | None = None  # None: $SPECOPT_HOME/<study>/artifacts/<storage> (hpo.home)
     objectives: tuple[str, ...] = ("fair_accuracy",)
     directions: tuple[Direction, ...] = ()  # empty: each objective's own direction
     objective_split: Literal["test", "validation"] = "test"

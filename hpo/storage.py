@@ -1,7 +1,8 @@
 """Study storage: SQLite (default), PostgreSQL, or Optuna's journal file for shared file systems.
 
 URLs:
-- ``sqlite:///runs/demo.db`` (relative to the working directory), ``sqlite:////abs/demo.db``;
+- ``sqlite:///runs/demo.db`` (relative to the working directory), ``sqlite:////abs/demo.db``
+  (a study with no storage: ``$SPECOPT_HOME/<study>.db``, see :mod:`hpo.home`);
 - ``postgresql+psycopg://user:password@host:5432/db`` (``postgresql://`` means the same);
 - ``journal:///runs/demo.log`` (relative), ``journal:////shared/demo.log`` (absolute): an
   append-only log file, safe on NFS and other shared file systems without a database server.

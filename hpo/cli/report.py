@@ -11,7 +11,7 @@ from model.contract import ArtifactName
 from model.errors import DataError, SpecoptError
 
 StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: the study "
-                                "file's, else sqlite:///runs/STUDY.db)")
+                                "file's, else sqlite:///$SPECOPT_HOME/STUDY.db)")
 
 
 def echo_report(opened, out: Path | None, formats: str = "html",
@@ -70,15 +70,17 @@ def report(
 
 def export_best(
     study: str = typer.Argument(..., help=STORED_STUDY_HELP),
-    out: Path = typer.Option(..., "--out", help="folder to write the best trial into"),
+    out: Path | None = typer.Option(None, "--out", help="folder to write the best trial into "
+                                    "(default: $SPECOPT_HOME/STUDY/export)"),
     storage: str | None = StoredStorageOpt,
     artifacts: Path | None = StoredArtifactsOpt,
 ) -> None:
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
-    from hpo.report import best_trial_table, export_best
+    from hpo.report import best_trial_table, default_out_dir, export_best
     from hpo.study import open_study
 
     opened = open_study(study, storage, artifacts)
+    out = out or default_out_dir(opened.study.study_name, "export")
     paths = export_best(opened.study, out, opened.artifact_store)
     typer.echo(best_trial_table(opened.study))
     for label, p in (("parameters", paths.params), ("metrics", paths.metrics),

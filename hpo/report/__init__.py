@@ -2,10 +2,10 @@
 
 Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are thin layers)::
 
-    from hpo.report import write_report, export_best, best_trial_table
+    from hpo.report import write_report, export_best, best_trial_table, default_out_dir
     from hpo.study import open_study
     opened = open_study("demo")                    # an existing study, with its artifact store
-    write_report(opened.study, "runs/demo-report", opened.artifact_store)
+    write_report(opened.study, default_out_dir("demo", "report"), opened.artifact_store)
 
 - ``write_report(study, out_dir, artifact_store=None) -> ReportPaths``: the report's tables
   (Markdown, CSV) and a self-contained HTML page with the figures.
@@ -13,9 +13,9 @@ Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are
   ``study_message(study)``: why a study has nothing to report (None when it has).
 - ``export_best(study, out_dir, artifact_store=None) -> ExportPaths``: the best trial's
   settings, metrics, checkpoint and validation predictions, and the report.
-- ``default_out_dir(study_name, suffix)``: ``runs/<study>-<suffix>``, refusing a study name
-  that would lead outside ``runs/``; ``inside(folder, name)``: the same check for any name read
-  from a study.
+- ``default_out_dir(study_name, suffix)``: ``$SPECOPT_HOME/<study>/<suffix>`` (see
+  :mod:`hpo.home`), refusing a study name that would lead outside the home;
+  ``inside(folder, name)``: the same check for any name read from a study.
 - ``predict_xyz(checkpoint, xyz_files, out_dir) -> PredictPaths``: spectra of new molecules as
   a CSV and an offline plot.
 

@@ -65,6 +65,9 @@ def test_specopt_home_moves_everything(tmp_path, monkeypatch):
     r = _cli("report", study)
     assert (home / "h" / "report" / "report.html").is_file()
     assert f"report: {home / 'h' / 'report' / 'report.html'}" in r.stdout
+    r = _cli("export-best", study)
+    export = home / "h" / "export"
+    assert f"checkpoint: {export}" in r.stdout and any(export.glob("*.pt"))
     assert not any(work.iterdir())  # nothing in the working directory
     r = _cli("studies")  # the shipped list also says where the studies run here are
     assert f"stored under {home} (SPECOPT_HOME): h.db" in r.stdout
