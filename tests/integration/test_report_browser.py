@@ -119,9 +119,39 @@ def test_html_report_in_chromium(browser, report_study, tmp_path):
     results = browser.find_element(By.CSS_SELECTOR, 'table[data-table="results"]')
     assert len(results.find_elements(By.CSS_SELECTOR, "tbody tr")) == 4
     assert results.is_displayed()
+    # the report's own figures: accuracy (plain and fair, two lines per loss) against sigma
+    # with its axis titles, and per loss (markers on a category axis)
+    sigma = browser.find_element(By.ID, "plot-accuracy_vs_sigma")
+    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace")) == 4
+    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace path.point")) == 8
+    titles = [e.get_attribute("textContent") for e in sigma.find_elements(
+        By.CSS_SELECTOR, "text.xtitle, text.ytitle")]
+    assert titles == ["sigma (eV)", "accuracy (%), validation split (held out)"]
+    per_loss = browser.find_element(By.ID, "plot-accuracy_vs_loss")
+    ticks = {e.get_attribute("textContent") for e in per_loss.find_elements(
+        By.CSS_SELECTOR, "g.xtick text")}
+    assert ticks == {"rmse", "cosine"}
+    note = browser.find_element(By.CSS_SELECTOR, 'p[data-figure-note="param_importances"]')
+    assert "at least 10 complete trials" in note.text and note.is_displayed()
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     _full_page_screenshot(browser, artifacts_dir() / "report.png")
+
+
+def test_small_report_with_plotlyjs_directory_draws_offline(browser, report_study, tmp_path):
+    """--plotlyjs directory: the small page draws every figure from the plotly.min.js beside it
+    (the browser reaches no network)."""
+    from selenium.webdriver.common.by import By
+
+    paths = write_report(report_study.load(), tmp_path / "small", report_study.artifacts,
+                         plotlyjs="directory")
+    assert paths.html.stat().st_size < 1_000_000
+    browser.get(paths.html.as_uri())
+    plots = browser.find_elements(By.CSS_SELECTOR, "div.plot")
+    assert len(plots) >= 8
+    _wait(browser, lambda d: all(p.get_attribute("data-rendered") for p in plots),
+          what="every figure to be drawn")
+    assert all(p.get_attribute("data-rendered") == "true" for p in plots)
 
 
 def _start_dashboard(url: str) -> tuple[subprocess.Popen, str]:
