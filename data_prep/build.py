@@ -30,7 +30,7 @@ def build_levels(
     xyz_dir: Path | None = None,
     limit: int | None = None,
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> LevelsDataset:
     """Compute levels for every molecule and save the dataset to ``out``.
 

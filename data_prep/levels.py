@@ -148,9 +148,10 @@ def compute_levels(
     parts_dir: Path | None = None,
     workers: int | None = None,
     chunk_size: int = 500,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> LevelsResult:
-    """Compute levels for every molecule, in parallel; resumable through ``parts_dir``."""
+    """Compute levels for every molecule, in parallel; resumable through ``parts_dir``.
+    ``progress``: a bar per molecule (None: see :mod:`data_prep.progress`)."""
     m = Method.parse(method)
     workers = workers or os.cpu_count() or 1
     starts = list(range(0, len(geoms), chunk_size))
@@ -159,11 +160,11 @@ def compute_levels(
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if parts_dir is not None:
         parts_dir.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
+    from data_prep.progress import bar as progress_bar
 
     done = len(geoms) - sum(min(chunk_size, len(geoms) - s) for s in todo)
-    bar = tqdm(total=len(geoms), initial=done, unit="mol", desc=f"levels ({m.name})",
-               disable=not progress)
+    bar = progress_bar(progress, total=len(geoms), initial=done, unit="mol",
+                       desc=f"levels ({m.name})")
 
     def finish(s: int, levels: np.ndarray, status: np.ndarray) -> None:
         if parts_dir is not None:

@@ -102,8 +102,8 @@ def _total_epochs(t: FrozenTrial) -> int | None:
     if isinstance(progress, dict) and _number(progress.get("epochs")):
         return int(progress["epochs"])
     params = t.user_attrs.get(TrialAttr.PARAMS)
-    epochs = params.get("epochs") if isinstance(params, dict) else None
-    return int(epochs) if _number(epochs) else None
+    epochs = _number(params.get("epochs")) if isinstance(params, dict) else None
+    return int(epochs) if epochs else None
 
 
 def _running(t: FrozenTrial, now: dt.datetime) -> RunningTrial:
@@ -154,8 +154,8 @@ def study_status(study: optuna.Study, storage_url: str = "",
     """The status of an open study (see the module docstring); ``now``: for tests."""
     now = now or dt.datetime.now()
     trials = study.get_trials(deepcopy=False)
-    stored = study.user_attrs.get(StudyAttr.N_TRIALS)
-    n_trials = study_budget(study, int(stored) if _number(stored) else None)
+    stored = _number(study.user_attrs.get(StudyAttr.N_TRIALS))
+    n_trials = study_budget(study, int(stored) if stored is not None else None)
     budget = count_budget(trials, n_trials)
     counts = {name: sum(1 for t in trials if t.state == s) for name, s in COUNTED.items()}
     running = [_running(t, now) for t in trials if t.state == TrialState.RUNNING]

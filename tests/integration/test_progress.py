@@ -41,6 +41,18 @@ def test_version():
     assert r.exit_code == 0 and r.output.strip() == f"specopt {version('specopt')}"
 
 
+def test_launched_workers_get_the_logging_options(tmp_path):
+    from hpo.log import log_env
+
+    r = runner.invoke(app, ["-q", "--log-file", str(tmp_path / "x.log"), "studies"])
+    assert r.exit_code == 0, r.output
+    assert log_env() == {LEVEL_ENV: "WARNING", FILE_ENV: str(tmp_path / "x.log"),
+                         "SPECOPT_PROGRESS": "0"}
+    r = runner.invoke(app, ["studies"])
+    assert log_env() == {LEVEL_ENV: "INFO"}
+    assert runner.invoke(app, ["-q", "-v", "studies"]).exit_code == 2
+
+
 @pytest.mark.slow
 def test_worker_epoch_lines_log_file_status_and_compact_attrs(tmp_path):
     url = f"sqlite:///{tmp_path}/p.db"
@@ -104,3 +116,30 @@ def test_quiet_hides_the_progress_bars(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "training:" not in r.output and "Coulomb" not in r.output and "%|" not in r.output
     assert "validation set" in r.output  # the result is still printed
+
+
+@pytest.mark.slow
+def test_the_coulomb_matrix_build_advances_its_bar_and_gives_the_same_matrices(capsys,
+                                                                               monkeypatch):
+    import data_prep.training_data as td
+    from data_prep import coulomb_matrices, load_qm9pack, sort_coulomb
+
+    updates: list[int] = []
+    real_bar = td.bar
+
+    def spied(progress=None, **kwargs):
+        shown = real_bar(progress, **kwargs)
+        update = shown.update
+        shown.update = lambda n=1: (updates.append(n), update(n))[1]
+        return shown
+
+    monkeypatch.setattr(td, "bar", spied)
+    g = load_qm9pack().take(slice(0, 1000))
+    chunked = td.sorted_coulomb_matrices(g.Z, g.R, progress=True, chunk=256)
+    # the bar moves chunk by chunk (it stayed at 0 until the end before)
+    assert updates == [256, 256, 256, 232]
+    err = capsys.readouterr().err
+    assert "Coulomb matrices" in err and "1000/1000" in err, err
+    assert (chunked == sort_coulomb(coulomb_matrices(g.Z, g.R))).all()
+    td.sorted_coulomb_matrices(g.Z[:10], g.R[:10], progress=False)
+    assert capsys.readouterr().err == ""

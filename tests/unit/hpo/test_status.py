@@ -1,0 +1,135 @@
+"""``specopt status`` (hpo.status) on small stored studies: empty, one with a RUNNING trial that
+reported epochs (asked as a worker does), and the ETA from measured seconds per epoch; and the
+workers' epoch lines (hpo.training.EpochLog): rate-limited at INFO, every epoch at DEBUG."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from hpo.cli import app
+from hpo.status import study_status
+from hpo.training import EpochLog
+from model.contract import StudyAttr, TrialAttr
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+runner = CliRunner()
+
+
+def _study(tmp_path, n_trials: int = 5) -> tuple[optuna.Study, str]:
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.set_user_attr(StudyAttr.N_TRIALS, n_trials)
+    study.set_metric_names(["fair_accuracy"])
+    return study, url
+
+
+def test_status_of_an_empty_study(tmp_path):
+    study, url = _study(tmp_path, 3)
+    s = study_status(study, url)
+    assert (s.state, s.finished, s.n_trials, s.running, s.best, s.eta_seconds) == (
+        "empty", 0, 3, [], None, None)
+    assert s.counts == {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+    r = runner.invoke(app, ["status", "s", "--storage", url])
+    assert r.exit_code == 0, r.output
+    assert "no trials yet: 0 of 3 trials" in r.output
+
+
+def _finished(study: optuna.Study, value: float | None, epochs: int, state=TrialState.COMPLETE):
+    t = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    t.set_user_attr(TrialAttr.EPOCHS_RUN, epochs)
+    t.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, 2.0)
+    for e in range(1, epochs + 1):
+        t.report(0.5 + 0.01 * e, e)
+    study.tell(t, value, state=state)
+    return t
+
+
+def test_status_of_a_running_study_and_its_eta(tmp_path):
+    study, url = _study(tmp_path, 5)
+    best = _finished(study, 0.8, 10)
+    _finished(study, None, 4, TrialState.PRUNED)
+    # a trial a worker is running: asked, its worker recorded, 3 of 10 epochs reported
+    t = study.ask()
+    t.set_user_attr(TrialAttr.WORKER, {"host": "node1", "pid": 42, "index": 0})
+    t.set_user_attr(TrialAttr.PARAMS, {"epochs": 10})
+    t.set_user_attr(TrialAttr.PROGRESS, {"epoch": 2, "epochs": 10, "value": 0.6,
+                                         "seconds_per_epoch": 2.0})
+    for e, v in ((1, 0.6), (2, 0.65), (3, 0.7)):
+        t.report(v, e)
+
+    s = study_status(study, url)
+    assert (s.state, s.finished, s.n_trials) == ("running", 2, 5)
+    assert s.counts == {"complete": 1, "pruned": 1, "failed": 0, "running": 1, "waiting": 0}
+    [r] = s.running
+    # the epoch and value reported last (newer than the rate-limited progress attribute)
+    assert (r.number, r.epoch, r.epochs, r.value) == (t.number, 3, 10, 0.7)
+    assert r.worker == "0 on node1 (pid 42)"
+    assert s.best is not None and (s.best.number, s.best.values) == (best.number, [0.8])
+    assert "lr" in s.best.params
+    # measured: 2 s/epoch; a trial runs (10 + 4) / 2 = 7 epochs; left: 7 of the running one and
+    # 2 trials not started -> 21 epochs x 2 s on 1 worker
+    assert s.seconds_per_epoch == 2.0 and s.epochs_per_trial == 7.0
+    assert s.eta_seconds == pytest.approx(42.0)
+
+    r = runner.invoke(app, ["status", "s", "--storage", url])
+    assert r.exit_code == 0, r.output
+    assert "running: 2 of 5 trials" in r.output
+    assert "complete 1, pruned 1, failed 0, running 1, waiting 0" in r.output
+    assert "trial 2 (worker 0 on node1 (pid 42)) epoch 3/10, fair_accuracy 0.7" in r.output
+    assert f"best fair_accuracy 0.8 (trial {best.number}: lr=" in r.output
+    assert "ETA ~42 s" in r.output
+    data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
+    assert data["running"][0]["epoch"] == 3 and data["eta_seconds"] == pytest.approx(42.0)
+
+    # the worker died: its trial is failed and re-queued; nobody runs: stopped, ETA for 1 worker
+    study.tell(t, state=TrialState.FAIL)
+    s = study_status(study, url)
+    assert s.state == "stopped" and s.running == [] and s.finished == 3
+    assert s.eta_seconds == pytest.approx(2 * 7 * 2.0)
+
+
+def test_status_of_a_missing_study_is_one_line(tmp_path):
+    _, url = _study(tmp_path)
+    r = runner.invoke(app, ["status", "nope", "--storage", url])
+    assert r.exit_code != 0 and r.output.startswith("error: no study 'nope'")
+
+
+class _Trial:
+    number = 7
+
+    def __init__(self) -> None:
+        self.attrs: list[dict] = []
+
+    def set_user_attr(self, key, value) -> None:
+        assert key == TrialAttr.PROGRESS
+        self.attrs.append(value)
+
+
+def test_epoch_lines_at_most_one_per_interval_first_and_last_always(caplog):
+    clock = iter([0.0, 1.0, 2.0, 15.0, 16.0, 17.0])
+    trial = _Trial()
+    log = EpochLog(trial, "[s worker 0]", total=6, names=["fair_accuracy"], interval=10,
+                   clock=lambda: next(clock))
+    caplog.set_level(logging.DEBUG, logger="specopt.training")
+    for e in range(1, 6):
+        log({"epoch": e, "seconds": 0.5, "test_metrics": {"fair_accuracy": 0.5 + e / 100}})
+    log.finish()  # stopped early after epoch 5 (patience, pruning): its line at INFO
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    info = [m for lvl, m in lines if lvl == logging.INFO]
+    assert info == ["[s worker 0] trial 7 epoch 1/6: fair_accuracy 0.51, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 4/6: fair_accuracy 0.54, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 5/6: fair_accuracy 0.55, 0.5 s/epoch"]
+    assert [m.split(" epoch ")[1][0] for lvl, m in lines if lvl == logging.DEBUG] == \
+        ["2", "3", "5"]
+    assert [a["epoch"] for a in trial.attrs] == [1, 4, 5]  # one write per INFO line
+    assert trial.attrs[-1] == {"epoch": 5, "epochs": 6, "value": 0.55, "seconds_per_epoch": 0.5}
+    # the last epoch is always at INFO, however soon after the previous line
+    log({"epoch": 6, "seconds": 0.5, "test_metrics": {"fair_accuracy": 0.6}})
+    assert caplog.records[-1].levelno == logging.INFO
