@@ -255,3 +255,24 @@ def test_paper_study_through_the_cli_with_published_numbers_and_figure_files(tmp
     assert (out / "figures" / "accuracy_vs_sigma.pdf").read_bytes()[:5] == b"%PDF-"
     md = (out / "report.md").read_text()
     assert "as PNG, SVG, PDF files" in md and "[accuracy_vs_sigma]" in md
+
+
+def test_dashboard_note_names_the_splits_and_keeps_a_persons_note(report_study, tmp_path):
+    """The study note optuna-dashboard shows says which split each number comes from; it is
+    written once and never replaces a note somebody wrote."""
+    from optuna_dashboard import get_note, save_note
+
+    from hpo.dashboard import write_reading_note
+
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    optuna.copy_study(from_study_name=report_study.name, from_storage=report_study.url,
+                      to_storage=url)
+    study = optuna.load_study(study_name=report_study.name, storage=url)
+    save_note(study, "")  # as a study that has no note (the dashboard test may have run)
+    assert write_reading_note(study) is True
+    note = get_note(study)
+    assert "Objective `fair_accuracy`: fair accuracy (%), test split (model selection)" in note
+    assert "`metrics`: the validation split (held out)" in note
+    assert write_reading_note(study) is False  # unchanged: not written again
+    save_note(study, "my own note")
+    assert write_reading_note(study) is False and get_note(study) == "my own note"
