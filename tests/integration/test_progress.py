@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import optuna
 import pytest
 from typer.testing import CliRunner
 
@@ -143,3 +144,30 @@ def test_the_coulomb_matrix_build_advances_its_bar_and_gives_the_same_matrices(c
     assert (chunked == sort_coulomb(coulomb_matrices(g.Z, g.R))).all()
     td.sorted_coulomb_matrices(g.Z[:10], g.R[:10], progress=False)
     assert capsys.readouterr().err == ""
+
+
+class _PruneFirst(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_keeps_its_curve_in_history_json_not_in_attributes(tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from hpo.report.data import anytime_frame
+    from hpo.testing import small_study_config
+    from hpo.training import objective
+
+    cfg = small_study_config(tmp_path, "pr", {"loss": "rmse", "sigma": 0.5, "epochs": 3}, 1)
+    (tmp_path / "art").mkdir()
+    store = FileSystemArtifactStore(str(tmp_path / "art"))
+    study = optuna.create_study(direction="maximize", pruner=_PruneFirst(),
+                                storage=optuna.storages.InMemoryStorage())
+    study.optimize(lambda t: objective(t, cfg, artifact_store=store), n_trials=1)
+    [t] = study.trials
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert TrialAttr.HISTORY not in t.user_attrs and t.user_attrs[TrialAttr.EPOCHS_RUN] == 1
+    h = history_of(t, study, store)
+    assert [e["epoch"] for e in h] == [1] and h[0]["seconds"] > 0
+    assert anytime_frame(study, store=store).loc[0, "seconds"] == pytest.approx(h[0]["seconds"])
