@@ -8,7 +8,8 @@ One error handler for all of them (:class:`SpecoptGroup`): a
 :class:`model.errors.SpecoptError`, or an invalid ``TrainConfig``, ends the command with one line
 ``error: ...`` and the error's ``exit_code`` (2 unless it says otherwise); ``specopt --debug``
 prints the traceback too.  ``python -m hpo.cli ...`` runs the same app (``launch`` starts its
-workers so).
+workers so).  Root options: ``-q``/``-v``/``--log-file`` (:mod:`hpo.log`, passed on to launched
+workers) and ``--version``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class SpecoptGroup(TyperGroup):
 app = typer.Typer(
     cls=SpecoptGroup, no_args_is_help=True, pretty_exceptions_enable=False,
     help="specopt: hyperparameter optimisation of CNNs for molecular photoemission spectra "
-    "(QM9), built on Optuna.")
+    "(QM9), built on Optuna.\n\nLog lines (ours and Optuna's) go to stderr in one format; "
+    "progress bars show on a terminal only. -q, -v and --log-file apply to the workers that "
+    "launch and run start too.")
 
 
 def _version(value: bool) -> None:
@@ -78,7 +81,6 @@ def _root(ctx: typer.Context,
                                                "too) to PATH; launched workers share it"),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
-    """Progress bars show on a terminal only; -q hides them. Log lines (ours and Optuna's) go to stderr in one format; workers started by launch/run inherit -q/-v/--log-file."""  # noqa: E501 - typer keeps line breaks
     ctx.meta[_DEBUG] = debug
     if quiet and verbose:
         raise typer.BadParameter("give -q or -v, not both")
