@@ -183,5 +183,6 @@ def test_nan_metrics_do_not_break_tables(tmp_path):
         value=0.5, user_attrs={"metrics": {"accuracy": None, "rmse": math.nan},
                                "params": {"loss": "rmse", "n_points": 300}}))
     paths = write_report(study, tmp_path)
-    rows = md_tables(paths.markdown.read_text())["Results per loss / sigma / Np on the validation split (held out)"]
+    rows = md_tables(paths.markdown.read_text())[
+        "Results per loss / sigma / Np on the validation split (held out)"]
     assert rows[0]["accuracy (%)"] == "" and rows[0]["RMSE"] == ""
