@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from hpo.config import ConfigError, StudyConfig
 from hpo.home import study_dir
-from hpo.storage import mask_url, normalize_url, open_storage, storage_file
+from hpo.storage import StorageError, mask_url, normalize_url, open_storage, storage_file
 from hpo.study import added_trials, artifact_dir, check_definition, storage_url, study_budget
 from hpo.worker import budget_state, next_action
 from model.contract import StudyAttr
@@ -92,7 +92,10 @@ def finished_message(config: StudyConfig, storage: str | None = None) -> str | N
     does not exist yet).  Running or queued trials are work left; a study with a time budget only
     is never finished."""
     url = storage_url(config, storage)
-    study = load_existing(config.name, url)
+    try:
+        study = load_existing(config.name, url)
+    except StorageError:
+        return None  # a worker's own storage rides out an outage, or says what is wrong
     if study is None:
         return None
     check_definition(study, config, url)  # a changed definition says so first
