@@ -171,3 +171,18 @@ def test_a_pruned_trial_keeps_its_curve_in_history_json_not_in_attributes(tmp_pa
     h = history_of(t, study, store)
     assert [e["epoch"] for e in h] == [1] and h[0]["seconds"] > 0
     assert anytime_frame(study, store=store).loc[0, "seconds"] == pytest.approx(h[0]["seconds"])
+
+
+@pytest.mark.slow
+def test_launched_workers_log_to_the_same_file(tmp_path):
+    url = f"sqlite:///{tmp_path}/l.db"
+    study_file = write_study(tmp_path / "l.toml", "l", storage=url, artifacts=tmp_path / "art",
+                             space={"sigma": 0.5, "loss": "rmse", "lr": 1e-3, "epochs": 2,
+                                    "subset": 200, "seed": 1}, sampler="random", n_trials=1)
+    log_file = tmp_path / "launch.log"
+    r = runner.invoke(app, ["--log-file", str(log_file), "launch", str(study_file), "-w", "1"])
+    assert r.exit_code == 0, r.output
+    text = log_file.read_text()
+    assert "specopt.launch: worker 0: pid" in text  # the launching process
+    # the worker process (python -m hpo.cli worker) got the file through its environment
+    assert re.search(r"\[l worker 0\] trial 0 epoch 2/2: fair_accuracy", text), text
