@@ -1,14 +1,31 @@
-"""``specopt train``: one training run (``model.train``), its options made from TrainConfig."""
+"""``specopt train``: one training run (``model.train``), its options made from TrainConfig.
+
+A bare ``specopt train`` is a quick first look (:data:`QUICK`: a subset and a few epochs, about a
+minute on a CPU); ``--full`` trains as ``TrainConfig`` says (every molecule, 50 epochs). The
+quick values are this command's own: ``TrainConfig``'s defaults are also the study files' and
+the search space's, and stay the report's."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from hpo.cli.options import PrintConfigOpt, SetOpt, echo_json, parse_sets, with_train_options
 from model.config import TrainConfig
+
+#: The settings a bare ``specopt train`` changes from TrainConfig's: a minute's run on a CPU.
+QUICK = {"subset": 5000, "epochs": 10}
+#: Training samples per second per CPU core in float32 (README "Speed": 1,400/s on 2 cores,
+#: 3,300/s with bf16): only for the estimate printed before the first epoch is measured.
+CPU_SAMPLES_PER_CORE = 700
+#: Runs estimated to take longer than this (seconds) are announced as long.
+LONG_RUN_S = 600
+
+_QUICK_NOTE = "(a quick first look; --full: every molecule)"
 
 
 def _metrics_table(metrics: dict[str, float]) -> str:
@@ -21,9 +38,64 @@ def _metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-@with_train_options(TrainConfig.model_fields)
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan(config: TrainConfig, quick: bool) -> list[str]:
+    """What the run is about to do, as lines: the data, the settings that matter, where it runs
+    and a rough estimate of its time (CPU only: measured after the first epoch anyway)."""
+    from data_prep import TEST, TRAIN, load_levels
+    from model.device import available_cpus, resolve_device, use_amp
+
+    ds = load_levels(config.dataset).subset(config.subset)
+    n_train, n_test = len(ds.rows(TRAIN)), len(ds.rows(TEST))
+    device = resolve_device(config.device)
+    what = (f"{'quick run' if quick else 'run'}: {len(ds):,} molecules "
+            f"({n_train:,} train, {n_test:,} test for model selection, "
+            f"{len(ds) - n_train - n_test:,} validation), {config.epochs} epochs"
+            + (f" {_QUICK_NOTE}" if quick else ""))
+    settings = (f"settings: loss {config.loss}, sigma {config.sigma:g} eV, Np {config.n_points}, "
+                f"lr {config.lr:g}, batch {config.batch_size}, channels "
+                f"{','.join(map(str, config.channels))}, seed {config.seed} "
+                "(all: --print-config)")
+    lines = [what, settings]
+    if device.type == "cpu":
+        threads = config.num_threads or available_cpus()
+        rate = CPU_SAMPLES_PER_CORE * threads * (2.3 if use_amp(config, device) else 1.0)
+        seconds = config.epochs * (n_train + n_test) / rate
+        lines.append(f"device: cpu, {threads} thread{'s' if threads > 1 else ''}; estimate: "
+                     f"about {_duration(seconds)} (rough; measured after the first epoch)")
+        if seconds > LONG_RUN_S:
+            lines.append("this is a long run on a CPU; fewer molecules (--subset) or epochs "
+                         "(--epochs) make it shorter, Ctrl-C stops it")
+    else:
+        lines.append(f"device: {device}; the time per epoch is measured after the first one")
+    return lines
+
+
+_train_fields = [f for f in TrainConfig.model_fields if f not in QUICK]
+
+
+def _quick_option(name: str, metavar: str) -> Any:
+    field = TrainConfig.model_fields[name]
+    return typer.Option(None, f"--{name}", metavar=metavar, show_default=f"{QUICK[name]}; "
+                        f"--full: {field.get_default() or 'all'}",
+                        help=f"{field.description}", rich_help_panel="Training settings")
+
+
+@with_train_options(_train_fields)
 def train(
     settings: dict,
+    subset: int | None = _quick_option("subset", "INTEGER"),
+    epochs: int | None = _quick_option("epochs", "INTEGER"),
+    full: bool = typer.Option(False, "--full", help="train as TrainConfig says (every molecule, "
+                              f"{TrainConfig.model_fields['epochs'].default} epochs) instead of "
+                              "the quick first look"),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the validation "
                                          "metrics, history and settings to this JSON file."),
     sets: list[str] = SetOpt,
@@ -31,17 +103,31 @@ def train(
 ) -> None:
     """Train the report's CNN once and print its validation-set metrics.
 
-    Model selection and early stopping use the test split; the metrics come from the validation split. Defaults are TrainConfig's: the report's settings, with fewer epochs.
+    Model selection and early stopping use the test split; the metrics come from the validation split (held out). Defaults are the report's settings (TrainConfig's), except that a bare `specopt train` is a quick first look: 5000 molecules and 10 epochs, about a minute on a CPU. --full trains on every molecule for 50 epochs (over an hour on a 2-core CPU). It prints what it is about to do and an estimate of the time first.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    config = TrainConfig.model_validate({**settings, **parse_sets(sets)})
+    given = {k: v for k, v in (("subset", subset), ("epochs", epochs)) if v is not None}
+    extra = {**settings, **given, **parse_sets(sets)}
+    defaults = {} if full else {k: v for k, v in QUICK.items() if k not in extra}
+    config = TrainConfig.model_validate({**defaults, **extra})
     if print_config:
         echo_json(config.model_dump(mode="json"))
         return
+    quiet = logging.getLogger("specopt").getEffectiveLevel() > logging.INFO  # specopt -q
+    for line in plan(config, quick=bool(defaults)):
+        if not quiet or "long run" in line:
+            typer.echo(line)
+
+    from tqdm import tqdm
 
     import model
 
+    def on_epoch(report) -> None:
+        if report.epoch == 1 and config.epochs > 1 and not quiet:  # measured, beside the bar
+            left = report.seconds * (config.epochs - 1)
+            tqdm.write(f"epoch 1 took {report.seconds:.1f} s: about {_duration(left)} to go")
+
     # model.train's own bars (data preparation, epochs): on a terminal, off with specopt -q
-    result = model.train(config)
+    result = model.train(config, on_epoch=on_epoch)
     typer.echo(f"{result.status} after {len(result.history)} epochs on {result.device} "
                f"({result.seconds_per_epoch:.2f} s/epoch); best test loss "
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")

@@ -67,9 +67,12 @@ def test_train_print_config_resolves_options_and_sets():
                             "--print-config"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.output)
+    from hpo.cli.train import QUICK
+
     assert TrainConfig(**cfg) == TrainConfig(sigma=0.3, n_points=500, channels=(16, 32),
-                                             lr=1e-3, betas=(0.8, 0.9), batch_norm=True)
-    assert cfg["epochs"] == TrainConfig().epochs  # not given: TrainConfig's default
+                                             lr=1e-3, betas=(0.8, 0.9), batch_norm=True,
+                                             **QUICK)
+    assert cfg["epochs"] == QUICK["epochs"]  # not given: train's quick run (--full: TrainConfig's)
 
 
 def test_study_options_change_the_file_once():
