@@ -95,6 +95,11 @@ def test_a_finished_study_says_so_and_add_trials_runs_more(two_studies):
     r = _cli("studies", "--storage", url)
     assert [line.split()[1:8] for line in r.stdout.splitlines()
             if line.startswith("life ")] == [["3", "0", "0", "0", "0", "3", "3"]]
+    # run: no workers on a finished study, the message, its summary and the report
+    r = _cli("run", life, "--workers", "1")
+    assert r.exit_code == 0, r.output
+    assert "is finished: 3 of 3 trials" in r.stderr and "study life: 3 complete" in r.stdout
+    assert "report: " in r.stdout and len(study_trials("life", url)) == 3
     # the new trials' artifacts went to the folder the study recorded
     folder = _artifact_folder("life", url)
     ids = {json.loads(v)["artifact_id"] for t in trials for k, v in t.system_attrs.items()
