@@ -29,6 +29,7 @@ from hpo.report.data import (
     anytime_frame,
     complete_trials,
     history_of,
+    is_scale_free,
     metrics_of,
     objective_names,
     searched_settings,
@@ -385,8 +386,9 @@ def _nullable(series) -> list:
 
 #: Settings the report's figures are drawn against, in the report's order (Tables 2-4).
 AGAINST = ("sigma", "n_points", "loss")
-_METRIC_STYLE = {"accuracy": dict(dash="solid", symbol="circle"),
-                 "fair_accuracy": dict(dash="dash", symbol="diamond")}
+# An open diamond around a filled circle: both stay visible where the two agree.
+_METRIC_STYLE = {"accuracy": dict(dash="solid", symbol="circle", size=8),
+                 "fair_accuracy": dict(dash="dash", symbol="diamond-open", size=14)}
 
 
 @dataclass
@@ -482,7 +484,10 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
     for (series, pts), color in zip(points.items(), colors, strict=True):
         prefix = ", ".join(f"{setting_label(k)} {_value_text(v)}" for k, v in series)
         xs = [p.x for p in pts]
-        for metric, name in (("accuracy", metric_label("accuracy")), ("fair_accuracy", fair_name)):
+        plain_name = metric_label("accuracy") + (
+            " (cosine, Pearson: on normalised predictions)"
+            if any(is_scale_free(p.settings.get("loss")) for p in pts) else "")
+        for metric, name in (("accuracy", plain_name), ("fair_accuracy", fair_name)):
             stats = [_spread(getattr(p, metric)) for p in pts]
             repeated |= any(len(p.trials) > 1 for p in pts)
             hover = [f"trials {', '.join(f'#{n}' for n in p.trials)}" + (
@@ -496,7 +501,8 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
                 mode="markers" if categorical else "lines+markers",
                 name=plain(f"{prefix}: {name}" if prefix else name),
                 line=dict(color=color, dash=style["dash"]),
-                marker=dict(color=color, symbol=style["symbol"], size=9),
+                marker=dict(color=color, symbol=style["symbol"], size=style["size"],
+                            line=dict(width=2, color=color)),
                 text=hover, hoverinfo="x+y+text",
                 meta={"metric": metric, "series": {k: v for k, v in series},
                       "trials": [p.trials for p in pts]}))
