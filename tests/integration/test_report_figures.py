@@ -276,3 +276,25 @@ def test_dashboard_note_names_the_splits_and_keeps_a_persons_note(report_study, 
     assert write_reading_note(study) is False  # unchanged: not written again
     save_note(study, "my own note")
     assert write_reading_note(study) is False and get_note(study) == "my own note"
+
+
+def test_published_numbers_are_the_shipped_paper_studies():
+    """paper.PAPER_STUDIES names shipped study files, each grid row of which has its published
+    accuracy; the scale-free losses' rows are the normalised ones, as our table judges them."""
+    from hpo.config import load_study_config
+    from hpo.report import paper
+
+    for name in paper.PAPER_STUDIES:
+        cfg = load_study_config(name)
+        assert cfg.name == name
+        space = cfg.to_dict()["space"]
+        grid = [dict(loss=space["loss"], sigma=space["sigma"], n_points=space["n_points"])]
+        for key in ("loss", "sigma", "n_points"):
+            if isinstance(space[key], list):
+                grid = [{**g, key: v} for g in grid for v in space[key]]
+        for g in grid:
+            found = paper.published(g["loss"], g["sigma"], g["n_points"])
+            assert found is not None, (name, g)
+            assert found.normalised == (g["loss"] in ("cosine", "pearson"))
+    assert paper.published("rmse", 0.1, 500).accuracy == 74.2
+    assert paper.published("rmse", 0.2, 300) is None and not paper.is_paper_study("demo")
