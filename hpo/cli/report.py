@@ -35,8 +35,8 @@ def echo_report(opened, out: Path | None, formats: str = "html",
 FormatOpt = typer.Option(
     "html", "--format", metavar="FORMATS",
     help="figure formats, comma-separated: html (the page, always written), png, svg, pdf; "
-    "png/svg/pdf also write every figure as a file under OUT/figures/ (needs kaleido: pip "
-    "install 'specopt[figures]', and Chrome or Chromium)")
+    "png/svg/pdf also write every figure as a file under OUT/figures/ (needs kaleido, the "
+    "package's 'figures' extra, and Chrome or Chromium)")
 PlotlyjsOpt = typer.Option(
     "inline", "--plotlyjs", metavar="HOW",
     help="where the page gets plotly.js: inline (default: one self-contained file, works "
