@@ -298,3 +298,15 @@ def test_published_numbers_are_the_shipped_paper_studies():
             assert found.normalised == (g["loss"] in ("cosine", "pearson"))
     assert paper.published("rmse", 0.1, 500).accuracy == 74.2
     assert paper.published("rmse", 0.2, 300) is None and not paper.is_paper_study("demo")
+
+
+def test_figure_files_without_kaleido_say_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from hpo.report import ReportError
+
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido raises ImportError
+    study = _study("nokaleido", {0.1: [0.70], 0.5: [0.93]})
+    with pytest.raises(ReportError, match=r"needs kaleido: pip install 'specopt\[figures\]'"):
+        write_report(study, tmp_path, formats="svg")
+    assert write_report(study, tmp_path / "html").figures == []  # html only: no kaleido needed
