@@ -91,7 +91,7 @@ def _root(ctx: typer.Context,
 
 
 def _register() -> None:
-    from hpo.cli import data, report, status, study, train
+    from hpo.cli import data, export, report, status, study, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(data.cache_app, name="cache")  # cache info, cache clear
@@ -99,6 +99,7 @@ def _register() -> None:
     study.register(app)  # studies, worker, launch, run, demo
     status.register(app)  # status
     report.register(app)  # report, export-best, predict, dashboard
+    export.register(app)  # export-mlflow
 
 
 _register()
