@@ -63,12 +63,14 @@ def training_domain(data: TrainingData) -> dict[str, Any]:
     key = (data.fingerprint, id(data.coulomb), len(data.coulomb))
     if key not in _DOMAINS:
         rows = data.train_rows if len(data.train_rows) else np.arange(len(data.coulomb))
-        C = np.asarray(data.coulomb[rows], np.float64)
-        diag = np.diagonal(C, axis1=1, axis2=2)
-        Z = np.rint((2.0 * diag) ** (1 / 2.4)).astype(int)
+        Zs, norms = [], []
+        for s in range(0, len(rows), 8192):  # in chunks: all of QM9 in float64 is 0.8 GB
+            C = np.asarray(data.coulomb[rows[s : s + 8192]], np.float64)
+            Zs.append(np.rint((2.0 * np.diagonal(C, axis1=1, axis2=2)) ** (1 / 2.4)).astype(int))
+            norms.append(np.linalg.norm(C, axis=(1, 2)))
+        Z, norm = np.concatenate(Zs), np.concatenate(norms)
         valence = np.array([valence_electrons([z]) for z in range(Z.max() + 1)])[Z].sum(axis=1)
         n_atoms = (Z > 0).sum(axis=1)
-        norms = np.linalg.norm(C, axis=(1, 2))
         if len(_DOMAINS) > 8:
             _DOMAINS.clear()
         _DOMAINS[key] = {
@@ -76,7 +78,7 @@ def training_domain(data: TrainingData) -> dict[str, Any]:
             "elements": sorted(int(z) for z in np.unique(Z) if z > 0),
             "n_atoms": [int(n_atoms.min()), int(n_atoms.max())],
             "valence_electrons": [int(valence.min()), int(valence.max())],
-            "coulomb_norm": [float(norms.min()), float(norms.max())],
+            "coulomb_norm": [float(norm.min()), float(norm.max())],
         }
     return _DOMAINS[key]
 
