@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.storage import mask_url
 from hpo.study import open_study, study_budget
 from hpo.worker import count_budget
-from model.contract import StudyAttr, TrialAttr
+from model.contract import StudyAttr, TrialAttr, objective_label
 
 __all__ = ["BestTrial", "RunningTrial", "StudyStatus", "status", "study_status"]
 
@@ -67,6 +67,7 @@ class StudyStatus:
     counts: dict[str, int]  # complete, pruned, failed, running, waiting
     objectives: list[str]
     directions: list[str]
+    objective_labels: list[str] = field(default_factory=list)  # with the split and its role
     running: list[RunningTrial] = field(default_factory=list)
     best: BestTrial | None = None  # one objective: the best; several: the first's best
     pareto_size: int | None = None  # several objectives: trials on the Pareto front
@@ -190,6 +191,8 @@ def study_status(study: optuna.Study, storage_url: str = "",
         study=study.study_name, storage=mask_url(storage_url) if storage_url else "",
         state=state, n_trials=n_trials, finished=budget.finished, counts=counts,
         objectives=_objectives(study),
+        objective_labels=[objective_label(n, study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT))
+                          for n in _objectives(study)],
         directions=[d.name.lower() for d in study.directions], running=running, best=best,
         pareto_size=pareto, seconds_per_epoch=seconds_per_epoch,
         epochs_per_trial=epochs_per_trial, eta_seconds=eta)

@@ -159,7 +159,8 @@ class EpochLog:
 
     def _values(self, entry: dict) -> str:
         metrics = entry.get("test_metrics") or {}
-        shown = [f"{n} {metrics[n]:.4g}" for n in self.names if metrics.get(n) is not None]
+        # per-epoch values are the model-selection split's, whatever the objective_split
+        shown = [f"test {n} {metrics[n]:.4g}" for n in self.names if metrics.get(n) is not None]
         if not shown and entry.get("test_loss") is not None:
             shown = [f"test loss {entry['test_loss']:.4g}"]
         return ", ".join(shown)

@@ -33,6 +33,8 @@ def status_text(s) -> list[str]:
     out = [f"study {s.study}" + (f" ({s.storage})" if s.storage else "")
            + f": {head}: {s.finished} of {budget} trials"]
     out.append("  " + ", ".join(f"{k} {v}" for k, v in s.counts.items()))
+    if s.objective_labels:
+        out.append("  objective: " + "; ".join(s.objective_labels))
     first = s.objectives[0]
     for r in s.running:
         where = f"epoch {r.epoch or 0}/{r.epochs or '?'}"

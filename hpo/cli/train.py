@@ -16,6 +16,7 @@ import typer
 
 from hpo.cli.options import PrintConfigOpt, SetOpt, echo_json, parse_sets, with_train_options
 from model.config import TrainConfig
+from model.contract import split_label
 
 #: The settings a bare ``specopt train`` changes from TrainConfig's: a minute's run on a CPU.
 QUICK = {"subset": 5000, "epochs": 10}
@@ -131,7 +132,7 @@ def train(
     typer.echo(f"{result.status} after {len(result.history)} epochs on {result.device} "
                f"({result.seconds_per_epoch:.2f} s/epoch); best test loss "
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")
-    typer.echo(f"validation set ({len(result.val_index)} molecules):")
+    typer.echo(f"{split_label('validation')}, {len(result.val_index)} molecules:")
     typer.echo(_metrics_table(result.metrics))
     if result.checkpoint_path:
         typer.echo(f"checkpoint: {result.checkpoint_path}")

@@ -34,7 +34,7 @@ def test_train_prints_metrics_and_writes_json(dataset_file, tmp_path):
              "--num-threads", 1, "--device", "cpu", "--json", out, "--checkpoint-dir", ckpt)
     assert r.exit_code == 0, r.output
     assert "completed after 2 epochs on cpu" in r.output
-    assert "validation set" in r.output and "fair_accuracy" in r.output
+    assert "validation split (held out)" in r.output and "fair_accuracy" in r.output
     saved = json.loads(out.read_text())
     assert len(saved["history"]) == 2 and 0 < saved["metrics"]["accuracy"] < 1
     assert saved["config"]["lr"] == 1e-3 and (ckpt / "checkpoint.pt").is_file()

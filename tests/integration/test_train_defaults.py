@@ -82,4 +82,4 @@ def test_train_says_what_it_does_before_training(tmp_path):
                                      "--device", "cpu", "--num-threads", "1"])
     assert quiet.exit_code == 0, quiet.output
     assert "run:" not in quiet.output and "epoch 1 took" not in quiet.output
-    assert "validation set" in quiet.output
+    assert "validation split (held out)" in quiet.output

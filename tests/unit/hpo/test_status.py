@@ -27,6 +27,7 @@ def _study(tmp_path, n_trials: int = 5) -> tuple[optuna.Study, str]:
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
     study.set_user_attr(StudyAttr.N_TRIALS, n_trials)
     study.set_metric_names(["fair_accuracy"])
+    study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, "test")  # as hpo.create_study records it
     return study, url
 
 
@@ -82,6 +83,7 @@ def test_status_of_a_running_study_and_its_eta(tmp_path):
     assert r.exit_code == 0, r.output
     assert "running: 2 of 5 trials" in r.output
     assert "complete 1, pruned 1, failed 0, running 1, waiting 0" in r.output
+    assert "objective: fair accuracy (%), test split (model selection)" in r.output
     assert "trial 2 (worker 0 on node1 (pid 42)) epoch 3/10, fair_accuracy 0.7" in r.output
     assert f"best fair_accuracy 0.8 (trial {best.number}: lr=" in r.output
     assert "ETA ~42 s" in r.output
@@ -123,9 +125,9 @@ def test_epoch_lines_at_most_one_per_interval_first_and_last_always(caplog):
     log.finish()  # stopped early after epoch 5 (patience, pruning): its line at INFO
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     info = [m for lvl, m in lines if lvl == logging.INFO]
-    assert info == ["[s worker 0] trial 7 epoch 1/6: fair_accuracy 0.51, 0.5 s/epoch",
-                    "[s worker 0] trial 7 epoch 4/6: fair_accuracy 0.54, 0.5 s/epoch",
-                    "[s worker 0] trial 7 epoch 5/6: fair_accuracy 0.55, 0.5 s/epoch"]
+    assert info == ["[s worker 0] trial 7 epoch 1/6: test fair_accuracy 0.51, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 4/6: test fair_accuracy 0.54, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 5/6: test fair_accuracy 0.55, 0.5 s/epoch"]
     assert [m.split(" epoch ")[1][0] for lvl, m in lines if lvl == logging.DEBUG] == \
         ["2", "3", "5"]
     assert [a["epoch"] for a in trial.attrs] == [1, 4, 5]  # one write per INFO line
