@@ -102,7 +102,7 @@ def train(
     sets: list[str] = SetOpt,
     print_config: bool = PrintConfigOpt,
 ) -> None:
-    """Train the report's CNN once and print its validation-set metrics.
+    """Train the report's CNN once and print its metrics on the held-out validation split.
 
     Model selection and early stopping use the test split; the metrics come from the validation split (held out). Defaults are the report's settings (TrainConfig's), except that a bare `specopt train` is a quick first look: 5000 molecules and 10 epochs, about a minute on a CPU. --full trains on every molecule for 50 epochs (over an hour on a 2-core CPU). It prints what it is about to do and an estimate of the time first.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
