@@ -1,14 +1,18 @@
-"""Helpers for tests of studies and workers (tiny real studies, waiting on trial states)."""
+"""Helpers for tests of studies and workers (tiny real studies, waiting on trial states) and of
+the HTML report (``ReportPage`` parses its figures, notes, tables and scripts)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -100,3 +104,83 @@ def small_study_config(root: Path, name: str, space: dict, n_trials: int, **extr
         "space": {"n_points": 300, "lr": 1e-3, "epochs": 2, "subset": 200, **space},
         **extra,
     })
+
+
+class ReportPage(HTMLParser):
+    """A report page, parsed: its figures (plotly JSON by key), figure notes, tables (rows of cell
+    text), every element (tag, attributes; comments as ``"!--"``), every script (attributes, text)
+    and the text outside scripts."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.figures: dict[str, dict] = {}
+        self.notes: dict[str, str] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[tuple[dict, str]] = []
+        self.text: list[str] = []
+        self._script: dict | None = None
+        self._note: str | None = None
+        self._table: list[list[str]] | None = None
+        self._cell: list[str] | None = None
+        self._data: list[str] = []
+        self.feed(text)
+        self.close()
+
+    @property
+    def links(self) -> list[dict]:
+        """The elements that could load something: link, img and iframe (with ``tag``)."""
+        return [{"tag": t, **a} for t, a in self.tags if t in ("link", "img", "iframe")]
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "script":
+            self._script, self._data = a, []
+        elif tag == "p" and a.get("data-figure-note"):
+            self._note, self._data = a["data-figure-note"], []
+        elif tag == "table" and a.get("data-table"):
+            self._table = self.tables[a["data-table"]] = []
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._script is not None:
+            body = "".join(self._data)
+            self.scripts.append((self._script, body))
+            if self._script.get("type") == "application/json" and self._script.get("data-figure"):
+                self.figures[self._script["data-figure"]] = json.loads(body)
+            self._script = None
+        elif tag == "p" and self._note is not None:
+            self.notes[self._note] = "".join(self._data)
+            self._note = None
+        elif tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self._table[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._script is not None or self._note is not None:
+            self._data.append(data)
+        if self._script is None:
+            self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_comment(self, data):
+        self.tags.append(("!--", {"text": data}))
+
+
+def parse_report(path: Path) -> ReportPage:
+    """The report page at ``path``, parsed."""
+    return ReportPage(path.read_text())
+
+
+def plotly_values(v) -> np.ndarray:
+    """A plotly array: a list, or plotly's typed-array form {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray([np.nan if x is None else x for x in v], dtype=float)

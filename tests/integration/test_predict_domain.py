@@ -25,6 +25,18 @@ def _xyz(path, Z, R, comment="molecule"):
     return path
 
 
+def _water(root):
+    """Water as an XYZ file: outside the training domain (3 atoms, 4 occupied valence levels)."""
+    path = root / "water.xyz"
+    path.write_text(WATER)
+    return path
+
+
+def _good_and_water(root, Z, R):
+    """An in-domain molecule (the real geometry Z, R) and water as XYZ files."""
+    return _xyz(root / "good.xyz", Z, R), _water(root)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, levels_dataset, one_torch_thread):
     """(checkpoint, the training data, geometries) of a real 1-epoch model on 200 molecules."""
@@ -68,9 +80,7 @@ def test_checkpoint_records_the_training_domain(trained):
 def test_out_of_domain_molecules_are_refused_with_their_reasons(trained, molecule, tmp_path):
     ckpt, _, _ = trained
     Z, R = molecule
-    good = _xyz(tmp_path / "good.xyz", Z, R)
-    water = tmp_path / "water.xyz"
-    water.write_text(WATER)
+    good, water = _good_and_water(tmp_path, Z, R)
     cl = Z.copy()
     cl[np.flatnonzero(Z == 1)[0]] = 17  # one hydrogen becomes a chlorine
     chloro = _xyz(tmp_path / "chloro.xyz", cl, R)
@@ -94,10 +104,7 @@ def test_out_of_domain_molecules_are_refused_with_their_reasons(trained, molecul
 
 def test_force_predicts_and_flags_them(trained, molecule, tmp_path):
     ckpt, _, _ = trained
-    Z, R = molecule
-    good = _xyz(tmp_path / "good.xyz", Z, R)
-    water = tmp_path / "water.xyz"
-    water.write_text(WATER)
+    good, water = _good_and_water(tmp_path, *molecule)
     out = tmp_path / "out"
     r = _predict(ckpt, good, water, "--out", out, "--force")
     assert r.exit_code == 0, r.output
@@ -138,10 +145,7 @@ def test_python_api_returns_the_flags(trained, molecule, tmp_path):
     from model.inference import predict_xyz as predict_spectra
 
     ckpt, _, _ = trained
-    Z, R = molecule
-    good = _xyz(tmp_path / "good.xyz", Z, R)
-    water = tmp_path / "water.xyz"
-    water.write_text(WATER)
+    good, water = _good_and_water(tmp_path, *molecule)
     with pytest.raises(OutOfDomain) as err:
         predict_spectra(ckpt, [good, water])
     assert [m.name for m in err.value.refused] == ["water.xyz (H2O)"]
@@ -161,8 +165,7 @@ def test_old_checkpoint_without_a_domain_skips_the_range_checks(trained, molecul
     torch.save(payload, old)
     Z, R = molecule
     squeezed = _xyz(tmp_path / "squeezed.xyz", Z, R * 0.15)  # refused by the new checkpoint
-    water = tmp_path / "water.xyz"
-    water.write_text(WATER)
+    water = _water(tmp_path)
     r = _predict(old, squeezed, "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
     assert "note: old.pt was saved before checkpoints recorded their training domain" in r.output

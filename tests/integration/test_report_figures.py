@@ -5,11 +5,8 @@ small shareable page (--plotlyjs cdn|directory)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import struct
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 
 import numpy as np
 import optuna
@@ -20,68 +17,11 @@ from typer.testing import CliRunner
 
 from hpo.report import write_report
 from hpo.report.figures import MIN_IMPORTANCE_TRIALS, accuracy_against, optuna_figures
+from hpo.testing import parse_report, plotly_values
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 runner = CliRunner()
 HELD_OUT = "accuracy (%), validation split (held out)"
-
-
-class Page(HTMLParser):
-    """The report's figures (plotly JSON by key), figure notes and tables (rows of cells)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.figures: dict[str, dict] = {}
-        self.notes: dict[str, str] = {}
-        self.tables: dict[str, list[list[str]]] = {}
-        self._key: tuple[str, str] | None = None
-        self._table: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "script" and a.get("data-figure"):
-            self._key, self._text = ("figure", a["data-figure"]), []
-        elif tag == "p" and a.get("data-figure-note"):
-            self._key, self._text = ("note", a["data-figure-note"]), []
-        elif tag == "table" and a.get("data-table"):
-            self._table = a["data-table"]
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th") and self._table:
-            self._key, self._text = ("cell", ""), []
-
-    def handle_endtag(self, tag):
-        if self._key and tag in ("script", "p", "td", "th"):
-            kind, key = self._key
-            text = "".join(self._text)
-            if kind == "figure":
-                self.figures[key] = json.loads(text)
-            elif kind == "note":
-                self.notes[key] = text
-            else:
-                self.tables[self._table][-1].append(text.strip())
-            self._key = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._key:
-            self._text.append(data)
-
-
-def parse(path) -> Page:
-    p = Page()
-    p.feed(path.read_text())
-    return p
-
-
-def values(v) -> np.ndarray:
-    """A plotly array: a list, or plotly's typed-array form {"dtype", "bdata"}."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-    return np.asarray([np.nan if x is None else x for x in v], dtype=float)
 
 
 def _judged_pct(t) -> float:
@@ -95,7 +35,7 @@ def test_report_figures_of_a_real_study(report_study, tmp_path):
     against sigma, one line per loss, holds each trial's validation accuracy (judged as the
     table judges it) and fair accuracy in %; per loss, one line per sigma; Np is not varied."""
     study = report_study.load()
-    page = parse(write_report(study, tmp_path, report_study.artifacts).html)
+    page = parse_report(write_report(study, tmp_path, report_study.artifacts).html)
     fig = page.figures["accuracy_vs_sigma"]
     assert fig["layout"]["xaxis"]["title"]["text"] == "sigma (eV)"
     assert fig["layout"]["yaxis"]["title"]["text"] == HELD_OUT
@@ -105,14 +45,14 @@ def test_report_figures_of_a_real_study(report_study, tmp_path):
     assert len(traces) == 4  # 2 losses x (plain, fair)
     for tr in traces:
         loss = tr["meta"]["series"]["loss"]
-        xs = values(tr["x"])
+        xs = plotly_values(tr["x"])
         np.testing.assert_allclose(xs, [0.3, 0.5])
         trials = [by[(loss, x)] for x in xs]
         assert tr["meta"]["trials"] == [[t.number] for t in trials]
         expected = [_judged_pct(t) if tr["meta"]["metric"] == "accuracy"
                     else 100 * t.user_attrs["metrics"]["fair_accuracy"] for t in trials]
-        np.testing.assert_allclose(values(tr["y"]), expected, rtol=1e-9)
-        np.testing.assert_allclose(values(tr["error_y"]["array"]), 0)  # one trial each
+        np.testing.assert_allclose(plotly_values(tr["y"]), expected, rtol=1e-9)
+        np.testing.assert_allclose(plotly_values(tr["error_y"]["array"]), 0)  # one trial each
     per_loss = page.figures["accuracy_vs_loss"]
     assert per_loss["layout"]["xaxis"]["title"]["text"] == "loss"
     assert [list(tr["x"]) for tr in per_loss["data"]] == [["rmse", "cosine"]] * 4  # report order
@@ -186,7 +126,7 @@ def test_plotlyjs_cdn_and_directory_make_small_pages(tmp_path):
     for small in (cdn, folder):
         text = small.read_text()
         assert bundle not in text and small.stat().st_size < inline.stat().st_size / 10
-        assert set(parse(small).figures) == set(parse(inline).figures)
+        assert set(parse_report(small).figures) == set(parse_report(inline).figures)
     assert f'src="https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"' in cdn.read_text()
     assert 'src="plotly.min.js"' in folder.read_text()
     assert (folder.parent / "plotly.min.js").read_text() == bundle
@@ -233,12 +173,12 @@ def test_paper_study_through_the_cli_with_published_numbers_and_figure_files(tmp
     published = dict(zip(results["sigma (eV)"], results["report (2019) accuracy (%)"],
                          strict=True))
     assert published == {0.1: 74.1, 0.3: 90.6, 0.5: 94.8}
-    page = parse(out / "report.html")
+    page = parse_report(out / "report.html")
     fig = page.figures["accuracy_vs_sigma"]
     star = next(tr for tr in fig["data"] if tr["meta"]["metric"] == "paper")
     assert star["name"] == "report (2019): accuracy (%)"
-    np.testing.assert_allclose(values(star["x"]), [0.1, 0.3, 0.5])
-    np.testing.assert_allclose(values(star["y"]), [74.1, 90.6, 94.8])
+    np.testing.assert_allclose(plotly_values(star["x"]), [0.1, 0.3, 0.5])
+    np.testing.assert_allclose(plotly_values(star["y"]), [74.1, 90.6, 94.8])
     negative = pd.read_csv(out / "negative.csv")
     assert negative.set_index("sigma (eV)").loc[0.5, "report (2019) negative points (%)"] \
         == 30.4

@@ -4,11 +4,8 @@ the page needs no network (plotly.js inlined, no external script, link or styles
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import re
-from html.parser import HTMLParser
 
 import numpy as np
 import optuna
@@ -16,6 +13,7 @@ import pytest
 
 from hpo.report import write_report
 from hpo.report.data import history_of
+from hpo.testing import parse_report, plotly_values
 
 FIGURES = ("accuracy_vs_sigma", "accuracy_vs_loss", "loss_curves", "spectra",
            "accuracy_histogram", "optimization_history", "parallel_coordinate", "contour")
@@ -23,78 +21,11 @@ OBJECTIVE = "fair accuracy (%), test split (model selection)"  # as the figures 
 TABLES = ("best_trial", "results", "negative", "trials")
 
 
-class ReportParser(HTMLParser):
-    """Figures (plotly JSON by key), notes, tables (rows of cell text), script and link tags."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.figures: dict[str, dict] = {}
-        self.notes: dict[str, str] = {}
-        self.tables: dict[str, list[list[str]]] = {}
-        self.scripts: list[dict] = []
-        self.links: list[dict] = []
-        self._json_key: str | None = None
-        self._note_key: str | None = None
-        self._table: str | None = None
-        self._cell: list[str] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "script":
-            self.scripts.append(a)
-            if a.get("type") == "application/json" and a.get("data-figure"):
-                self._json_key, self._text = a["data-figure"], []
-        elif tag in ("link", "img", "iframe"):
-            self.links.append({"tag": tag, **a})
-        elif tag == "p" and a.get("data-figure-note"):
-            self._note_key, self._text = a["data-figure-note"], []
-        elif tag == "table" and a.get("data-table"):
-            self._table = a["data-table"]
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th") and self._table:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag == "script" and self._json_key:
-            self.figures[self._json_key] = json.loads("".join(self._text))
-            self._json_key = None
-        elif tag == "p" and self._note_key:
-            self.notes[self._note_key] = "".join(self._text)
-            self._note_key = None
-        elif tag in ("td", "th") and self._cell is not None:
-            self.tables[self._table][-1].append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._json_key or self._note_key:
-            self._text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def values(v) -> np.ndarray:
-    """A plotly array: a list, or plotly's typed-array form {"dtype", "bdata"}."""
-    if isinstance(v, dict) and "bdata" in v:
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-    return np.asarray([np.nan if x is None else x for x in v], dtype=float)
-
-
-def parse(path) -> ReportParser:
-    p = ReportParser()
-    p.feed(path.read_text())
-    return p
-
-
 @pytest.fixture(scope="module")
 def report(report_study, tmp_path_factory):
     study = report_study.load()
     paths = write_report(study, tmp_path_factory.mktemp("html"), report_study.artifacts)
-    return study, report_study, paths, parse(paths.html)
+    return study, report_study, paths, parse_report(paths.html)
 
 
 def test_every_table_and_figure_is_present(report):
@@ -109,7 +40,7 @@ def test_every_table_and_figure_is_present(report):
 def test_works_offline(report):
     _, _, paths, page = report
     text = paths.html.read_text()
-    assert not [s for s in page.scripts if s.get("src")]
+    assert not [a for a, _ in page.scripts if a.get("src")]
     assert not [x for x in page.links if x.get("href") or x.get("src")]
     from plotly.offline import get_plotlyjs
 
@@ -126,10 +57,10 @@ def test_loss_curves_are_the_trials_histories(report):
         mine = [tr for tr in traces if tr["meta"]["trial"] == t.number]
         assert len(mine) == 3  # train loss, test loss, test accuracy
         h = history_of(t, study)
-        np.testing.assert_allclose(values(mine[0]["x"]), [e["epoch"] for e in h])
-        np.testing.assert_allclose(values(mine[0]["y"]), [e["train_loss"] for e in h])
-        np.testing.assert_allclose(values(mine[1]["y"]), [e["test_loss"] for e in h])
-        np.testing.assert_allclose(values(mine[2]["y"]),
+        np.testing.assert_allclose(plotly_values(mine[0]["x"]), [e["epoch"] for e in h])
+        np.testing.assert_allclose(plotly_values(mine[0]["y"]), [e["train_loss"] for e in h])
+        np.testing.assert_allclose(plotly_values(mine[1]["y"]), [e["test_loss"] for e in h])
+        np.testing.assert_allclose(plotly_values(mine[2]["y"]),
                                    [100 * e["test_metrics"]["accuracy"] for e in h])
 
 
@@ -163,12 +94,12 @@ def test_spectra_and_histogram_are_the_best_trials_predictions(report):
         row = int(np.argmax(acc) if tr["meta"]["which"] == "best" else np.argmin(acc))
         assert tr["meta"]["row"] == row
         assert tr["meta"]["molecule"] == int(z["index"][row])
-        np.testing.assert_allclose(values(tr["x"]), grid)
+        np.testing.assert_allclose(plotly_values(tr["x"]), grid)
         series = z["target"] if tr["meta"]["series"] == "target" else z["pred"]
-        np.testing.assert_allclose(values(tr["y"]), series[row], rtol=1e-6)
+        np.testing.assert_allclose(plotly_values(tr["y"]), series[row], rtol=1e-6)
     hist = page.figures["accuracy_histogram"]["data"][0]
     assert hist["type"] == "histogram"
-    np.testing.assert_allclose(np.sort(values(hist["x"])), np.sort(100 * acc), rtol=1e-9)
+    np.testing.assert_allclose(np.sort(plotly_values(hist["x"])), np.sort(100 * acc), rtol=1e-9)
     # the histogram agrees with the trial's recorded validation accuracy
     m = study.best_trial.user_attrs["metrics"]
     assert np.mean(acc) == pytest.approx(m["accuracy"], abs=1e-5)
@@ -177,7 +108,7 @@ def test_spectra_and_histogram_are_the_best_trials_predictions(report):
 def test_optuna_figures_hold_the_objective_values(report):
     study, _, _, page = report
     hist = page.figures["optimization_history"]["data"]
-    ys = np.concatenate([values(tr["y"]) for tr in hist if tr.get("name") == OBJECTIVE])
+    ys = np.concatenate([plotly_values(tr["y"]) for tr in hist if tr.get("name") == OBJECTIVE])
     np.testing.assert_allclose(np.sort(ys), np.sort([100 * t.value for t in study.trials]))
     # Optuna 5 draws parallel coordinates as one line per trial, its values in customdata
     lines = [tr for tr in page.figures["parallel_coordinate"]["data"] if tr.get("mode") == "lines"]
@@ -209,9 +140,9 @@ def test_multi_objective_study_has_a_pareto_front(report, tmp_path):
             params=t.params, distributions=t.distributions, user_attrs=t.user_attrs,
             values=[m["fair_accuracy"], m["wasserstein_eV"]]))
     paths = write_report(multi, tmp_path)
-    page = parse(paths.html)
+    page = parse_report(paths.html)
     front = page.figures["pareto_front"]["data"]
-    xs = np.concatenate([values(tr["x"]) for tr in front])
+    xs = np.concatenate([plotly_values(tr["x"]) for tr in front])
     np.testing.assert_allclose(np.sort(xs), np.sort([100 * t.values[0] for t in multi.trials]))
     assert {"loss_curves", "optimization_history", "parallel_coordinate"} <= set(page.figures)
     assert "spectra" in page.notes  # no artifact store given: a note, not a failure
@@ -224,7 +155,7 @@ def test_too_few_trials_give_notes_not_errors(tmp_path):
         params={"lr": 1e-4}, distributions=dist, value=0.9,
         user_attrs={"metrics": {"accuracy": 0.9}, "params": {"loss": "rmse", "sigma": 0.5},
                     "history": [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]}))
-    page = parse(write_report(study, tmp_path).html)
+    page = parse_report(write_report(study, tmp_path).html)
     assert "at least two parameters that vary" in page.notes["param_importances"]
     assert "needs two varied parameters" in page.notes["contour"]
     assert "loss_curves" in page.figures and "optimization_history" in page.figures

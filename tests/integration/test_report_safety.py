@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.report import ReportError, export_best, predict_xyz, write_report
+from hpo.testing import ReportPage
 from model.contract import ArtifactName, StudyAttr, TrialAttr
 
 EVIL_XYZ = "<img src=x onerror=alert(1)>"
@@ -31,40 +31,9 @@ H\t0.0\t-0.7572\t-0.4692
 """
 
 
-class Dom(HTMLParser):
-    """Every element (tag, attributes) and the text content of every script element."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.scripts: list[tuple[dict, str]] = []
-        self.text: list[str] = []
-        self._script: dict | None = None
-        self._data: list[str] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        if tag == "script":
-            self._script, self._data = a, []
-
-    def handle_endtag(self, tag):
-        if tag == "script" and self._script is not None:
-            self.scripts.append((self._script, "".join(self._data)))
-            self._script = None
-
-    def handle_data(self, data):
-        (self._data if self._script is not None else self.text).append(data)
-
-    def handle_comment(self, data):
-        self.tags.append(("!--", {"text": data}))
-
-
-def check_no_injection(page: str) -> Dom:
+def check_no_injection(page: str) -> ReportPage:
     """The page's DOM: only the report's own elements and scripts; every JSON block parses."""
-    dom = Dom(page)
+    dom = ReportPage(page)
     names = {t for t, _ in dom.tags}
     assert not names & {"img", "iframe", "!--", "object", "embed", "svg"}, names
     assert not any(k.startswith("on") for _, a in dom.tags for k in a)
@@ -78,7 +47,7 @@ def check_no_injection(page: str) -> Dom:
     return dom
 
 
-def _json_blocks(dom: Dom) -> dict[str, object]:
+def _json_blocks(dom: ReportPage) -> dict[str, object]:
     return {a.get("data-figure") or a.get("data-report"): json.loads(b)
             for a, b in dom.scripts if a.get("type") == "application/json"}
 
