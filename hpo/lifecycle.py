@@ -13,7 +13,15 @@ from optuna.trial import TrialState
 
 from hpo.config import ConfigError, StudyConfig
 from hpo.home import study_dir
-from hpo.storage import StorageError, mask_url, normalize_url, open_storage, storage_file
+from hpo.storage import (
+    StorageError,
+    mask_url,
+    normalize_url,
+    open_storage,
+    orphaned_trials,
+    retry_rule,
+    storage_file,
+)
 from hpo.study import added_trials, artifact_dir, check_definition, storage_url, study_budget
 from hpo.worker import budget_state, next_action
 from model.contract import StudyAttr
@@ -104,6 +112,10 @@ def finished_message(config: StudyConfig, storage: str | None = None) -> str | N
         return None
     state = budget_state(study, config, n)
     if next_action(state) != "done":
+        return None
+    # a trial failed as stale whose retry was lost (its worker killed in between): the next
+    # worker queues it, so the study is not finished
+    if orphaned_trials(study.get_trials(deepcopy=False), retry_rule(config.heartbeat.max_retry)):
         return None
     where = mask_url(url)
     if config.is_grid and (n is None or state.originals >= config.grid_size()):

@@ -47,7 +47,8 @@ __all__ = [
     "REQUEUES_KEY", "AtomicFileSystemArtifactStore", "ClaimLock", "HeartbeatJournalStorage",
     "RetryCallback", "SafeJournalFileBackend",
     "SpecoptRetryCallback", "StorageError", "default_storage_url", "fail_stale_trials",
-    "mask_url", "normalize_url", "open_storage", "requeue_trial", "retried_trial_number",
+    "mask_url", "normalize_url", "open_storage", "orphaned_trials", "requeue_trial",
+    "retried_trial_number", "retry_rule",
     "retry_history", "runs_dir", "stale_trial_callback", "storage_file",
 ]
 
@@ -210,13 +211,24 @@ def _retry_orphans(study: optuna.Study) -> None:
     callback = stale_trial_callback(study._storage)
     if callback is None:
         return
-    trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in retry_history(t)}
     allows = getattr(callback, "allows", lambda t: True)
-    for t in trials:
-        if (t.state == TrialState.FAIL and t.number not in retried
-                and t.user_attrs.get(TrialAttr.STATUS) not in _FAILED_FOR_GOOD and allows(t)):
-            callback(study, copy.deepcopy(t))
+    for t in orphaned_trials(study.get_trials(deepcopy=False), allows):
+        callback(study, copy.deepcopy(t))
+
+
+def orphaned_trials(trials: list[FrozenTrial], allows: Callable[[FrozenTrial], bool]
+                    ) -> list[FrozenTrial]:
+    """The trials failed as stale whose retry was never queued and that ``allows`` (the retry
+    callback's ``max_retry`` rule) lets run again: work left, whatever the counts say."""
+    retried = {n for t in trials for n in retry_history(t)}
+    return [t for t in trials
+            if t.state == TrialState.FAIL and t.number not in retried
+            and t.user_attrs.get(TrialAttr.STATUS) not in _FAILED_FOR_GOOD and allows(t)]
+
+
+def retry_rule(max_retry: int | None) -> Callable[[FrozenTrial], bool]:
+    """Whether a trial failed as stale may run again under ``max_retry`` (the workers' rule)."""
+    return _retry_callback(max_retry).allows
 
 
 def _silent_trial_ids(storage, study_id: int) -> list[int]:
