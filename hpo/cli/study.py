@@ -250,8 +250,41 @@ def launch(
     add_trials: int | None = AddTrialsOpt,
     fresh: bool = FreshOpt,
     yes: bool = YesOpt,
+    on: str = typer.Option(
+        "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
+        "processes; a SLURM job array (submitit; needs specopt[slurm]); Ray tasks (needs "
+        "specopt[ray]). On a cluster the storage must be one every node reaches (PostgreSQL)"),
+    partition: str | None = typer.Option(None, "--partition", help="slurm: the partition "
+                                         "(default: the cluster's default)"),
+    gpus_per_worker: float = typer.Option(
+        0, "--gpus-per-worker", min=0, help="slurm: GPUs per worker job (whole); ray: GPU share "
+        "per worker (0.25: four workers per GPU)"),
+    cpus_per_worker: float | None = typer.Option(
+        None, "--cpus-per-worker", min=0.01, help="slurm/ray: CPU cores per worker, also its "
+        "torch threads (default: 1, or 4 with GPUs)"),
+    time_limit: str = typer.Option(
+        "4:00:00", "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
+        "D-HH:MM:SS); near it the worker finishes its epoch, re-queues its trial and the job "
+        "is requeued, so the study goes on"),
+    mem: str | None = typer.Option(None, "--mem", help="slurm: memory per worker job (16G)"),
+    sbatch: list[str] = typer.Option(
+        [], "--sbatch", metavar="KEY=VALUE", help="slurm: any other sbatch option, without its "
+        "dashes (account=proj, qos=long, constraint=a100, exclude=node1); repeatable"),
+    address: str = typer.Option(
+        "auto", "--address", help="ray: the cluster (auto: the one started on this machine "
+        "by `ray start`; HOST:PORT; ray://HOST:10001)"),
+    wait: bool = typer.Option(False, "--wait", help="slurm: wait until every worker job has "
+                              "ended, then print the study's summary (default: return once "
+                              "submitted)"),
 ) -> None:
-    """Start N local workers on STUDY: one GPU each when there are GPUs, else the CPU cores divided between them. A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over."""  # noqa: E501
+    """Start N workers on STUDY: local processes (one GPU each when there are GPUs, else the CPU cores divided between them), a SLURM job array (--on slurm) or Ray tasks (--on ray). A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
+
+    Every worker coordinates through the study's storage only; on SLURM the time-limit signal and scancel make a worker finish its epoch and re-queue its trial (see docs/distributed.md).
+    """  # noqa: E501
+    from hpo.cluster import PLACES
+
+    if on not in PLACES:
+        raise SpecoptError(f"--on {on!r}: expected one of {', '.join(PLACES)}")
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
@@ -262,7 +295,41 @@ def launch(
         typer.echo(finished, err=True)
         typer.echo(_summary(cfg))
         return
-    _launch(cfg, workers)
+    if on == "local":
+        _launch(cfg, workers)
+    else:
+        _launch_on(cfg, workers, on, partition=partition, gpus=gpus_per_worker,
+                   cpus=cpus_per_worker, time_limit=time_limit, mem=mem, sbatch=sbatch,
+                   address=address, wait=wait)
+
+
+def _launch_on(cfg: StudyConfig, workers: int, on: str, *, partition, gpus, cpus, time_limit,
+               mem, sbatch, address, wait) -> None:
+    """``launch --on slurm|ray``: submit (and with --wait, wait), or run and wait on Ray."""
+    from hpo import cluster
+
+    if on == "ray":
+        code = cluster.launch_ray(cfg, workers, cluster.RayOptions(
+            address=address, gpus_per_worker=gpus, cpus_per_worker=cpus))
+    else:  # slurm
+        if gpus != int(gpus):
+            raise SpecoptError(f"--gpus-per-worker {gpus:g}: SLURM gives whole GPUs "
+                               "(a share of a GPU: --on ray)")
+        jobs = cluster.submit_slurm(cfg, workers, cluster.SlurmOptions(
+            partition=partition, gpus_per_worker=int(gpus),
+            cpus_per_worker=int(cpus) if cpus else None, time=time_limit, mem=mem,
+            sbatch=cluster.parse_sbatch(sbatch)))
+        typer.echo(f"submitted {len(jobs)} worker(s) of {cfg.name}: SLURM jobs "
+                   + " ".join(j.job_id for j in jobs))
+        if not wait:
+            folder = jobs[0].paths.folder
+            typer.echo(f"follow: specopt status {cfg.name}; logs: {folder}; cancel: scancel "
+                       f"{jobs[0].job_id.split('_')[0]} (each worker re-queues its trial)")
+            return
+        code = cluster.wait_slurm(jobs)
+    typer.echo(_summary(cfg))
+    if code:
+        raise typer.Exit(code)
 
 
 def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None = None) -> None:
