@@ -95,6 +95,121 @@ class _StateSaver:
         self.last, self.saved_epoch = time.monotonic(), epoch
 
 
+class Run:
+    """One run's epoch bookkeeping around a :class:`Trainer`: resume from a saved state, after
+    each trained epoch the test evaluation, model selection, history, state saving, ``on_epoch``
+    and early stopping, and at the end the validation metrics (:meth:`result`). :func:`train`
+    drives one; :mod:`model.packed` drives several whose epochs are trained together. The
+    arguments are :func:`train`'s; ``trainer``: a ready :class:`Trainer` (default: a new one)."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData,
+                 on_epoch: Callable[[EpochReport], None] | None = None, *,
+                 state_path: str | Path | None = None, save_interval: float = 0.0,
+                 on_resume: Callable[[TrainingState], None] | None = None,
+                 trainer: Trainer | None = None) -> None:
+        self.config, self.data, self.on_epoch = config, data, on_epoch
+        self.trainer = trainer if trainer is not None else Trainer(config, data)
+        self.checkpoint = (config.checkpoint_dir / ArtifactName.CHECKPOINT
+                           if config.checkpoint_dir else None)
+        self.history: list[dict] = []
+        self.best_loss, self.best_epoch = math.inf, 0
+        self.best_state: dict | None = None
+        self.status = Status.COMPLETED
+        self.saver = (_StateSaver(Path(state_path), save_interval, state_identity(config, data))
+                      if state_path is not None else None)
+        self.start_epoch = 0
+        self.done = False  # no more epochs to train (the last one, or early stopping)
+        resumed = (load_training_state(state_path, config, data) if state_path is not None
+                   else None)
+        if resumed is not None:
+            self.trainer.set_state(resumed.trainer)
+            self.start_epoch = resumed.epoch
+            self.history = [dict(h) for h in resumed.history]
+            self.best_loss, self.best_epoch = resumed.best_test_loss, resumed.best_epoch
+            self.best_state = resumed.best_weights
+            if self.checkpoint is not None and self.best_state is not None:
+                save_checkpoint(self.checkpoint, self.best_state, config, data, self.best_epoch,
+                                self.best_loss)
+            if on_resume is not None:
+                on_resume(resumed)
+        if self.start_epoch and self._patience_spent(self.start_epoch):
+            self.status, self.done = Status.EARLY_STOPPED, True  # the interrupted run had stopped
+        elif self.start_epoch >= config.epochs:
+            self.done = True
+
+    def _patience_spent(self, epoch: int) -> bool:
+        return self.config.patience is not None and epoch - self.best_epoch >= self.config.patience
+
+    def snapshot(self) -> TrainingState:
+        best = (None if self.best_state is None else
+                {k: v.detach().cpu().clone() for k, v in self.best_state.items()})
+        return TrainingState(epoch=self.trainer.epoch, trainer=self.trainer.get_state(),
+                             best_epoch=self.best_epoch, best_test_loss=self.best_loss,
+                             best_weights=best, history=[dict(h) for h in self.history],
+                             identity=self.saver.identity if self.saver else {})
+
+    def end_epoch(self, train_loss: float, seconds: float) -> EpochReport:
+        """After the trainer trained its epoch (``seconds`` so far): test evaluation, the best
+        model, history, state save, ``on_epoch`` (whatever it raises propagates) and early
+        stopping (sets :attr:`done`)."""
+        start = time.perf_counter()
+        trainer, epoch = self.trainer, self.trainer.epoch
+        test_loss, test_metrics = trainer.test_epoch()
+        improved = test_loss < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = test_loss, epoch
+            self.best_state = {k: v.detach().clone()
+                               for k, v in trainer.model.state_dict().items()}
+            if self.checkpoint is not None:
+                save_checkpoint(self.checkpoint, trainer.model, self.config, self.data, epoch,
+                                test_loss)
+        report = EpochReport(epoch, train_loss, test_loss, test_metrics,
+                             seconds + time.perf_counter() - start, improved)
+        self.history.append(asdict(report))
+        if self.saver is not None:
+            self.saver.save(self.snapshot, epoch)
+        if self.on_epoch is not None:
+            try:
+                self.on_epoch(report)
+            except WorkerInterrupted:
+                if self.saver is not None:  # always saved when stopped by a signal
+                    self.saver.save(self.snapshot, epoch, force=True)
+                raise
+        if self._patience_spent(epoch):
+            self.status, self.done = Status.EARLY_STOPPED, True
+        elif epoch >= self.config.epochs:
+            self.done = True
+        return report
+
+    def result(self) -> TrainResult:
+        """The best model's validation metrics and predictions (the run is over)."""
+        trainer, data, config = self.trainer, self.data, self.config
+        if self.best_state is not None:  # None only if no epoch ran to a finite test loss
+            trainer.model.load_state_dict(self.best_state)
+        val_pred = trainer.predict(trainer.x_val)
+        val_levels = data.levels[data.validation_rows]
+        metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
+                           config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES)
+        return TrainResult(
+            status=self.status,
+            best_epoch=self.best_epoch,
+            best_test_loss=self.best_loss,
+            history=self.history,
+            metrics=metrics,
+            val_predictions=val_pred.cpu().numpy(),
+            val_targets=data.spectra[data.validation_rows],
+            val_index=data.index[data.validation_rows],
+            val_levels=val_levels,
+            grid=data.grid,
+            checkpoint_path=self.checkpoint,
+            device=str(trainer.device),
+            seconds_per_epoch=statistics.median(h["seconds"] for h in self.history),
+            config=config.model_dump(mode="json"),
+            resumed_from=self.start_epoch,
+            epochs_trained=len(self.history) - self.start_epoch,
+        )
+
+
 def train(config: TrainConfig, data: TrainingData | None = None,
           on_epoch: Callable[[EpochReport], None] | None = None, *,
           state_path: str | Path | None = None, save_interval: float = 0.0,
@@ -116,99 +231,21 @@ def train(config: TrainConfig, data: TrainingData | None = None,
     if data is None:
         data = prepare(config.dataset, config.sigma, config.n_points, config.e_min,
                        config.e_max, subset=config.subset, progress=progress)
-    trainer = Trainer(config, data)
-    checkpoint = (config.checkpoint_dir / ArtifactName.CHECKPOINT if config.checkpoint_dir
-                  else None)
-    history: list[dict] = []
-    best_loss, best_epoch = math.inf, 0
-    best_state: dict | None = None
-    status = Status.COMPLETED
-    saver = (_StateSaver(Path(state_path), save_interval, state_identity(config, data))
-             if state_path is not None else None)
-    start_epoch = 0
-    resumed = load_training_state(state_path, config, data) if state_path is not None else None
-    if resumed is not None:
-        trainer.set_state(resumed.trainer)
-        start_epoch = resumed.epoch
-        history = [dict(h) for h in resumed.history]
-        best_loss, best_epoch = resumed.best_test_loss, resumed.best_epoch
-        best_state = resumed.best_weights
-        if checkpoint is not None and best_state is not None:
-            save_checkpoint(checkpoint, best_state, config, data, best_epoch, best_loss)
-        if on_resume is not None:
-            on_resume(resumed)
-
-    def snapshot() -> TrainingState:
-        best = (None if best_state is None else
-                {k: v.detach().cpu().clone() for k, v in best_state.items()})
-        return TrainingState(epoch=trainer.epoch, trainer=trainer.get_state(),
-                             best_epoch=best_epoch, best_test_loss=best_loss, best_weights=best,
-                             history=[dict(h) for h in history],
-                             identity=saver.identity if saver else {})
-
-    def patience_spent(epoch: int) -> bool:
-        return config.patience is not None and epoch - best_epoch >= config.patience
-
-    if start_epoch and patience_spent(start_epoch):
-        status = Status.EARLY_STOPPED  # the interrupted run had stopped here
-    else:
-        shown = bar(progress, total=config.epochs, initial=start_epoch, unit="epoch",
+    run = Run(config, data, on_epoch, state_path=state_path, save_interval=save_interval,
+              on_resume=on_resume)
+    if not run.done:
+        shown = bar(progress, total=config.epochs, initial=run.start_epoch, unit="epoch",
                     desc="training")
         try:
-            for epoch in range(start_epoch + 1, config.epochs + 1):
+            while not run.done:
                 start = time.perf_counter()
-                train_loss = trainer.train_epoch()
-                test_loss, test_metrics = trainer.test_epoch()
-                improved = test_loss < best_loss
-                if improved:
-                    best_loss, best_epoch = test_loss, epoch
-                    best_state = {k: v.detach().clone()
-                                  for k, v in trainer.model.state_dict().items()}
-                    if checkpoint is not None:
-                        save_checkpoint(checkpoint, trainer.model, config, data, epoch, test_loss)
-                report = EpochReport(epoch, train_loss, test_loss, test_metrics,
-                                     time.perf_counter() - start, improved)
-                history.append(asdict(report))
-                shown.set_postfix(test_loss=f"{test_loss:.4g}", accuracy=(
-                    f"{100 * test_metrics['accuracy']:.2f}%" if "accuracy" in test_metrics
+                train_loss = run.trainer.train_epoch()
+                report = run.end_epoch(train_loss, time.perf_counter() - start)
+                metrics = report.test_metrics
+                shown.set_postfix(test_loss=f"{report.test_loss:.4g}", accuracy=(
+                    f"{100 * metrics['accuracy']:.2f}%" if "accuracy" in metrics
                     else "-"), refresh=False)
                 shown.update(1)
-                if saver is not None:
-                    saver.save(snapshot, epoch)
-                if on_epoch is not None:
-                    try:
-                        on_epoch(report)
-                    except WorkerInterrupted:
-                        if saver is not None:  # always saved when stopped by a signal
-                            saver.save(snapshot, epoch, force=True)
-                        raise
-                if patience_spent(epoch):
-                    status = Status.EARLY_STOPPED
-                    break
         finally:
             shown.close()
-
-    if best_state is not None:  # None only if no epoch ran to a finite test loss
-        trainer.model.load_state_dict(best_state)
-    val_pred = trainer.predict(trainer.x_val)
-    val_levels = data.levels[data.validation_rows]
-    metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
-                       config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES)
-    return TrainResult(
-        status=status,
-        best_epoch=best_epoch,
-        best_test_loss=best_loss,
-        history=history,
-        metrics=metrics,
-        val_predictions=val_pred.cpu().numpy(),
-        val_targets=data.spectra[data.validation_rows],
-        val_index=data.index[data.validation_rows],
-        val_levels=val_levels,
-        grid=data.grid,
-        checkpoint_path=checkpoint,
-        device=str(trainer.device),
-        seconds_per_epoch=statistics.median(h["seconds"] for h in history),
-        config=config.model_dump(mode="json"),
-        resumed_from=start_epoch,
-        epochs_trained=len(history) - start_epoch,
-    )
+    return run.result()

@@ -58,7 +58,10 @@ class Trainer:
     """The state of one run: model, optimiser, device-resident data. ``train`` drives it; the
     speed benchmark times ``train_epoch`` on its own."""
 
-    def __init__(self, config: TrainConfig, data: TrainingData) -> None:
+    def __init__(self, config: TrainConfig, data: TrainingData,
+                 arrays: dict | None = None) -> None:
+        """``arrays``: a cache of device-resident data shared by trainers (packed trials of the
+        same data keep one copy on the device)."""
         check_data(config, data)
         self.config, self.data = config, data
         self.device = resolve_device(config.device)
@@ -86,12 +89,20 @@ class Trainer:
         def put(rows, what):
             return torch.from_numpy(np.ascontiguousarray(what[rows])).to(self.device)
 
-        self.x_train = put(data.train_rows, data.coulomb).unsqueeze(1)
-        self.y_train = put(data.train_rows, data.spectra)
-        self.x_test = put(data.test_rows, data.coulomb).unsqueeze(1)
-        self.y_test = put(data.test_rows, data.spectra)
-        self.x_val = put(data.validation_rows, data.coulomb).unsqueeze(1)
-        self.y_val = put(data.validation_rows, data.spectra)
+        key = (id(data), str(self.device))
+        if arrays is None or key not in arrays:
+            tensors = (put(data.train_rows, data.coulomb).unsqueeze(1),
+                       put(data.train_rows, data.spectra),
+                       put(data.test_rows, data.coulomb).unsqueeze(1),
+                       put(data.test_rows, data.spectra),
+                       put(data.validation_rows, data.coulomb).unsqueeze(1),
+                       put(data.validation_rows, data.spectra))
+            if arrays is not None:
+                arrays[key] = (data, tensors)  # data kept: its id stays unique
+        else:
+            tensors = arrays[key][1]
+        (self.x_train, self.y_train, self.x_test, self.y_test, self.x_val,
+         self.y_val) = tensors
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         self.epoch = 0
         self._graph: torch.cuda.CUDAGraph | None = None
