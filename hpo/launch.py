@@ -64,13 +64,16 @@ def warm_cache(config: StudyConfig) -> None:
                       config.train.e_max, subset)
 
 
-def worker_command(spec: str, *, index: int, threads: int, device: str, storage: str) -> list[str]:
+def worker_command(spec: str, *, index: int, threads: int, device: str, storage: str,
+                   pack: int | str | None = None) -> list[str]:
     """The command line of one worker (``python -m hpo.cli worker``) on a study definition.
     A storage URL with a password is left out (it goes in the environment: :func:`worker_env`),
-    so that ``ps`` never shows it."""
+    so that ``ps`` never shows it. ``pack``: the worker's ``--pack`` (None: none)."""
     where = ["--storage", storage] if mask_url(storage) == storage else []
+    packing = ["--pack", str(pack)] if pack is not None else []
     return [sys.executable, "-m", "hpo.cli", "worker", spec, *where,
-            "--worker-index", str(index), "--num-threads", str(threads), "--device", device]
+            "--worker-index", str(index), "--num-threads", str(threads), "--device", device,
+            *packing]
 
 
 def worker_env(storage: str) -> dict[str, str]:
@@ -79,7 +82,7 @@ def worker_env(storage: str) -> dict[str, str]:
 
 
 def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
-           cores: int | None = None) -> int:
+           cores: int | None = None, pack: int | str | None = None) -> int:
     """Start ``workers`` worker processes on ``config`` (the final definition, with any
     command-line changes applied) and wait for them; returns the worst exit code.
 
@@ -96,7 +99,7 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
         f.write(config_json(config.override({"storage": mask_url(url)})))
     procs: list[subprocess.Popen] = []
     try:
-        return _run(config, workers, gpus, cores, url, spec, procs)
+        return _run(config, workers, gpus, cores, url, spec, procs, pack)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -104,11 +107,11 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
         os.unlink(spec)
 
 
-def _run(config, workers, gpus, cores, url, spec, procs) -> int:
+def _run(config, workers, gpus, cores, url, spec, procs, pack=None) -> int:
     for w in worker_plan(workers, gpus, cores):
         device = w["device"] if config.train.device == "auto" else config.train.device
         cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=device,
-                             storage=url)
+                             storage=url, pack=pack)
         # log_env: the workers log (and show bars) as this command was told (-q/-v/--log-file)
         env = {**os.environ, **w["env"], **worker_env(url), **log_env()}
         # a new session: a terminal's Ctrl-C reaches only this process, which forwards it once

@@ -241,10 +241,12 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
               should_stop: Callable[[], bool] | None = None,
               worker: dict | None = None,
               state_dir: str | Path | None = None,
-              log_label: str | None = None) -> float | list[float]:
+              log_label: str | None = None,
+              train_fn: Callable | None = None) -> float | list[float]:
     """Train one configuration and return the study's objective value(s). ``state_dir``: the
     folder of the saved training states' ``state/`` (default: the artifact store's folder;
-    neither: no resuming). ``log_label``: the epoch lines' prefix (default ``[study]``)."""
+    neither: no resuming). ``log_label``: the epoch lines' prefix (default ``[study]``).
+    ``train_fn``: ``model.train``'s stand-in (``hpo.packed`` trains the trial in a pack)."""
     import model
 
     frozen = trial.study._storage.get_trial(trial._trial_id)
@@ -339,9 +341,9 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
         names = [n for n in config.objectives if n not in PARAMETER_OBJECTIVES]
         epoch_log.append(EpochLog(trial, log_label or f"[{config.name}]", tc.epochs, names))
         try:
-            result = model.train(tc, data=data, on_epoch=on_epoch, state_path=state,
-                                 save_interval=config.resume.save_interval,
-                                 on_resume=on_resume, progress=False)
+            result = (train_fn or model.train)(
+                tc, data=data, on_epoch=on_epoch, state_path=state,
+                save_interval=config.resume.save_interval, on_resume=on_resume, progress=False)
         except optuna.TrialPruned:
             _remove_state(state)
             record_history(Status.PRUNED)

@@ -479,5 +479,12 @@ def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:
     and tests of the worker machinery).  Returns what this worker did.  A trial that raises an
     unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
     ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
+    ``pack``: train up to that many trials at once as one batched model (``"auto"``: sized to
+    the device; None or 1: one trial at a time), see :mod:`hpo.packed`.
     """
+    pack = options.pop("pack", None)
+    if pack is not None and pack != 1:
+        from hpo.packed import run_packed_worker  # imports this module
+
+        return run_packed_worker(config, pack=pack, **options)
     return Worker(config, **options).run()

@@ -159,6 +159,14 @@ def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | No
     return finished_message(cfg, url)
 
 
+PackOpt = typer.Option(
+    None, "--pack", metavar="K|auto", help="train up to K trials at once in this worker as one "
+    "batched model (each with its own weights, optimiser, lr, loss, sigma, data order; reported "
+    "and pruned on its own; a finished trial's slot is refilled at once). Trials of another Np, "
+    "batch size or network shape form packs of their own. auto: 1 slot per GiB of free GPU "
+    "memory (at most 32), min(8, cores) on the CPU")
+
+
 @with_train_options(STUDY_SETTINGS, study=True)
 def worker(
     settings: dict,
@@ -170,6 +178,7 @@ def worker(
     worker_index: int | None = typer.Option(
         None, "--worker-index", help="distinguishes workers' sampler seeds (default: from the "
         "host name and process id)"),
+    pack: str | None = PackOpt,
     sets: list[str] = StudySetOpt,
     print_config: bool = PrintConfigOpt,
     add_trials: int | None = AddTrialsOpt,
@@ -191,10 +200,11 @@ def worker(
     if finished:
         typer.echo(finished, err=True)
         return
+    from hpo.packed import parse_pack
     from hpo.worker import run_worker
 
     s = run_worker(cfg, storage=storage, worker_index=worker_index,
-                   num_threads=cfg.train.num_threads)
+                   num_threads=cfg.train.num_threads, pack=parse_pack(pack))
     who = worker_index if worker_index is not None else os.getpid()
     typer.echo(f"[{cfg.name} worker {who}] done: {s.completed} complete, {s.pruned} "
                f"pruned, {s.failed} failed in {s.seconds:.0f} s"
@@ -203,12 +213,13 @@ def worker(
         raise typer.Exit(130)
 
 
-def _launch(cfg: StudyConfig, workers: int) -> None:
+def _launch(cfg: StudyConfig, workers: int, pack: str | None = None) -> None:
     """Start the workers, wait, print the study's summary line; a failed worker's exit code
-    ends the command."""
+    ends the command. ``pack``: each worker's ``--pack``."""
     from hpo.launch import launch as launch_workers
+    from hpo.packed import parse_pack
 
-    code = launch_workers(cfg, workers)
+    code = launch_workers(cfg, workers, pack=parse_pack(pack))
     typer.echo(_summary(cfg))
     if code:
         raise typer.Exit(code)
@@ -250,6 +261,7 @@ def launch(
     add_trials: int | None = AddTrialsOpt,
     fresh: bool = FreshOpt,
     yes: bool = YesOpt,
+    pack: str | None = PackOpt,
     on: str = typer.Option(
         "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
         "processes; a SLURM job array (submitit; needs specopt[slurm]); Ray tasks (needs "
@@ -296,7 +308,7 @@ def launch(
         typer.echo(_summary(cfg))
         return
     if on == "local":
-        _launch(cfg, workers)
+        _launch(cfg, workers, pack)
     else:
         _launch_on(cfg, workers, on, partition=partition, gpus=gpus_per_worker,
                    cpus=cpus_per_worker, time_limit=time_limit, mem=mem, sbatch=sbatch,
