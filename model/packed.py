@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.func import functional_call, vmap
@@ -192,7 +192,7 @@ class Pack:
         buffers = [dict(m.features.named_buffers()) for m in models]
         params = {k: torch.stack([p[k] for p in trunk]) for k in trunk[0]}
         bufs = {k: torch.stack([b[k] for b in buffers]) for k in buffers[0]}
-        features = self._template.features
+        features = cast(torch.nn.Module, self._template.features)
 
         def trunk_fn(p, b, xb):
             return functional_call(features, (p, b), (xb,))
