@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -13,7 +14,7 @@ from hpo.launch import warm_cache, worker_command
 from hpo.report.data import history_of
 from hpo.study import open_study
 from hpo.testing import run_worker_to_end, study_trials, write_study
-from model.contract import ArtifactName, TrialAttr
+from model.contract import ArtifactName, Status, TrialAttr
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -89,3 +90,52 @@ def test_launch_passes_pack_on():
     assert cmd[-2:] == ["--pack", "auto"]
     assert "--pack" not in worker_command("s.json", index=0, threads=2, device="cpu",
                                           storage="sqlite:///x.db")
+
+
+class _PruneTrialZero(optuna.pruners.BasePruner):
+    """Prunes trial 0 at its first report, nothing else."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number == 0
+
+
+def test_a_pruned_member_leaves_and_the_next_trial_takes_its_slot(tmp_path):
+    """Trial 0 is pruned after epoch 1 inside a pack of 2: it leaves at once (one epoch
+    reported), trial 2 starts in its slot while trial 1 still trains, and all end."""
+    from hpo.packed import PackedWorker
+    from hpo.testing import small_study_config
+
+    cfg = small_study_config(tmp_path, "pruned", {"seed": [0, 1, 2], "epochs": 3,
+                                                  "channels": [[8, 12]]}, n_trials=3,
+                             sampler={"name": "grid", "seed": 0})
+    worker = PackedWorker(cfg, pack=2, handle_signals=False, worker_index=0)
+    worker.study.pruner = _PruneTrialZero()
+    summary = worker.run()
+    assert (summary.completed, summary.pruned, summary.failed) == (2, 1, 0)
+    trials = {t.number: t for t in study_trials("pruned", cfg.storage)}
+    assert trials[0].state == TrialState.PRUNED and list(trials[0].intermediate_values) == [1]
+    assert trials[1].state == trials[2].state == TrialState.COMPLETE
+    assert trials[1].datetime_start < trials[0].datetime_complete  # packed together
+    assert trials[0].datetime_complete <= trials[2].datetime_start < trials[1].datetime_complete
+
+
+def test_sigterm_stops_every_member_after_its_epoch(tmp_path):
+    """SIGTERM during a pack of 2: both trials stop after their epoch with their states saved,
+    are marked FAIL (interrupted) and re-queued; the worker exits with 130. The next worker
+    continues both from their saved epochs."""
+    path, url = _study(tmp_path, "term", {"loss": ["rmse", "cosine"], "epochs": 4,
+                                          "channels": [[8, 12]]})
+    path.write_text(path.read_text() + "[resume]\nsave_interval = 0\n")
+    code = run_worker_to_end(path, "--pack", "2", log=tmp_path / "w0.log",
+                             env={"SPECOPT_FAULT": "epoch_end_1:SIGTERM"}, timeout=300)
+    text = (tmp_path / "w0.log").read_text()
+    assert code == 130, text
+    trials = study_trials("term", url)
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.FAIL: 2, TrialState.WAITING: 2}, text
+    assert all(t.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+               for t in trials if t.state == TrialState.FAIL)
+    assert run_worker_to_end(path, "--pack", "2", log=tmp_path / "w1.log", timeout=300) == 0
+    done = study_trials("term", url, states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    assert all(t.user_attrs[TrialAttr.RESUMED_FROM]["epoch"] >= 1 for t in done)
