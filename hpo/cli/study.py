@@ -191,6 +191,9 @@ def worker(
 
     A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
+    from hpo.packed import parse_pack
+
+    slots = parse_pack(pack)  # a wrong value says so before anything starts
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
@@ -200,11 +203,10 @@ def worker(
     if finished:
         typer.echo(finished, err=True)
         return
-    from hpo.packed import parse_pack
     from hpo.worker import run_worker
 
     s = run_worker(cfg, storage=storage, worker_index=worker_index,
-                   num_threads=cfg.train.num_threads, pack=parse_pack(pack))
+                   num_threads=cfg.train.num_threads, pack=slots)
     who = worker_index if worker_index is not None else os.getpid()
     typer.echo(f"[{cfg.name} worker {who}] done: {s.completed} complete, {s.pruned} "
                f"pruned, {s.failed} failed in {s.seconds:.0f} s"
