@@ -299,6 +299,8 @@ def launch(
 
     if on not in PLACES:
         raise SpecoptError(f"--on {on!r}: expected one of {', '.join(PLACES)}")
+    if pack is not None and on != "local":  # not passed on to cluster workers yet
+        raise SpecoptError(f"--pack works with --on local only (not yet with --on {on})")
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
