@@ -1,0 +1,199 @@
+"""``specopt launch --on slurm`` against a real single-node SLURM (slurmctld + slurmd + munged,
+started by ``.ci/slurm-up.sh``): a study run by a job array, a job cancelled mid-trial
+(``scancel``) whose trial another job finishes from its saved state, and the time-limit signal
+(SIGUSR2, as SLURM sends it before the limit) stopping the worker gracefully and requeueing the
+job, which finishes the trial.  Without a SLURM that starts, these tests fail (never skip).
+
+Tiny real studies: 200 molecules, 1 CPU per worker, SQLite (one node) or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo.storage import retried_trial_number
+from hpo.testing import study_trials, wait_for_running, write_study
+from model.contract import Status, TrialAttr
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+ROOT = Path(__file__).resolve().parents[2]
+UP = f"bash {ROOT / '.ci/slurm-up.sh'}"
+
+
+def _slurm_answers() -> bool:
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and bool(re.search(r"idle|mixed|alloc", out.stdout))
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A SLURM that answers: started with .ci/slurm-up.sh when it does not (root, apt)."""
+    if _slurm_answers():
+        return
+    done = subprocess.run(UP, shell=True, capture_output=True, text=True, timeout=600)
+    if not _slurm_answers():
+        pytest.fail(f"SLURM is needed for this test and did not start; run: {UP}\n"
+                    f"{done.stdout}{done.stderr}", pytrace=False)
+
+
+@pytest.fixture
+def cancel_at_end():
+    """``cancel_at_end(name)``: the study's SLURM jobs are cancelled after the test, whatever
+    happened (a failed test leaves nothing queued)."""
+    names: list[str] = []
+    yield names.append
+    for name in names:
+        subprocess.run(["scancel", "-n", f"specopt-{name}"], check=False)
+
+
+def _launch(study: Path, *args: str, home: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "SPECOPT_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--on",
+                             "slurm", "--time", "10", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _run(study: Path, *args: str, home: Path, timeout: float = 300) -> tuple[int, str]:
+    proc = _launch(study, *args, home=home)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out
+
+
+def _job_ids(out: str) -> list[str]:
+    m = re.search(r"SLURM jobs ([\d_ ]+)", out)
+    assert m, out
+    return m.group(1).split()
+
+
+def _gone(job: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", job.split("_")[0]],
+                           capture_output=True, text=True)
+        if job not in q.stdout.split():
+            return
+        time.sleep(1)
+    raise TimeoutError(f"SLURM job {job} still listed after {timeout} s")
+
+
+def _start_requeued_now(job: str, timeout: float = 120) -> None:
+    """SLURM holds a requeued job for 2 minutes (its BeginTime): the test lets it go at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = subprocess.run(["squeue", "-h", "-o", "%T %r", "-j", job], capture_output=True,
+                           text=True)
+        if "BeginTime" in q.stdout:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"SLURM job {job} was not requeued in {timeout} s")
+
+
+def _logs(home: Path, name: str) -> str:
+    folder = home / name / "slurm"
+    return "".join(p.read_text() for p in sorted(folder.glob("*_log.*")))
+
+
+@pytest.mark.postgres
+def test_launch_on_slurm_runs_a_study_as_a_job_array(tmp_path, slurm, pg_url, pg_study,
+                                                     cancel_at_end):
+    """Two workers as one SLURM job array on a PostgreSQL study: --wait returns when both have
+    ended, every trial is complete, and both array tasks took part."""
+    cancel_at_end(pg_study)
+    path = write_study(tmp_path / "s.toml", pg_study, storage=pg_url, sampler="random",
+                       n_trials=4, artifacts=tmp_path / "art",
+                       space={"loss": ["rmse", "logcosh"], "epochs": 2, "subset": 200})
+    code, out = _run(path, "--workers", "2", "--wait", home=tmp_path / "home")
+    assert code == 0, out + _logs(tmp_path / "home", pg_study)
+    jobs = _job_ids(out)
+    assert len(jobs) == 2 and all(re.fullmatch(r"\d+_[01]", j) for j in jobs), out
+    assert f"study {pg_study}: 4 complete" in out
+    trials = study_trials(pg_study, pg_url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    indices = {t.user_attrs[TrialAttr.WORKER]["index"] for t in trials}
+    assert indices <= {0, 1} and len(indices) >= 1
+    script = (tmp_path / "home" / pg_study / "slurm" / f"{jobs[0].split('_')[0]}_submission.sh")
+    text = script.read_text()
+    assert "--signal=USR2@" in text and "--array=0-1" in text and "--cpus-per-task=1" in text
+
+
+def test_scancel_mid_trial_and_another_job_finishes_the_trial(tmp_path, slurm, cancel_at_end):
+    """scancel stops the worker gracefully (its epoch ends, its state is saved, the trial is
+    re-queued); a second job runs the retry from that state to the end."""
+    url, name = f"sqlite:///{tmp_path}/s.db", "cancelled"
+    cancel_at_end(name)
+    home = tmp_path / "home"
+    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=1,
+                       artifacts=tmp_path / "art",
+                       space={"loss": "rmse", "epochs": 40, "subset": 200})
+    code, out = _run(path, "--workers", "1", home=home, timeout=120)
+    assert code == 0, out
+    [job] = _job_ids(out)
+    assert "scancel" in out  # how to stop them, printed
+    running = wait_for_running(name, url, min_epochs=2, timeout=180)
+    subprocess.run(["scancel", job], check=True)
+    _gone(job)
+    failed, retry = study_trials(name, url)
+    assert failed.number == running.number and failed.state == TrialState.FAIL, _logs(home, name)
+    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+    assert retry.state == TrialState.WAITING and retried_trial_number(retry) == failed.number
+
+    code, out = _run(path, "--workers", "1", "--wait", home=home)
+    assert code == 0, out + _logs(home, name)
+    failed, retry = study_trials(name, url)
+    assert retry.state == TrialState.COMPLETE, _logs(home, name)
+    resumed = retry.user_attrs[TrialAttr.RESUMED_FROM]
+    assert resumed["trial"] == failed.number and resumed["epoch"] >= 2
+    assert retry.user_attrs[TrialAttr.EPOCHS_TRAINED] == 40 - resumed["epoch"]
+
+
+def test_time_limit_signal_stops_the_worker_and_requeues_its_job(tmp_path, slurm,
+                                                                 cancel_at_end):
+    """SIGUSR2 (what SLURM sends before the time limit, --signal=USR2@...): the worker finishes
+    its epoch and re-queues its trial, submitit requeues the job, and the requeued job (same
+    job id, a fresh worker) finishes the trial from its saved state; --wait sees it through."""
+    url, name = f"sqlite:///{tmp_path}/s.db", "limited"
+    cancel_at_end(name)
+    home = tmp_path / "home"
+    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=1,
+                       artifacts=tmp_path / "art",
+                       space={"loss": "rmse", "epochs": 40, "subset": 200})
+    launcher = _launch(path, "--workers", "1", "--wait", home=home)
+    try:
+        running = wait_for_running(name, url, min_epochs=2, timeout=180, procs=[])
+        q = subprocess.run(["squeue", "-h", "-o", "%i", "-n", f"specopt-{name}"],
+                           capture_output=True, text=True, check=True)
+        [job] = q.stdout.split()
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        _start_requeued_now(job)
+        out, _ = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    logs = _logs(home, name)
+    assert launcher.returncode == 0, out + logs
+    assert "Requeued job" in logs, logs
+    failed, retry = study_trials(name, url)
+    assert failed.state == TrialState.FAIL and failed.number == running.number
+    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+    assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == failed.number
+    assert retry.user_attrs[TrialAttr.RESUMED_FROM]["epoch"] >= 2
+    assert f"study {name}: 1 complete" in out
