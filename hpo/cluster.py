@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from hpo.config import StudyConfig, config_json
 from hpo.launch import worker_command, worker_env
-from hpo.log import log_env
+from hpo.log import log_env, setup_logging
 from hpo.storage import mask_url
 from hpo.study import STORAGE_ENV, create_study, storage_url
 from model.errors import ConfigError, SpecoptError
@@ -196,6 +197,7 @@ class SlurmWorker:
         self.spec, self.index, self.threads, self.device = spec, index, threads, device
 
     def __call__(self) -> str:
+        setup_logging()  # this job process's lines as the worker's (level from the environment)
         usr = signal.SIGUSR2  # submitit's time-limit signal (``--signal=USR2@delay``)
         submitit_handler = signal.getsignal(usr)
         # SLURM signals every process of the job: the worker ignores the time-limit signal
@@ -367,6 +369,20 @@ def ray_worker(spec: str, index: int, threads: int, device: str) -> int:
         _cleanup(proc)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that nothing answers on is refused at once (Ray itself
+    would wait for it for ever)."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if not m:
+        return  # auto, or a form Ray resolves itself
+    host, port = m.group(1), int(m.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(f"cannot connect to Ray at {address!r}: nothing answers there "
+                           f"({err.strerror or err}); start one: ray start --head") from None
+
+
 def launch_ray(config: StudyConfig, workers: int, options: RayOptions) -> int:
     """Run ``workers`` workers on ``config`` as Ray tasks on the cluster at ``options.address``
     and wait for them; returns the worst exit status."""
@@ -376,6 +392,8 @@ def launch_ray(config: StudyConfig, workers: int, options: RayOptions) -> int:
     url = storage_url(config)
     env = {k: v for k, v in os.environ.items() if PASSED_ENV.match(k)}
     env |= {**worker_env(url), **log_env()}
+    _check_reachable(options.address)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's own log lines
     try:
         ray.init(address=options.address, runtime_env={"env_vars": env},
                  log_to_driver=True, logging_level=logging.WARNING)
