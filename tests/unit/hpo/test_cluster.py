@@ -1,0 +1,74 @@
+"""``hpo.cluster``'s checks, without a scheduler: sbatch options and time limits as SLURM reads
+them, the storage every node must reach, and one clear line when submitit or Ray is missing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from hpo import cluster
+from hpo.cli import app
+from hpo.cluster import ClusterError, check_storage, parse_sbatch, time_minutes
+from model.errors import ConfigError
+
+
+@pytest.mark.parametrize("text,minutes", [("90", 90), ("1:30", 2), ("4:00:00", 240),
+                                          ("1-0", 1440), ("1-2:30", 1590),
+                                          ("0-0:0:59", 1)])
+def test_time_limits_in_slurm_formats(text, minutes):
+    assert time_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["", "1h", "0", "1:2:3:4", "-5"])
+def test_bad_time_limits_are_refused(text):
+    with pytest.raises(ConfigError, match="--time"):
+        time_minutes(text)
+
+
+def test_sbatch_options_and_flags():
+    assert parse_sbatch(["account=proj", "--qos = long", "requeue", "constraint=a100|h100"]) \
+        == {"account": "proj", "qos": "long", "requeue": True, "constraint": "a100|h100"}
+    for bad in ("=x", "account="):
+        with pytest.raises(ConfigError, match="--sbatch"):
+            parse_sbatch([bad])
+
+
+def test_sqlite_is_refused_where_workers_may_run_on_several_nodes(caplog):
+    with pytest.raises(ClusterError, match="SQLite file.*4 nodes.*postgresql"):
+        check_storage("sqlite:////tmp/x.db", 4, "SLURM")
+    check_storage("sqlite:////tmp/x.db", 1, "SLURM")  # one node: allowed, with a warning
+    assert "single-node SLURM" in caplog.text
+    check_storage("journal:////shared/x.log", 4, "Ray")  # shared file system: a warning
+    assert "shared file system" in caplog.text
+    check_storage("postgresql+psycopg://u:secret@db/x", 4, "SLURM")  # nothing to say
+
+
+@pytest.mark.parametrize("on,package,extra", [("slurm", "submitit", "slurm"),
+                                              ("ray", "ray", "ray")])
+def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, on, package, extra):
+    from hpo.testing import write_study
+
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
+    monkeypatch.setattr(cluster, "slurm_nodes", lambda partition: 1)
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
+    path = write_study(tmp_path / "s.toml", "s", storage=f"sqlite:///{tmp_path}/s.db",
+                       space={"loss": "rmse", "epochs": 1, "subset": 200}, n_trials=1)
+    result = CliRunner().invoke(app, ["launch", str(path), "--on", on])
+    assert result.exit_code != 0
+    assert f"specopt[{extra}]" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_unknown_place_and_gpu_shares_on_slurm_are_refused(tmp_path, monkeypatch):
+    from hpo.testing import write_study
+
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
+    path = write_study(tmp_path / "s.toml", "s", storage=f"sqlite:///{tmp_path}/s.db",
+                       space={"loss": "rmse", "epochs": 1, "subset": 200}, n_trials=1)
+    result = CliRunner().invoke(app, ["launch", str(path), "--on", "kubernetes"])
+    assert result.exit_code != 0 and "expected one of local, slurm, ray" in result.output
+    result = CliRunner().invoke(app, ["launch", str(path), "--on", "slurm",
+                                      "--gpus-per-worker", "0.5"])
+    assert result.exit_code != 0 and "SLURM gives whole GPUs" in result.output
