@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpo.config import StudyConfig, config_json
-from hpo.launch import worker_command, worker_env
+from hpo.config import StudyConfig
+from hpo.launch import worker_command, worker_env, worker_spec
 from hpo.log import log_env, setup_logging
 from hpo.storage import mask_url
 from hpo.study import STORAGE_ENV, create_study, storage_url
@@ -69,6 +69,7 @@ class SlurmOptions:
     mem: str | None = None  # e.g. 16G
     sbatch: dict[str, str | bool] = field(default_factory=dict)  # any other sbatch option
     folder: Path | None = None  # submitit's folder (default: $SPECOPT_HOME/<study>/slurm)
+    pack: int | str | None = None  # each worker's --pack
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RayOptions:
     address: str = "auto"  # auto, HOST:PORT or ray://HOST:PORT
     gpus_per_worker: float = 0
     cpus_per_worker: float | None = None  # default: 1
+    pack: int | str | None = None  # each worker's --pack
 
 
 def cpus_for(gpus: float, cpus: float | None) -> float:
@@ -144,7 +146,7 @@ def _prepare(config: StudyConfig) -> tuple[str, str]:
     definition (JSON, without the password)."""
     url = storage_url(config)
     create_study(config, url)
-    return url, config_json(config.override({"storage": mask_url(url)}))
+    return url, worker_spec(config, url)
 
 
 def _device(config: StudyConfig, gpus: float) -> str:
@@ -152,14 +154,16 @@ def _device(config: StudyConfig, gpus: float) -> str:
 
 
 def _run_worker_process(spec: str, index: int, threads: int, device: str,
-                        *, ignore: tuple[int, ...] = ()) -> subprocess.Popen:
+                        pack: int | str | None = None, *,
+                        ignore: tuple[int, ...] = ()) -> subprocess.Popen:
     """The worker command on this node, on ``spec`` (JSON text written to a private temp file
     that the worker reads at start); signals in ``ignore`` are ignored by the worker."""
     url = os.environ.get(STORAGE_ENV) or ""
     fd, path = tempfile.mkstemp(prefix="specopt-worker-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(spec)
-    cmd = worker_command(path, index=index, threads=threads, device=device, storage=url)
+    cmd = worker_command(path, index=index, threads=threads, device=device, storage=url,
+                         pack=pack)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     old = {s: signal.signal(s, signal.SIG_IGN) for s in ignore}  # inherited through exec
     try:
@@ -193,8 +197,10 @@ class SlurmWorker:
     """One worker as a submitit job (pickled into the job folder: no password in it).  Runs the
     worker command as a child process and wires SLURM's signals to its graceful stop."""
 
-    def __init__(self, spec: str, index: int, threads: int, device: str) -> None:
+    def __init__(self, spec: str, index: int, threads: int, device: str,
+                 pack: int | str | None = None) -> None:
         self.spec, self.index, self.threads, self.device = spec, index, threads, device
+        self.pack = pack
 
     def __call__(self) -> str:
         setup_logging()  # this job process's lines as the worker's (level from the environment)
@@ -202,7 +208,7 @@ class SlurmWorker:
         submitit_handler = signal.getsignal(usr)
         # SLURM signals every process of the job: the worker ignores the time-limit signal
         # (this process forwards one SIGTERM for it) and gets SIGTERM (scancel) directly
-        proc = _run_worker_process(self.spec, self.index, self.threads, self.device,
+        proc = _run_worker_process(self.spec, self.index, self.threads, self.device, self.pack,
                                    ignore=(usr,))
         seen: dict[str, int] = {}
 
@@ -238,7 +244,8 @@ class SlurmWorker:
         """Requeued at the time limit: a fresh worker (the study holds all the state)."""
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(SlurmWorker(self.spec, self.index, self.threads, self.device))
+        return DelayedSubmission(SlurmWorker(self.spec, self.index, self.threads, self.device,
+                                             self.pack))
 
 
 def slurm_nodes(partition: str | None) -> int:
@@ -295,7 +302,8 @@ def submit_slurm(config: StudyConfig, workers: int, options: SlurmOptions) -> li
     os.environ.update({**worker_env(url), **log_env()})  # sbatch passes its environment on
     try:
         with executor.batch():
-            jobs = [executor.submit(SlurmWorker(spec, i, cpus, device)) for i in range(workers)]
+            jobs = [executor.submit(SlurmWorker(spec, i, cpus, device, options.pack))
+                    for i in range(workers)]
     except Exception as err:
         raise ClusterError(f"sbatch failed: {str(err).strip().splitlines()[-1]}") from None
     finally:
@@ -352,10 +360,11 @@ def _ray():
     return ray
 
 
-def ray_worker(spec: str, index: int, threads: int, device: str) -> int:
+def ray_worker(spec: str, index: int, threads: int, device: str,
+               pack: int | str | None = None) -> int:
     """A Ray task: the worker command on this node; a cancelled task stops its worker
     gracefully (SIGTERM: the epoch ends, the trial is re-queued)."""
-    proc = _run_worker_process(spec, index, threads, device)
+    proc = _run_worker_process(spec, index, threads, device, pack)
     try:
         return proc.wait()
     except KeyboardInterrupt:  # ray.cancel
@@ -409,7 +418,8 @@ def launch_ray(config: StudyConfig, workers: int, options: RayOptions) -> int:
         cpus = cpus_for(gpus, options.cpus_per_worker)
         task = ray.remote(ray_worker).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         device = _device(config, gpus)
-        refs = [task.remote(spec, i, max(1, int(cpus)), device) for i in range(workers)]
+        refs = [task.remote(spec, i, max(1, int(cpus)), device, options.pack)
+                for i in range(workers)]
         _log.info(f"started {workers} worker(s) of {config.name} as Ray tasks "
                   f"({cpus:g} CPU, {gpus:g} GPU each) on {nodes} node(s)")
         return _wait_ray(ray, refs)

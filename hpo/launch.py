@@ -76,6 +76,12 @@ def worker_command(spec: str, *, index: int, threads: int, device: str, storage:
             *packing]
 
 
+def worker_spec(config: StudyConfig, url: str) -> str:
+    """The study definition every worker gets (JSON): exactly ``config``, its storage URL without
+    the password (that comes by :func:`worker_env`)."""
+    return config_json(config.override({"storage": mask_url(url)}))
+
+
 def worker_env(storage: str) -> dict[str, str]:
     """The environment that gives a worker the storage URL (with its password)."""
     return {STORAGE_ENV: storage}
@@ -96,7 +102,7 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
     # the workers get exactly this definition, as JSON
     fd, spec = tempfile.mkstemp(prefix=f"specopt-{config.name}-", suffix=".json")
     with os.fdopen(fd, "w") as f:  # no password in the file: the workers get it by worker_env
-        f.write(config_json(config.override({"storage": mask_url(url)})))
+        f.write(worker_spec(config, url))
     procs: list[subprocess.Popen] = []
     try:
         return _run(config, workers, gpus, cores, url, spec, procs, pack)

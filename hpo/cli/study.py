@@ -299,8 +299,6 @@ def launch(
 
     if on not in PLACES:
         raise SpecoptError(f"--on {on!r}: expected one of {', '.join(PLACES)}")
-    if pack is not None and on != "local":  # not passed on to cluster workers yet
-        raise SpecoptError(f"--pack works with --on local only (not yet with --on {on})")
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
@@ -316,17 +314,19 @@ def launch(
     else:
         _launch_on(cfg, workers, on, partition=partition, gpus=gpus_per_worker,
                    cpus=cpus_per_worker, time_limit=time_limit, mem=mem, sbatch=sbatch,
-                   address=address, wait=wait)
+                   address=address, wait=wait, pack=pack)
 
 
 def _launch_on(cfg: StudyConfig, workers: int, on: str, *, partition, gpus, cpus, time_limit,
-               mem, sbatch, address, wait) -> None:
+               mem, sbatch, address, wait, pack) -> None:
     """``launch --on slurm|ray``: submit (and with --wait, wait), or run and wait on Ray."""
     from hpo import cluster
+    from hpo.packed import parse_pack
 
+    slots = parse_pack(pack)  # each worker's --pack
     if on == "ray":
         code = cluster.launch_ray(cfg, workers, cluster.RayOptions(
-            address=address, gpus_per_worker=gpus, cpus_per_worker=cpus))
+            address=address, gpus_per_worker=gpus, cpus_per_worker=cpus, pack=slots))
     else:  # slurm
         if gpus != int(gpus):
             raise SpecoptError(f"--gpus-per-worker {gpus:g}: SLURM gives whole GPUs "
@@ -334,7 +334,7 @@ def _launch_on(cfg: StudyConfig, workers: int, on: str, *, partition, gpus, cpus
         jobs = cluster.submit_slurm(cfg, workers, cluster.SlurmOptions(
             partition=partition, gpus_per_worker=int(gpus),
             cpus_per_worker=int(cpus) if cpus else None, time=time_limit, mem=mem,
-            sbatch=cluster.parse_sbatch(sbatch)))
+            sbatch=cluster.parse_sbatch(sbatch), pack=slots))
         typer.echo(f"submitted {len(jobs)} worker(s) of {cfg.name}: SLURM jobs "
                    + " ".join(j.job_id for j in jobs))
         if not wait:

@@ -72,12 +72,15 @@ def ray_head(tmp_path_factory):
 
 
 def test_launch_on_ray_runs_a_study_with_workers_as_tasks(tmp_path, ray_head):
+    """Two workers as Ray tasks (1 CPU each, each packing up to 2 trials) on a SQLite study:
+    the launcher waits for both, every trial is complete."""
     url, name = f"sqlite:///{tmp_path}/s.db", "on-ray"
     path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=4,
                        artifacts=tmp_path / "art",
                        space={"loss": ["rmse", "logcosh"], "epochs": 2, "subset": 200})
     proc = subprocess.run([sys.executable, "-m", "hpo.cli", "launch", str(path), "--on", "ray",
-                           "--address", ray_head, "--workers", "2", "--cpus-per-worker", "1"],
+                           "--address", ray_head, "--workers", "2", "--cpus-per-worker", "1",
+                           "--pack", "2"],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "SPECOPT_HOME": str(tmp_path / "home")})
     out = proc.stdout + proc.stderr
@@ -88,7 +91,7 @@ def test_launch_on_ray_runs_a_study_with_workers_as_tasks(tmp_path, ray_head):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     workers = {t.user_attrs[TrialAttr.WORKER]["index"] for t in trials}
     assert workers <= {0, 1}
-    # each worker took its share: one torch thread per CPU given
+    assert re.search(r"worker [01]\] packing up to 2 trials", out), out  # --pack passed on
     assert re.search(r"file on this machine: fine on this single-node Ray", out), out
 
 
