@@ -35,7 +35,7 @@ fi
 $sudo_ chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
 $sudo_ chmod 0700 /etc/munge && $sudo_ chmod 0400 /etc/munge/munge.key
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-  $sudo_ runuser -u munge -- /usr/sbin/munged
+  $sudo_ runuser -u munge -- /usr/sbin/munged --force  # --force: past a stale socket
 fi
 
 host=$(hostname -s)

@@ -3,7 +3,8 @@
 #   bash tests/run.sh [pytest options]
 # Installs the test extras into the active Python (torch==2.13.0, the CPU build, when no torch is
 # installed yet), Debian's chromium + chromium-driver for the browser tests (apt; needs root or
-# sudo), starts a stopped local PostgreSQL cluster, and checks the services the tests need.
+# sudo), starts a stopped local PostgreSQL cluster and a single-node SLURM (.ci/slurm-up.sh), and
+# checks the services the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,13 @@ fi
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "tests/run.sh: no PostgreSQL on 127.0.0.1:5432; the postgres tests will fail. Start one:" >&2
   echo "  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres" >&2
+fi
+
+# SLURM tests (tests/integration/test_slurm.py) need a single-node SLURM: Debian's slurm-wlm and
+# munge, installed and started here (root; no systemd). They fail, not skip, without one. The
+# Ray tests start their own head (the `ray` package comes with the test extras).
+if ! timeout 10 sinfo -h >/dev/null 2>&1; then
+  bash .ci/slurm-up.sh || echo "tests/run.sh: SLURM did not start; the slurm tests will fail" >&2
 fi
 
 exec "$python" -m pytest -q "$@"

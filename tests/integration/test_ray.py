@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from hpo.testing import study_trials, write_study
 from model.contract import TrialAttr
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.ray,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 

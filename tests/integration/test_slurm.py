@@ -23,7 +23,7 @@ from hpo.storage import retried_trial_number
 from hpo.testing import study_trials, wait_for_running, write_study
 from model.contract import Status, TrialAttr
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 ROOT = Path(__file__).resolve().parents[2]
