@@ -3,6 +3,10 @@
 #
 #   sbatch --array=0-15 docs/slurm_array.sh full-tpe
 #
+# The same without a script to edit (and with the time-limit requeue done for you):
+#   specopt launch full-tpe --on slurm --workers 16 --gpus-per-worker 1 --time 24:00:00
+# (pip install 'specopt[slurm]'; docs/distributed.md). This script is the plain-sbatch variant.
+#
 # Every task runs `specopt worker`, which takes trials until the study's budget is spent; the
 # workers coordinate only through the database, so tasks may start late, be preempted or be
 # requeued: a task killed mid-trial (even with SIGKILL) stops sending heartbeats, its trial is
