@@ -249,8 +249,8 @@ class SlurmWorker:
 
 
 def slurm_nodes(partition: str | None) -> int:
-    """Nodes SLURM may place a job on (in ``partition``, else in every partition)."""
-    cmd = ["sinfo", "-h", "-o", "%D %P"] + (["-p", partition] if partition else [])
+    """Nodes SLURM may place a job on: those of ``partition``, else of the default partition."""
+    cmd = ["sinfo", "-h", "-N", "-o", "%N %P"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
@@ -258,11 +258,16 @@ def slurm_nodes(partition: str | None) -> int:
         raise ClusterError(f"SLURM does not answer (sinfo: {str(detail).strip()}); is this a "
                            "SLURM login node? (a single-node test cluster: .ci/slurm-up.sh)") \
             from None
-    counts = [int(line.split()[0]) for line in out.splitlines() if line.strip()]
-    if not counts:
-        raise ClusterError(f"SLURM knows no partition {partition!r}" if partition else
-                           "SLURM has no partition")
-    return max(counts) if partition is None and len(counts) > 1 else sum(counts)
+    pairs = [line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2]
+    if partition is None:  # the default partition is starred
+        default = [node for node, part in pairs if part.endswith("*")]
+        nodes = set(default) if default else {node for node, _ in pairs}
+    else:
+        nodes = {node for node, part in pairs if part.rstrip("*") == partition}
+    if not nodes:
+        raise ClusterError(f"SLURM knows no partition {partition!r} (sinfo lists them)"
+                           if partition else "SLURM lists no node (sinfo)")
+    return len(nodes)
 
 
 def slurm_folder(config: StudyConfig, options: SlurmOptions) -> Path:

@@ -112,6 +112,15 @@ def _logs(home: Path, name: str) -> str:
     return "".join(p.read_text() for p in sorted(folder.glob("*_log.*")))
 
 
+def test_unknown_partition_is_one_line_before_anything_is_submitted(tmp_path, slurm):
+    path = write_study(tmp_path / "s.toml", "nowhere", storage=f"sqlite:///{tmp_path}/s.db",
+                       space={"loss": "rmse", "epochs": 1, "subset": 200}, n_trials=1)
+    code, out = _run(path, "--partition", "no-such-partition", home=tmp_path / "home")
+    assert code != 0 and out.strip() == \
+        "error: SLURM knows no partition 'no-such-partition' (sinfo lists them)", out
+    assert not (tmp_path / "s.db").exists()  # refused before the study was created
+
+
 @pytest.mark.postgres
 def test_launch_on_slurm_runs_a_study_as_a_job_array(tmp_path, slurm, pg_url, pg_study,
                                                      cancel_at_end):

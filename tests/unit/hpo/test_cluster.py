@@ -72,3 +72,17 @@ def test_unknown_place_and_gpu_shares_on_slurm_are_refused(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["launch", str(path), "--on", "slurm",
                                       "--gpus-per-worker", "0.5"])
     assert result.exit_code != 0 and "SLURM gives whole GPUs" in result.output
+
+
+def test_nodes_of_a_partition_from_sinfo(monkeypatch):
+    """sinfo -N lists one line per node and partition; the default partition is starred."""
+    import subprocess
+
+    listing = "a1 gpu\na2 gpu\na1 cpu*\nb1 cpu*\nb2 cpu*\nb2 long\n"
+    monkeypatch.setattr(cluster.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, stdout=listing, stderr=""))
+    assert cluster.slurm_nodes("gpu") == 2
+    assert cluster.slurm_nodes(None) == 3  # cpu*, the default
+    assert cluster.slurm_nodes("long") == 1
+    with pytest.raises(ClusterError, match="no partition 'nope'"):
+        cluster.slurm_nodes("nope")
