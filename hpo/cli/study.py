@@ -34,6 +34,7 @@ from hpo.cli.options import (
     parse_sets,
     with_train_options,
 )
+from hpo.cluster import DEFAULT_TIME, PLACES
 from hpo.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
 from model.errors import SpecoptError
 
@@ -266,8 +267,8 @@ def launch(
     pack: str | None = PackOpt,
     on: str = typer.Option(
         "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
-        "processes; a SLURM job array (submitit; needs specopt[slurm]); Ray tasks (needs "
-        "specopt[ray]). On a cluster the storage must be one every node reaches (PostgreSQL)"),
+        "processes; a SLURM job array (the slurm extra: submitit); Ray tasks (the ray extra). "
+        "On a cluster the storage must be one every node reaches (PostgreSQL)"),
     partition: str | None = typer.Option(None, "--partition", help="slurm: the partition "
                                          "(default: the cluster's default)"),
     gpus_per_worker: float = typer.Option(
@@ -277,7 +278,7 @@ def launch(
         None, "--cpus-per-worker", min=0.01, help="slurm/ray: CPU cores per worker, also its "
         "torch threads (default: 1, or 4 with GPUs)"),
     time_limit: str = typer.Option(
-        "4:00:00", "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
+        DEFAULT_TIME, "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
         "D-HH:MM:SS); near it the worker finishes its epoch, re-queues its trial and the job "
         "is requeued, so the study goes on"),
     mem: str | None = typer.Option(None, "--mem", help="slurm: memory per worker job (16G)"),
@@ -295,8 +296,6 @@ def launch(
 
     Every worker coordinates through the study's storage only; on SLURM the time-limit signal and scancel make a worker finish its epoch and re-queue its trial (see docs/distributed.md).
     """  # noqa: E501
-    from hpo.cluster import PLACES
-
     if on not in PLACES:
         raise SpecoptError(f"--on {on!r}: expected one of {', '.join(PLACES)}")
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
