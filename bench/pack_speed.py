@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_speed import synthetic_data  # noqa: E402
+from train_speed import add_speed_options, synthetic_data  # noqa: E402
 
 from data_prep import load_levels, prepare  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
@@ -96,16 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", help="levels .npz (default: the bundled dataset)")
     ap.add_argument("--size", default="full", help="molecules: a number or 'full'")
     ap.add_argument("--packs", default="1,2,4,8,16,32", help="K values (comma-separated)")
-    ap.add_argument("--devices", default="auto",
-                    help="cpu, cuda, or auto (cpu, plus cuda when available)")
-    ap.add_argument("--amp", default="auto", help="auto, off or bf16")
-    ap.add_argument("--epochs", type=int, default=1, help="timed epochs per row (median)")
-    ap.add_argument("--max-batches", type=int, default=None,
-                    help="time partial epochs of this many (and twice as many) batches and "
-                    "extrapolate to the full epoch")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    ap.add_argument("--synthetic", action="store_true",
-                    help="random data of the right shapes when no dataset is available")
+    add_speed_options(ap, amp_help="auto, off or bf16")
     ap.add_argument("--smoke", action="store_true",
                     help="a quick check that everything runs: 1,000 molecules, K 1,2, "
                     "2 batches (numbers meaningless)")

@@ -92,15 +92,11 @@ def measure(data: TrainingData, device: str, amp: str, compile_: bool, epochs: i
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", help="levels .npz (default: the bundled dataset)")
-    ap.add_argument("--sizes", default="full,5000",
-                    help="molecules per row: numbers or 'full' (comma-separated)")
+def add_speed_options(ap: argparse.ArgumentParser, amp_help: str) -> None:
+    """The options every speed benchmark takes (train_speed, pack_speed)."""
     ap.add_argument("--devices", default="auto",
                     help="cpu, cuda, or auto (cpu, plus cuda when available)")
-    ap.add_argument("--amp", default="auto", help="comma-separated: auto, off, bf16")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--amp", default="auto", help=amp_help)
     ap.add_argument("--epochs", type=int, default=1, help="timed epochs per row (median)")
     ap.add_argument("--max-batches", type=int, default=None,
                     help="time partial epochs of this many (and twice as many) batches and "
@@ -108,6 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     ap.add_argument("--synthetic", action="store_true",
                     help="random data of the right shapes when no dataset is available")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", help="levels .npz (default: the bundled dataset)")
+    ap.add_argument("--sizes", default="full,5000",
+                    help="molecules per row: numbers or 'full' (comma-separated)")
+    add_speed_options(ap, amp_help="comma-separated: auto, off, bf16")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = ap.parse_args(argv)
 
     devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
