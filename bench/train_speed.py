@@ -101,7 +101,8 @@ def add_speed_options(ap: argparse.ArgumentParser, amp_help: str) -> None:
     ap.add_argument("--max-batches", type=int, default=None,
                     help="time partial epochs of this many (and twice as many) batches and "
                     "extrapolate to the full epoch")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: the idle cores, as a run picks them)")
     ap.add_argument("--synthetic", action="store_true",
                     help="random data of the right shapes when no dataset is available")
 

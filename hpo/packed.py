@@ -204,10 +204,10 @@ class PackedWorker(Worker):
         the worker (see the module docstring)."""
         import torch
 
-        from model.device import available_cpus
+        from model.device import idle_cpus
 
         s = self.settings
-        torch.set_num_threads(s.num_threads or available_cpus())  # the packed steps' threads
+        torch.set_num_threads(s.num_threads or idle_cpus())  # the packed steps' threads
         if s.handle_signals:
             self.stop.install()
         start = time.monotonic()

@@ -124,7 +124,8 @@ class TrainConfig(BaseModel):
         "float32): 'auto' uses it on CUDA and on CPUs with AMX.")
     compile: bool = Field(False, description="torch.compile the model for training steps "
                           "(slower on the CPU here: 2,300 vs 3,350 samples/s).")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads (all cores when None).")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads (when None: the cores "
+                                     "other processes are not busy on, at least 1).")
     eval_batch_size: int | None = Field(
         None, ge=1, description="Molecules per evaluation batch (default: 256 on the CPU, "
         "where it stays in cache, 8192 on CUDA).")
