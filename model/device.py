@@ -38,7 +38,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def idle_cpus(samples: int = 5, interval: float = 0.05) -> int:
+def idle_cpus(samples: int = 3, interval: float = 0.03) -> int:
     """Cores of :func:`available_cpus` that other processes are not busy on right now, at least
     1: the default thread count of a run.  On a busy machine more threads than idle cores make
     each step wait for the slowest thread: measured here with two other busy processes on 2
