@@ -85,13 +85,10 @@ def inside(folder: str | Path, name: str) -> Path:
     in an attribute) that is one plain file name staying inside ``folder``; else
     :class:`ReportError` (one line). ``../x``, ``a/b``, ``..``, an absolute path or a NUL are
     refused."""
+    from hpo.home import plain_name
+
     base = Path(folder)
-    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-           or Path(name).is_absolute())
-    if bad:
-        raise ReportError(f"{name!r} is not a plain file name: it would lead outside {base}; "
-                          "refused (give the output folder with --out)")
-    return base / name
+    return base / plain_name(name, base)
 
 
 def default_out_dir(study_name: str, suffix: str) -> Path:
