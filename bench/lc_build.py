@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.contract import LOSSES  # noqa: E402
+from model.device import cpu_model_name  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "lc"
 SIGMAS = (0.1, 0.3, 0.5)
@@ -140,7 +141,9 @@ def run_one(run: dict) -> dict:
         record.update(status=result.status, best_epoch=result.best_epoch,
                       metrics=result.metrics)
     record["history"] = history
-    record.update(wall_seconds=time.time() - start, fingerprint=data.fingerprint)
+    # runs span sessions and machines: each says where its seconds were measured
+    record.update(wall_seconds=time.time() - start, fingerprint=data.fingerprint,
+                  cpu=cpu_model_name(), cpus=os.cpu_count())
     return record
 
 
@@ -192,19 +195,25 @@ def assemble(out: Path = OUT) -> list[dict]:
     return records
 
 
-def write_provenance(argv: list[str], fingerprint: str | None, out: Path = OUT) -> None:
+def write_provenance(argv: list[str], records: list[dict], out: Path = OUT) -> None:
+    from collections import Counter
+
     import torch
 
-    from model.device import cpu_model_name
-
+    machines = Counter(f"{r['cpu']}, {r.get('cpus')} cores" if r.get("cpu") else
+                       "not recorded (runs built before runs named their CPU)" for r in records)
     prov = {
         "command": "python bench/lc_build.py " + " ".join(argv),
         "commit": _git_commit(),
         "dataset": "bundled GFN2-xTB levels (data_prep/data/qm9_gfn2xtb_levels.npz)",
-        "dataset_fingerprint": fingerprint,
+        "dataset_fingerprint": records[0]["fingerprint"] if records else None,
         "subset": SUBSET, "epochs": EPOCHS, "reference_sigma": REFERENCE_SIGMA,
         "design_seed": DESIGN_SEED, "n_runs_planned": len(design()),
-        "device": f"cpu: {cpu_model_name()}, 1 thread per run",
+        "device": "cpu, 1 thread per run, 2 runs at once (--jobs 2)",
+        # built over several sessions, not always on one machine: replay's default seconds
+        # ("shape-median") do not depend on which machine ran a run
+        "machines": dict(machines),
+        "assembled_on": f"{cpu_model_name()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "python": platform.python_version(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in tqdm(pool.imap_unordered(_worker, todo), total=len(todo), unit="run"):
                 pass
     done = assemble()
-    write_provenance(argv, done[0]["fingerprint"] if done else None)
+    write_provenance(argv, done)
     print(f"{len(done)} of {len(runs)} runs in {OUT / 'table.csv'} and {OUT / 'configs.csv'}")
 
 
