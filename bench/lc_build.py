@@ -201,7 +201,7 @@ def write_provenance(argv: list[str], records: list[dict], out: Path = OUT) -> N
     import torch
 
     machines = Counter(f"{r['cpu']}, {r.get('cpus')} cores" if r.get("cpu") else
-                       "not recorded (runs built before runs named their CPU)" for r in records)
+                       "not recorded (built before each run recorded its CPU)" for r in records)
     prov = {
         "command": "python bench/lc_build.py " + " ".join(argv),
         "commit": _git_commit(),
