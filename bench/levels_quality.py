@@ -102,7 +102,8 @@ def sample_index(index: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(np.asarray(index), min(size, len(index)), replace=False))
 
 
-def method_levels(qm9_index: np.ndarray, method: str, parts_dir: Path | None) -> dict[int, np.ndarray]:
+def method_levels(qm9_index: np.ndarray, method: str,
+                  parts_dir: Path | None) -> dict[int, np.ndarray]:
     """{QM9 index: 16 levels} with ``method``, one process (molecules that fail are left out)."""
     from data_prep import load_qm9pack
     from data_prep.levels import compute_levels
@@ -199,8 +200,16 @@ def main(argv: list[str] | None = None) -> None:
         date=time.strftime("%Y-%m-%d"), timing=timing, total=time.time() - t0,
         provenance=ds.provenance.get("method", "?") if isinstance(ds.provenance, dict) else "?",
     )
-    args.out.write_text(text)
+    args.out.write_text(text.replace("WRITE-UP", _kept_write_up(args.out)))
     print(f"wrote {args.out}")
+
+
+def _kept_write_up(out: Path) -> str:
+    """The hand-written "What it means" of an earlier run's file (a rerun keeps it)."""
+    old = out.read_text() if out.exists() else ""
+    head, _, rest = old.partition("## What it means\n")
+    kept = rest.partition("\n## ")[0].strip() if rest else ""
+    return kept or "WRITE-UP (by hand: which method is closest to DFT, how compressed GFN2-xTB is)"
 
 
 def _cpu_name() -> str:

@@ -58,3 +58,10 @@ def test_bundled_homo_sits_about_4_ev_below_qm9_b3lyp():
     assert lq.qm9_homo_eV(np.array([54]))[0] == pytest.approx(-0.3145 * HARTREE_EV)
     a = lq.Agreement.of(lq.homo(ds.levels[rows]), qm9)
     assert -4.4 < a.offset < -3.8 and 0.1 < a.sd < 0.5 and a.r > 0.7
+
+
+def test_a_rerun_keeps_the_hand_written_meaning(tmp_path):
+    out = tmp_path / "levels_quality.md"
+    assert lq._kept_write_up(out).startswith("WRITE-UP")
+    out.write_text("# t\n\n## What it means\n\nIPEA1 is closest.\n\n## Provenance\n\n- x\n")
+    assert lq._kept_write_up(out) == "IPEA1 is closest."
