@@ -248,8 +248,8 @@ WRITE-UP
 
 - Command: `{cmd}`
 - Sample: seed {seed}, {size} molecules of the bundled dataset (xTB methods and `{hf}`), of them
-  {ref_size} (a seeded sub-sample) also with `{ref}`; PySCF's `b3lyp` is its default B3LYP
-  (VWN5 correlation; Gaussian, which QM9 used, takes VWN3).
+  {ref_size} (a seeded sub-sample) also with `{ref}`; PySCF's `b3lyp` is libxc's B3LYP
+  (VWN-RPA correlation, as in Gaussian, which QM9 used).
 - Versions: {versions}.
 - CPU: {cpu}, {date}; wall time {total:.0f} s ({timing}).
 """
