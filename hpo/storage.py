@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import shutil
 import sqlite3
 import time
@@ -405,9 +406,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
         path = _path_of(url, "sqlite:///")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
-                # WAL: readers do not block the writer; several local workers can share the file
-                con.execute("PRAGMA journal_mode=WAL")
+            _sqlite_wal(path)
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"storage {shown}: cannot open SQLite file ({err})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -443,6 +442,22 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
         return rdb  # readers (reports, the dashboard) get Optuna's own storage
     return ResilientStorage(optuna.storages._CachedStorage(rdb), shown=shown, max_wait=max_wait,
                             grace=grace_period or 2 * heartbeat_interval)
+
+
+def _sqlite_wal(path: Path, wait: float = 60.0) -> None:
+    """Put the SQLite file in WAL mode (readers do not block the writer; several local workers
+    share the file). Switching can fail at once with "database is locked" while another
+    process opens the same fresh file (SQLite's busy timeout does not cover it): retried."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=wait)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05 + 0.1 * random.random())
 
 
 def _lock_key(name: str) -> int:
