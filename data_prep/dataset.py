@@ -26,7 +26,24 @@ SPLIT_NAMES = {TRAIN: "train", TEST: "test", VALIDATION: "validation"}
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 SPLIT_SEED = 2019
 
-BUNDLED_PATH = Path(__file__).parent / "data" / "qm9_gfn2xtb_levels.npz"
+_DATA = Path(__file__).parent / "data"
+#: Datasets shipped with specopt, by name (``TrainConfig.dataset``, ``specopt data info NAME``):
+#: all of QM9 (qm9pack) at a tblite level. IPEA1-xTB is closer to QM9's B3LYP HOMO and less
+#: compressed (docs/levels_quality.md); GFN2-xTB stays the default (the report reproductions).
+BUNDLED_DATASETS: dict[str, Path] = {
+    "gfn2-xtb": _DATA / "qm9_gfn2xtb_levels.npz",
+    "ipea1-xtb": _DATA / "qm9_ipea1xtb_levels.npz",
+}
+DEFAULT_DATASET = "gfn2-xtb"
+BUNDLED_PATH = BUNDLED_DATASETS[DEFAULT_DATASET]
+
+
+def dataset_path(dataset: str | Path | None) -> Path:
+    """The file of a dataset: a bundled name (``gfn2-xtb``, ``ipea1-xtb``), a path, or None (the
+    default bundled one)."""
+    if dataset is None:
+        return BUNDLED_PATH
+    return BUNDLED_DATASETS.get(str(dataset), Path(dataset))
 
 
 def make_split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +166,14 @@ class LevelsDataset:
 
 
 def load_levels(path: str | Path | None = None) -> LevelsDataset:
-    """Load a levels dataset; the bundled GFN2-xTB one when ``path`` is None."""
-    path = Path(path) if path is not None else BUNDLED_PATH
+    """Load a levels dataset: a file, a bundled name (``BUNDLED_DATASETS``), or the default
+    bundled GFN2-xTB one when ``path`` is None."""
+    path = dataset_path(path)
     if not path.exists():
-        bundled = path == BUNDLED_PATH
-        hint = " (the bundled dataset is missing: reinstall specopt)" if bundled else ""
+        if path in BUNDLED_DATASETS.values():
+            hint = " (a bundled dataset is missing: reinstall specopt)"
+        else:
+            hint = f" (give a levels file or a bundled name: {', '.join(BUNDLED_DATASETS)})"
         raise DataError(f"dataset not found: {path}{hint}")
     try:
         with np.load(path, allow_pickle=False) as f:

@@ -221,8 +221,9 @@ _LEVELS: dict = {}
 def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float, e_max: float,
                   subset: int | None):
     from data_prep import load_levels, prepare
+    from data_prep.dataset import dataset_path
 
-    key = str(Path(dataset).resolve()) if dataset else None
+    key = str(dataset_path(dataset).resolve())
     if key not in _LEVELS:
         _LEVELS[key] = load_levels(key)
     return prepare(_LEVELS[key], sigma=sigma, n_points=n_points, e_min=e_min, e_max=e_max,

@@ -64,7 +64,9 @@ class TrainConfig(BaseModel):
     e_max: float = _finite(default=E_MAX, description="High end of the energy window, eV.")
     subset: int | None = Field(None, ge=20, description="Only this many molecules (all when "
                                "None).")
-    dataset: Path | None = Field(None, description="Levels dataset file (bundled when None).")
+    dataset: str | None = Field(
+        None, description="Levels dataset: a bundled name ('gfn2-xtb', the default, or "
+        "'ipea1-xtb') or a levels file.")
     coulomb_noise: float = _finite(
         default=1.0, ge=0, description="Std of the row-norm noise of the randomised Coulomb "
         "matrices (0: plain sorted matrices, no augmentation).")

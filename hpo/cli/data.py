@@ -21,7 +21,7 @@ cache_app = typer.Typer(
 def build(
     out: Path = typer.Option(None, help="Dataset file to write (default: "
                              "$SPECOPT_HOME/data/qm9_levels.npz)."),
-    method: str = typer.Option("gfn2-xtb", help="gfn2-xtb, gfn1-xtb, or pyscf:XC/BASIS "
+    method: str = typer.Option("gfn2-xtb", help="gfn2-xtb, ipea1-xtb, gfn1-xtb, or pyscf:XC/BASIS "
                                "(e.g. pyscf:hf/sto-3g; needs pip install pyscf)."),
     xyz_dir: Path = typer.Option(None, help="Folder of QM9 dsgdb9nsd_*.xyz files "
                                  "(default: all 130,831 qm9pack geometries)."),
@@ -39,12 +39,14 @@ def build(
 
 
 @app.command()
-def info(dataset: Path = typer.Argument(None, help="Dataset file (default: the bundled one).")):
+def info(dataset: str = typer.Argument(
+        None, help="A bundled dataset's name (gfn2-xtb, the default, or ipea1-xtb) or a "
+        "dataset file.")):
     """Counts, split sizes, level range and provenance of a dataset."""
-    from data_prep.dataset import BUNDLED_PATH, load_levels
+    from data_prep.dataset import dataset_path, load_levels
 
     ds = load_levels(dataset)
-    typer.echo(f"dataset: {dataset or BUNDLED_PATH}")
+    typer.echo(f"dataset: {dataset_path(dataset)}")
     typer.echo(json.dumps(ds.summary(), indent=1))
 
 
