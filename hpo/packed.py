@@ -20,10 +20,17 @@ SIGINT/SIGTERM: no new trials; every member stops after its current epoch (state
 FAIL and re-queued, as a lone worker's trial). An infrastructure error stops the worker after
 the current epoch, its other members re-queued.
 
-``--pack auto`` (:func:`auto_pack`): on CUDA one slot per 1 GiB of free device memory, at most
-32; on the CPU min(8, cores).  The memory of a member is far below that (weights, AdamW state and
-activations of a batch of 90: tens of MB); the bound is the step time, which
-``bench/pack_speed.py`` measures.
+``--pack auto`` (:func:`auto_pack`): K is measured, within a bound (on CUDA one slot per 1 GiB
+of free device memory, at most 32, where a member needs tens of MB: weights, AdamW state and one
+batch's activations; on the CPU min(8, cores)).  A few training steps of the study's network
+shape (:func:`timing_config`) are timed on the worker's device for K = 1 (a lone trial,
+:class:`model.Trainer`: the plain worker's path), 2, 4, ... (a :class:`model.packed.Pack`),
+doubling while the trial-steps per second (K / seconds per step, proportional to trial-epochs
+per second) grow and the next K's steps (about twice as long) fit in ``AUTO_BUDGET_S`` seconds
+of steps in all (a step that long fills the device already).  The K with the most trial-steps
+per second wins, a larger K only when at least ``AUTO_MARGIN`` faster; the measurement is
+logged and cached per process.  K = 1 runs the plain :class:`Worker`.  On a CPU packs are
+usually slower than the lone trial (``bench/pack_speed.py``), so auto gives 1 there.
 """
 
 from __future__ import annotations
@@ -32,16 +39,23 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from data_prep import TEST, TRAIN, VALIDATION, TrainingData
+from hpo.config import StudyConfig
 from hpo.training import objective
 from hpo.worker import Worker, WorkerSummary
+from model.config import TrainConfig
+from model.contract import MATRIX_SIZE, N_LEVELS
 from model.errors import ConfigError, TrialError, WorkerInterrupted
 
-__all__ = ["MAX_AUTO_PACK", "PackedWorker", "auto_pack", "parse_pack", "run_packed_worker"]
+__all__ = ["MAX_AUTO_PACK", "PackedWorker", "auto_pack", "memory_slots", "parse_pack",
+           "resolve_pack", "run_packed_worker", "step_seconds", "timing_config"]
 
 _log = logging.getLogger("specopt.worker")
 
@@ -49,8 +63,15 @@ _log = logging.getLogger("specopt.worker")
 MAX_AUTO_PACK = 32
 #: Free device memory per slot of ``--pack auto`` on CUDA.
 AUTO_BYTES_PER_SLOT = 1 << 30
+#: ``--pack auto``: steps timed per K (after a warm-up step), seconds of steps after which it
+#: stops doubling K, and how much faster a larger K must be to be chosen.
+AUTO_STEPS = 2
+AUTO_BUDGET_S = 2.0
+AUTO_MARGIN = 0.05
 #: Seconds between the main thread's looks at a signal while a member works.
 _POLL = 0.2
+
+_measured: dict[tuple, int] = {}  # auto_pack's answers in this process
 
 
 def parse_pack(value: str | int | None) -> int | str | None:
@@ -68,17 +89,137 @@ def parse_pack(value: str | int | None) -> int | str | None:
     return k
 
 
-def auto_pack(device: str | None) -> int:
-    """The slots of ``--pack auto`` on ``device`` (see the module docstring)."""
+def memory_slots(device: Any) -> int:
+    """The most slots ``--pack auto`` considers on ``device`` (a torch.device): its memory
+    bound (see the module docstring)."""
     import torch
 
-    from model.device import available_cpus, resolve_device
+    from model.device import available_cpus
 
-    dev = resolve_device(device or "auto")
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(MAX_AUTO_PACK, int(free // AUTO_BYTES_PER_SLOT)))
     return max(1, min(8, available_cpus()))
+
+
+def timing_config(study: StudyConfig, device: str | None = None,
+                  num_threads: int | None = None) -> TrainConfig:
+    """A trial of ``study`` as ``--pack auto`` times it: each field that shapes a pack's step
+    (:data:`model.packed.SHAPE_FIELDS`) at its fixed value or first choice (a range: its low
+    end), the study's ``[train]`` settings, the worker's device and threads; the rest (sigma,
+    loss, ...) at TrainConfig's defaults: they do not change a step's cost."""
+    from model.packed import SHAPE_FIELDS
+
+    params: dict[str, Any] = {}
+    for name in SHAPE_FIELDS:
+        spec = study.space.get(name)
+        if spec is not None:
+            params[name] = spec.bounds()[0] if spec.kind == "range" else spec.values()[0]
+    return TrainConfig(**study.train_settings(params, device=device, num_threads=num_threads))
+
+
+def _timing_data(config: TrainConfig, steps: int) -> TrainingData:
+    """Random matrices and spectra of ``config``'s shapes: ``steps`` training batches, one test
+    and one validation molecule (a step's cost does not depend on the values)."""
+    n = steps * config.batch_size + 2
+    rng = np.random.default_rng(0)
+    levels = np.sort(rng.uniform(config.e_min, config.e_max, (n, N_LEVELS)), 1)
+    return TrainingData(
+        coulomb=rng.random((n, MATRIX_SIZE, MATRIX_SIZE), dtype=np.float32),
+        spectra=rng.random((n, config.n_points), dtype=np.float32),
+        levels=levels.astype(np.float32),
+        split=np.array([TRAIN] * (n - 2) + [TEST, VALIDATION], np.uint8), index=np.arange(n),
+        sigma=config.sigma, n_points=config.n_points, e_min=config.e_min, e_max=config.e_max,
+        fingerprint="pack-timing", provenance={"synthetic": True})
+
+
+def step_seconds(config: TrainConfig, k: int) -> float:
+    """Seconds of one training step of ``k`` trials of ``config``'s shape on its device: a lone
+    :class:`model.Trainer` for 1, a :class:`model.packed.Pack` of ``k`` (members of other seeds)
+    otherwise; ``AUTO_STEPS`` steps timed after one warm-up step (oneDNN primitives, cuDNN
+    autotuning, the capture of a CUDA graph)."""
+    import torch
+
+    from model.device import resolve_device
+    from model.packed import Pack
+    from model.trainer import Trainer
+
+    data = _timing_data(config, AUTO_STEPS)
+    epoch: Callable[[int | None], object]
+    if k == 1:
+        epoch = Trainer(config, data).train_epoch
+    else:
+        pack = Pack()
+        for i in range(k):
+            pack.start(config.model_copy(update={"seed": config.seed + i}), data)
+        epoch = pack.train_epoch
+    cuda = resolve_device(config.device).type == "cuda"
+
+    def timed(batches: int | None) -> float:
+        begin = time.perf_counter()
+        epoch(batches)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - begin
+
+    timed(1)
+    return timed(None) / AUTO_STEPS
+
+
+def auto_pack(config: TrainConfig, *, step_time: Callable[[TrainConfig, int], float] | None
+              = None, limit: int | None = None) -> int:
+    """The K of ``--pack auto`` for trials shaped as ``config`` (:func:`timing_config`), on its
+    device: measured (see the module docstring), logged, cached per process.
+    ``step_time(config, k)``: seconds per step of a pack of ``k`` (default :func:`step_seconds`;
+    tests inject their own); ``limit``: the memory bound (default :func:`memory_slots`)."""
+    import torch
+
+    from model.device import resolve_device
+    from model.packed import SHAPE_FIELDS
+
+    device = resolve_device(config.device)
+    key = (str(device), config.num_threads, config.amp,
+           *(getattr(config, f) for f in SHAPE_FIELDS))
+    if key in _measured:
+        return _measured[key]
+    limit = limit or memory_slots(device)
+    measure = step_time or step_seconds
+    rates: dict[int, float] = {}
+    best, spent, k, note = 1, 0.0, 1, ""
+    while k <= limit:
+        try:
+            seconds = measure(config, k)
+        except torch.OutOfMemoryError:  # beyond the device's memory: the bound is reached
+            note = f"; K={k}: out of memory"
+            break
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rates[k] = k / seconds
+        spent += (1 + AUTO_STEPS) * seconds
+        if rates[k] >= rates[best] * (1 + AUTO_MARGIN):
+            best = k
+        if rates[k] < max(rates.values()):  # slower than a smaller pack: larger ones too
+            break
+        # a pack of 2K steps in about twice the time (or less): past the budget, not timed
+        if 2 * k <= limit and spent + (1 + AUTO_STEPS) * 2 * seconds > AUTO_BUDGET_S:
+            note = f"; K={2 * k} not timed (a step of K={k} already fills the device)"
+            break
+        k *= 2
+    shown = "; ".join(f"K={n}: {n / r:.3g} s/step, {r:.3g} trial-steps/s"
+                      for n, r in rates.items())
+    chosen = f"K={best}" if best > 1 else "K=1, the plain worker (packs are not faster)"
+    _log.info(f"--pack auto on {device} (at most {limit}): {shown}{note} -> {chosen}")
+    _measured[key] = best
+    return best
+
+
+def resolve_pack(study: StudyConfig, pack: int | str, *, device: str | None = None,
+                 num_threads: int | None = None) -> int:
+    """``--pack``'s K: the number given, or :func:`auto_pack`'s for ``study`` on ``device``."""
+    if pack != "auto":
+        return int(pack)
+    return auto_pack(timing_config(study, device, num_threads))
 
 
 class _Slot:
@@ -99,7 +240,8 @@ class PackedWorker(Worker):
 
     def __init__(self, config, *, pack: int | str = "auto", **options: Any) -> None:
         super().__init__(config, **options)
-        self.slots = auto_pack(self.settings.device) if pack == "auto" else int(pack)
+        self.slots = resolve_pack(config, pack, device=self.settings.device,
+                                  num_threads=self.settings.num_threads)
         self.packs: list = []  # model.packed.Pack, one per compatible group
         self._turn = threading.RLock()  # torch and the packs: one thread at a time
         self._events: queue.Queue = queue.Queue()  # (event, slot) from the trials' threads
@@ -208,17 +350,16 @@ class PackedWorker(Worker):
 
         s = self.settings
         torch.set_num_threads(s.num_threads or idle_cpus())  # the packed steps' threads
-        if s.handle_signals:
-            self.stop.install()
-        start = time.monotonic()
         active: list[_Slot] = []
         errors = [0]  # unexpected trial errors in a row
         fatal: BaseException | None = None
         _log.info(f"{s.label} packing up to {self.slots} trials")
-        try:
+        second_signal = KeyboardInterrupt("second signal")
+        with self._running(on_second_signal=lambda: self._abort(active, second_signal)) \
+                as start:
             action = "run"
             while True:
-                out_of_time = s.timeout is not None and time.monotonic() - start >= s.timeout
+                out_of_time = self._out_of_time(start)
                 while (len(active) < self.slots and fatal is None and not self.stop()
                        and not out_of_time):
                     action, trial = self._claim()
@@ -238,8 +379,6 @@ class PackedWorker(Worker):
                     if fatal is not None:
                         raise fatal
                     if self.stop() or out_of_time or action == "done":
-                        if out_of_time:
-                            _log.info(f"{s.label} time budget of {s.timeout:g} s spent")
                         break
                     time.sleep(s.poll)  # others run the last trials: wait for theirs to end
                     continue
@@ -248,15 +387,6 @@ class PackedWorker(Worker):
                     active.clear()
                     continue
                 fatal = self._epoch(active, errors)
-            if self.stop():
-                self.summary.interrupted = True
-        except KeyboardInterrupt:
-            self._abort(active, KeyboardInterrupt("second signal"))
-            self.summary.interrupted = True
-        finally:
-            if s.handle_signals:
-                self.stop.restore()
-            self.summary.seconds = time.monotonic() - start
         return self.summary
 
     def _epoch(self, active: list[_Slot], errors: list[int]) -> BaseException | None:
@@ -290,5 +420,7 @@ class PackedWorker(Worker):
 
 
 def run_packed_worker(config, *, pack: int | str, **options: Any) -> WorkerSummary:
-    """:func:`hpo.worker.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`)."""
+    """:func:`hpo.worker.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`; a
+    :class:`PackedWorker` even when that is 1: :func:`hpo.worker.run_worker` runs the plain
+    worker then)."""
     return PackedWorker(config, pack=pack, **options).run()

@@ -29,6 +29,7 @@ with one line naming the file and the fix (exit status 3).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -37,7 +38,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -350,14 +351,10 @@ class Worker:
                 import torch
 
                 torch.set_num_threads(s.num_threads)
-        if s.handle_signals:
-            self.stop.install()
         errors_in_a_row = 0
-        start = time.monotonic()
-        try:
+        with self._running() as start:
             while not self.stop():
-                if s.timeout is not None and time.monotonic() - start >= s.timeout:
-                    _log.info(f"{s.label} time budget of {s.timeout:g} s spent")
+                if self._out_of_time(start):
                     break
                 action, trial = self._claim()
                 if action == "done":
@@ -380,13 +377,40 @@ class Worker:
                     self.summary.interrupted = True
                     break
                 self.summary.count(state)
+        return self.summary
+
+    @contextlib.contextmanager
+    def _running(self, on_second_signal: Callable[[], None] | None = None
+                 ) -> Iterator[float]:
+        """Around a worker's loop (this one's and :class:`hpo.packed.PackedWorker`'s): the
+        signal handlers, installed then restored; at a normal end, ``interrupted`` when a stop
+        was asked for, else the line saying the time budget is spent; ``seconds`` always.
+        Yields the start (``time.monotonic``). ``on_second_signal``: the KeyboardInterrupt of
+        a second signal is handled by it (the run counts as interrupted) instead of raised."""
+        s = self.settings
+        if s.handle_signals:
+            self.stop.install()
+        start = time.monotonic()
+        try:
+            yield start
+        except KeyboardInterrupt:
+            if on_second_signal is None:
+                raise
+            on_second_signal()
+            self.summary.interrupted = True
+        else:
             if self.stop():
                 self.summary.interrupted = True
+            elif not self.summary.interrupted and self._out_of_time(start):
+                _log.info(f"{s.label} time budget of {s.timeout:g} s spent")
         finally:
             if s.handle_signals:
                 self.stop.restore()
             self.summary.seconds = time.monotonic() - start
-        return self.summary
+
+    def _out_of_time(self, start: float) -> bool:
+        timeout = self.settings.timeout
+        return timeout is not None and time.monotonic() - start >= timeout
 
     def _decide(self) -> Action:
         s = self.settings
@@ -479,12 +503,16 @@ def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:
     and tests of the worker machinery).  Returns what this worker did.  A trial that raises an
     unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
     ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
-    ``pack``: train up to that many trials at once as one batched model (``"auto"``: sized to
-    the device; None or 1: one trial at a time), see :mod:`hpo.packed`.
+    ``pack``: train up to that many trials at once as one batched model (``"auto"``: measured
+    on the device, the plain worker when packs are not faster; None or 1: one trial at a
+    time), see :mod:`hpo.packed`.
     """
     pack = options.pop("pack", None)
     if pack is not None and pack != 1:
-        from hpo.packed import run_packed_worker  # imports this module
+        from hpo.packed import resolve_pack, run_packed_worker  # imports this module
 
-        return run_packed_worker(config, pack=pack, **options)
+        slots = resolve_pack(config, pack, device=options.get("device"),
+                             num_threads=options.get("num_threads"))
+        if slots > 1:  # auto measured 1: packs are slower here than the plain worker
+            return run_packed_worker(config, pack=slots, **options)
     return Worker(config, **options).run()
