@@ -2,7 +2,9 @@
 
 The training settings are not listed here: :func:`with_train_options` makes one option per
 ``model.config.TrainConfig`` field (name, type, help and default from the field), so a field that
-``model`` gains is an option of ``train``, ``worker``, ``launch`` and ``run`` at once.
+``model`` gains is an option of ``train``, ``worker``, ``launch`` and ``run`` at once.  Where the
+workers run (``--on local|slurm|ray`` and its options, ``--pack``) is one group too
+(:func:`with_place_options`, a :class:`Place`), shared by ``launch`` and ``run``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import json
 import tomllib
 import types
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import typer
 
+from hpo.cluster import DEFAULT_TIME, PLACES
 from model.config import TrainConfig
-from model.errors import ConfigError
+from model.errors import ConfigError, SpecoptError
 
 STUDY_HELP = "a shipped study name (see `specopt studies`) or the path of a study .toml file"
 STORED_STUDY_HELP = ("a shipped study name (see `specopt studies`), a study .toml file, or a "
@@ -54,6 +58,14 @@ StudySetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="set any study
                            "--set pruner.name=none; TOML values); repeatable")
 PrintConfigOpt = typer.Option(False, "--print-config", help="print the resolved settings as "
                               "JSON and exit (nothing runs)")
+
+PackOpt = typer.Option(
+    None, "--pack", metavar="K|auto", help="train up to K trials at once in each worker as one "
+    "batched model (each with its own weights, optimiser, lr, loss, sigma, data order; reported "
+    "and pruned on its own; a finished trial's slot is refilled at once). Trials of another Np, "
+    "batch size or network shape form packs of their own. auto: K measured on the device (a "
+    "few timed steps of K = 1, 2, 4, ... within its memory, logged), 1 (no packing) when packs "
+    "are not faster, as on most CPUs")
 
 #: Extra spellings of some options (short forms, and the old worker --threads).
 ALIASES = {"n_points": ("--np",), "num_threads": ("--threads",)}
@@ -165,3 +177,101 @@ def with_train_options(fields: Iterable[str], *, study: bool = False):
         return command
 
     return decorate
+
+
+# --- where the workers run: launch and run ------------------------------------------------------
+
+_PLACE_PANEL = "Where the workers run"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where ``launch`` and ``run`` start their workers: their ``--on`` group of options, as
+    given (checked when made: a wrong value says so before anything starts)."""
+
+    on: str = "local"
+    partition: str | None = None
+    gpus_per_worker: float = 0
+    cpus_per_worker: float | None = None
+    time_limit: str = DEFAULT_TIME
+    mem: str | None = None
+    sbatch: tuple[str, ...] = ()
+    address: str = "auto"
+    pack: str | None = None
+
+    def __post_init__(self) -> None:
+        from hpo.packed import parse_pack
+
+        if self.on not in PLACES:
+            raise SpecoptError(f"--on {self.on!r}: expected one of {', '.join(PLACES)}")
+        if self.on == "slurm" and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise SpecoptError(f"--gpus-per-worker {self.gpus_per_worker:g}: SLURM gives whole "
+                               "GPUs (a share of a GPU: --on ray)")
+        parse_pack(self.pack)
+
+    @property
+    def slots(self) -> int | str | None:
+        """Each worker's ``--pack`` (None: no packing)."""
+        from hpo.packed import parse_pack
+
+        return parse_pack(self.pack)
+
+
+#: The options of :class:`Place`, by field: (annotation, typer option).
+PLACE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "on": (str, typer.Option(
+        "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
+        "processes; a SLURM job array (the slurm extra: submitit); Ray tasks (the ray extra). "
+        "On a cluster the storage must be one every node reaches (PostgreSQL)")),
+    "partition": (str | None, typer.Option(
+        None, "--partition", help="slurm: the partition (default: the cluster's default)")),
+    "gpus_per_worker": (float, typer.Option(
+        0, "--gpus-per-worker", min=0, help="slurm: GPUs per worker job (whole); ray: GPU share "
+        "per worker (0.25: four workers per GPU)")),
+    "cpus_per_worker": (float | None, typer.Option(
+        None, "--cpus-per-worker", min=0.01, help="slurm/ray: CPU cores per worker, also its "
+        "torch threads (default: 1, or 4 with GPUs)")),
+    "time_limit": (str, typer.Option(
+        DEFAULT_TIME, "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
+        "D-HH:MM:SS); near it the worker finishes its epoch, re-queues its trial and the job "
+        "is requeued, so the study goes on")),
+    "mem": (str | None, typer.Option(None, "--mem", help="slurm: memory per worker job (16G)")),
+    "sbatch": (list[str], typer.Option(
+        [], "--sbatch", metavar="KEY=VALUE", help="slurm: any other sbatch option, without its "
+        "dashes (account=proj, qos=long, constraint=a100, exclude=node1); repeatable")),
+    "address": (str, typer.Option(
+        "auto", "--address", help="ray: the cluster (auto: the one started on this machine "
+        "by `ray start`; HOST:PORT; ray://HOST:10001)")),
+    "pack": (str | None, PackOpt),
+}
+assert set(PLACE_OPTIONS) == {f.name for f in fields(Place)}
+
+
+def with_place_options(fn: Callable) -> Callable:
+    """A decorator: the command gets the options of :data:`PLACE_OPTIONS` (in their own help
+    panel) and is called with ``place=``, the :class:`Place` they make."""
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+           if p.name != "place"]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {n: kwargs.pop(n) for n in PLACE_OPTIONS}
+        given["sbatch"] = tuple(given["sbatch"] or ())
+        return fn(*args, place=Place(**given), **kwargs)
+
+    command.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        *own, *(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                  default=_in_panel(option, _PLACE_PANEL))
+                for name, (annotation, option) in PLACE_OPTIONS.items())])
+    command.__annotations__ = {}
+    del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+    return command
+
+
+def _in_panel(option: Any, panel: str) -> Any:
+    """A copy of a typer option shown in the help panel ``panel``."""
+    import copy
+
+    option = copy.copy(option)
+    option.rich_help_panel = panel
+    return option

@@ -23,6 +23,8 @@ from hpo.cli.options import (
     ArtifactsOpt,
     FreshOpt,
     NTrialsOpt,
+    PackOpt,
+    Place,
     PrintConfigOpt,
     ReportOutOpt,
     StorageOpt,
@@ -32,9 +34,9 @@ from hpo.cli.options import (
     YesOpt,
     echo_json,
     parse_sets,
+    with_place_options,
     with_train_options,
 )
-from hpo.cluster import DEFAULT_TIME, PLACES
 from hpo.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
 from model.errors import SpecoptError
 
@@ -160,14 +162,6 @@ def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | No
     return finished_message(cfg, url)
 
 
-PackOpt = typer.Option(
-    None, "--pack", metavar="K|auto", help="train up to K trials at once in this worker as one "
-    "batched model (each with its own weights, optimiser, lr, loss, sigma, data order; reported "
-    "and pruned on its own; a finished trial's slot is refilled at once). Trials of another Np, "
-    "batch size or network shape form packs of their own. auto: 1 slot per GiB of free GPU "
-    "memory (at most 32), min(8, cores) on the CPU")
-
-
 @with_train_options(STUDY_SETTINGS, study=True)
 def worker(
     settings: dict,
@@ -216,13 +210,33 @@ def worker(
         raise typer.Exit(130)
 
 
-def _launch(cfg: StudyConfig, workers: int, pack: str | None = None) -> None:
-    """Start the workers, wait, print the study's summary line; a failed worker's exit code
-    ends the command. ``pack``: each worker's ``--pack``."""
+def _launch(cfg: StudyConfig, workers: int, place: Place, wait: bool = True) -> None:
+    """Start the workers where ``place`` says, wait for them (SLURM: only with ``wait``; else
+    say how to follow them and return), print the study's summary line; a failed worker's exit
+    code ends the command."""
+    from hpo import cluster
     from hpo.launch import launch as launch_workers
-    from hpo.packed import parse_pack
 
-    code = launch_workers(cfg, workers, pack=parse_pack(pack))
+    if place.on == "local":
+        code = launch_workers(cfg, workers, pack=place.slots)
+    elif place.on == "ray":
+        code = cluster.launch_ray(cfg, workers, cluster.RayOptions(
+            address=place.address, gpus_per_worker=place.gpus_per_worker,
+            cpus_per_worker=place.cpus_per_worker, pack=place.slots))
+    else:  # slurm
+        cpus = place.cpus_per_worker
+        jobs = cluster.submit_slurm(cfg, workers, cluster.SlurmOptions(
+            partition=place.partition, gpus_per_worker=int(place.gpus_per_worker),
+            cpus_per_worker=int(cpus) if cpus else None, time=place.time_limit, mem=place.mem,
+            sbatch=cluster.parse_sbatch(list(place.sbatch)), pack=place.slots))
+        typer.echo(f"submitted {len(jobs)} worker(s) of {cfg.name}: SLURM jobs "
+                   + " ".join(j.job_id for j in jobs))
+        if not wait:
+            folder = jobs[0].paths.folder
+            typer.echo(f"follow: specopt status {cfg.name}; logs: {folder}; cancel: scancel "
+                       f"{jobs[0].job_id.split('_')[0]} (each worker re-queues its trial)")
+            return
+        code = cluster.wait_slurm(jobs)
     typer.echo(_summary(cfg))
     if code:
         raise typer.Exit(code)
@@ -251,6 +265,7 @@ def _summary(cfg: StudyConfig) -> str:
 
 
 @with_train_options(STUDY_SETTINGS, study=True)
+@with_place_options
 def launch(
     settings: dict,
     study: str = typer.Argument(..., help=STUDY_HELP),
@@ -264,40 +279,16 @@ def launch(
     add_trials: int | None = AddTrialsOpt,
     fresh: bool = FreshOpt,
     yes: bool = YesOpt,
-    pack: str | None = PackOpt,
-    on: str = typer.Option(
-        "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
-        "processes; a SLURM job array (the slurm extra: submitit); Ray tasks (the ray extra). "
-        "On a cluster the storage must be one every node reaches (PostgreSQL)"),
-    partition: str | None = typer.Option(None, "--partition", help="slurm: the partition "
-                                         "(default: the cluster's default)"),
-    gpus_per_worker: float = typer.Option(
-        0, "--gpus-per-worker", min=0, help="slurm: GPUs per worker job (whole); ray: GPU share "
-        "per worker (0.25: four workers per GPU)"),
-    cpus_per_worker: float | None = typer.Option(
-        None, "--cpus-per-worker", min=0.01, help="slurm/ray: CPU cores per worker, also its "
-        "torch threads (default: 1, or 4 with GPUs)"),
-    time_limit: str = typer.Option(
-        DEFAULT_TIME, "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
-        "D-HH:MM:SS); near it the worker finishes its epoch, re-queues its trial and the job "
-        "is requeued, so the study goes on"),
-    mem: str | None = typer.Option(None, "--mem", help="slurm: memory per worker job (16G)"),
-    sbatch: list[str] = typer.Option(
-        [], "--sbatch", metavar="KEY=VALUE", help="slurm: any other sbatch option, without its "
-        "dashes (account=proj, qos=long, constraint=a100, exclude=node1); repeatable"),
-    address: str = typer.Option(
-        "auto", "--address", help="ray: the cluster (auto: the one started on this machine "
-        "by `ray start`; HOST:PORT; ray://HOST:10001)"),
     wait: bool = typer.Option(False, "--wait", help="slurm: wait until every worker job has "
                               "ended, then print the study's summary (default: return once "
                               "submitted)"),
+    *,
+    place: Place,
 ) -> None:
     """Start N workers on STUDY: local processes (one GPU each when there are GPUs, else the CPU cores divided between them), a SLURM job array (--on slurm) or Ray tasks (--on ray). A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
 
     Every worker coordinates through the study's storage only; on SLURM the time-limit signal and scancel make a worker finish its epoch and re-queue its trial (see docs/distributed.md).
     """  # noqa: E501
-    if on not in PLACES:
-        raise SpecoptError(f"--on {on!r}: expected one of {', '.join(PLACES)}")
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
@@ -308,47 +299,13 @@ def launch(
         typer.echo(finished, err=True)
         typer.echo(_summary(cfg))
         return
-    if on == "local":
-        _launch(cfg, workers, pack)
-    else:
-        _launch_on(cfg, workers, on, partition=partition, gpus=gpus_per_worker,
-                   cpus=cpus_per_worker, time_limit=time_limit, mem=mem, sbatch=sbatch,
-                   address=address, wait=wait, pack=pack)
+    _launch(cfg, workers, place, wait)
 
 
-def _launch_on(cfg: StudyConfig, workers: int, on: str, *, partition, gpus, cpus, time_limit,
-               mem, sbatch, address, wait, pack) -> None:
-    """``launch --on slurm|ray``: submit (and with --wait, wait), or run and wait on Ray."""
-    from hpo import cluster
-    from hpo.packed import parse_pack
-
-    slots = parse_pack(pack)  # each worker's --pack
-    if on == "ray":
-        code = cluster.launch_ray(cfg, workers, cluster.RayOptions(
-            address=address, gpus_per_worker=gpus, cpus_per_worker=cpus, pack=slots))
-    else:  # slurm
-        if gpus != int(gpus):
-            raise SpecoptError(f"--gpus-per-worker {gpus:g}: SLURM gives whole GPUs "
-                               "(a share of a GPU: --on ray)")
-        jobs = cluster.submit_slurm(cfg, workers, cluster.SlurmOptions(
-            partition=partition, gpus_per_worker=int(gpus),
-            cpus_per_worker=int(cpus) if cpus else None, time=time_limit, mem=mem,
-            sbatch=cluster.parse_sbatch(sbatch), pack=slots))
-        typer.echo(f"submitted {len(jobs)} worker(s) of {cfg.name}: SLURM jobs "
-                   + " ".join(j.job_id for j in jobs))
-        if not wait:
-            folder = jobs[0].paths.folder
-            typer.echo(f"follow: specopt status {cfg.name}; logs: {folder}; cancel: scancel "
-                       f"{jobs[0].job_id.split('_')[0]} (each worker re-queues its trial)")
-            return
-        code = cluster.wait_slurm(jobs)
-    typer.echo(_summary(cfg))
-    if code:
-        raise typer.Exit(code)
-
-
-def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None = None) -> None:
-    """Launch the workers (not on a finished study: say so), then write the report."""
+def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None = None,
+         place: Place | None = None) -> None:
+    """Launch the workers where ``place`` says (default: local processes) and wait for them
+    (not on a finished study: say so), then write the report."""
     from hpo.cli.report import echo_report
     from hpo.study import open_study
 
@@ -356,11 +313,12 @@ def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None 
         typer.echo(finished, err=True)
         typer.echo(_summary(cfg))
     else:
-        _launch(cfg, workers)
+        _launch(cfg, workers, place or Place())
     echo_report(open_study(cfg), out)
 
 
 @with_train_options(STUDY_SETTINGS, study=True)
+@with_place_options
 def run(
     settings: dict,
     study: str = typer.Argument(..., help=STUDY_HELP),
@@ -375,14 +333,16 @@ def run(
     add_trials: int | None = AddTrialsOpt,
     fresh: bool = FreshOpt,
     yes: bool = YesOpt,
+    *,
+    place: Place,
 ) -> None:
-    """Launch N local workers on STUDY, wait for them, then write the report. A finished study is not run again (it says so, and writes the report): --add-trials N extends it, --fresh starts over."""  # noqa: E501
+    """Launch N workers on STUDY (local processes, or --on slurm|ray as `launch` does), wait for them, then write the report. A finished study is not run again (it says so, and writes the report): --add-trials N extends it, --fresh starts over."""  # noqa: E501
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
                        n_trials=n_trials, timeout=timeout)
     if print_config:
         echo_json(cfg.to_dict())
         return
-    _run(cfg, workers, out, _lifecycle(cfg, storage, fresh, add_trials, yes))
+    _run(cfg, workers, out, _lifecycle(cfg, storage, fresh, add_trials, yes), place)
 
 
 def demo(

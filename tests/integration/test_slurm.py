@@ -2,7 +2,8 @@
 started by ``.ci/slurm-up.sh``): a study run by a job array, a job cancelled mid-trial
 (``scancel``) whose trial another job finishes from its saved state, and the time-limit signal
 (SIGUSR2, as SLURM sends it before the limit) stopping the worker gracefully and requeueing the
-job, which finishes the trial.  Without a SLURM that starts, these tests fail (never skip).
+job, which finishes the trial; ``specopt run --on slurm`` (launch, wait, report).  Without a
+SLURM that starts, these tests fail (never skip).
 
 Tiny real studies: 200 molecules, 1 CPU per worker, SQLite (one node) or PostgreSQL.
 """
@@ -60,15 +61,18 @@ def cancel_at_end():
         subprocess.run(["scancel", "-n", f"specopt-{name}"], check=False)
 
 
-def _launch(study: Path, *args: str, home: Path, **popen) -> subprocess.Popen:
+def _launch(study: Path, *args: str, home: Path, command: str = "launch",
+            **popen) -> subprocess.Popen:
+    """``specopt COMMAND STUDY --on slurm --time 10 ARGS`` (launch or run) in a subprocess."""
     env = {**os.environ, "SPECOPT_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--on",
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", command, str(study), "--on",
                              "slurm", "--time", "10", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def _run(study: Path, *args: str, home: Path, timeout: float = 300) -> tuple[int, str]:
-    proc = _launch(study, *args, home=home)
+def _run(study: Path, *args: str, home: Path, timeout: float = 300,
+         command: str = "launch") -> tuple[int, str]:
+    proc = _launch(study, *args, home=home, command=command)
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
@@ -112,6 +116,30 @@ def _logs(home: Path, name: str) -> str:
     return "".join(p.read_text() for p in sorted(folder.glob("*_log.*")))
 
 
+def _long_trial(tmp_path: Path, name: str, cancel_at_end) -> tuple[Path, str, Path]:
+    """A study of one 40-epoch trial on SQLite, long enough to be stopped mid-way: (study
+    file, storage URL, SPECOPT_HOME); its SLURM jobs are cancelled after the test."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    cancel_at_end(name)
+    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=1,
+                       artifacts=tmp_path / "art",
+                       space={"loss": "rmse", "epochs": 40, "subset": 200})
+    return path, url, tmp_path / "home"
+
+
+def _interrupted_then_resumed(name: str, url: str, running, home: Path) -> None:
+    """The trial that was ``running`` was stopped gracefully (FAIL, interrupted) and its retry
+    completed from the state it saved (epoch 2 or later), training only the epochs left."""
+    failed, retry = study_trials(name, url)
+    assert failed.number == running.number and failed.state == TrialState.FAIL, _logs(home, name)
+    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
+    assert retry.state == TrialState.COMPLETE, _logs(home, name)
+    assert retried_trial_number(retry) == failed.number
+    resumed = retry.user_attrs[TrialAttr.RESUMED_FROM]
+    assert resumed["trial"] == failed.number and resumed["epoch"] >= 2
+    assert retry.user_attrs[TrialAttr.EPOCHS_TRAINED] == 40 - resumed["epoch"]
+
+
 def test_unknown_partition_is_one_line_before_anything_is_submitted(tmp_path, slurm):
     path = write_study(tmp_path / "s.toml", "nowhere", storage=f"sqlite:///{tmp_path}/s.db",
                        space={"loss": "rmse", "epochs": 1, "subset": 200}, n_trials=1)
@@ -147,12 +175,8 @@ def test_launch_on_slurm_runs_a_study_as_a_job_array(tmp_path, slurm, pg_url, pg
 def test_scancel_mid_trial_and_another_job_finishes_the_trial(tmp_path, slurm, cancel_at_end):
     """scancel stops the worker gracefully (its epoch ends, its state is saved, the trial is
     re-queued); a second job runs the retry from that state to the end."""
-    url, name = f"sqlite:///{tmp_path}/s.db", "cancelled"
-    cancel_at_end(name)
-    home = tmp_path / "home"
-    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=1,
-                       artifacts=tmp_path / "art",
-                       space={"loss": "rmse", "epochs": 40, "subset": 200})
+    name = "cancelled"
+    path, url, home = _long_trial(tmp_path, name, cancel_at_end)
     code, out = _run(path, "--workers", "1", home=home, timeout=120)
     assert code == 0, out
     [job] = _job_ids(out)
@@ -162,16 +186,11 @@ def test_scancel_mid_trial_and_another_job_finishes_the_trial(tmp_path, slurm, c
     _gone(job)
     failed, retry = study_trials(name, url)
     assert failed.number == running.number and failed.state == TrialState.FAIL, _logs(home, name)
-    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
     assert retry.state == TrialState.WAITING and retried_trial_number(retry) == failed.number
 
     code, out = _run(path, "--workers", "1", "--wait", home=home)
     assert code == 0, out + _logs(home, name)
-    failed, retry = study_trials(name, url)
-    assert retry.state == TrialState.COMPLETE, _logs(home, name)
-    resumed = retry.user_attrs[TrialAttr.RESUMED_FROM]
-    assert resumed["trial"] == failed.number and resumed["epoch"] >= 2
-    assert retry.user_attrs[TrialAttr.EPOCHS_TRAINED] == 40 - resumed["epoch"]
+    _interrupted_then_resumed(name, url, running, home)
 
 
 def test_time_limit_signal_stops_the_worker_and_requeues_its_job(tmp_path, slurm,
@@ -179,12 +198,8 @@ def test_time_limit_signal_stops_the_worker_and_requeues_its_job(tmp_path, slurm
     """SIGUSR2 (what SLURM sends before the time limit, --signal=USR2@...): the worker finishes
     its epoch and re-queues its trial, submitit requeues the job, and the requeued job (same
     job id, a fresh worker) finishes the trial from its saved state; --wait sees it through."""
-    url, name = f"sqlite:///{tmp_path}/s.db", "limited"
-    cancel_at_end(name)
-    home = tmp_path / "home"
-    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=1,
-                       artifacts=tmp_path / "art",
-                       space={"loss": "rmse", "epochs": 40, "subset": 200})
+    name = "limited"
+    path, url, home = _long_trial(tmp_path, name, cancel_at_end)
     launcher = _launch(path, "--workers", "1", "--wait", home=home)
     try:
         running = wait_for_running(name, url, min_epochs=2, timeout=180, procs=[])
@@ -200,9 +215,29 @@ def test_time_limit_signal_stops_the_worker_and_requeues_its_job(tmp_path, slurm
     logs = _logs(home, name)
     assert launcher.returncode == 0, out + logs
     assert "Requeued job" in logs, logs
-    failed, retry = study_trials(name, url)
-    assert failed.state == TrialState.FAIL and failed.number == running.number
-    assert failed.user_attrs[TrialAttr.STATUS] == Status.INTERRUPTED
-    assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == failed.number
-    assert retry.user_attrs[TrialAttr.RESUMED_FROM]["epoch"] >= 2
+    _interrupted_then_resumed(name, url, running, home)
     assert f"study {name}: 1 complete" in out
+
+
+def test_run_on_slurm_waits_for_the_jobs_then_writes_the_report(tmp_path, slurm,
+                                                                cancel_at_end):
+    """``specopt run --on slurm``: the workers as a job array (launch's --on options), the
+    command waits for them without --wait, prints the summary and writes the report."""
+    url, name = f"sqlite:///{tmp_path}/s.db", "run-on-slurm"
+    cancel_at_end(name)
+    home, report = tmp_path / "home", tmp_path / "report"
+    path = write_study(tmp_path / "s.toml", name, storage=url, sampler="random", n_trials=2,
+                       artifacts=tmp_path / "art",
+                       space={"loss": ["rmse", "logcosh"], "epochs": 2, "subset": 200})
+    code, out = _run(path, "--workers", "2", "--cpus-per-worker", "1", "--out", str(report),
+                     home=home, command="run")
+    assert code == 0, out + _logs(home, name)
+    jobs = _job_ids(out)
+    assert len(jobs) == 2 and "follow: specopt status" not in out, out  # it waited
+    assert f"study {name}: 2 complete" in out
+    assert [t.state for t in study_trials(name, url)] == [TrialState.COMPLETE] * 2
+    written = re.search(r"^report: (.+)$", out, re.M)
+    assert written and Path(written.group(1)).parent == report, out
+    assert name in Path(written.group(1)).read_text()
+    assert not subprocess.run(["squeue", "-h", "-n", f"specopt-{name}"], capture_output=True,
+                              text=True).stdout.strip()  # nothing left queued

@@ -61,17 +61,37 @@ def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, on,
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-def test_unknown_place_and_gpu_shares_on_slurm_are_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("command", ["launch", "run"])
+def test_unknown_place_and_gpu_shares_on_slurm_are_refused(tmp_path, monkeypatch, command):
     from hpo.testing import write_study
 
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     path = write_study(tmp_path / "s.toml", "s", storage=f"sqlite:///{tmp_path}/s.db",
                        space={"loss": "rmse", "epochs": 1, "subset": 200}, n_trials=1)
-    result = CliRunner().invoke(app, ["launch", str(path), "--on", "kubernetes"])
-    assert result.exit_code != 0 and "expected one of local, slurm, ray" in result.output
-    result = CliRunner().invoke(app, ["launch", str(path), "--on", "slurm",
-                                      "--gpus-per-worker", "0.5"])
-    assert result.exit_code != 0 and "SLURM gives whole GPUs" in result.output
+    for args, message in ((["--on", "kubernetes"], "expected one of local, slurm, ray"),
+                          (["--on", "slurm", "--gpus-per-worker", "0.5"],
+                           "SLURM gives whole GPUs"),
+                          (["--pack", "0"], "--pack 0: must be at least 1")):
+        result = CliRunner().invoke(app, [command, str(path), *args])
+        assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+        assert message in result.output, result.output
+    assert not (tmp_path / "s.db").exists()  # refused before the study was created
+
+
+def test_launch_and_run_share_the_place_options():
+    """One group of options (hpo.cli.options.PLACE_OPTIONS) on both commands."""
+    import typer
+
+    from hpo.cli.options import PLACE_OPTIONS
+
+    root = typer.main.get_command(app)
+    opts = {name: {o for p in root.commands[name].params
+                   for o in p.opts} for name in ("launch", "run")}
+    place = {"--on", "--partition", "--gpus-per-worker", "--cpus-per-worker", "--time", "--mem",
+             "--sbatch", "--address", "--pack"}
+    assert len(PLACE_OPTIONS) == len(place)
+    assert place <= opts["launch"] and place <= opts["run"]
+    assert "--wait" in opts["launch"] and "--wait" not in opts["run"]  # run always waits
 
 
 def test_nodes_of_a_partition_from_sinfo(monkeypatch):
