@@ -43,51 +43,33 @@ def _timer(seconds: dict[int, float]):
 CPU = TrainConfig(device="cpu", num_threads=1)
 
 
-def test_the_k_with_the_most_trial_steps_per_second_wins(caplog):
-    """Rates 100, 167, 250, 200 trial-steps/s: K=4 wins; 8 is slower, so 16 is not timed."""
-    timer = _timer({1: 0.010, 2: 0.012, 4: 0.016, 8: 0.040, 16: 0.001})
+FASTER = {k: 0.001 for k in (1, 2, 4, 8, 16)}  # same step time whatever K: packs always win
+STEP = AUTO_BUDGET_S / (1 + AUTO_STEPS) / 3.5  # K=1 and K=2 of it take 3/3.5 of the budget
+
+
+@pytest.mark.parametrize("seconds, limit, k, timed, logged", [
+    # rates 100, 167, 250, 200 trial-steps/s: K=4 wins; 8 is slower, so 16 is not timed
+    ({1: 0.010, 2: 0.012, 4: 0.016, 8: 0.040, 16: 0.001}, 32, 4, [1, 2, 4, 8],
+     "K=4: 0.016 s/step, 250 trial-steps/s"),
+    # the CPU's case (bench/pack_speed.py): a pack of 2 steps in 3x the lone step
+    ({1: 0.010, 2: 0.030, 4: 0.001}, 8, 1, [1, 2], "-> K=1, the plain worker"),
+    # 2% more trial-steps per second is noise: the smaller K stays
+    ({1: 0.010, 2: 0.0196, 4: 0.0392}, 4, 1, [1, 2, 4], "-> K=1"),
+    # the memory bound
+    (FASTER, 8, 8, [1, 2, 4, 8], "(at most 8)"),
+    # out of memory before the bound
+    ({**FASTER, 8: torch.OutOfMemoryError("CUDA out of memory")}, 16, 4, [1, 2, 4, 8],
+     "K=8: out of memory"),
+    # steps growing with K (same rate): K=4's would pass the budget
+    ({1: STEP, 2: 2 * STEP, 4: 4 * STEP}, 8, 1, [1, 2], "K=4 not timed"),
+], ids=["best-rate", "packs-slower", "margin", "memory-bound", "out-of-memory", "budget"])
+def test_the_k_with_the_most_trial_steps_per_second_wins(caplog, seconds, limit, k, timed,
+                                                         logged):
+    timer = _timer(seconds)
     with caplog.at_level(logging.INFO, "specopt"):
-        assert auto_pack(CPU, step_time=timer, limit=32) == 4
-    assert timer.calls == [1, 2, 4, 8]
-    assert "K=4: 0.016 s/step, 250 trial-steps/s" in caplog.text and "-> K=4" in caplog.text
-
-
-def test_packs_slower_than_the_lone_trial_give_one(caplog):
-    """The CPU's case (bench/pack_speed.py): a pack of 2 steps in 3x the lone step."""
-    timer = _timer({1: 0.010, 2: 0.030, 4: 0.001})
-    with caplog.at_level(logging.INFO, "specopt"):
-        assert auto_pack(CPU, step_time=timer, limit=8) == 1
-    assert timer.calls == [1, 2]
-    assert "K=1, the plain worker" in caplog.text
-
-
-def test_a_larger_pack_must_be_clearly_faster():
-    """2% more trial-steps per second is noise: the smaller K stays."""
-    timer = _timer({1: 0.010, 2: 0.0196, 4: 0.0392})
-    assert auto_pack(CPU, step_time=timer, limit=4) == 1
-    assert timer.calls == [1, 2, 4]
-
-
-def test_the_memory_bound_and_out_of_memory_stop_the_doubling(caplog):
-    always_faster = {k: 0.001 for k in (1, 2, 4, 8, 16)}
-    timer = _timer(always_faster)
-    assert auto_pack(CPU, step_time=timer, limit=8) == 8
-    assert timer.calls == [1, 2, 4, 8]
-    packed._measured.clear()
-    timer = _timer({**always_faster, 8: torch.OutOfMemoryError("CUDA out of memory")})
-    with caplog.at_level(logging.INFO, "specopt"):
-        assert auto_pack(CPU, step_time=timer, limit=16) == 4
-    assert "K=8: out of memory" in caplog.text
-
-
-def test_a_k_whose_steps_would_pass_the_budget_is_not_timed(caplog):
-    """Steps growing with K (same rate): K=1 and 2 fit the budget, K=4's would not."""
-    step = AUTO_BUDGET_S / (1 + AUTO_STEPS) / 3.5  # K=1 and K=2 take 3/3.5 of the budget
-    timer = _timer({1: step, 2: 2 * step, 4: 4 * step})
-    with caplog.at_level(logging.INFO, "specopt"):
-        assert auto_pack(CPU, step_time=timer, limit=8) == 1
-    assert timer.calls == [1, 2]
-    assert "K=4 not timed" in caplog.text
+        assert auto_pack(CPU, step_time=timer, limit=limit) == k
+    assert timer.calls == timed
+    assert logged in caplog.text and f"-> K={k}" in caplog.text
 
 
 def test_answers_are_cached_per_shape():
