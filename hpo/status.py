@@ -9,6 +9,8 @@ epochs a new trial runs are the mean of the finished trials' (pruned trials run 
 any finished, the running trials' totals), and the work left (the running trials' remaining
 epochs plus the trials not started yet) is shared by the workers running now.  Data preparation
 and start-up are not counted: the ETA is a lower bound when a worker has yet to start.
+The best trial comes with the mean-training-spectrum baseline's value of each objective on the
+objective's split (``TrialAttr.BASELINE``) and its skill there: what its score is read against.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class BestTrial:
     number: int
     values: list[float]
     params: dict[str, Any]  # the searched ones
+    #: per objective: the baseline's value on the objective's split (None: it has none, e.g.
+    #: skill, sigma, or a trial recorded without a baseline)
+    baselines: list[float | None] = field(default_factory=list)
+    skill: float | None = None  # on the objective's split
 
 
 @dataclass
@@ -137,17 +143,30 @@ def _objectives(study: optuna.Study) -> list[str]:
     return [str(x) for x in names]
 
 
+def _best_trial(t: FrozenTrial, objectives: list[str], split: str) -> BestTrial:
+    """The best trial with its baseline and skill on the objective's ``split``."""
+    attrs = t.user_attrs
+    baseline = attrs.get(TrialAttr.BASELINE)
+    baseline = baseline.get(split) if isinstance(baseline, dict) else None
+    baseline = baseline if isinstance(baseline, dict) else {}
+    scores = attrs.get(TrialAttr.SELECTION_METRICS if split == "test" else TrialAttr.METRICS)
+    skill = scores.get("skill") if isinstance(scores, dict) else None
+    return BestTrial(t.number, list(t.values), dict(t.params),
+                     [_number(baseline.get(n)) for n in objectives], _number(skill))
+
+
 def _best(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[BestTrial | None,
                                                                        int | None]:
     if not complete:
         return None, None
+    split = str(study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT) or "test")
+    objectives = _objectives(study)
     if len(study.directions) == 1:
-        t = study.best_trial
-        return BestTrial(t.number, list(t.values), dict(t.params)), None
+        return _best_trial(study.best_trial, objectives, split), None
     front = study.best_trials
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
     t = max(front, key=lambda f: sign * f.values[0])
-    return BestTrial(t.number, list(t.values), dict(t.params)), len(front)
+    return _best_trial(t, objectives, split), len(front)
 
 
 def study_status(study: optuna.Study, storage_url: str = "",

@@ -5,9 +5,11 @@ prunes through the study's pruner, and logs one line (:class:`EpochLog`: trial, 
 objective's value, s/epoch; at most one every ``LOG_INTERVAL`` seconds at INFO, the others at
 DEBUG; the first and the last always), updating the compact ``progress`` attribute with it.  At
 the end it records, as trial user attributes (compact: they are what optuna-dashboard lists):
-``metrics`` (validation set, from ``model.metrics.evaluate``: the report's ``accuracy`` and the
-sigma-fair ``fair_accuracy`` among them), ``selection_metrics`` (the test split, best epoch),
-``epochs_run``, ``device``, ``seconds_per_epoch``, ``dataset`` (fingerprint and provenance
+``metrics`` (validation set, from ``model.metrics.evaluate``: the report's ``accuracy``, the
+sigma-fair ``fair_accuracy`` and ``skill`` among them), ``selection_metrics`` (the test split,
+best epoch), ``baseline`` (``{"test": ..., "validation": ...}``: the mean training spectrum's
+accuracy, fair accuracy, RMSE, W1 and, on validation, level error; every score is read against
+it), ``epochs_run``, ``device``, ``seconds_per_epoch``, ``dataset`` (fingerprint and provenance
 summary), ``seed``, ``status``, ``params`` (every training setting, fixed or searched),
 ``worker``; and as Optuna artifacts ``checkpoint.pt``, ``predictions.npz`` (``pred``, ``target``,
 ``index``, ``grid``) and ``history.json`` (every epoch's dict: the learning curves).  Pruned,
@@ -383,6 +385,7 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
     trial.set_user_attr(TrialAttr.STATUS, result.status)
     trial.set_user_attr(TrialAttr.METRICS, metrics)
     trial.set_user_attr(TrialAttr.SELECTION_METRICS, selection)
+    trial.set_user_attr(TrialAttr.BASELINE, _round(result.baseline))
     trial.set_user_attr(TrialAttr.BEST_EPOCH, _round(result.best_epoch))
     trial.set_user_attr(TrialAttr.EPOCHS_RUN, len(history))
     if artifact_store is None:  # no history.json: the learning curve stays an attribute

@@ -32,7 +32,7 @@ LOSSES: tuple[str, ...] = (
 )
 #: Losses that fix no scale: their runs are judged on predictions scaled to the target.
 SCALE_FREE_LOSSES = frozenset({"cosine", "pearson"})
-OUTPUT_HEADS: tuple[str, ...] = ("linear", "softplus")
+OUTPUT_HEADS: tuple[str, ...] = ("linear", "softplus", "levels")
 
 # --- metrics ------------------------------------------------------------------------------------
 
@@ -56,10 +56,20 @@ METRICS: dict[str, Direction] = {
     "wasserstein_eV": "minimize",
     "level_error_eV": "minimize",
     "level_error_target_eV": "minimize",
+    #: Share of the mean-training-spectrum baseline's error (1 - fair accuracy) removed.
+    "skill": "maximize",
 }
-#: Cheap enough to compute on the model-selection split after every epoch.
+#: Cheap enough to compute on the model-selection split after every epoch (by the trainer).
+#: model.loop adds ``skill`` to each epoch's, from its fair_accuracy and the run's baseline (the
+#: trainer has none).
 EPOCH_METRICS: tuple[str, ...] = (
     "accuracy", "rmse", "mae", "r2", "fair_accuracy", "wasserstein_eV",
+)
+#: What model.metrics.baseline_metrics scores for the mean-training-spectrum baseline (plus
+#: level_error_eV when given the levels: the validation split): what reports show beside a
+#: trial's scores. rmse_normalised is the RMSE that scale-free runs are judged on.
+BASELINE_METRICS: tuple[str, ...] = (
+    "accuracy", "fair_accuracy", "rmse", "rmse_normalised", "wasserstein_eV",
 )
 #: Space parameters that a multi-objective study may also use as an objective (minimised).
 PARAMETER_OBJECTIVES: tuple[str, ...] = ("sigma", "n_points")
@@ -131,6 +141,9 @@ class TrialAttr:
     #: ``{"epoch", "epochs", "value", "seconds_per_epoch"}`` of a running trial, updated with its
     #: worker's epoch log lines (``specopt status``); the last one stays.
     PROGRESS = "progress"
+    #: ``{split: metrics}`` of the mean-training-spectrum predictor on the test and validation
+    #: splits (model.metrics.baseline_metrics): what every score is read against.
+    BASELINE = "baseline"
 
 
 class ArtifactName:
@@ -187,6 +200,7 @@ METRIC_LABELS: dict[str, tuple[str, float]] = {
     "wasserstein_eV": ("W1 (eV)", 1.0),
     "level_error_eV": ("level error (eV)", 1.0),
     "level_error_target_eV": ("level error of the target (eV)", 1.0),
+    "skill": ("skill (%)", 100.0),
 }
 
 
@@ -205,6 +219,12 @@ def metric_label(name: str) -> str:
     if name in METRIC_LABELS:
         return METRIC_LABELS[name][0]
     return SETTING_LABELS.get(name, name)
+
+
+def baseline_label(name: str) -> str:
+    """``"baseline fair accuracy (%)"``: the mean-training-spectrum baseline's value of a
+    metric, shown beside the model's."""
+    return f"baseline {metric_label(name)}"
 
 
 def metric_scale(name: str) -> float:

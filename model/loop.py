@@ -7,6 +7,11 @@ when ``on_epoch`` raises :class:`WorkerInterrupted`. A run that finds a state th
 after its epoch; on the CPU it ends with the same weights, history (but the ``seconds``) and
 metrics, bit for bit, as a run that was never interrupted (every RNG that training draws from
 is part of the state). The work lost by a kill is at most ``save_interval`` plus one epoch.
+
+Baseline: every run scores the mean-training-spectrum predictor (``model.metrics.baseline_metrics``,
+no training) on the test and validation splits once, when it starts (a resumed run recomputes it:
+it is a function of the data). ``skill`` (the share of the baseline's error removed) is added to
+every epoch's test metrics and to the validation metrics; ``TrainResult.baseline`` holds both.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from model.checkpoint import (
 from model.config import TrainConfig
 from model.contract import SCALE_FREE_LOSSES, ArtifactName, Status
 from model.errors import WorkerInterrupted
-from model.metrics import evaluate
+from model.metrics import baseline_metrics, evaluate, skill_score
 from model.trainer import Trainer
 
 
@@ -65,9 +70,25 @@ class TrainResult:
     config: dict = field(default_factory=dict)
     resumed_from: int = 0  # the epoch of the saved state this run continued (0: from scratch)
     epochs_trained: int = 0  # epochs this run trained itself (after resumed_from)
+    #: {"test": ..., "validation": ...}: the mean-training-spectrum baseline's metrics
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 log = logging.getLogger("specopt.model")
+
+
+def run_baseline(config: TrainConfig, trainer: Trainer) -> dict[str, dict[str, float]]:
+    """The mean training spectrum's metrics on the test split (per-epoch skill) and on the
+    validation split (with the level error, beside the final metrics), from the trainer's
+    device-resident targets. A run trained with a scale-free loss (cosine, Pearson) is judged on
+    predictions scaled to each target's norm; its baseline is judged the same way (the mean
+    spectrum scaled to each target's norm), so that skill compares like with like."""
+    data, scale_free = trainer.data, config.loss in SCALE_FREE_LOSSES
+    return {split: baseline_metrics(trainer.y_train, target, data.grid, config.sigma,
+                                    config.reference_sigma, levels, scale_free=scale_free)
+            for split, target, levels in (
+                ("test", trainer.y_test, None),
+                ("validation", trainer.y_val, data.levels[data.validation_rows]))}
 
 
 class _StateSaver:
@@ -109,6 +130,7 @@ class Run:
                  trainer: Trainer | None = None) -> None:
         self.config, self.data, self.on_epoch = config, data, on_epoch
         self.trainer = trainer if trainer is not None else Trainer(config, data)
+        self.baseline = run_baseline(config, self.trainer)
         self.checkpoint = (config.checkpoint_dir / ArtifactName.CHECKPOINT
                            if config.checkpoint_dir else None)
         self.history: list[dict] = []
@@ -155,6 +177,9 @@ class Run:
         start = time.perf_counter()
         trainer, epoch = self.trainer, self.trainer.epoch
         test_loss, test_metrics = trainer.test_epoch()
+        if "fair_accuracy" in test_metrics:
+            test_metrics["skill"] = skill_score(test_metrics["fair_accuracy"],
+                                                self.baseline["test"]["fair_accuracy"])
         improved = test_loss < self.best_loss
         if improved:
             self.best_loss, self.best_epoch = test_loss, epoch
@@ -189,7 +214,8 @@ class Run:
         val_pred = trainer.predict(trainer.x_val)
         val_levels = data.levels[data.validation_rows]
         metrics = evaluate(val_pred, trainer.y_val, val_levels, data.grid, config.sigma,
-                           config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES)
+                           config.reference_sigma, scale_free=config.loss in SCALE_FREE_LOSSES,
+                           baseline=self.baseline["validation"])
         return TrainResult(
             status=self.status,
             best_epoch=self.best_epoch,
@@ -207,6 +233,7 @@ class Run:
             config=config.model_dump(mode="json"),
             resumed_from=self.start_epoch,
             epochs_trained=len(self.history) - self.start_epoch,
+            baseline=self.baseline,
         )
 
 

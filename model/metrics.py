@@ -28,6 +28,14 @@
   (``extract_levels``: quantile start, then a Levenberg-Marquardt fit of 16 unit-area Gaussians
   of the known sigma), against the true levels; ``level_error_target_eV``: the same extraction
   applied to the target spectra, the floor that the extraction itself sets.
+- ``skill``: the share of the baseline's error that the model removes, with error = 1 -
+  fair_accuracy: 1 - (1 - fair_accuracy) / (1 - baseline fair_accuracy). 0: no better than the
+  baseline, 1: perfect, negative: worse. The baseline (``mean_spectrum``: the mean of the
+  training split's target spectra, predicted for every molecule) is what the bundled data's
+  compressed levels give for free (about 87 % accuracy at sigma 0.5), so every score is read
+  against it (``baseline_metrics``). ``evaluate(..., baseline=...)`` computes it: with
+  ``metrics=None`` skill is included only when a baseline is given; asked for explicitly without
+  one it is a ValueError.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from model.contract import METRICS, N_LEVELS
+from model.contract import BASELINE_METRICS, METRICS, N_LEVELS
 
 _TINY = 1e-12
 
@@ -186,7 +194,8 @@ def extract_levels(spectra, grid, sigma: float, n_levels: int = N_LEVELS, iterat
 
 
 def level_error_per_spectrum(spectra, levels, grid, sigma: float) -> torch.Tensor:
-    """Mean |extracted - true| level energy in eV of every spectrum (missing levels skipped)."""
+    """Mean |extracted - true| level energy in eV of every spectrum (missing levels skipped);
+    one spectrum (1, Np) is compared with every row of ``levels``."""
     true = torch.sort(_tensor(levels), -1).values
     found = extract_levels(spectra, grid, sigma, n_levels=true.shape[-1]).to(true.device)
     err = (found - true).abs()
@@ -194,18 +203,90 @@ def level_error_per_spectrum(spectra, levels, grid, sigma: float) -> torch.Tenso
     return torch.where(ok, err, 0.0).sum(-1) / ok.sum(-1).clamp_min(1)
 
 
+def mean_spectrum(train_target):
+    """The baseline's prediction: the mean of the training split's (N, Np) target spectra, an
+    (Np,) spectrum (numpy in, numpy out; torch in, torch out, on its device; the input's dtype,
+    summed in float64 without a float64 copy of the whole split)."""
+    t = train_target if isinstance(train_target, torch.Tensor) else np.asarray(train_target)
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise ValueError(f"training targets {tuple(t.shape)} must be (N, Np) with N >= 1")
+    if isinstance(t, torch.Tensor):
+        return t.detach().mean(0, dtype=torch.float64).to(t.dtype)
+    return t.mean(0, dtype=np.float64).astype(t.dtype, copy=False)
+
+
+def skill_score(fair_accuracy: float, baseline_fair_accuracy: float) -> float:
+    """1 - (1 - fair_accuracy) / (1 - baseline_fair_accuracy): the share of the baseline's
+    error removed. NaN when the baseline is already perfect (nothing left to remove)."""
+    baseline_error = 1.0 - float(baseline_fair_accuracy)
+    if not baseline_error > _TINY:
+        return math.nan
+    return 1.0 - (1.0 - float(fair_accuracy)) / baseline_error
+
+
+def baseline_metrics(train_target, target, grid, sigma: float,
+                     reference_sigma: float | None = None, levels=None, *,
+                     scale_free: bool = False) -> dict[str, float]:
+    """``BASELINE_METRICS`` (and ``level_error_eV`` when ``levels`` are given) of predicting
+    ``mean_spectrum(train_target)`` for every row of ``target``, through :func:`evaluate`.
+    ``scale_free``: judged as a scale-free run's predictions are (scaled to each target's L2
+    norm), so that the baseline beside such a run is judged by the same rule as the run."""
+    mean = _tensor(mean_spectrum(train_target))
+    t = _tensor(target, mean.device)
+    if t.dim() != 2 or t.shape[-1] != mean.shape[-1]:
+        raise ValueError(f"targets {tuple(t.shape)} do not match the training spectra's "
+                         f"{mean.shape[-1]} points")
+    out = evaluate(mean.expand_as(t), t, None, grid, sigma, reference_sigma,
+                   metrics=BASELINE_METRICS, scale_free=scale_free)
+    if levels is not None:
+        # Every row predicts the same spectrum, and the extraction ignores its scale: its levels
+        # are fitted once (broadcast against every row's true levels), not N times.
+        true = _tensor(levels, mean.device)
+        if true.dim() != 2 or len(true) != len(t):
+            raise ValueError(f"levels {tuple(true.shape)} must be one row per target "
+                             f"({len(t)})")
+        out["level_error_eV"] = float(level_error_per_spectrum(mean[None], true, grid,
+                                                               sigma).mean())
+    return out
+
+
+def _baseline_fair_accuracy(baseline, target, grid, sigma: float, reference_sigma: float,
+                            scale_free: bool) -> float:
+    """The baseline's fair accuracy: from its metrics (a dict), or by scoring a baseline
+    spectrum (Np,) against these targets."""
+    if isinstance(baseline, dict):
+        if baseline.get("fair_accuracy") is None:
+            raise ValueError("the baseline's metrics have no fair_accuracy: skill needs it")
+        return float(baseline["fair_accuracy"])
+    spectrum = _tensor(baseline, target.device)
+    if spectrum.shape != target.shape[-1:]:
+        raise ValueError(f"the baseline spectrum {tuple(spectrum.shape)} must be "
+                         f"({target.shape[-1]},), one value per grid point")
+    return evaluate(spectrum.expand_as(target), target, None, grid, sigma, reference_sigma,
+                    metrics=["fair_accuracy"], scale_free=scale_free)["fair_accuracy"]
+
+
 def evaluate(pred, target, levels, grid, sigma: float, reference_sigma: float | None = None,
-             metrics: Iterable[str] | None = None, scale_free: bool = False) -> dict[str, float]:
+             metrics: Iterable[str] | None = None, scale_free: bool = False,
+             baseline=None) -> dict[str, float]:
     """Metrics of (N, Np) predictions against targets, per spectrum then averaged (see the
     module docstring). ``levels`` (N, 16) eV are only needed for the level errors; ``metrics``
-    picks a subset of ``METRICS`` (all when None). ``scale_free``: the model was trained with a
-    loss that fixes no scale (cosine, Pearson), so each prediction is first scaled to its
-    target's L2 norm, as the report judged such runs; otherwise a study comparing losses would
-    always rank them last for a scale they were never asked to learn."""
-    wanted = list(METRICS if metrics is None else metrics)
+    picks a subset of ``METRICS`` (all when None; ``skill`` only with a ``baseline``).
+    ``scale_free``: the model was trained with a loss that fixes no scale (cosine, Pearson), so
+    each prediction is first scaled to its target's L2 norm, as the report judged such runs;
+    otherwise a study comparing losses would always rank them last for a scale they were never
+    asked to learn. ``baseline``: for ``skill``, the baseline's metrics on these targets (a
+    dict with ``fair_accuracy``, as :func:`baseline_metrics` gives) or its spectrum (Np,)."""
+    if metrics is None:
+        wanted = [m for m in METRICS if m != "skill" or baseline is not None]
+    else:
+        wanted = list(metrics)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+    if "skill" in wanted and baseline is None:
+        raise ValueError("skill needs a baseline: pass baseline= (baseline_metrics(...) of "
+                         "these targets, or the mean training spectrum)")
     device = pred.device if isinstance(pred, torch.Tensor) else None
     p, t = _tensor(pred, device), _tensor(target, device)
     if p.shape != t.shape or p.dim() != 2:
@@ -238,10 +319,13 @@ def evaluate(pred, target, levels, grid, sigma: float, reference_sigma: float | 
                    rmse_normalised=((pn - tn) ** 2).mean(-1).sqrt().mean(),
                    mae_normalised=(pn - tn).abs().mean(-1).mean(),
                    r2_normalised=_r2(pn, tn).mean())
-    if "fair_accuracy" in wanted:
+    if {"fair_accuracy", "skill"} & set(wanted):
         pb = rebroaden(p, sigma, reference_sigma, step)
         tb = rebroaden(t, sigma, reference_sigma, step)
         out["fair_accuracy"] = _accuracy(pb, tb, de).mean()
+    if "skill" in wanted:
+        base = _baseline_fair_accuracy(baseline, t, grid, sigma, reference_sigma, scale_free)
+        out["skill"] = torch.tensor(skill_score(float(out["fair_accuracy"]), base))
     if "wasserstein_eV" in wanted:
         out["wasserstein_eV"] = wasserstein_per_spectrum(p, t, step).mean()
     for name, spectra in (("level_error_eV", p), ("level_error_target_eV", t)):

@@ -42,8 +42,11 @@ def status_text(s) -> list[str]:
         out.append(f"  running: trial {r.number} (worker {r.worker or '?'}) {where}, "
                    f"{first} {_value(r.value)}{speed}")
     if s.best is not None:
-        shown = ", ".join(f"{n} {v:.4g}" for n, v in zip(s.objectives, s.best.values,
-                                                          strict=False))
+        bases = s.best.baselines or [None] * len(s.best.values)
+        shown = ", ".join(f"{n} {v:.4g}" + ("" if b is None else f" (baseline {b:.4g})")
+                          for n, v, b in zip(s.objectives, s.best.values, bases, strict=False))
+        if s.best.skill is not None and "skill" not in s.objectives:
+            shown += f", skill {100 * s.best.skill:.1f}%"
         front = f" ({s.pareto_size} on the Pareto front)" if s.pareto_size else ""
         out.append(f"  best {shown} (trial {s.best.number}: {_params(s.best.params)}){front}")
     if s.state == "finished":

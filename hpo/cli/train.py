@@ -29,13 +29,20 @@ LONG_RUN_S = 600
 _QUICK_NOTE = "(a quick first look; --full: every molecule)"
 
 
-def _metrics_table(metrics: dict[str, float]) -> str:
+def _metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None = None) -> str:
+    """One metric a line; with ``baseline`` (the mean training spectrum's scores) beside each
+    score that it has."""
     width = max(len(k) for k in metrics)
+
+    def shown(k: str, v: float) -> str:
+        return f"{100 * v:8.2f} %" if k.startswith(("accuracy", "fair_accuracy", "skill")) or \
+            k == "negative_share" else f"{v:10.4g}"
+
     rows = []
     for k, v in metrics.items():
-        shown = f"{100 * v:8.2f} %" if k.startswith(("accuracy", "fair_accuracy")) or \
-            k == "negative_share" else f"{v:10.4g}"
-        rows.append(f"  {k:<{width}}  {shown}")
+        beside = f"   baseline {shown(k, baseline[k]).strip()}" if baseline and k in baseline \
+            else ""
+        rows.append(f"  {k:<{width}}  {shown(k, v)}{beside}")
     return "\n".join(rows)
 
 
@@ -133,14 +140,15 @@ def train(
                f"({result.seconds_per_epoch:.2f} s/epoch); best test loss "
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")
     typer.echo(f"{split_label('validation')}, {len(result.val_index)} molecules:")
-    typer.echo(_metrics_table(result.metrics))
+    typer.echo(_metrics_table(result.metrics, result.baseline.get("validation")))
     if result.checkpoint_path:
         typer.echo(f"checkpoint: {result.checkpoint_path}")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({
             "status": result.status, "best_epoch": result.best_epoch,
-            "metrics": result.metrics, "history": result.history, "config": result.config,
+            "metrics": result.metrics, "baseline": result.baseline,
+            "history": result.history, "config": result.config,
             "device": result.device, "seconds_per_epoch": result.seconds_per_epoch,
         }, indent=1))
 

@@ -36,7 +36,7 @@ log = logging.getLogger("specopt.report")
 #: Trial attributes copied into ``metrics.json`` (under their own names).
 EXPORTED_ATTRS = (TrialAttr.STATUS, TrialAttr.BEST_EPOCH, TrialAttr.EPOCHS_RUN, TrialAttr.DEVICE,
                   TrialAttr.SECONDS_PER_EPOCH, TrialAttr.REFERENCE_SIGMA, TrialAttr.DATASET,
-                  TrialAttr.SEED)
+                  TrialAttr.SEED, TrialAttr.BASELINE)
 
 
 @dataclass

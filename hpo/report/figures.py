@@ -1,6 +1,7 @@
 """The report's figures (plotly): the seed report's own figures (accuracy, plain and sigma-fair,
-against sigma, against Np and per loss, with the spread over repeated trials and, for a paper
-study, the published numbers), loss curves, best and worst validation spectra, the accuracy
+against sigma, against Np and per loss, with the spread over repeated trials, the
+mean-training-spectrum baseline's accuracy beside each line and, for a paper study, the
+published numbers), loss curves, best and worst validation spectra, the accuracy
 histogram, the anytime plot (best value so far against the compute spent), and Optuna's
 optimisation history, parameter importances, parallel coordinates, contour and Pareto front.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import html
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
@@ -27,6 +28,7 @@ from hpo.report.data import (
     GROUP_SETTINGS,
     Predictions,
     anytime_frame,
+    baseline_of,
     complete_trials,
     history_of,
     is_scale_free,
@@ -42,6 +44,7 @@ from model.contract import (
     SETTING_LABELS,
     ArtifactName,
     StudyAttr,
+    baseline_label,
     metric_label,
     metric_scale,
     objective_label,
@@ -389,6 +392,8 @@ AGAINST = ("sigma", "n_points", "loss")
 # An open diamond around a filled circle: both stay visible where the two agree.
 _METRIC_STYLE = {"accuracy": dict(dash="solid", symbol="circle", size=8),
                  "fair_accuracy": dict(dash="dash", symbol="diamond-open", size=14)}
+#: The baseline beside each line: dotted, faint, small crosses.
+_BASELINE_STYLE = dict(dash="dot", symbol="x-thin-open", size=9)
 
 
 @dataclass
@@ -401,6 +406,10 @@ class Point:
     trials: list[int]
     accuracy: list[float | None]  # % per repeat, judged as the table (normalised if scale-free)
     fair_accuracy: list[float | None]  # % per repeat
+    #: the mean-training-spectrum baseline's, % per repeat (judged as the trial: its accuracy
+    #: is also its normalised accuracy for a scale-free loss)
+    baseline_accuracy: list[float | None] = field(default_factory=list)
+    baseline_fair_accuracy: list[float | None] = field(default_factory=list)
 
 
 def _sort_x(setting: str, v: object) -> tuple:
@@ -433,14 +442,18 @@ def report_points(study: optuna.Study, setting: str) -> dict[tuple, list[Point]]
                        if {k: v for k, v in t.params.items() if k != "seed"} == config]
             acc: list[float | None] = []
             fair: list[float | None] = []
+            base: dict[str, list[float | None]] = {"accuracy": [], "fair_accuracy": []}
             for t, s in repeats:
                 m = metrics_of(t)
                 judged, _ = judged_metrics(m, s.get("loss"))
                 acc.append(judged["accuracy (%)"])
                 f = m.get("fair_accuracy")
                 fair.append(None if f is None else 100.0 * float(f))
+                b = baseline_of(t)
+                for k, values in base.items():
+                    values.append(None if b.get(k) is None else 100.0 * float(b[k]))
             points.append(Point(best_s.get(setting), best_s, [t.number for t, _ in repeats],
-                                acc, fair))
+                                acc, fair, base["accuracy"], base["fair_accuracy"]))
         points.sort(key=lambda p: _sort_x(setting, p.x))
         out[series] = points
     return dict(sorted(out.items(), key=lambda kv: [_sort_x(k, v) for k, v in kv[0]]))
@@ -506,6 +519,20 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
                 text=hover, hoverinfo="x+y+text",
                 meta={"metric": metric, "series": {k: v for k, v in series},
                       "trials": [p.trials for p in pts]}))
+            base = [_spread(getattr(p, f"baseline_{metric}"))[0] for p in pts]
+            if any(v is not None for v in base):
+                bname = baseline_label(metric) + (
+                    f", re-broadened to {ref} eV" if metric == "fair_accuracy" and ref else "")
+                fig.add_trace(go.Scatter(
+                    x=xs, y=base, mode="markers" if categorical else "lines+markers",
+                    name=plain(f"{prefix}: {bname}" if prefix else bname), opacity=0.6,
+                    line=dict(color=color, dash=_BASELINE_STYLE["dash"], width=1),
+                    marker=dict(color=color, symbol=_BASELINE_STYLE["symbol"],
+                                size=_BASELINE_STYLE["size"]),
+                    hovertext=["mean training spectrum predicted for every molecule"] * len(xs),
+                    hoverinfo="x+y+text",
+                    meta={"metric": f"baseline_{metric}", "series": {k: v for k, v in series},
+                          "trials": [p.trials for p in pts]}))
     if paper.is_paper_study(study.study_name):
         found = [(p.x, paper.published(p.settings.get("loss"), p.settings.get("sigma"),
                                        p.settings.get("n_points")))

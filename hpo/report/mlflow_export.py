@@ -140,6 +140,10 @@ def _metrics(study: optuna.Study, trial: FrozenTrial, store: Any, t0: int) -> li
     if isinstance(selection, dict):
         for k, v in selection.items():
             add(f"selection_{k}", v)
+    baseline = trial.user_attrs.get(TrialAttr.BASELINE)
+    for split, values in (baseline.items() if isinstance(baseline, dict) else ()):
+        for k, v in (values.items() if isinstance(values, dict) else ()):
+            add(re.sub(r"[^A-Za-z0-9_./ -]", "_", f"baseline_{split}_{k}"), v)
     for name, v in zip(objective_names(study), trial.values or [], strict=False):
         add(f"objective_{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}", v)
     for key in (TrialAttr.BEST_EPOCH, TrialAttr.EPOCHS_RUN, TrialAttr.SECONDS_PER_EPOCH):

@@ -170,6 +170,13 @@ SPLITS = (f"Splits: test = {SPLIT_ROLE['test']} (early stopping, best epoch, the
           "accuracy figures; no choice has seen it)")
 HELD_OUT = split_label("validation")
 
+#: What the baseline columns and skill are, said with the results table.
+BASELINE_TEXT = ("'baseline' columns: the same score of the mean training spectrum predicted "
+                 "for every molecule (no training; judged as the trial is; high on the bundled "
+                 "GFN2-xTB data, whose levels are compressed); skill = 1 - (1 - fair accuracy) "
+                 "/ (1 - baseline fair accuracy), the share of the baseline's error the model "
+                 "removes (0: no better than the mean, 100 %: perfect).")
+
 _TABLE_TEXT = {
     "results": (f"Results per loss / sigma / Np on the {HELD_OUT}",
                 "The best complete trial of each group (by the study's first objective). "
@@ -178,6 +185,7 @@ _TABLE_TEXT = {
                 "predictions, as in the report. Fair accuracy re-broadens prediction and target "
                 "to the reference sigma; W1 is the Wasserstein-1 distance in eV; level error is "
                 f"the mean error of the {N_LEVELS} levels recovered from the predicted spectrum. "
+                f"{BASELINE_TEXT} "
                 "For a paper study, 'report (2019)' is the published accuracy of the same loss, "
                 "sigma and Np (Smeds 2019, Tables 2-4; 2500 epochs on the whole dataset)."),
     "negative": (f"Negative predicted intensities on the {HELD_OUT}",
@@ -185,8 +193,8 @@ _TABLE_TEXT = {
                  "L2-normalised predictions (for a paper study, beside the published share of "
                  "Table 5)."),
     "trials": ("All trials", "Every trial with its objective value(s) (on the split named) "
-               f"and its metrics on the {HELD_OUT} (_n: on normalised predictions); pruned and "
-               "failed trials say why."),
+               f"and its metrics on the {HELD_OUT} (_n: on normalised predictions), each with "
+               "the baseline's beside it; pruned and failed trials say why."),
 }
 
 

@@ -41,21 +41,27 @@ def test_report_figures_of_a_real_study(report_study, tmp_path):
     assert fig["layout"]["yaxis"]["title"]["text"] == HELD_OUT
     by = {(t.params["loss"], t.params["sigma"]): t for t in study.trials}
     traces = fig["data"]
-    assert {tr["meta"]["metric"] for tr in traces} == {"accuracy", "fair_accuracy"}  # no paper
-    assert len(traces) == 4  # 2 losses x (plain, fair)
+    assert {tr["meta"]["metric"] for tr in traces} == {
+        "accuracy", "fair_accuracy", "baseline_accuracy", "baseline_fair_accuracy"}  # no paper
+    assert len(traces) == 8  # 2 losses x (plain, fair) x (trial, its baseline)
     for tr in traces:
         loss = tr["meta"]["series"]["loss"]
         xs = plotly_values(tr["x"])
         np.testing.assert_allclose(xs, [0.3, 0.5])
         trials = [by[(loss, x)] for x in xs]
         assert tr["meta"]["trials"] == [[t.number] for t in trials]
-        expected = [_judged_pct(t) if tr["meta"]["metric"] == "accuracy"
-                    else 100 * t.user_attrs["metrics"]["fair_accuracy"] for t in trials]
+        metric = tr["meta"]["metric"]
+        if metric.startswith("baseline_"):  # the mean training spectrum's, judged as the trial
+            expected = [100 * t.user_attrs["baseline"]["validation"][metric[9:]]
+                        for t in trials]
+        else:
+            expected = [_judged_pct(t) if metric == "accuracy"
+                        else 100 * t.user_attrs["metrics"]["fair_accuracy"] for t in trials]
+            np.testing.assert_allclose(plotly_values(tr["error_y"]["array"]), 0)  # one each
         np.testing.assert_allclose(plotly_values(tr["y"]), expected, rtol=1e-9)
-        np.testing.assert_allclose(plotly_values(tr["error_y"]["array"]), 0)  # one trial each
     per_loss = page.figures["accuracy_vs_loss"]
     assert per_loss["layout"]["xaxis"]["title"]["text"] == "loss"
-    assert [list(tr["x"]) for tr in per_loss["data"]] == [["rmse", "cosine"]] * 4  # report order
+    assert [list(tr["x"]) for tr in per_loss["data"]] == [["rmse", "cosine"]] * 8  # report order
     assert "does not vary Np" in page.notes["accuracy_vs_n_points"]
     # the same labels in the table as in the figures
     assert page.tables["results"][0][:3] == ["loss", "sigma (eV)", "Np"]

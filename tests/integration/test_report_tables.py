@@ -77,6 +77,24 @@ def test_results_table_per_loss_and_sigma(written):
             assert float(row[col]) == pytest.approx(_judged(m, row["loss"], key), rel=0.01)
         assert c["fair accuracy (%)"] == pytest.approx(100 * m["fair_accuracy"])
         assert c["W1 (eV)"] == pytest.approx(m["wasserstein_eV"])
+        # the mean-training-spectrum baseline beside each score (judged as the trial is)
+        b = best.user_attrs["baseline"]["validation"]
+        assert c["baseline accuracy (%)"] == pytest.approx(100 * b["accuracy"])
+        assert c["baseline RMSE"] == pytest.approx(
+            b["rmse_normalised" if scale_free else "rmse"])
+        assert c["baseline fair accuracy (%)"] == pytest.approx(100 * b["fair_accuracy"])
+        assert c["baseline W1 (eV)"] == pytest.approx(b["wasserstein_eV"])
+        assert c["baseline level error (eV)"] == pytest.approx(b["level_error_eV"])
+        assert c["skill (%)"] == pytest.approx(100 * m["skill"])
+        assert c["skill (%)"] == pytest.approx(
+            100 * (1 - (1 - m["fair_accuracy"]) / (1 - b["fair_accuracy"])), rel=1e-4)
+        assert float(row["baseline fair accuracy (%)"]) == pytest.approx(
+            100 * b["fair_accuracy"], abs=0.051)
+    # each baseline column right after the score it is read against
+    cols = list(csv.columns)
+    for score in ("accuracy (%)", "RMSE", "fair accuracy (%)", "W1 (eV)", "level error (eV)"):
+        assert cols[cols.index(score) + 1] == f"baseline {score}"
+    assert cols[cols.index("baseline fair accuracy (%)") + 1] == "skill (%)"
 
 
 def test_negative_and_trials_tables(written):
@@ -100,6 +118,15 @@ def test_negative_and_trials_tables(written):
         assert row["accuracy_n (%)"] == pytest.approx(
             100 * t.user_attrs["metrics"]["accuracy_normalised"])
         assert row["epochs"] == 2 and row["device"] == "cpu"
+        base = t.user_attrs["baseline"]
+        assert row["baseline fair accuracy (%), test split (model selection)"] == pytest.approx(
+            100 * base["test"]["fair_accuracy"])  # the objective's baseline, on its split
+        for col, key in (("baseline accuracy (%)", "accuracy"), ("baseline RMSE", "rmse"),
+                         ("baseline RMSE_n", "rmse_normalised"),
+                         ("baseline W1 (eV)", "wasserstein_eV")):
+            scale = 100 if "(%)" in col else 1
+            assert row[col] == pytest.approx(scale * base["validation"][key]), col
+        assert row["skill (%)"] == pytest.approx(100 * t.user_attrs["metrics"]["skill"])
     assert len(tables["All trials"]) == len(by_number)
 
 
@@ -117,6 +144,16 @@ def test_best_trial_table(written):
     assert float(rows[key]) == pytest.approx(100 * acc, abs=0.051)
     assert float(rows["objective (maximize): fair accuracy (%), test split (model selection)"]
                  ) == pytest.approx(100 * best.value, abs=0.051)
+    base = best.user_attrs["baseline"]
+    assert float(rows["baseline fair accuracy (%), test split (model selection)"]) == \
+        pytest.approx(100 * base["test"]["fair_accuracy"], abs=0.051)
+    assert float(rows["baseline fair accuracy (%)"]) == pytest.approx(
+        100 * base["validation"]["fair_accuracy"], abs=0.051)
+    assert float(rows["skill (%)"]) == pytest.approx(100 * m["skill"], abs=0.051)
+    assert float(rows["baseline W1 (eV)"]) == pytest.approx(
+        base["validation"]["wasserstein_eV"], rel=0.01)
+    names = list(rows)
+    assert names.index("baseline fair accuracy (%)") == names.index("fair accuracy (%)") + 1
 
 
 def test_empty_study_says_so(tmp_path):
@@ -186,3 +223,5 @@ def test_nan_metrics_do_not_break_tables(tmp_path):
     rows = md_tables(paths.markdown.read_text())[
         "Results per loss / sigma / Np on the validation split (held out)"]
     assert rows[0]["accuracy (%)"] == "" and rows[0]["RMSE"] == ""
+    # recorded before baselines existed: the baseline columns stay empty
+    assert rows[0]["baseline accuracy (%)"] == "" and rows[0]["skill (%)"] == ""

@@ -16,7 +16,7 @@ from hpo.config import load_study_config
 from hpo.launch import worker_plan
 from hpo.report.data import history_of
 from hpo.study import create_study
-from hpo.testing import write_study
+from hpo.testing import small_study_config, write_study
 from hpo.worker import run_worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -77,6 +77,34 @@ def test_two_objectives(tmp_path):
     assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
     for t in create_study(cfg).get_trials():
         assert t.values[1] == t.params["sigma"] and 0 < t.values[0] <= 1
+
+
+def test_skill_is_a_study_objective(tmp_path):
+    """Objective ``skill`` (the share of the mean training spectrum's error removed): maximised,
+    reported every epoch to Optuna, and each trial records the baseline it is measured against
+    (a cosine run's judged on the mean spectrum scaled to each target, as its predictions)."""
+    cfg = small_study_config(tmp_path, "skill", {"loss": ["rmse", "cosine"], "sigma": 0.3,
+                                                 "seed": 3}, 2, sampler={"name": "grid"},
+                             objectives=["skill"])
+    assert cfg.directions == ("maximize",)
+    assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
+    study = create_study(cfg)
+    accuracy = {}
+    for t in study.get_trials():
+        a = t.user_attrs
+        base = a["baseline"]
+        assert set(base) == {"test", "validation"} and "level_error_eV" in base["validation"]
+        sel, val = a["selection_metrics"], a["metrics"]
+        assert t.value == pytest.approx(sel["skill"])
+        assert sel["skill"] == pytest.approx(
+            1 - (1 - sel["fair_accuracy"]) / (1 - base["test"]["fair_accuracy"]), rel=1e-4)
+        assert val["skill"] == pytest.approx(
+            1 - (1 - val["fair_accuracy"]) / (1 - base["validation"]["fair_accuracy"]), rel=1e-4)
+        history = history_of(t, study)
+        assert [t.intermediate_values[h["epoch"]] for h in history] == pytest.approx(
+            [h["test_metrics"]["skill"] for h in history])
+        accuracy[t.params["loss"]] = base["test"]["accuracy"]
+    assert accuracy["rmse"] != pytest.approx(accuracy["cosine"])
 
 
 def test_worker_plan_divides_gpus_and_cores():

@@ -38,6 +38,11 @@ def test_train_prints_metrics_and_writes_json(dataset_file, tmp_path):
     saved = json.loads(out.read_text())
     assert len(saved["history"]) == 2 and 0 < saved["metrics"]["accuracy"] < 1
     assert saved["config"]["lr"] == 1e-3 and (ckpt / "checkpoint.pt").is_file()
+    # every score beside the mean training spectrum's, and the skill over it
+    base = saved["baseline"]["validation"]
+    fair = next(line for line in r.output.splitlines() if line.strip().startswith("fair_acc"))
+    assert f"baseline {100 * base['fair_accuracy']:.2f} %" in fair
+    assert f"{100 * saved['metrics']['skill']:.2f} %" in r.output
 
 
 def test_help_explains_the_options():

@@ -97,6 +97,30 @@ def test_status_of_a_running_study_and_its_eta(tmp_path):
     assert s.eta_seconds == pytest.approx(2 * 7 * 2.0)
 
 
+def test_best_trial_shows_its_baseline_and_skill(tmp_path):
+    """The best line reads the score against the mean-training-spectrum baseline of the
+    objective's split (test here), with the trial's skill there."""
+    study, url = _study(tmp_path, 2)
+    t = study.ask()
+    t.set_user_attr(TrialAttr.BASELINE, {"test": {"fair_accuracy": 0.85, "accuracy": 0.8},
+                                         "validation": {"fair_accuracy": 0.84}})
+    t.set_user_attr(TrialAttr.SELECTION_METRICS, {"fair_accuracy": 0.9, "skill": 1 / 3})
+    t.set_user_attr(TrialAttr.METRICS, {"fair_accuracy": 0.88, "skill": 0.25})
+    study.tell(t, 0.9)
+    s = study_status(study, url)
+    assert s.best is not None
+    assert s.best.baselines == [0.85] and s.best.skill == pytest.approx(1 / 3)
+    r = runner.invoke(app, ["status", "s", "--storage", url])
+    assert r.exit_code == 0, r.output
+    assert f"best fair_accuracy 0.9 (baseline 0.85), skill 33.3% (trial {t.number}" in r.output
+    data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
+    assert data["best"]["baselines"] == [0.85]
+    # scored on the validation split: that split's baseline and skill
+    study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, "validation")
+    s = study_status(study, url)
+    assert s.best is not None and s.best.baselines == [0.84] and s.best.skill == 0.25
+
+
 def test_status_of_a_missing_study_is_one_line(tmp_path):
     _, url = _study(tmp_path)
     r = runner.invoke(app, ["status", "nope", "--storage", url])

@@ -8,9 +8,12 @@ from data_prep import broaden, energy_grid
 from model.metrics import (
     METRICS,
     accuracy_per_spectrum,
+    baseline_metrics,
     evaluate,
     extract_levels,
+    mean_spectrum,
     rebroaden,
+    skill_score,
     wasserstein_per_spectrum,
 )
 
@@ -150,7 +153,7 @@ def test_full_evaluation_of_a_perfect_prediction(small_data):
     rows = small_data.validation_rows
     t = small_data.spectra[rows]
     m = evaluate(t, t, small_data.levels[rows], small_data.grid, 0.5, 0.5)
-    assert list(m) == list(METRICS)
+    assert list(m) == [k for k in METRICS if k != "skill"]  # skill only with a baseline
     for name in ("accuracy", "r2", "accuracy_normalised", "r2_normalised", "fair_accuracy"):
         assert m[name] == pytest.approx(1.0)
     for name in ("rmse", "mae", "negative_share", "wasserstein_eV", "rmse_normalised"):
@@ -184,3 +187,82 @@ def test_scale_free_runs_are_judged_on_rescaled_predictions():
     assert fair["accuracy"] == pytest.approx(1.0, abs=1e-6)
     assert fair["fair_accuracy"] == pytest.approx(1.0, abs=1e-6)
     assert fair["accuracy_normalised"] == pytest.approx(1.0, abs=1e-6)
+
+
+# --- the mean-training-spectrum baseline and skill ----------------------------------------------
+
+def _splits(data):
+    return data.spectra[data.train_rows], data.spectra[data.validation_rows]
+
+
+def test_mean_spectrum_is_the_mean_of_the_training_targets(small_data):
+    train, _ = _splits(small_data)
+    mean = mean_spectrum(train)
+    assert isinstance(mean, np.ndarray) and mean.shape == (300,) and mean.dtype == train.dtype
+    np.testing.assert_allclose(mean, np.mean(train.astype(np.float64), axis=0), rtol=1e-6)
+    as_tensor = mean_spectrum(torch.from_numpy(train))
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.dtype == torch.float32
+    np.testing.assert_allclose(as_tensor.numpy(), mean, rtol=1e-6)
+    # the mean of unit-area peaks keeps the 16 levels' area (tails beyond the window aside)
+    assert float(mean.sum() * (small_data.grid[1] - small_data.grid[0])) == pytest.approx(
+        16.0, abs=0.05)
+    with pytest.raises(ValueError, match="must be \\(N, Np\\)"):
+        mean_spectrum(train[:0])
+    with pytest.raises(ValueError, match="must be \\(N, Np\\)"):
+        mean_spectrum(train[0])
+
+
+def test_baseline_metrics_are_evaluate_of_the_mean_spectrum(small_data):
+    train, val = _splits(small_data)
+    levels = small_data.levels[small_data.validation_rows]
+    b = baseline_metrics(train, val, small_data.grid, 0.5, 0.5, levels=levels)
+    assert set(b) == {"accuracy", "fair_accuracy", "rmse", "rmse_normalised",
+                      "wasserstein_eV", "level_error_eV"}
+    pred = np.repeat(mean_spectrum(train)[None], len(val), axis=0)
+    full = evaluate(pred, val, levels, small_data.grid, 0.5, 0.5)
+    for k, v in b.items():  # the single level fit broadcast equals N fits
+        assert v == pytest.approx(full[k], rel=1e-5), k
+    # the compressed GFN2-xTB levels: the mean already scores high, yet far from perfect
+    assert 0.75 < b["accuracy"] < 0.95 and b["wasserstein_eV"] > 0.2
+    assert "level_error_eV" not in baseline_metrics(train, val, small_data.grid, 0.5, 0.5)
+    # a scale-free run's baseline is judged like its predictions: scaled to each target
+    sf = baseline_metrics(train, val, small_data.grid, 0.5, 0.5, scale_free=True)
+    scaled = evaluate(pred, val, None, small_data.grid, 0.5, 0.5, scale_free=True,
+                      metrics=list(sf))
+    assert sf == pytest.approx(scaled)
+    assert sf["accuracy"] != pytest.approx(b["accuracy"])
+    with pytest.raises(ValueError, match="do not match"):
+        baseline_metrics(train, val[:, :200], small_data.grid, 0.5, 0.5)
+    with pytest.raises(ValueError, match="one row per target"):
+        baseline_metrics(train, val, small_data.grid, 0.5, 0.5, levels=levels[:3])
+
+
+def test_skill_is_zero_for_the_baseline_and_one_for_a_perfect_prediction(small_data):
+    train, val = _splits(small_data)
+    grid = small_data.grid
+    b = baseline_metrics(train, val, grid, 0.5, 0.5)
+    mean = mean_spectrum(train)
+    pred = np.repeat(mean[None], len(val), axis=0)
+    for baseline in (b, mean):  # its metrics or its spectrum
+        assert evaluate(pred, val, None, grid, 0.5, 0.5, metrics=["skill"],
+                        baseline=baseline)["skill"] == pytest.approx(0.0, abs=1e-12)
+        assert evaluate(val, val, None, grid, 0.5, 0.5, metrics=["skill"],
+                        baseline=baseline)["skill"] == pytest.approx(1.0)
+    # halfway between the baseline and the truth removes part of its error; the definition
+    m = evaluate(0.5 * (pred + val), val, None, grid, 0.5, 0.5, baseline=b,
+                 metrics=["fair_accuracy", "skill"])
+    assert 0.0 < m["skill"] < 1.0
+    assert m["skill"] == pytest.approx(1 - (1 - m["fair_accuracy"]) / (1 - b["fair_accuracy"]))
+    # worse than the baseline: negative
+    assert evaluate(np.zeros_like(val), val, None, grid, 0.5, 0.5, metrics=["skill"],
+                    baseline=b)["skill"] < 0
+    assert skill_score(0.9, 1.0) != skill_score(0.9, 1.0)  # nothing to remove: NaN
+
+
+def test_skill_without_a_baseline_is_a_clear_error():
+    with pytest.raises(ValueError, match="skill needs a baseline"):
+        _eval(P4, T4, ["skill"])
+    with pytest.raises(ValueError, match="baseline spectrum .* must be"):
+        evaluate(P4, T4, None, GRID4, 0.5, metrics=["skill"], baseline=np.ones(3))
+    with pytest.raises(ValueError, match="no fair_accuracy"):
+        evaluate(P4, T4, None, GRID4, 0.5, metrics=["skill"], baseline={"accuracy": 0.5})
