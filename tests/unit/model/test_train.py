@@ -66,6 +66,56 @@ def test_epoch_reports_and_result(short_run, small_data):
     assert result.device == "cpu" and result.seconds_per_epoch > 0
 
 
+def test_result_carries_the_baseline_and_skill(short_run, small_data):
+    """The mean training spectrum, scored on test and validation once per run; skill (every
+    epoch on test, and on validation) is the share of its error that the model removes."""
+    from model.metrics import baseline_metrics
+
+    result, reports = short_run
+    d = small_data
+    train_targets = d.spectra[d.train_rows]
+    expected = {"test": baseline_metrics(train_targets, d.spectra[d.test_rows], d.grid, 0.5, 0.5),
+                "validation": baseline_metrics(train_targets, d.spectra[d.validation_rows],
+                                               d.grid, 0.5, 0.5,
+                                               levels=d.levels[d.validation_rows])}
+    assert set(result.baseline) == {"test", "validation"}
+    for split, values in expected.items():
+        assert result.baseline[split] == pytest.approx(values, rel=1e-6), split
+
+    def skill(fair, split):
+        return 1 - (1 - fair) / (1 - result.baseline[split]["fair_accuracy"])
+
+    m = result.metrics
+    assert m["skill"] == pytest.approx(skill(m["fair_accuracy"], "validation"))
+    for r in reports:
+        assert r.test_metrics["skill"] == pytest.approx(
+            skill(r.test_metrics["fair_accuracy"], "test"))
+    # the run learns beyond the mean spectrum: its skill grows epoch by epoch
+    assert reports[-1].test_metrics["skill"] > reports[0].test_metrics["skill"]
+    assert result.history[-1]["test_metrics"]["skill"] == reports[-1].test_metrics["skill"]
+
+
+def test_packed_and_scale_free_runs_get_the_same_baseline(tiny_data):
+    """A pack's member scores the same baseline as its lone run; a cosine run's baseline is
+    judged on the mean spectrum scaled to each target, as its predictions are."""
+    from model.metrics import baseline_metrics
+    from model.packed import train_packed
+
+    config = _config(epochs=1)
+    alone = train(config, tiny_data, progress=False)
+    (packed,) = train_packed([config], [tiny_data])
+    assert set(packed.baseline) == set(alone.baseline)
+    for split, values in alone.baseline.items():
+        assert packed.baseline[split] == pytest.approx(values), split
+    assert packed.metrics["skill"] == pytest.approx(alone.metrics["skill"], rel=1e-4)
+    cosine = train(_config(epochs=1, loss="cosine"), tiny_data, progress=False)
+    d = tiny_data
+    scaled = baseline_metrics(d.spectra[d.train_rows], d.spectra[d.test_rows], d.grid, 0.5, 0.5,
+                              scale_free=True)
+    assert cosine.baseline["test"] == pytest.approx(scaled, rel=1e-6)
+    assert cosine.baseline["test"]["accuracy"] != pytest.approx(alone.baseline["test"]["accuracy"])
+
+
 def test_checkpoint_reproduces_the_validation_predictions(short_run, small_data):
     result, _ = short_run
     net, meta = load_checkpoint(result.checkpoint_path, n_points=300)
