@@ -77,17 +77,34 @@ def _positions(levels: torch.Tensor, e_min: float, step: float) -> torch.Tensor:
     return (levels.double() - e_min) / step
 
 
-def _dense(levels, sigma, n_points, e_min, e_max, chunk):
+def _norm(sigma: float) -> float:
+    """Height of a unit-area Gaussian of width sigma."""
+    return 1.0 / (sigma * math.sqrt(2.0 * math.pi))
+
+
+def gaussian_spectra(levels: torch.Tensor, sigma: float, n_points: int, e_min: float = E_MIN,
+                     e_max: float = E_MAX) -> torch.Tensor:
+    """(..., n_levels) levels (eV; a tensor on any device) -> (..., n_points) spectra in the
+    levels' dtype: the sum of unit-area Gaussians of width ``sigma`` on ``energy_grid(n_points,
+    e_min, e_max)``, every level at every grid point, differentiable in the levels. It is
+    :func:`broaden`'s dense kernel and the levels head of ``model.network.SpectraCNN`` (which
+    broadens its predicted levels with it, so its spectra are made exactly as the targets).
+    NaN levels contribute nothing."""
+    check_grid(sigma, n_points, e_min, e_max)
     step = (e_max - e_min) / (n_points - 1)
-    h = step / sigma  # grid spacing in units of sigma
-    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
-    k = torch.arange(n_points, dtype=torch.float64)
+    k = torch.arange(n_points, dtype=torch.float64, device=levels.device)
+    # Offsets from float64 positions, then the exponential in the levels' dtype (float32).
+    x = ((k - _positions(levels, e_min, step)[..., None]) * (step / sigma)).to(levels.dtype)
+    g = torch.exp(x.square().mul(-0.5)).nan_to_num(0.0)
+    return g.sum(dim=-2).mul(_norm(sigma))
+
+
+def _dense(levels, sigma, n_points, e_min, e_max, chunk):
     out = torch.empty(len(levels), n_points)
     chunk = chunk or max(1, CHUNK_ELEMENTS // max(1, levels.shape[1] * n_points))
     for s in range(0, len(levels), chunk):
-        x = ((k - _positions(levels[s : s + chunk], e_min, step)[..., None]) * h).float()
-        g = torch.exp(x.square_().mul_(-0.5)).nan_to_num_(0.0)
-        torch.sum(g, dim=1, out=out[s : s + chunk]).mul_(norm)
+        out[s : s + chunk] = gaussian_spectra(levels[s : s + chunk], sigma, n_points, e_min,
+                                              e_max)
     return out
 
 
@@ -100,7 +117,7 @@ def _windowed(levels, sigma, n_points, e_min, e_max, chunk):
     # Each molecule's row is padded by `width` points on both sides: windows of levels near or
     # beyond the ends land partly or wholly in the padding, which is cut off at the end.
     row = n_points + 2 * width
-    norm = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
+    norm = _norm(sigma)
     offsets = torch.arange(-half, half + 1)
     offsets_f = offsets.to(torch.float32)
     out = torch.empty(n_mol, n_points)

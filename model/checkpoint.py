@@ -86,8 +86,10 @@ def training_domain(data: TrainingData) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, n_points: int | None = None,
                     map_location: str | torch.device = "cpu") -> tuple[SpectraCNN, dict]:
     """(model in eval mode, metadata) from a checkpoint written by ``train``. With ``n_points``,
-    a checkpoint trained for another Np is an error (``DataError``, as an unreadable file).
-    Checkpoints from before the network knobs (no ``network`` entry) are the report's network."""
+    a checkpoint trained for another Np is an error (``DataError``, as an unreadable file),
+    unless the model predicts levels (``output_head="levels"``: any Np, see
+    ``SpectraCNN.spectrum``). Checkpoints from before the network knobs (no ``network`` entry)
+    are the report's network."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -97,11 +99,15 @@ def load_checkpoint(path: str | Path, n_points: int | None = None,
         raise DataError(f"{path}: not a readable checkpoint ({err})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a specopt checkpoint")
-    if n_points is not None and payload["n_points"] != n_points:
+    levels_head = (payload.get("network") or payload).get("output_head") == "levels"
+    if n_points is not None and payload["n_points"] != n_points and not levels_head:
         raise DataError(f"{path}: the model was trained for Np={payload['n_points']} points, "
                         f"not Np={n_points}")
     network = payload.get("network") or {"n_points": payload["n_points"],
                                          "output_head": payload["output_head"]}
+    # Checkpoints from before the network knew its spectrum: the one they were trained for.
+    network = {"sigma": payload["sigma"], "e_min": payload["e_min"], "e_max": payload["e_max"],
+               **network}
     model = SpectraCNN(**network)
     model.load_state_dict(payload["state_dict"])
     model.eval()

@@ -37,8 +37,9 @@ DEFAULT_REFERENCE_SIGMA = 0.5
 #: Convolutional blocks the matrix allows: each halves its side, 29 -> 14 -> 7 -> 3 -> 1.
 MAX_BLOCKS = MATRIX_SIZE.bit_length() - 1
 #: The arguments of model.network.SpectraCNN (saved in checkpoints to rebuild the network).
+#: The last three say which spectrum it makes: a levels head broadens its levels with them.
 NETWORK_FIELDS = ("n_points", "output_head", "channels", "convs_per_block", "kernel_size",
-                  "pooling", "batch_norm", "dropout")
+                  "pooling", "batch_norm", "dropout", "sigma", "e_min", "e_max")
 #: Settings of where and how fast a run goes, or how it is scored and stored, rather than of
 #: what it learns: not searchable (a study fixes them for all its trials).
 NOT_SEARCHABLE = frozenset({"dataset", "e_min", "e_max", "reference_sigma", "device", "amp",
@@ -86,7 +87,9 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1,
                            description="Dropout probability before the output layer.")
     output_head: Literal[OUTPUT_HEADS] = Field(  # type: ignore[valid-type]
-        "linear", description="'softplus' makes predicted intensities non-negative.")
+        "linear", description="'linear' (the report): Np intensities; 'softplus': Np "
+        "non-negative intensities; 'levels': the 16 levels, broadened into the spectrum as the "
+        "targets are (non-negative, and one model gives any sigma and Np).")
 
     # Loss.
     loss: Literal[LOSSES] = Field(  # type: ignore[valid-type]

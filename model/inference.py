@@ -1,7 +1,11 @@
 """Inference with a saved model: load a checkpoint, predict spectra of Coulomb matrices or of
 ``.xyz`` molecules. Every ``.xyz`` molecule is first checked against the model's training domain
 (:func:`domain_reasons`): a molecule unlike any the model was trained on gets a spectrum of the
-right shape that means nothing, so it is refused, or predicted and flagged with ``force``."""
+right shape that means nothing, so it is refused, or predicted and flagged with ``force``.
+
+A model that predicts levels (``output_head="levels"``) gives its spectra at any sigma and Np
+(``predict(..., sigma=, n_points=)``, ``predict_xyz`` likewise) and its levels
+(:func:`predict_levels`); :func:`score_at_sigmas` scores one trained model at several widths."""
 
 from __future__ import annotations
 
@@ -12,19 +16,110 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import coulomb_matrix, read_xyz, sort_coulomb
+from data_prep import TrainingData, broaden, coulomb_matrix, energy_grid, read_xyz, sort_coulomb
 from data_prep.qm9 import ELEMENTS, SYMBOLS, formula, valence_electrons
 from model.checkpoint import load_checkpoint
 from model.contract import MATRIX_SIZE, N_LEVELS
-from model.errors import DataError
+from model.errors import ConfigError, DataError
 from model.network import SpectraCNN
 
 
 def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
-            device: str | torch.device | None = None) -> np.ndarray:
+            device: str | torch.device | None = None, *, sigma: float | None = None,
+            n_points: int | None = None) -> np.ndarray:
     """(N, Np) float32 spectra of (N, 29, 29) Coulomb matrices (numpy or torch). The matrices
-    are sorted by row norm first, as in training (sorting a sorted matrix changes nothing)."""
+    are sorted by row norm first, as in training (sorting a sorted matrix changes nothing).
+    ``sigma`` / ``n_points``: the spectra at another width and grid (over the model's window),
+    which only a model that predicts levels can give (``ConfigError`` otherwise)."""
+    model.finish(torch.zeros(0, model.head.out_features), sigma, n_points)  # fail fast
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = _matrices(coulomb)
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            xb = sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1)
+            out.append(model.spectrum(xb, sigma, n_points).float().cpu())
+    if not out:
+        return np.zeros((0, n_points or model.n_points), np.float32)
+    return torch.cat(out).numpy()
+
+
+def predict_levels(model: SpectraCNN, coulomb, batch_size: int = 256,
+                   device: str | torch.device | None = None) -> np.ndarray:
+    """(N, 16) float32 levels (eV, ascending) of (N, 29, 29) Coulomb matrices, from a model
+    that predicts levels (``output_head="levels"``; ``ConfigError`` otherwise)."""
+    model._need_levels("predict_levels")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = _matrices(coulomb)
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        out = [model.levels(sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1))
+               .float().cpu() for s in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, N_LEVELS), np.float32)
+
+
+#: Widths (eV) at which :func:`score_at_sigmas` scores a levels model: the report's three.
+SCORE_SIGMAS = (0.1, 0.3, 0.5)
+
+
+def score_at_sigmas(model: SpectraCNN, data: TrainingData,
+                    sigmas: Sequence[float] = SCORE_SIGMAS, *, split: str = "validation",
+                    reference_sigma: float | None = None, n_points: int | None = None,
+                    scale_free: bool = False,
+                    batch_size: int = 256) -> dict[float, dict[str, float]]:
+    """One trained model scored at several widths: ``{sigma: metrics}`` on ``data``'s
+    ``split`` ("validation", the held-out one, or "test"). At each sigma the targets are the
+    split's levels broadened by ``data_prep.broaden`` (exactly what ``prepare`` would give at that
+    sigma), the predictions the model's spectra at that sigma, both on ``n_points`` (default:
+    the data's) over the data's window; the metrics are ``model.metrics.evaluate``'s, with
+    ``fair_accuracy`` re-broadened to one ``reference_sigma`` for all (default: the widest of
+    0.5 and the sigmas), plus, for a levels model, ``predicted_level_error_eV``: the mean
+    |predicted - true| of the sorted levels themselves (no extraction from a spectrum). When
+    ``model.metrics`` has ``baseline_metrics``, ``skill`` is added (the baseline: the mean
+    training spectrum at that sigma). ``scale_free``: the model was trained with a loss that
+    fixes no scale (cosine, Pearson): judged as ``evaluate`` judges such runs. Only a levels
+    model can be scored at a sigma or Np other than its own (``ConfigError``)."""
+    from data_prep.dataset import TEST, VALIDATION
+    from model import metrics as M
+    from model.config import DEFAULT_REFERENCE_SIGMA
+
+    parts = {"validation": VALIDATION, "test": TEST}
+    if split not in parts:
+        raise ConfigError(f"split must be 'validation' or 'test', got {split!r}")
+    if not sigmas:
+        raise ConfigError("no sigma to score at")
+    reference = reference_sigma or max(DEFAULT_REFERENCE_SIGMA, *sigmas)
+    n_points = n_points or data.n_points
+    rows = data.rows(parts[split])
+    if len(rows) == 0:
+        raise DataError(f"the data have no {split} molecules")
+    grid = energy_grid(n_points, data.e_min, data.e_max)
+    levels = data.levels[rows]
+    found = predict_levels(model, data.coulomb[rows], batch_size) if model.predicts_levels \
+        else None
+    baseline = getattr(M, "baseline_metrics", None)
+    out: dict[float, dict[str, float]] = {}
+    for sigma in sigmas:
+        pred = predict(model, data.coulomb[rows], batch_size, sigma=sigma, n_points=n_points)
+        target = broaden(levels, sigma, n_points, data.e_min, data.e_max)
+        extra: dict = {}
+        if baseline is not None:
+            train = broaden(data.levels[data.train_rows], sigma, n_points, data.e_min,
+                            data.e_max)
+            extra["baseline"] = baseline(train, target, grid, sigma, reference,
+                                         scale_free=scale_free)
+        scores = M.evaluate(pred, target, levels, grid, sigma, reference, scale_free=scale_free,
+                            **extra)
+        if found is not None:
+            err = np.abs(found - np.sort(levels, axis=1))
+            scores["predicted_level_error_eV"] = float(np.nanmean(err))
+        out[float(sigma)] = scores
+    return out
+
+
+def _matrices(coulomb) -> torch.Tensor:
+    """(N, 29, 29) float32 matrices (numpy or torch, (N, 1, 29, 29) too), checked."""
     x = torch.as_tensor(np.asarray(coulomb, np.float32) if not torch.is_tensor(coulomb)
                         else coulomb, dtype=torch.float32)
     if x.dim() == 4:
@@ -37,15 +132,7 @@ def predict(model: SpectraCNN, coulomb, batch_size: int = 256,
         rows = torch.nonzero(~finite).flatten()[:5].tolist()
         raise DataError(f"{int((~finite).sum())} Coulomb matrices hold NaN or inf (rows {rows}): "
                         "no spectrum predicted")
-    model = model.to(device).eval()
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            xb = sort_coulomb(x[s : s + batch_size].to(device)).unsqueeze(1)
-            out.append(model(xb).float().cpu())
-    if not out:
-        return np.zeros((0, model.n_points), np.float32)
-    return torch.cat(out).numpy()
+    return x
 
 
 #: Relative tolerance of the Coulomb-norm range (float32 rounding of the training matrices).
@@ -149,13 +236,19 @@ def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | Non
 
 
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
-                force: bool = False) -> XyzPrediction:
+                force: bool = False, *, sigma: float | None = None,
+                n_points: int | None = None) -> XyzPrediction:
     """The spectrum of every ``.xyz`` molecule with the model in ``checkpoint``, each checked
     against the model's training domain first (:func:`domain_reasons`). Molecules outside it
     raise :class:`OutOfDomain` (a ``DataError`` naming each with its reasons) unless ``force``:
     then they are predicted and flagged (``XyzPrediction.molecules``, ``.flags``); one with more
     atoms than a Coulomb matrix holds is refused even so. Bad files and checkpoints raise
-    ``DataError`` (one line naming the file)."""
+    ``DataError`` (one line naming the file).
+
+    ``sigma`` / ``n_points``: spectra at another width and grid than the model was trained for,
+    which a model that predicts levels gives (any other raises ``ConfigError`` before reading a
+    molecule). The prediction's ``meta`` then says what was predicted (``sigma``, ``n_points``)
+    and keeps the training values as ``trained_sigma`` / ``trained_n_points``."""
     paths = [Path(p) for p in xyz_files]
     if not paths:
         raise DataError("no .xyz files given")
@@ -167,6 +260,11 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
         why = str(err).strip().splitlines()
         raise DataError(f"{checkpoint}: not a readable checkpoint "
                         f"({why[0] if why else type(err).__name__})") from None
+    net.finish(torch.zeros(0, net.head.out_features), sigma, n_points)  # fail fast
+    if sigma is not None or n_points is not None:
+        meta = {**meta, "trained_sigma": meta["sigma"], "trained_n_points": meta["n_points"],
+                "sigma": sigma or meta["sigma"], "n_points": n_points or meta["n_points"]}
+        meta["grid"] = energy_grid(meta["n_points"], meta["e_min"], meta["e_max"])
     domain = meta.get("domain")
     notes = [] if domain else [
         f"{Path(checkpoint).name} was saved before checkpoints recorded their training domain: "
@@ -194,7 +292,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
         raise OutOfDomain(too_big, len(molecules), force_helps=False)
     if refused and not force:
         raise OutOfDomain(refused, len(molecules), force_helps=len(too_big) < len(refused))
-    spectra = np.asarray(predict(net, np.stack([m for m in matrices if m is not None])),
-                         np.float64)
+    spectra = np.asarray(predict(net, np.stack([m for m in matrices if m is not None]),
+                                 sigma=sigma, n_points=n_points), np.float64)
     grid = np.asarray(meta["grid"], np.float64)
     return XyzPrediction(names, spectra, grid, meta, molecules, notes)

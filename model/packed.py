@@ -18,10 +18,12 @@ CPU in float32 a packed member's per-epoch losses and final metrics equal a lone
 rounding (vmap's grouped convolutions sum in another order: the test states the tolerance).
 
 Which runs can share a pack (:func:`pack_key`): the same device and bf16 decision, Np, batch
-size, number of training molecules (so every step has the same batch size) and network shape
-(channels, convolutions per block, kernel, pooling, batch norm).  Everything else may differ per
-member: sigma (its targets), loss, learning rate, schedule, betas, weight decay, noise, seed,
-dropout, output head, epochs and patience.  A caller (``hpo.packed``) keeps one pack per key.
+size, number of training molecules (so every step has the same batch size), network shape
+(channels, convolutions per block, kernel, pooling, batch norm) and output layer (Np
+intensities, or 16 levels for ``output_head="levels"``).  Everything else may differ per
+member: sigma (its targets, and the width a levels head broadens with), loss, learning rate,
+schedule, betas, weight decay, noise, seed, dropout, linear or softplus head, epochs and
+patience.  A caller (``hpo.packed``) keeps one pack per key.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from typing import Any, cast
 
 import torch
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
 from data_prep import TrainingData, randomize_coulomb
 from model.checkpoint import TrainingState
@@ -58,8 +59,10 @@ SHAPE_FIELDS = ("n_points", "batch_size", "channels", "convs_per_block", "kernel
 def pack_key(config: TrainConfig, data: TrainingData) -> PackKey:
     """Runs with equal keys can share a pack (see the module docstring)."""
     device = resolve_device(config.device)
+    # The output layer's size: the levels head's 16 rows cannot stack with Np rows.
+    levels_head = config.output_head == "levels"
     return (str(device), use_amp(config, device), len(data.train_rows),
-            *(getattr(config, f) for f in SHAPE_FIELDS))
+            *(getattr(config, f) for f in SHAPE_FIELDS), levels_head)
 
 
 class Pack:
@@ -218,9 +221,8 @@ class Pack:
         with torch.autocast(self.device.type, enabled=False):
             out = torch.baddbmm(bias.unsqueeze(1), h.float(), weight.transpose(1, 2))
         losses = []
-        for run, pred, y in zip(runs, out, ys, strict=True):
-            if run.trainer.model.output_head == "softplus":
-                pred = F.softplus(pred)
+        for run, values, y in zip(runs, out, ys, strict=True):
+            pred = run.trainer.model.finish(values)  # the member's own head: softplus, levels
             losses.append(run.trainer.loss_fn(pred.float(), y))
         for run in runs:
             run.trainer.optimizer.zero_grad(set_to_none=True)

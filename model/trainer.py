@@ -54,6 +54,18 @@ def check_data(config: TrainConfig, data: TrainingData) -> None:
             raise DataError(f"the data have no {name} molecules (use a larger subset)")
 
 
+def mean_levels(data: TrainingData) -> np.ndarray:
+    """(16,) the training molecules' sorted levels averaged level by level (eV): where a levels
+    head starts (``SpectraCNN.init_levels``). Missing (NaN) levels, which an imported dataset
+    may have, sort last and are left out of their level's mean."""
+    levels = np.sort(np.asarray(data.levels[data.train_rows], np.float64), axis=1)
+    counts = np.isfinite(levels).sum(axis=0)
+    if not counts.all():
+        raise DataError(f"no training molecule has level {int(np.argmin(counts)) + 1} of "
+                        f"{levels.shape[1]}: a levels head cannot start there")
+    return np.nanmean(levels, axis=0)
+
+
 class Trainer:
     """The state of one run: model, optimiser, device-resident data. ``train`` drives it; the
     speed benchmark times ``train_epoch`` on its own."""
@@ -73,6 +85,8 @@ class Trainer:
         self.amp = use_amp(config, self.device)
         torch.manual_seed(config.seed)
         self.model = SpectraCNN(**config.network_kwargs()).to(self.device)
+        if self.model.predicts_levels:
+            self.model.init_levels(mean_levels(data))
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.loss_fn = get_loss(config.loss, huber_delta=config.huber_delta, de=data.de)
         cuda = self.device.type == "cuda"

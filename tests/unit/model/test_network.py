@@ -148,6 +148,8 @@ def test_batch_norm_tracks_statistics_in_training():
     ({"convs_per_block": 0}, "convs_per_block must be at least 1"),
     ({"pooling": "min"}, "unknown pooling 'min'"),
     ({"dropout": 1.0}, "dropout must be below 1"),
+    ({"sigma": 0}, "sigma must be a positive number"),
+    ({"e_min": 0.0}, "empty energy window"),
 ])
 def test_bad_knobs(kw, match):
     with pytest.raises(ValueError, match=match):

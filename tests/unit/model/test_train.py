@@ -319,7 +319,8 @@ def test_non_default_network_round_trips_through_the_checkpoint(tiny_data, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # atomic: no temp file
     net, meta = load_checkpoint(result.checkpoint_path, n_points=300)
     assert meta["network"] == {**knobs, "channels": [8, 16], "n_points": 300,
-                               "output_head": "linear"}
+                               "output_head": "linear", "sigma": 0.5, "e_min": -30.0,
+                               "e_max": 0.0}
     assert net.channels == (8, 16) and net.dropout.p == 0.2 and not net.training
     assert model.count_parameters(net) == model.count_parameters(
         model.SpectraCNN(300, **knobs))
