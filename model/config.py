@@ -152,6 +152,11 @@ class TrainConfig(BaseModel):
             raise ValueError(f"kernel_size must be odd (the matrix keeps its size), got {v}")
         return v
 
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, v):
+        return str(v) if isinstance(v, Path) else v  # a file given as a Path
+
     @field_validator("amp", mode="before")
     @classmethod
     def _amp(cls, v):
