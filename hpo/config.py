@@ -58,7 +58,7 @@ from model.errors import ConfigError
 __all__ = [
     "ConfigError", "ParamSpec", "SET_BY_STUDY", "SPACE_DEFAULTS", "StudyConfig", "TRAIN_SECTION",
     "TrainSettings", "build_pruner", "build_sampler", "config_json", "load_study_config",
-    "parse_param", "shipped_studies", "space_fields", "study_config_from_dict",
+    "parse_param", "setting_type", "shipped_studies", "space_fields", "study_config_from_dict",
     "study_path", "worker_seed",
 ]
 
@@ -82,8 +82,9 @@ def space_fields() -> tuple[str, ...]:
     return TrainConfig.searchable_fields()
 
 
-def _base_type(name: str) -> Any:
-    """The field's annotation without ``None``."""
+def setting_type(name: str) -> Any:
+    """The type of the TrainConfig field ``name``: its annotation without ``None`` (``int | None``
+    -> ``int``; pydantic has already dropped ``Annotated``); a union of several types as is."""
     ann = _F[name].annotation
     if get_origin(ann) in (Union, types.UnionType):
         args = [a for a in get_args(ann) if a is not type(None)]
@@ -92,12 +93,12 @@ def _base_type(name: str) -> Any:
 
 
 def _is_sequence(name: str) -> bool:
-    return get_origin(_base_type(name)) in (tuple, list)
+    return get_origin(setting_type(name)) in (tuple, list)
 
 
 def _numeric(name: str) -> type | None:
     """``int`` or ``float`` for a numeric field, else ``None``."""
-    t = _base_type(name)
+    t = setting_type(name)
     return t if t in (int, float) else None
 
 

@@ -14,16 +14,17 @@ workers) and ``--version``.
 
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from typer.core import TyperGroup
+from typer.core import HAS_RICH, TyperCommand, TyperGroup
 
 from model.errors import SpecoptError
 
-__all__ = ["SpecoptGroup", "app", "error_line"]
+__all__ = ["SpecoptGroup", "app", "as_written", "error_line"]
 
 _DEBUG = "specopt.debug"
 
@@ -37,8 +38,43 @@ def error_line(err: BaseException) -> str:
     return " ".join(str(err).split("\n"))
 
 
+#: A ``[`` with the backslashes before it, and the rest of a rich markup tag if one starts there.
+_BRACKET = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?)")
+
+
+def as_written(text: str) -> str:
+    """``text`` escaped so that rich markup shows it as written.  rich's own ``escape`` misses
+    a backslash before a ``[`` that starts no tag (``\\[`` shows as ``[``)."""
+    def escaped(m: re.Match) -> str:
+        slashes, bracket = m.groups()
+        if bracket == "[":  # no tag: rich drops one backslash before it
+            return f"{slashes}\\[" if slashes else "["
+        return f"{slashes * 2}\\{bracket}"  # a tag: literal backslashes, then an escaped tag
+
+    return _BRACKET.sub(escaped, text)
+
+
+def _help_as_written(cmd: TyperCommand | TyperGroup) -> None:
+    """Escape the help texts of ``cmd`` and its subcommands where typer renders them as rich
+    markup, so that they show as written: rich reads ``[train]`` or ``specopt[slurm]`` as a
+    style and drops it, and fails on ``[/x]``.  (``rich_markup_mode=None`` would do it too,
+    but loses the help panels.)"""
+    if getattr(cmd, "rich_markup_mode", None) == "rich" and HAS_RICH:
+        for owner, attr in [(cmd, "help"), (cmd, "short_help"), (cmd, "epilog"),
+                            *((p, "help") for p in cmd.params)]:
+            if getattr(owner, attr, None):
+                setattr(owner, attr, as_written(getattr(owner, attr)))
+    for sub in getattr(cmd, "commands", {}).values():
+        _help_as_written(sub)
+
+
 class SpecoptGroup(TyperGroup):
-    """The root command group, whose ``invoke`` runs every command: the one error handler."""
+    """The root command group, whose ``invoke`` runs every command: the one error handler.
+    Its help and every command's is shown as written (no rich markup)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        _help_as_written(self)  # typer builds a fresh tree of commands for each run
 
     def invoke(self, ctx):
         try:

@@ -24,7 +24,7 @@ def export_mlflow(
 ) -> None:
     """Write every finished trial of STUDY (complete, pruned, failed) to MLflow: one run per trial with its settings (params), final metrics, learning curves (step = epoch), state tags and artifacts (checkpoint, history.json, predictions).
 
-    Running again adds the trials finished since and replaces those that changed: no run is duplicated. Names: validation_* (held-out split), selection_* (model-selection split, best epoch), objective_*; curves train_loss, test_loss, test_* (model-selection split) and epoch_seconds. Needs MLflow: pip install mlflow-skinny (the package's mlflow extra). Browse with `mlflow ui --backend-store-uri URI` (the full mlflow package).
+    Running again adds the trials finished since and replaces those that changed: no run is duplicated. Names: validation_* (held-out split), selection_* (model-selection split, best epoch), objective_*; curves train_loss, test_loss, test_* (model-selection split) and epoch_seconds. Needs MLflow: pip install 'specopt[mlflow]' (mlflow-skinny). Browse with `mlflow ui --backend-store-uri URI` (the full mlflow package).
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.report.mlflow_export import export_mlflow as export
     from hpo.report.mlflow_export import mlflow_available

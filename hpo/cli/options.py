@@ -13,15 +13,15 @@ import functools
 import inspect
 import json
 import tomllib
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import typer
 
 from hpo.cluster import DEFAULT_TIME, PLACES
+from hpo.config import setting_type
 from model.config import TrainConfig
 from model.errors import ConfigError, SpecoptError
 
@@ -99,16 +99,9 @@ def echo_json(data: Any) -> None:
 
 # --- options from TrainConfig -------------------------------------------------------------------
 
-def _base(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else str
-    return annotation
-
-
 def _option_type(name: str) -> type:
     """The option's type: the field's, with tuples and choices as text (TrainConfig checks)."""
-    base = _base(TrainConfig.model_fields[name].annotation)
+    base = setting_type(name)
     if base in (bool, int, float, Path):
         return base
     return str
@@ -116,7 +109,7 @@ def _option_type(name: str) -> type:
 
 def _to_setting(name: str, value: Any) -> Any:
     """An option's value as a setting: tuples from ``22,47,42`` or ``[22, 47, 42]``."""
-    base = _base(TrainConfig.model_fields[name].annotation)
+    base = setting_type(name)
     if get_origin(base) in (tuple, list) and isinstance(value, str):
         text = value.strip()
         return parse_value(text if text.startswith("[") else f"[{text}]")
@@ -126,9 +119,8 @@ def _to_setting(name: str, value: Any) -> Any:
 
 
 def _help(name: str) -> str:
-    field = TrainConfig.model_fields[name]
-    text = field.description or ""
-    base = _base(field.annotation)
+    text = TrainConfig.model_fields[name].description or ""
+    base = setting_type(name)
     if get_origin(base) is Literal and not all(str(c) in text for c in get_args(base)):
         text += f" One of: {', '.join(map(str, get_args(base)))}."
     if get_origin(base) in (tuple, list):
@@ -221,7 +213,8 @@ class Place:
 PLACE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "on": (str, typer.Option(
         "local", "--on", metavar="local|slurm|ray", help="where the workers run: local "
-        "processes; a SLURM job array (the slurm extra: submitit); Ray tasks (the ray extra). "
+        "processes; a SLURM job array (submitit: pip install 'specopt[slurm]'); Ray tasks (pip "
+        "install 'specopt[ray]'). "
         "On a cluster the storage must be one every node reaches (PostgreSQL)")),
     "partition": (str | None, typer.Option(
         None, "--partition", help="slurm: the partition (default: the cluster's default)")),

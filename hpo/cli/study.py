@@ -182,6 +182,8 @@ def worker(
 ) -> None:
     """Run trials of STUDY until its budget (trials or time) is spent.
 
+    Each training option fixes its setting in the study's [space] section (or [train]); --set changes any key of the file.
+
     Start as many as you like, on one machine or many, against the same storage. A worker killed mid-trial is detected by the others (heartbeats) and its trial retried; SIGINT/SIGTERM make a worker finish its current epoch, re-queue its trial and exit.
 
     A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.

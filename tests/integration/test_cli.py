@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hpo.cli import app
+from hpo.cli import SpecoptGroup, app, as_written
 from hpo.cli.study import STUDY_SETTINGS
 from hpo.config import config_json, load_study_config, space_fields
 from hpo.launch import worker_command
@@ -43,6 +43,58 @@ def test_help_of_the_root_and_every_command():
         assert r.exit_code == 0 and "Usage: " in r.output, (path, r.output)
 
 
+def _shown(output: str) -> str:
+    """Help output as one line of words (rich wraps table cells inside its box)."""
+    return " ".join(output.replace("\u2502", " ").split())
+
+
+@pytest.mark.parametrize("path, text", [
+    (("worker",), "in the study's [space] section (or [train])"),
+    (("launch",), "pip install 'specopt[slurm]'"),
+    (("run",), "pip install 'specopt[ray]'"),
+    (("export-mlflow",), "pip install 'specopt[mlflow]'"),
+])
+def test_help_shows_bracketed_text_verbatim(path, text):
+    """Help is rendered with rich markup, which reads ``[train]`` as a style tag and drops it."""
+    r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert text in _shown(r.output), r.output
+
+
+def test_help_of_any_command_is_not_markup():
+    """Text that is markup to rich (a style, a closing tag with no opening one, an escape) is
+    shown as written, in the command's help and its options', and the help panels stay."""
+    sub = typer.Typer(cls=SpecoptGroup)
+
+    @sub.command()
+    def cmd(x: int = typer.Option(0, help="[bold]x[/bold] in [0, 1) [train]",
+                                  rich_help_panel="Own panel")) -> None:
+        r"""Ends [/section] here, a \[ backslash and [red]red[/]."""
+
+    @sub.command()
+    def other() -> None:
+        """The other [one]."""
+
+    for args, texts in [(["cmd", "--help"], ["[bold]x[/bold] in [0, 1) [train]", "Own panel",
+                                              r"Ends [/section] here, a \[ backslash and "
+                                              "[red]red[/]."]),
+                        (["--help"], ["The other [one].", "Ends [/section] here"])]:
+        r = runner.invoke(sub, args, env={"COLUMNS": "120"})
+        assert r.exit_code == 0, r.output
+        for text in texts:
+            assert text in _shown(r.output), (text, r.output)
+
+
+@pytest.mark.parametrize("text", [
+    "[train]", "[0, 1)", "specopt[slurm]", "[/x]", "[/]", "a \\[ b", "a \\[bold] b",
+    "a \\\\[bold] b", "a \\\\\\[x", "[b][/b]", "[#fff]", "[@click]", "ends \\", "[[a]]", "x [",
+])
+def test_as_written_survives_rich_markup(text):
+    from rich.text import Text
+
+    assert Text.from_markup(as_written(text)).plain == text
+
+
 def _options(command: str) -> set[str]:
     return {o for p in ROOT.commands[command].params for o in (*p.opts, *p.secondary_opts)}
 
@@ -52,6 +104,10 @@ def test_training_options_are_the_train_config_fields():
     for name in TrainConfig.model_fields:
         assert "--" + name.replace("_", "-") in train, name
     assert {"--np", "--set", "--print-config", "--json"} <= train
+    # an option has its field's type without None (int | None: an integer, read by the CLI)
+    for option, value in (("--subset", "3.5"), ("--patience", "x"), ("--reference-sigma", "x")):
+        r = runner.invoke(app, ["train", option, value, "--print-config"])
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, r.output
     for command in ("worker", "launch", "run"):
         opts = _options(command)
         for name in STUDY_SETTINGS:

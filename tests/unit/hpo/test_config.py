@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, get_args, get_origin
+
 import optuna
 import pytest
 from pydantic import ValidationError
@@ -12,6 +15,7 @@ from hpo.config import (
     ConfigError,
     build_sampler,
     load_study_config,
+    setting_type,
     shipped_studies,
     space_fields,
     study_config_from_dict,
@@ -134,6 +138,15 @@ def test_space_is_derived_from_train_config():
         study_config_from_dict({**BASE, "train": {"epochs": 5}})
     with pytest.raises(ConfigError, match=r"space.epochs: expected a number, got True"):
         study_config_from_dict({**BASE, "space": {"epochs": True}})
+
+
+def test_setting_type_is_the_field_type_without_none():
+    """The one reading of a field's type (the space's checks and the CLI options use it)."""
+    assert setting_type("subset") is int and setting_type("reference_sigma") is float
+    assert setting_type("checkpoint_dir") is Path and setting_type("dataset") is str
+    assert setting_type("sigma") is float and setting_type("batch_norm") is bool
+    assert get_origin(setting_type("channels")) is tuple
+    assert get_origin(setting_type("loss")) is Literal and "rmse" in get_args(setting_type("loss"))
 
 
 def test_train_section_is_validated_by_train_config():
