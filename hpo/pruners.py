@@ -25,12 +25,15 @@ prediction, plus a margin, cannot beat the ``top_k``-th best completed trial:
   completed; after that a NaN or infinite value prunes (the curve diverged).
 
 Only numpy; fits are a few vectorised least-squares solves, and the error of each completed
-trial at each step is remembered (keyed on the curve itself), so that a replay calling the
-pruner every epoch of thousands of trials stays cheap.
+trial at each step is remembered, so that a replay calling the pruner every epoch of thousands
+of trials stays cheap: one array per completed curve (keyed on a digest of the curve itself),
+of the curves the study has completed now only (a pruner reused by another study drops the
+first study's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Literal
 
@@ -147,7 +150,9 @@ class CurveExtrapolationPruner(BasePruner):
         self.margin = None if margin is None else float(margin)
         self.margin_quantile = float(margin_quantile)
         self.step_offset = step_offset
-        self._errors: dict[tuple, float] = {}  # (curve, cut step) -> error of the prediction
+        #: digest of a completed curve -> the error of its prediction cut after k points, at
+        #: index k (NaN: not computed yet; inf: no prediction there)
+        self._errors: dict[bytes, np.ndarray] = {}
 
     # --- the decision -----------------------------------------------------------------------
 
@@ -186,20 +191,24 @@ class CurveExtrapolationPruner(BasePruner):
                        step: int) -> float | None:
         """A quantile of how far completed trials' real scores came out above what their
         curves, cut at ``step``, predicted; None when no completed trial runs past ``step``."""
+        known: dict[bytes, np.ndarray] = {}  # only the curves completed now: bounded, no strays
         errors = []
         for s, v in curves:
-            cut = s <= step
-            if s.size == 0 or s[-1] <= step or np.count_nonzero(cut) < self.min_steps:
+            key = hashlib.blake2b(s.tobytes() + v.tobytes(), digest_size=16).digest()
+            cached = known.get(key)
+            if cached is None:
+                cached = self._errors.get(key)
+                known[key] = cached = np.full(s.size + 1, np.nan) if cached is None else cached
+            k = int(np.searchsorted(s, step, side="right"))  # points at steps <= step (sorted)
+            if s.size == 0 or s[-1] <= step or k < self.min_steps:
                 continue
-            key = (s.tobytes(), v.tobytes(), step)
-            err = self._errors.get(key)
-            if err is None:
+            if math.isnan(cached[k]):
                 real = float(np.nanmax(np.where(np.isfinite(v), v, np.nan)))
-                err = real - extrapolate(s[cut], v[cut], int(s[-1]), self.step_offset)
-                if not math.isfinite(err):
-                    continue
-                self._errors[key] = err
-            errors.append(err)
+                err = real - extrapolate(s[:k], v[:k], int(s[-1]), self.step_offset)
+                cached[k] = err if math.isfinite(err) else math.inf
+            if math.isfinite(cached[k]):
+                errors.append(float(cached[k]))
+        self._errors = known
         if not errors:
             return None
         return max(0.0, float(np.quantile(errors, self.margin_quantile)))

@@ -191,3 +191,77 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def _state_bytes(pruner: CurveExtrapolationPruner) -> int:
+    """What the pruner keeps between calls, in bytes (pickled)."""
+    import pickle
+
+    return len(pickle.dumps(pruner))
+
+
+def test_learnt_margin_memory_follows_the_completed_curves_not_steps_times_curves():
+    # every step of a kept trial learns the margin from each completed curve cut there: what is
+    # remembered must grow with the completed trials' points, not with points x steps
+    n = 300
+    t = np.arange(1, n + 1, dtype=float)
+    done = [70 + i - 30 * t ** -1.5 for i in range(5)]
+    pruner = CurveExtrapolationPruner(max_resource=n)
+    study = study_with(pruner)
+    empty = _state_bytes(pruner)
+    for curve in done:
+        run_trial(study, curve)
+    assert run_trial(study, 95 - 70 * t ** -0.4) is None  # kept: asked at every step
+    points = sum(c.size for c in done)
+    assert _state_bytes(pruner) - empty < 16 * points + 1024 * len(done)
+
+
+def test_a_pruner_reused_by_another_study_keeps_nothing_of_the_first():
+    reused = CurveExtrapolationPruner(max_resource=T)
+    first = study_with(reused)
+    for curve in FAST:
+        run_trial(first, curve)
+    run_trial(first, CROSSING)
+    fresh = CurveExtrapolationPruner(max_resource=T)
+    second, alone = study_with(reused), study_with(fresh)
+    jumpy = [np.concatenate([c[:20], c[20:] + 15.0]) for c in FAST[:4]]
+    middling = power_curve(74.5, 30, 1.5, noise=0.2, seed=20)
+    for curve in jumpy:
+        assert run_trial(second, curve) == run_trial(alone, curve)
+    assert run_trial(second, middling) == run_trial(alone, middling) == 21
+    assert _state_bytes(reused) == _state_bytes(fresh)
+
+
+def test_each_completed_curve_is_extrapolated_once_per_cut(monkeypatch):
+    import hpo.pruners as pruners
+
+    calls = []
+    real = pruners.extrapolate
+    monkeypatch.setattr(pruners, "extrapolate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    pruner = CurveExtrapolationPruner(max_resource=T, n_startup_trials=len(FAST))
+    study = study_with(pruner)
+    for curve in FAST:  # not judged: fewer than n_startup_trials completed
+        run_trial(study, curve)
+    trial = study.ask()
+    for step, v in enumerate(CROSSING[:6], start=1):
+        trial.report(float(v), step)
+    frozen = study.trials[-1]
+    calls.clear()
+    assert not pruner.prune(study, frozen)
+    assert len(calls) == 1 + len(FAST)  # the trial's own, and each completed curve cut at 6
+    calls.clear()
+    assert not pruner.prune(study, frozen)
+    assert len(calls) == 1  # the completed curves' errors at step 6 are remembered
+
+
+def test_a_completed_curve_with_no_value_before_a_step_teaches_nothing_there():
+    pruner = CurveExtrapolationPruner(max_resource=T)
+    steps = np.arange(1, T + 1)
+    holey = FAST[0].copy()
+    holey[:4] = np.nan  # finite from epoch 5: cut at 4 it predicts nothing
+    curves = [(steps, c) for c in FAST[1:]]
+    alone = pruner._learnt_margin(curves, 4)
+    assert alone is not None
+    for _ in range(2):  # computed, then remembered as "no prediction", not as an error
+        assert pruner._learnt_margin([(steps, holey), *curves], 4) == alone
+    assert pruner._learnt_margin([(steps, holey)], 4) is None
