@@ -30,8 +30,9 @@ BOHR_PER_ANGSTROM = 1.0 / BOHR_ANGSTROM
 LOSSES: tuple[str, ...] = (
     "rmse", "smoothl1", "logcosh", "cosine", "pearson", "mae", "huber", "sid", "wasserstein",
 )
-#: Losses that fix no scale: their runs are judged on predictions scaled to the target.
-SCALE_FREE_LOSSES = frozenset({"cosine", "pearson"})
+#: Losses that fix no scale: their runs are judged on predictions scaled to the target. SID
+#: normalises both spectra to unit sum, so it learns no scale either.
+SCALE_FREE_LOSSES = frozenset({"cosine", "pearson", "sid"})
 OUTPUT_HEADS: tuple[str, ...] = ("linear", "softplus", "levels")
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ averaged over the batch (the report's code flattened the batch for cosine and Pe
 - ``mae``: mean absolute error.
 - ``huber``: ``F.huber_loss`` with ``delta`` (option ``huber_delta``).
 - ``sid``: spectral information divergence (Chemprop-IR, McGill et al. 2021): both spectra
-  floored at ``threshold`` and normalised to unit sum, then sum (p - t)(log p - log t). Below the
+  floored at ``threshold`` and normalised to unit sum, then sum (p - t)(log p - log t); so
+  scale-free, and judged like cosine and Pearson (``SCALE_FREE_LOSSES``). Below the
   floor a prediction gets no gradient, so SID suits ``output_head="softplus"`` best.
 - ``wasserstein``: earth mover's distance from cumulative sums, sum_i |cumsum(P - T)_i| de^2,
   averaged over spectra. Mass is not renormalised, so a wrong total intensity is penalised too

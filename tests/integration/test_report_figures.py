@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from hpo.report import write_report
 from hpo.report.figures import MIN_IMPORTANCE_TRIALS, accuracy_against, optuna_figures
 from hpo.testing import parse_report, plotly_values
+from model.contract import SCALE_FREE_LOSSES
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 runner = CliRunner()
@@ -26,7 +27,7 @@ HELD_OUT = "accuracy (%), validation split (held out)"
 
 def _judged_pct(t) -> float:
     m = t.user_attrs["metrics"]
-    scale_free = t.user_attrs["params"]["loss"] in ("cosine", "pearson")
+    scale_free = t.user_attrs["params"]["loss"] in SCALE_FREE_LOSSES
     return 100 * m["accuracy_normalised" if scale_free else "accuracy"]
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from hpo.report import ReportError, best_trial_table, write_report
 from hpo.study import open_study
+from model.contract import SCALE_FREE_LOSSES
 
 
 def md_tables(text: str) -> dict[str, list[dict[str, str]]]:
@@ -66,7 +67,7 @@ def test_results_table_per_loss_and_sigma(written):
         m = best.user_attrs["metrics"]
         assert int(row["best trial"]) == best.number and int(row["trials"]) == len(group)
         assert row["Np"] == "300"
-        scale_free = row["loss"] in ("cosine", "pearson")
+        scale_free = row["loss"] in SCALE_FREE_LOSSES
         assert row["judged on"] == ("normalised" if scale_free else "raw")
         # Markdown is rounded, CSV exact
         assert float(row["accuracy (%)"]) == pytest.approx(

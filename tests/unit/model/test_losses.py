@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.contract import SCALE_FREE_LOSSES
 from model.losses import LOSSES, get_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,3 +94,13 @@ def test_unknown_loss_and_bad_options():
         get_loss("rmsee")
     with pytest.raises(ValueError, match="huber_delta"):
         get_loss("huber", huber_delta=0.0)
+
+
+def test_scale_free_losses_are_exactly_those_blind_to_the_prediction_scale():
+    """A loss that cannot see the scale of a prediction never learns it, so its runs must be
+    judged on predictions scaled to the target (SCALE_FREE_LOSSES); the others must not be."""
+    p, t = torch.from_numpy(P).abs() + 0.01, torch.from_numpy(T).abs() + 0.01
+    blind = {name for name in LOSSES
+             if float(get_loss(name, de=0.1)(3 * p, t)) == pytest.approx(
+                 float(get_loss(name, de=0.1)(p, t)), rel=1e-6, abs=1e-9)}
+    assert blind == set(SCALE_FREE_LOSSES)
