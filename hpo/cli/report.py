@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hpo.cli.options import STORED_STUDY_HELP, ReportOutOpt, StoredArtifactsOpt
+from hpo.cli.options import ALIASES, STORED_STUDY_HELP, ReportOutOpt, StoredArtifactsOpt
 from model.contract import ArtifactName
 from model.errors import DataError, SpecoptError
 
@@ -103,17 +103,29 @@ def predict(
                                     "$SPECOPT_HOME/predictions)"),
     force: bool = typer.Option(False, "--force", help="predict molecules outside the model's "
                                "training domain too, flagged in the CSVs and the plot"),
+    sigma: float | None = typer.Option(
+        None, "--sigma", metavar="EV", show_default="the model's own",
+        help="Gaussian width of the predicted spectra, eV. Only a levels-first model "
+        "(output_head levels) can change it; any other model refuses a value but its own"),
+    n_points: int | None = typer.Option(
+        None, "--n-points", *ALIASES["n_points"], metavar="NP", show_default="the model's own",
+        help="points of the energy grid of the predicted spectra (over the model's energy "
+        "window). Only a levels-first model (output_head levels) can change it; any other model "
+        "refuses a value but its own"),
 ) -> None:
     """Predict the spectra of new molecules (.xyz) with a saved model: CSVs and a plot.
 
     Each molecule is checked against the model's training domain first: its elements, atom count, at least 16 occupied valence levels (valence electrons / 2) and its Coulomb-matrix norm within the training range. Molecules outside it are refused, each with its reasons, unless --force.
+
+    The spectra come at the sigma and Np the model was trained for. A levels-first model (trained with output_head levels: it predicts the 16 levels and broadens them) also gives them at any other --sigma and --n-points, from the same checkpoint; a model that predicts the spectrum's grid points (linear, softplus) refuses them.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.home import predictions_dir
     from hpo.report import predict_xyz
     from model.inference import OutOfDomain
 
     try:
-        paths = predict_xyz(checkpoint, xyz, out or predictions_dir(), force=force)
+        paths = predict_xyz(checkpoint, xyz, out or predictions_dir(), force=force, sigma=sigma,
+                            n_points=n_points)
     except OutOfDomain as err:
         for m in err.refused:
             typer.echo(f"refused: {m.name}: {'; '.join(m.reasons)}", err=True)
@@ -124,6 +136,9 @@ def predict(
         top = paths.grid[int(s.argmax())]
         mark = f"  [outside training domain: {flag}]" if flag else ""
         typer.echo(f"{name}: strongest peak at {top:.2f} eV{mark}")
+    if paths.regridded:
+        typer.echo(f"spectra at sigma {paths.sigma:g} eV, Np {paths.n_points} (the model was "
+                   f"trained at sigma {paths.trained_sigma:g} eV, Np {paths.trained_n_points})")
     typer.echo(f"spectra (CSV): {paths.csv}")
     typer.echo(f"molecules (CSV): {paths.molecules_csv}")
     typer.echo(f"plot: {paths.html}")

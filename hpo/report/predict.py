@@ -1,9 +1,12 @@
 """Spectra of new molecules from ``.xyz`` files with a saved model, written as CSVs and an
 offline plot (``specopt predict``). The computing, and the check of every molecule against the
-model's training domain, is :func:`model.inference.predict_xyz`."""
+model's training domain, is :func:`model.inference.predict_xyz`. A model that predicts levels
+(``output_head="levels"``) gives the spectra at any sigma and Np; any other model only at its
+own (``ConfigError``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,31 @@ class PredictPaths:
     molecules_csv: Path | None = None  # molecules.csv: one row per molecule, its domain flag
     flags: list[str] = field(default_factory=list)  # per molecule: '' in domain, else why not
     notes: list[str] = field(default_factory=list)  # checks an older checkpoint could not do
+    sigma: float | None = None  # eV: the width the spectra were predicted at
+    trained_sigma: float | None = None  # eV: the model's own (what it was trained for)
+    trained_n_points: int | None = None  # the model's own Np
+
+    @property
+    def n_points(self) -> int:
+        return len(self.grid)
+
+    @property
+    def regridded(self) -> bool:
+        """Whether the spectra are at another sigma or Np than the model was trained for."""
+        return _regridded(self.sigma, self.n_points, self.trained_sigma, self.trained_n_points)
+
+
+def _regridded(sigma, n_points, trained_sigma, trained_n_points) -> bool:
+    if trained_n_points is not None and n_points != trained_n_points:
+        return True
+    numbers = all(isinstance(v, int | float) for v in (sigma, trained_sigma))
+    return numbers and not math.isclose(sigma, trained_sigma, rel_tol=1e-9)
+
+
+def _grid_text(sigma, n_points) -> str:
+    """"sigma 0.5 eV, Np 300" (Np alone where a checkpoint does not say its sigma)."""
+    return (f"sigma {sigma:g} eV, Np {n_points}" if isinstance(sigma, int | float)
+            else f"Np {n_points}")
 
 
 def _csv_text(name: str) -> str:
@@ -34,22 +62,33 @@ def _csv_text(name: str) -> str:
 
 
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path,
-                force: bool = False) -> PredictPaths:
+                force: bool = False, *, sigma: float | None = None,
+                n_points: int | None = None) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
     ``spectra.csv`` (energy column, one column per molecule), ``molecules.csv`` (one row per
     molecule: formula, atoms, valence electrons, Coulomb norm, ``in_domain`` and
     ``out_of_domain``, the reasons) and ``spectra.html`` (a plot that works offline) into
     ``out_dir``. Molecules outside the model's training domain raise
     ``model.inference.OutOfDomain`` (nothing is written) unless ``force``: then they are
-    predicted and flagged in both CSVs and the plot. Bad files raise ``DataError`` (one line)."""
+    predicted and flagged in both CSVs and the plot. Bad files raise ``DataError`` (one line).
+
+    ``sigma`` (eV) / ``n_points``: the spectra at another width and on another grid over the
+    model's window (default: the model's own); only a model that predicts levels
+    (``output_head="levels"``) can give them, any other raises ``ConfigError`` (nothing is
+    written). The grid of ``spectra.csv`` and the plot follow them, and the plot's title names
+    the model's own sigma and Np beside them."""
     import pandas as pd
     import plotly.graph_objects as go
 
+    from data_prep.spectra import check_grid
     from hpo.report.figures import Figure, plain
     from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra
 
-    found = predict_spectra(checkpoint, xyz_files, force=force)
+    if sigma is not None or n_points is not None:
+        # A NaN sigma would pass a spectrum head's "is it my own sigma" test: refuse it first.
+        check_grid(1.0 if sigma is None else sigma, 2 if n_points is None else n_points)
+    found = predict_spectra(checkpoint, xyz_files, force=force, sigma=sigma, n_points=n_points)
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
     flags = found.flags
     shown = [f"{n} {OUT_OF_DOMAIN}" if f else n for n, f in zip(names, flags, strict=True)]
@@ -73,12 +112,16 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
         # File names are the user's text: plotly draws them as text, never as its HTML subset.
         fig.add_trace(go.Scatter(x=grid.tolist(), y=s.tolist(), mode="lines", name=plain(n),
                                  line=dict(dash="dash") if f else None))
-    sigma = meta.get("sigma")
+    # meta holds what was predicted; the model's own values are kept as trained_* when asked
+    shown_sigma = meta.get("sigma")
+    trained_sigma = meta.get("trained_sigma", shown_sigma)
+    trained_n = meta.get("trained_n_points", meta.get("n_points"))
+    points = spectra.shape[1]
     fig.update_layout(xaxis_title="energy (eV)", yaxis_title="intensity", height=480,
                       margin=dict(t=40), showlegend=True)  # the molecule's name, even alone
-    title = (f"Predicted spectra (sigma {sigma:g} eV, Np {spectra.shape[1]}) from "
-             f"{Path(checkpoint).name}" if isinstance(sigma, int | float)
-             else f"Predicted spectra from {Path(checkpoint).name}")
+    title = f"Predicted spectra ({_grid_text(shown_sigma, points)}) from {Path(checkpoint).name}"
+    if _regridded(shown_sigma, points, trained_sigma, trained_n):
+        title += f" (trained at {_grid_text(trained_sigma, trained_n)})"
     flagged = [(n, f) for n, f in zip(names, flags, strict=True) if f]
     warning = ("" if not flagged else
                "<p class='warning'><b>Predicted outside the model's training domain (dashed; "
@@ -89,4 +132,4 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     html_path.write_text(page(title, [f"<h1>{esc(title)}</h1>" + warning + notes,
                                       figure_html(Figure("spectra", "", fig))]))
     return PredictPaths(csv_path, html_path, names, spectra, grid, molecules_csv, flags,
-                        found.notes)
+                        found.notes, shown_sigma, trained_sigma, trained_n)

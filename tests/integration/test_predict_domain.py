@@ -182,3 +182,184 @@ def test_predictions_default_under_specopt_home(trained, molecule, tmp_path, mon
     assert r.exit_code == 0, r.output
     assert (tmp_path / "home" / "predictions" / "spectra.csv").is_file()
     assert (tmp_path / "home" / "predictions" / "molecules.csv").is_file()
+
+
+# --- another sigma and Np: only a levels-first model gives them --------------------------------
+
+@pytest.fixture(scope="module")
+def levels_checkpoint(trained, tmp_path_factory):
+    """A real levels-first model (output_head 'levels', 1 epoch) on the same 200 molecules."""
+    import model
+
+    _, data, _ = trained
+    config = model.TrainConfig(subset=200, epochs=1, lr=1e-3, device="cpu", num_threads=1,
+                               output_head="levels",
+                               checkpoint_dir=tmp_path_factory.mktemp("levels"))
+    result = model.train(config, data, progress=False)
+    assert result.checkpoint_path is not None
+    return result.checkpoint_path
+
+
+def _levels_of(checkpoint, Z, R):
+    """The 16 levels the levels model predicts for the molecule Z, R (eV)."""
+    from data_prep import coulomb_matrix
+    from model import load_checkpoint
+    from model.inference import predict_levels
+
+    net, _ = load_checkpoint(checkpoint)
+    return predict_levels(net, coulomb_matrix(Z, R)[None])[0]
+
+
+def _csv(out):
+    return pd.read_csv(out / "spectra.csv")
+
+
+def _title(out) -> str:
+    """The plot page's heading."""
+    import html
+    import re
+
+    found = re.search(r"<h1>(.*?)</h1>", (out / "spectra.html").read_text(), re.S)
+    assert found is not None
+    return html.unescape(found.group(1))
+
+
+def test_levels_model_predicts_at_another_sigma_and_np(levels_checkpoint, molecule, tmp_path):
+    from data_prep import broaden
+
+    Z, R = molecule
+    good = _xyz(tmp_path / "good.xyz", Z, R)
+    out = tmp_path / "out"
+    r = _predict(levels_checkpoint, good, "--sigma", "0.1", "--n-points", "700", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert ("spectra at sigma 0.1 eV, Np 700 (the model was trained at sigma 0.5 eV, Np 300)"
+            in r.output)
+    spectra = _csv(out)
+    assert spectra.shape == (700, 2)
+    grid = np.linspace(-30.0, 0.0, 700)
+    np.testing.assert_allclose(spectra["energy_eV"], grid, atol=1e-6)
+    got = spectra.iloc[:, 1].to_numpy()
+    levels = _levels_of(levels_checkpoint, Z, R)
+    assert (levels > -29).all() and (levels < -1).all()  # whole peaks inside the window
+    # 16 unit-area Gaussians: the area is 16 whatever sigma and Np
+    assert np.trapezoid(got, grid) == pytest.approx(16, rel=1e-3)
+    want = broaden(levels, 0.1, 700)
+    assert np.abs(got - want).max() < 1e-4 * want.max()
+    # narrower Gaussians than at the model's own sigma: a higher highest point
+    assert got.max() > 1.2 * broaden(levels, 0.5, 700).max()
+    peak = pd.read_csv(out / "molecules.csv")["strongest_peak_eV"][0]
+    assert np.abs(grid - peak).argmin() == got.argmax()  # a point of the 700-point grid
+    assert _title(out) == (f"Predicted spectra (sigma 0.1 eV, Np 700) from "
+                           f"{levels_checkpoint.name} (trained at sigma 0.5 eV, Np 300)")
+    from hpo.testing import parse_report, plotly_values
+
+    fig = next(iter(parse_report(out / "spectra.html").figures.values()))
+    np.testing.assert_allclose(plotly_values(fig["data"][0]["x"]), grid)
+    np.testing.assert_allclose(plotly_values(fig["data"][0]["y"]), got, rtol=1e-6, atol=1e-9)
+
+
+def test_levels_model_another_np_alone_keeps_its_sigma(levels_checkpoint, molecule, tmp_path):
+    from data_prep import broaden
+
+    Z, R = molecule
+    good = _xyz(tmp_path / "good.xyz", Z, R)
+    r = _predict(levels_checkpoint, good, "--np", "500", "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert "spectra at sigma 0.5 eV, Np 500 (the model was trained at sigma 0.5 eV" in r.output
+    got = _csv(tmp_path / "out").iloc[:, 1].to_numpy()
+    want = broaden(_levels_of(levels_checkpoint, Z, R), 0.5, 500)
+    assert got.shape == (500,) and np.abs(got - want).max() < 1e-4 * want.max()
+
+
+@pytest.mark.parametrize("which", ["levels", "linear"])
+def test_default_is_the_models_own_grid(which, levels_checkpoint, trained, molecule, tmp_path):
+    """No option: the model's own sigma and Np, as before; asking for them explicitly gives the
+    same files."""
+    from data_prep import broaden
+
+    ckpt = levels_checkpoint if which == "levels" else trained[0]
+    Z, R = molecule
+    good = _xyz(tmp_path / "good.xyz", Z, R)
+    r = _predict(ckpt, good, "--out", tmp_path / "default")
+    assert r.exit_code == 0, r.output
+    assert "spectra at sigma" not in r.output
+    spectra = _csv(tmp_path / "default")
+    assert spectra.shape == (300, 2)
+    np.testing.assert_allclose(spectra["energy_eV"], np.linspace(-30, 0, 300), atol=1e-6)
+    assert _title(tmp_path / "default") == \
+        f"Predicted spectra (sigma 0.5 eV, Np 300) from {ckpt.name}"
+    if which == "levels":
+        want = broaden(_levels_of(ckpt, Z, R), 0.5, 300)
+        got = spectra.iloc[:, 1].to_numpy()
+        assert np.abs(got - want).max() < 1e-4 * want.max()
+    r = _predict(ckpt, good, "--sigma", "0.5", "--n-points", "300", "--out", tmp_path / "own")
+    assert r.exit_code == 0, r.output
+    assert "spectra at sigma" not in r.output
+    for name in ("spectra.csv", "molecules.csv"):
+        assert (tmp_path / "own" / name).read_text() == \
+            (tmp_path / "default" / name).read_text().replace("/default/", "/own/")
+
+
+@pytest.mark.parametrize("option", [["--sigma", "0.1"], ["--n-points", "700"],
+                                    ["--sigma", "0.1", "--n-points", "700"]])
+def test_linear_model_refuses_another_grid(option, trained, molecule, tmp_path):
+    from model.errors import ConfigError
+
+    ckpt = trained[0]
+    good = _xyz(tmp_path / "good.xyz", *molecule)
+    out = tmp_path / "out"
+    r = _predict(ckpt, good, *option, "--out", out)
+    assert r.exit_code == ConfigError.exit_code, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("error: this model predicts the spectrum at sigma 0.5 eV, Np 300 "
+                               "only (its 'linear' head")
+    assert "output_head='levels' gives any sigma and Np" in lines[0]
+    assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("which", ["levels", "linear"])
+@pytest.mark.parametrize("option, why", [
+    (["--sigma", "nan"], "sigma must be a positive number of eV, got nan"),
+    (["--sigma", "0"], "sigma must be a positive number of eV, got 0.0"),
+    (["--sigma", "-0.1"], "sigma must be a positive number of eV, got -0.1"),
+    (["--n-points", "1"], "Np (number of grid points) must be an integer >= 2, got 1"),
+])
+def test_impossible_grid_is_refused(which, option, why, levels_checkpoint, trained, molecule,
+                                    tmp_path):
+    """Refused in one line whatever the head (a NaN sigma would otherwise pass a spectrum
+    head's own-sigma check), and nothing written."""
+    ckpt = levels_checkpoint if which == "levels" else trained[0]
+    good = _xyz(tmp_path / "good.xyz", *molecule)
+    out = tmp_path / "out"
+    r = _predict(ckpt, good, *option, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines() == [f"error: {why}"]
+    assert not out.exists()
+
+
+def test_python_api_takes_sigma_and_np(levels_checkpoint, trained, molecule, tmp_path):
+    from hpo.report import predict_xyz
+    from model.errors import ConfigError
+
+    good = _xyz(tmp_path / "good.xyz", *molecule)
+    paths = predict_xyz(levels_checkpoint, [good], tmp_path / "out", sigma=0.1, n_points=700)
+    assert paths.spectra.shape == (1, 700) and paths.n_points == 700
+    assert (paths.sigma, paths.trained_sigma, paths.trained_n_points) == (0.1, 0.5, 300)
+    assert paths.regridded
+    np.testing.assert_allclose(paths.grid, np.linspace(-30, 0, 700))
+    own = predict_xyz(levels_checkpoint, [good], tmp_path / "own")
+    assert (own.sigma, own.n_points, own.regridded) == (0.5, 300, False)
+    with pytest.raises(ConfigError, match="sigma 0.5 eV, Np 300 only"):
+        predict_xyz(trained[0], [good], tmp_path / "linear", sigma=0.1)
+    assert not (tmp_path / "linear").exists()
+
+
+def test_help_says_only_a_levels_model_changes_sigma_and_np():
+    r = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    shown = " ".join(r.output.replace("\u2502", " ").split())
+    assert "--sigma" in shown and "--n-points" in shown
+    assert "Only a levels-first model (output_head levels) can change it" in shown
+    assert "a model that predicts the spectrum's grid points (linear, softplus) refuses them" \
+        in shown
