@@ -263,7 +263,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
     net.finish(torch.zeros(0, net.head.out_features), sigma, n_points)  # fail fast
     if sigma is not None or n_points is not None:
         meta = {**meta, "trained_sigma": meta["sigma"], "trained_n_points": meta["n_points"],
-                "sigma": sigma or meta["sigma"], "n_points": n_points or meta["n_points"]}
+                "sigma": meta["sigma"] if sigma is None else sigma,
+                "n_points": meta["n_points"] if n_points is None else n_points}
         meta["grid"] = energy_grid(meta["n_points"], meta["e_min"], meta["e_max"])
     domain = meta.get("domain")
     notes = [] if domain else [

@@ -6,6 +6,7 @@ or the 16 levels broadened into the spectrum (``output_head="levels"``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -148,6 +149,11 @@ class SpectraCNN(nn.Module):
         """The spectrum from the output layer's values ``out`` (.., Np or 16): as they are
         (linear), their softplus, or the levels broadened at ``sigma`` / ``n_points`` (default:
         the network's). ``model.packed`` computes ``out`` for several members at once."""
+        if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+            raise ConfigError(f"sigma must be a positive finite number (eV), got {sigma!r}")
+        if n_points is not None and (isinstance(n_points, bool) or not isinstance(n_points, int)
+                                     or n_points < 2):
+            raise ConfigError(f"n_points must be an integer >= 2, got {n_points!r}")
         if self.predicts_levels:
             sigma = self.sigma if sigma is None else sigma
             n_points = self.n_points if n_points is None else n_points

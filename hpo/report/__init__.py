@@ -16,8 +16,9 @@ Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are
 - ``default_out_dir(study_name, suffix)``: ``$SPECOPT_HOME/<study>/<suffix>`` (see
   :mod:`hpo.home`), refusing a study name that would lead outside the home;
   ``inside(folder, name)``: the same check for any name read from a study.
-- ``predict_xyz(checkpoint, xyz_files, out_dir, force=False) -> PredictPaths``: spectra of new
-  molecules as CSVs and an offline plot; molecules outside the model's training domain are
+- ``predict_xyz(checkpoint, xyz_files, out_dir, force=False, *, sigma=None, n_points=None)
+  -> PredictPaths``: spectra of new molecules (at another sigma / Np: levels-first models
+  only) as CSVs and an offline plot; molecules outside the model's training domain are
   refused (``model.inference.OutOfDomain``) or, with ``force``, predicted and flagged.
 - ``mlflow_export.export_mlflow(study, store)``: every finished trial as an MLflow run.
 

@@ -278,3 +278,15 @@ def test_score_at_sigmas(trained, data):
     assert list(test) == [0.3] and test[0.3] != scores[0.3]
     with pytest.raises(ConfigError, match="split must be"):
         score_at_sigmas(net, data, split="train")
+
+
+@pytest.mark.parametrize("head", ["levels", "linear"])
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"sigma": float("nan")}, "sigma must be a positive finite"),
+    ({"sigma": 0.0}, "sigma must be a positive finite"),
+    ({"n_points": 1}, "n_points must be an integer >= 2"),
+])
+def test_impossible_grids_are_refused_by_every_head(head, kw, match):
+    net = SpectraCNN(300, head)
+    with pytest.raises(ConfigError, match=match):
+        net.spectrum(torch.zeros(1, 29, 29), **kw)
