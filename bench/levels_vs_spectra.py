@@ -20,6 +20,7 @@ sigmas, so that the levels model's one training meets a spectrum CNN trained for
 
     nice python bench/levels_vs_spectra.py [--subset 5000] [--epochs 20] [--seeds 3]
         [--sigma 0.5] [--variants report,softplus,levels,levels-lr1e-3] [--report-at-sigmas]
+        [--from-study levels-vs-spectra [--storage URL]]
         [--device auto] [--threads N] [--out docs/levels_vs_spectra.md]
 """
 
@@ -71,6 +72,32 @@ COLUMNS = ("fair_accuracy", "accuracy", "wasserstein_eV", "level_error_eV", "neg
 #: score_at_sigmas' own key: the error of the predicted levels themselves, not extracted.
 DIRECT = "predicted_level_error_eV"
 DIRECT_LABEL = "level error, predicted levels (eV)"
+
+
+#: What a run's budget and data are: the benchmark sets them the same for every variant.
+BUDGET_FIELDS = ("sigma", "n_points", "subset", "epochs", "seed", "patience", "dataset",
+                 "e_min", "e_max", "reference_sigma", "device", "amp", "compile", "num_threads",
+                 "eval_batch_size", "checkpoint_dir")
+
+
+def best_of_study(study: str, storage: str | None) -> Variant:
+    """The variant ``specopt-best``: the best trial's learning settings of a specopt study."""
+    from hpo.study import open_study
+    from model.contract import TrialAttr
+
+    opened = open_study(study, storage)
+    best = opened.study.best_trial
+    params = best.user_attrs.get(TrialAttr.PARAMS) or best.params
+    settings = {k: v for k, v in params.items()
+                if k in TrainConfig.model_fields and k not in BUDGET_FIELDS}
+    def same(k, v) -> bool:  # as the report's settings (lists stored, tuples in TrainConfig)
+        ref = REPORT.get(k, TrainConfig.model_fields[k].default)
+        return (tuple(v) if isinstance(v, list) else v) == ref
+
+    shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in sorted(settings.items()) if not same(k, v))
+    return Variant("specopt-best", f"(e) specopt's best (study {opened.study.study_name!r}, "
+                   f"trial {best.number}): {shown}", settings)
 
 
 def config(variant: Variant, args, sigma: float, seed: int, folder: Path) -> TrainConfig:
@@ -142,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--report-at-sigmas", action="store_true",
                     help="also train (a) at each sigma the levels models are scored at")
+    ap.add_argument("--from-study", metavar="STUDY", default=None,
+                    help="also train this study's best trial's settings (variant specopt-best)")
+    ap.add_argument("--storage", default=None, help="the --from-study storage URL")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores)")
     ap.add_argument("--dataset", default=None, help="levels dataset (default: the bundled one)")
@@ -151,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or args.seeds < 1:
         ap.error(f"unknown variant(s) {unknown}" if unknown else "--seeds must be >= 1")
     variants = [VARIANTS[v] for v in args.variants.split(",")]
+    if args.from_study:
+        variants.append(best_of_study(args.from_study, args.storage))
     sigmas = sorted({*SCORE_SIGMAS, args.sigma})
 
     t0 = time.time()
@@ -199,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                           f"{100 * scores[s]['fair_accuracy']:.2f} %", flush=True)
 
     all_runs = [m for runs in results.values() for m in runs]
-    main_rows = [(VARIANTS[n].label, runs) for n, runs in results.items()]
+    labels = {v.name: v.label for v in variants}
+    main_rows = [(labels[n], runs) for n, runs in results.items()]
     if baselines:
         main_rows.append(("baseline: the mean training spectrum (no training)", baselines))
     main_table = table(main_rows, present(COLUMNS, all_runs))
