@@ -35,8 +35,9 @@ def test_the_study_file_searches_the_head_with_loss_and_lr():
 
 def test_a_tiny_version_runs_one_trial_per_head(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
-    cfg = load_study_config("levels-vs-spectra").override(
-        epochs=2, subset=200, n_trials=3, dataset=os.environ.get("SPECOPT_TEST_DATASET"))
+    cfg = load_study_config("levels-vs-spectra").override(  # no pruning: all three finish
+        {"pruner": {"name": "none"}}, epochs=2, subset=200, n_trials=3,
+        dataset=os.environ.get("SPECOPT_TEST_DATASET"))
     study = create_study(cfg)
     for head, loss in zip(OUTPUT_HEADS, ("rmse", "sid", "wasserstein"), strict=True):
         study.enqueue_trial({"output_head": head, "loss": loss, "lr": 1e-3})
