@@ -200,6 +200,14 @@ def anytime_figure(results: dict[str, list[dict]], budget: int, g: int):
     return fig
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results are committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     print(goal)
     args.out.mkdir(parents=True, exist_ok=True)
     fig = anytime_figure(results, budget, g)
-    fig.write_html(args.out / "anytime.html", include_plotlyjs=True)  # offline, like reports
+    # plotly.js from its CDN: the committed page stays small (the PNG is the offline copy)
+    fig.write_html(args.out / "anytime.html", include_plotlyjs="cdn")
     png = "none: HTML only (plotly writes PNG through the kaleido package, not installed)"
     if importlib.util.find_spec("kaleido") is not None:
         try:
@@ -270,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError as err:  # kaleido without its browser
             png = f"none: HTML only ({' '.join(str(err).split())[:100]})"
     notes = [
-        f"Table `{args.table}`: {len(table.answering)} seed-0 runs ({len(table.runs)} in all); "
+        f"Table `{shown_path(args.table)}`: {len(table.answering)} seed-0 runs "
+        f"({len(table.runs)} in all); "
         f"best `{table.best_run.config_id}`, validation fair accuracy "
         f"{table.best_value * 100:.2f}."
         + (f" Noise floor (seed 0 vs 1, {floor.n} pairs): {floor.mean * 100:.2f} ± "
