@@ -236,3 +236,14 @@ def test_simulated_epoch_cost_is_the_median_of_its_shape_or_the_recorded_seconds
         assert run.seconds == (statistics.median(same),) * len(run.seconds)
     with pytest.raises(ValueError, match="seconds must be"):
         LearningCurveTable.load(DATA, seconds="wall")
+
+
+def test_a_strategys_name_does_not_change_its_replay(table, named):
+    """Optuna's Hyperband picks each trial's bracket from a hash of the study name: replays of
+    one seed share the name whatever the strategy, so strategies differ only by what they are
+    (common random numbers), not by their names."""
+    s = named["tpe+hyperband"]
+    a = replay(s, table, 3, budget_epochs=120)
+    b = replay(dataclasses.replace(s, name="renamed"), table, 3, budget_epochs=120)
+    assert [(r.run_id, r.state, r.epochs) for r in a.trials] == \
+        [(r.run_id, r.state, r.epochs) for r in b.trials]
