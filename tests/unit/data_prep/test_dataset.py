@@ -1,5 +1,6 @@
-"""The levels dataset: its fixed 90/5/5 split, nested subsets, saving and loading; and the
-bundled GFN2-xTB dataset itself, recomputed for a random sample of molecules."""
+"""The levels dataset: its fixed 90/5/5 split, nested subsets, saving and loading, names; and
+the bundled datasets themselves (GFN2-xTB, IPEA1-xTB), recomputed for a random sample of
+molecules."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import numpy as np
 import pytest
 
 from data_prep import TEST, TRAIN, VALIDATION, DataError, LevelsDataset, load_levels, load_qm9pack
-from data_prep.dataset import BUNDLED_PATH, SPLIT_SEED, make_split
+from data_prep.dataset import (
+    BUNDLED_DATASETS,
+    BUNDLED_PATH,
+    DEFAULT_DATASET,
+    SPLIT_SEED,
+    dataset_path,
+    make_split,
+)
 from data_prep.levels import compute_levels
 from data_prep.qm9 import N_QM9PACK
 
@@ -94,26 +102,39 @@ def test_load_errors_name_the_file(tmp_path):
         load_levels(tmp_path / "other.npz")
 
 
-# --- the bundled dataset --------------------------------------------------------------------
+def test_datasets_by_name(tmp_path):
+    assert dataset_path(None) == BUNDLED_PATH == BUNDLED_DATASETS[DEFAULT_DATASET]
+    assert dataset_path("ipea1-xtb") == BUNDLED_DATASETS["ipea1-xtb"]
+    assert dataset_path(tmp_path / "x.npz") == tmp_path / "x.npz"
+    assert load_levels("gfn2-xtb").fingerprint == load_levels().fingerprint
+    with pytest.raises(DataError, match="bundled name: gfn2-xtb, ipea1-xtb"):
+        load_levels("ipea2-xtb")
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    """The bundled dataset, or $SPECOPT_TEST_DATASET. Never skipped: missing is a failure."""
-    path = os.environ.get("SPECOPT_TEST_DATASET") or BUNDLED_PATH
+# --- the bundled datasets -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=sorted(BUNDLED_DATASETS))
+def bundled(request):
+    """Each bundled dataset (or $SPECOPT_TEST_DATASET for the default one). Never skipped:
+    missing is a failure."""
+    name = request.param
+    path = BUNDLED_DATASETS[name]
+    if name == DEFAULT_DATASET:
+        path = os.environ.get("SPECOPT_TEST_DATASET") or path
     assert os.path.exists(path), (
-        f"the bundled dataset {path} is missing: build it with `specopt data build --out "
-        f"{BUNDLED_PATH}` (or point SPECOPT_TEST_DATASET at a levels .npz)")
-    return load_levels(path), str(path) == str(BUNDLED_PATH)
+        f"the bundled dataset {path} is missing: build it with `specopt data build --method "
+        f"{name} --out {path}` (or point SPECOPT_TEST_DATASET at a levels .npz)")
+    return load_levels(path), str(path) == str(BUNDLED_DATASETS[name]), name
 
 
 def test_bundled_dataset_is_consistent(bundled):
-    ds, is_bundled = bundled
+    ds, is_bundled, name = bundled
     p = ds.provenance
     for key in ("method", "software", "date", "command", "source", "levels", "molecules",
                 "split"):
         assert key in p, key
-    assert p["method"] == "gfn2-xtb" and p["software"].startswith("tblite ")
+    assert (p["method"] == name or not is_bundled) and p["software"].startswith("tblite ")
     counts = p["molecules"]
     assert counts["ok"] == len(ds)
     assert counts["total"] == (counts["ok"] + counts["fewer than 16 occupied levels"]
@@ -130,8 +151,16 @@ def test_bundled_dataset_is_consistent(bundled):
         round(0.9 * n), round(0.05 * n), n - round(0.9 * n) - round(0.05 * n)]
 
 
+def test_bundled_datasets_share_molecules_and_split():
+    """Every bundled dataset holds the same molecules with the same split, so a model trained
+    on one level of theory is tested on the same molecules as on another."""
+    a, b = (load_levels(name) for name in sorted(BUNDLED_DATASETS))
+    assert np.array_equal(a.index, b.index) and np.array_equal(a.split, b.split)
+    assert np.array_equal(a.rank, b.rank)
+
+
 def test_bundled_levels_recompute_to_1e_4_eV(bundled):
-    ds, _ = bundled
+    ds, _, _ = bundled
     geoms = load_qm9pack()
     rows = np.random.default_rng(20190).choice(len(ds), size=20, replace=False)
     g = geoms.take(geoms.rows_for(ds.index[rows]))
