@@ -29,6 +29,22 @@ def test_info(tmp_path, levels_dataset):
     assert summary["provenance"]["method"] == "gfn2-xtb" and len(summary["fingerprint"]) == 16
 
 
+def test_info_and_train_by_bundled_name(tmp_path):
+    """A bundled dataset by its name: `data info ipea1-xtb` and `train --dataset ipea1-xtb`."""
+    result = runner.invoke(app, ["data", "info", "ipea1-xtb"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].endswith("qm9_ipea1xtb_levels.npz")
+    summary = json.loads(result.output.split("\n", 1)[1])
+    assert summary["provenance"]["method"] == "ipea1-xtb" and summary["molecules"] > 130_000
+    out = tmp_path / "run.json"
+    result = runner.invoke(app, ["train", "--dataset", "ipea1-xtb", "--subset", "100",
+                                 "--epochs", "1", "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["config"]["dataset"] == "ipea1-xtb"
+    result = runner.invoke(app, ["data", "info", "ipea9-xtb"])
+    assert result.exit_code != 0 and "bundled name: gfn2-xtb, ipea1-xtb" in result.output
+
+
 def test_info_on_a_missing_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path / "nothere.npz")])
     assert result.exit_code == 2
