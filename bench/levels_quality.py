@@ -28,8 +28,10 @@ from pathlib import Path
 
 # This file is bench/levels_quality.py: keep its folder off the path so the package is imported.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.append(str(Path(__file__).resolve().parent))  # last: for bench/write_up.py only
 
 import numpy as np  # noqa: E402
+from write_up import MARK, kept_write_up  # noqa: E402
 
 from model.contract import HARTREE_EV, N_LEVELS  # noqa: E402
 
@@ -200,16 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         date=time.strftime("%Y-%m-%d"), timing=timing, total=time.time() - t0,
         provenance=ds.provenance.get("method", "?") if isinstance(ds.provenance, dict) else "?",
     )
-    args.out.write_text(text.replace("WRITE-UP", _kept_write_up(args.out)))
+    args.out.write_text(text.replace(MARK, kept_write_up(
+        args.out, "which method is closest to DFT, how compressed GFN2-xTB is")))
     print(f"wrote {args.out}")
-
-
-def _kept_write_up(out: Path) -> str:
-    """The hand-written "What it means" of an earlier run's file (a rerun keeps it)."""
-    old = out.read_text() if out.exists() else ""
-    head, _, rest = old.partition("## What it means\n")
-    kept = rest.partition("\n## ")[0].strip() if rest else ""
-    return kept or "WRITE-UP (by hand: which method is closest to DFT, how compressed GFN2-xTB is)"
 
 
 def _cpu_name() -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from write_up import MARK, kept_write_up  # noqa: E402
 
 from data_prep import load_levels, prepare  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
@@ -258,17 +259,10 @@ def main(argv: list[str] | None = None) -> None:
         total=time.time() - t0, dataset=ds.provenance.get("method", "?")
         if isinstance(ds.provenance, dict) else "?", fingerprint=data.fingerprint)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text.replace("WRITE-UP", kept_write_up(args.out)))
+    args.out.write_text(text.replace(MARK, kept_write_up(
+        args.out, "after a full run: does a head beat the report's CNN by more than the spread "
+        "over seeds, at what cost in negative points")))
     print(f"wrote {args.out}")
-
-
-def kept_write_up(out: Path) -> str:
-    """The hand-written "What it means" of an earlier run's file (a rerun keeps it)."""
-    old = out.read_text() if out.exists() else ""
-    _, _, rest = old.partition("## What it means\n")
-    kept = rest.partition("\n## ")[0].strip() if rest else ""
-    return kept or ("WRITE-UP (by hand, after a full run: does a head beat the report's CNN "
-                    "by more than the spread over seeds, at what cost in negative points)")
 
 
 TEMPLATE = """# Levels-first model against the report's CNN
