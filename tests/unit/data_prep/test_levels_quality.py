@@ -62,6 +62,6 @@ def test_bundled_homo_sits_about_4_ev_below_qm9_b3lyp():
 
 def test_a_rerun_keeps_the_hand_written_meaning(tmp_path):
     out = tmp_path / "levels_quality.md"
-    assert lq._kept_write_up(out).startswith("WRITE-UP")
+    assert lq.kept_write_up(out, "hint").startswith(lq.MARK)
     out.write_text("# t\n\n## What it means\n\nIPEA1 is closest.\n\n## Provenance\n\n- x\n")
-    assert lq._kept_write_up(out) == "IPEA1 is closest."
+    assert lq.kept_write_up(out, "hint") == "IPEA1 is closest."
