@@ -48,7 +48,9 @@ def test_info_and_train_by_bundled_name(tmp_path):
 def test_info_on_a_missing_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path / "nothere.npz")])
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: dataset not found: {tmp_path / 'nothere.npz'}"
+    assert result.output.strip() == (
+        f"error: dataset not found: {tmp_path / 'nothere.npz'} (give a levels file or a "
+        "bundled name: gfn2-xtb, ipea1-xtb)")
 
 
 def test_build_with_limit(tmp_path):

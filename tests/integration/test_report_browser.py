@@ -119,11 +119,12 @@ def test_html_report_in_chromium(browser, report_study, tmp_path):
     results = browser.find_element(By.CSS_SELECTOR, 'table[data-table="results"]')
     assert len(results.find_elements(By.CSS_SELECTOR, "tbody tr")) == 4
     assert results.is_displayed()
-    # the report's own figures: accuracy (plain and fair, two lines per loss) against sigma
-    # with its axis titles, and per loss (markers on a category axis)
+    # the report's own figures: accuracy (plain and fair, two lines per loss, each with its
+    # mean-spectrum baseline beside it) against sigma with its axis titles, and per loss
+    # (markers on a category axis)
     sigma = browser.find_element(By.ID, "plot-accuracy_vs_sigma")
-    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace")) == 4
-    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace path.point")) == 8
+    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace")) == 4 + 4
+    assert len(sigma.find_elements(By.CSS_SELECTOR, "g.scatterlayer g.trace path.point")) == 8 + 8
     titles = [e.get_attribute("textContent") for e in sigma.find_elements(
         By.CSS_SELECTOR, "text.xtitle, text.ytitle")]
     assert titles == ["sigma (eV)", "accuracy (%), validation split (held out)"]
