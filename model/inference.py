@@ -78,7 +78,7 @@ def score_at_sigmas(model: SpectraCNN, data: TrainingData,
     |predicted - true| of the sorted levels themselves (no extraction from a spectrum). When
     ``model.metrics`` has ``baseline_metrics``, ``skill`` is added (the baseline: the mean
     training spectrum at that sigma). ``scale_free``: the model was trained with a loss that
-    fixes no scale (cosine, Pearson): judged as ``evaluate`` judges such runs. Only a levels
+    fixes no scale (``SCALE_FREE_LOSSES``): judged as ``evaluate`` judges such runs. Only a levels
     model can be scored at a sigma or Np other than its own (``ConfigError``)."""
     from data_prep.dataset import TEST, VALIDATION
     from model import metrics as M

@@ -80,9 +80,9 @@ log = logging.getLogger("specopt.model")
 def run_baseline(config: TrainConfig, trainer: Trainer) -> dict[str, dict[str, float]]:
     """The mean training spectrum's metrics on the test split (per-epoch skill) and on the
     validation split (with the level error, beside the final metrics), from the trainer's
-    device-resident targets. A run trained with a scale-free loss (cosine, Pearson) is judged on
-    predictions scaled to each target's norm; its baseline is judged the same way (the mean
-    spectrum scaled to each target's norm), so that skill compares like with like."""
+    device-resident targets. A run trained with a scale-free loss (``SCALE_FREE_LOSSES``) is
+    judged on predictions scaled to each target's norm; its baseline is judged the same way (the
+    mean spectrum scaled to each target's norm), so that skill compares like with like."""
     data, scale_free = trainer.data, config.loss in SCALE_FREE_LOSSES
     return {split: baseline_metrics(trainer.y_train, target, data.grid, config.sigma,
                                     config.reference_sigma, levels, scale_free=scale_free)

@@ -10,10 +10,10 @@
   those points after L2-normalising each prediction (pooled over all negative points; 0 when
   there are none), as the report's Table 5.
 - ``*_normalised``: each prediction scaled to its target's scale by the ratio of L2 norms, which
-  is how scale-free losses (cosine, Pearson) are judged. RMSE and MAE are then expressed in units
-  of the target's norm (both spectra L2-normalised), as in the report's Table 2 (RMSE_n about
+  is how scale-free losses (cosine, Pearson, SID) are judged. RMSE and MAE are then expressed in
+  units of the target's norm (both spectra L2-normalised), as in the report's Table 2 (RMSE_n about
   0.010 where RMSE is 0.209). Accuracy and R^2 do not depend on that common factor.
-- ``evaluate(..., scale_free=True)`` (the training loop passes it for cosine and Pearson runs):
+- ``evaluate(..., scale_free=True)`` (the training loop passes it for runs of a scale-free loss):
   every metric is computed on predictions scaled to their targets' L2 norms, as the report
   judged those runs, so that a study comparing losses does not rank them by a scale they never
   learn.
@@ -85,7 +85,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 def scaled_to_target(pred, target):
     """Each prediction scaled to its target's L2 norm: how runs trained with a scale-free loss
-    (cosine, Pearson) are judged (numpy in, numpy out; torch in, torch out)."""
+    (``SCALE_FREE_LOSSES``) are judged (numpy in, numpy out; torch in, torch out)."""
     p, t = _tensor(pred), _tensor(target)
     out = _unit(p) * torch.linalg.vector_norm(t, dim=-1, keepdim=True)
     return out if isinstance(pred, torch.Tensor) else out.numpy()
@@ -269,14 +269,14 @@ def _baseline_fair_accuracy(baseline, target, grid, sigma: float, reference_sigm
 def evaluate(pred, target, levels, grid, sigma: float, reference_sigma: float | None = None,
              metrics: Iterable[str] | None = None, scale_free: bool = False,
              baseline=None) -> dict[str, float]:
-    """Metrics of (N, Np) predictions against targets, per spectrum then averaged (see the
-    module docstring). ``levels`` (N, 16) eV are only needed for the level errors; ``metrics``
-    picks a subset of ``METRICS`` (all when None; ``skill`` only with a ``baseline``).
-    ``scale_free``: the model was trained with a loss that fixes no scale (cosine, Pearson), so
-    each prediction is first scaled to its target's L2 norm, as the report judged such runs;
+    """Metrics of (N, Np) predictions against targets, per spectrum then averaged (see the module
+    docstring). ``levels`` (N, 16) eV are only needed for the level errors; ``metrics`` picks a
+    subset of ``METRICS`` (all when None; ``skill`` only with a ``baseline``). ``scale_free``:
+    the model was trained with a loss that fixes no scale (``SCALE_FREE_LOSSES``), so each
+    prediction is first scaled to its target's L2 norm, as the report judged such runs;
     otherwise a study comparing losses would always rank them last for a scale they were never
-    asked to learn. ``baseline``: for ``skill``, the baseline's metrics on these targets (a
-    dict with ``fair_accuracy``, as :func:`baseline_metrics` gives) or its spectrum (Np,)."""
+    asked to learn. ``baseline``: for ``skill``, the baseline's metrics on these targets (a dict
+    with ``fair_accuracy``, as :func:`baseline_metrics` gives) or its spectrum (Np,)."""
     if metrics is None:
         wanted = [m for m in METRICS if m != "skill" or baseline is not None]
     else:

@@ -497,9 +497,10 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
     for (series, pts), color in zip(points.items(), colors, strict=True):
         prefix = ", ".join(f"{setting_label(k)} {_value_text(v)}" for k, v in series)
         xs = [p.x for p in pts]
+        scaled = sorted({str(p.settings.get("loss")) for p in pts
+                         if is_scale_free(p.settings.get("loss"))})
         plain_name = metric_label("accuracy") + (
-            " (cosine, Pearson: on normalised predictions)"
-            if any(is_scale_free(p.settings.get("loss")) for p in pts) else "")
+            f" ({', '.join(scaled)}: on normalised predictions)" if scaled else "")
         for metric, name in (("accuracy", plain_name), ("fair_accuracy", fair_name)):
             stats = [_spread(getattr(p, metric)) for p in pts]
             repeated |= any(len(p.trials) > 1 for p in pts)

@@ -2,8 +2,8 @@
 
 - ``results_table``: per loss / sigma / Np (/ output head), the best complete trial of the group
   on the validation set: accuracy (%), RMSE, MAE, R^2, as in the report's tables; scale-free
-  losses (cosine, Pearson) are judged on normalised predictions, like the report; plus the
-  sigma-fair scores (fair accuracy, Wasserstein-1 distance, level error).
+  losses (``SCALE_FREE_LOSSES``: cosine, Pearson, SID) are judged on normalised predictions, like
+  the report; plus the sigma-fair scores (fair accuracy, Wasserstein-1 distance, level error).
 - ``negative_table``: share of negative predicted points (%) and their mean magnitude.
 - ``trials_table``: every trial, any state, with all its metrics and why it failed.
 - ``best_trial_rows``: the best trial as (field, value) pairs.
