@@ -6,14 +6,13 @@ or the 16 levels broadened into the spectrum (``output_head="levels"``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from data_prep.spectra import gaussian_spectra
+from data_prep.spectra import check_grid, gaussian_spectra
 from model.config import NETWORK_FIELDS, TrainConfig
 from model.contract import MATRIX_SIZE, N_LEVELS
 from model.errors import ConfigError, DataError
@@ -149,11 +148,9 @@ class SpectraCNN(nn.Module):
         """The spectrum from the output layer's values ``out`` (.., Np or 16): as they are
         (linear), their softplus, or the levels broadened at ``sigma`` / ``n_points`` (default:
         the network's). ``model.packed`` computes ``out`` for several members at once."""
-        if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-            raise ConfigError(f"sigma must be a positive finite number (eV), got {sigma!r}")
-        if n_points is not None and (isinstance(n_points, bool) or not isinstance(n_points, int)
-                                     or n_points < 2):
-            raise ConfigError(f"n_points must be an integer >= 2, got {n_points!r}")
+        if sigma is not None or n_points is not None:  # asked for: a grid that can exist?
+            check_grid(self.sigma if sigma is None else sigma,
+                       self.n_points if n_points is None else n_points, self.e_min, self.e_max)
         if self.predicts_levels:
             sigma = self.sigma if sigma is None else sigma
             n_points = self.n_points if n_points is None else n_points

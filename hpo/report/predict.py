@@ -80,14 +80,10 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     import pandas as pd
     import plotly.graph_objects as go
 
-    from data_prep.spectra import check_grid
     from hpo.report.figures import Figure, plain
     from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra
 
-    if sigma is not None or n_points is not None:
-        # A NaN sigma would pass a spectrum head's "is it my own sigma" test: refuse it first.
-        check_grid(1.0 if sigma is None else sigma, 2 if n_points is None else n_points)
     found = predict_spectra(checkpoint, xyz_files, force=force, sigma=sigma, n_points=n_points)
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
     flags = found.flags

@@ -282,11 +282,11 @@ def test_score_at_sigmas(trained, data):
 
 @pytest.mark.parametrize("head", ["levels", "linear"])
 @pytest.mark.parametrize(("kw", "match"), [
-    ({"sigma": float("nan")}, "sigma must be a positive finite"),
-    ({"sigma": 0.0}, "sigma must be a positive finite"),
-    ({"n_points": 1}, "n_points must be an integer >= 2"),
+    ({"sigma": float("nan")}, "sigma must be a positive number of eV, got nan"),
+    ({"sigma": 0.0}, "sigma must be a positive number of eV, got 0.0"),
+    ({"n_points": 1}, "Np \\(number of grid points\\) must be an integer >= 2, got 1"),
 ])
 def test_impossible_grids_are_refused_by_every_head(head, kw, match):
     net = SpectraCNN(300, head)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(DataError, match=match):
         net.spectrum(torch.zeros(1, 29, 29), **kw)
