@@ -68,21 +68,22 @@ def score_at_sigmas(model: SpectraCNN, data: TrainingData,
                     reference_sigma: float | None = None, n_points: int | None = None,
                     scale_free: bool = False,
                     batch_size: int = 256) -> dict[float, dict[str, float]]:
-    """One trained model scored at several widths: ``{sigma: metrics}`` on ``data``'s
-    ``split`` ("validation", the held-out one, or "test"). At each sigma the targets are the
-    split's levels broadened by ``data_prep.broaden`` (exactly what ``prepare`` would give at that
+    """One trained model scored at several widths: ``{sigma: metrics}`` on ``data``'s ``split``
+    ("validation", the held-out one, or "test"). At each sigma the targets are the split's
+    levels broadened by ``data_prep.broaden`` (exactly what ``prepare`` would give at that
     sigma), the predictions the model's spectra at that sigma, both on ``n_points`` (default:
     the data's) over the data's window; the metrics are ``model.metrics.evaluate``'s, with
     ``fair_accuracy`` re-broadened to one ``reference_sigma`` for all (default: the widest of
     0.5 and the sigmas), plus, for a levels model, ``predicted_level_error_eV``: the mean
-    |predicted - true| of the sorted levels themselves (no extraction from a spectrum). When
-    ``model.metrics`` has ``baseline_metrics``, ``skill`` is added (the baseline: the mean
-    training spectrum at that sigma). ``scale_free``: the model was trained with a loss that
-    fixes no scale (``SCALE_FREE_LOSSES``): judged as ``evaluate`` judges such runs. Only a levels
-    model can be scored at a sigma or Np other than its own (``ConfigError``)."""
+    |predicted - true| of the sorted levels themselves (no extraction from a spectrum), and
+    ``skill`` (the baseline: the mean training spectrum at that sigma). A levels model's levels
+    are predicted once and broadened at each sigma. ``scale_free``: the model was trained with a
+    loss that fixes no scale (``SCALE_FREE_LOSSES``): judged as ``evaluate`` judges such runs.
+    Only a levels model can be scored at a sigma or Np other than its own (``ConfigError``)."""
     from data_prep.dataset import TEST, VALIDATION
-    from model import metrics as M
+    from data_prep.spectra import gaussian_spectra
     from model.config import DEFAULT_REFERENCE_SIGMA
+    from model.metrics import baseline_metrics, evaluate
 
     parts = {"validation": VALIDATION, "test": TEST}
     if split not in parts:
@@ -98,19 +99,19 @@ def score_at_sigmas(model: SpectraCNN, data: TrainingData,
     levels = data.levels[rows]
     found = predict_levels(model, data.coulomb[rows], batch_size) if model.predicts_levels \
         else None
-    baseline = getattr(M, "baseline_metrics", None)
     out: dict[float, dict[str, float]] = {}
     for sigma in sigmas:
-        pred = predict(model, data.coulomb[rows], batch_size, sigma=sigma, n_points=n_points)
+        if found is not None:  # the levels head's own broadening of its levels
+            pred = gaussian_spectra(torch.from_numpy(found), sigma, n_points, data.e_min,
+                                    data.e_max).numpy()
+        else:
+            pred = predict(model, data.coulomb[rows], batch_size, sigma=sigma,
+                           n_points=n_points)
         target = broaden(levels, sigma, n_points, data.e_min, data.e_max)
-        extra: dict = {}
-        if baseline is not None:
-            train = broaden(data.levels[data.train_rows], sigma, n_points, data.e_min,
-                            data.e_max)
-            extra["baseline"] = baseline(train, target, grid, sigma, reference,
-                                         scale_free=scale_free)
-        scores = M.evaluate(pred, target, levels, grid, sigma, reference, scale_free=scale_free,
-                            **extra)
+        train = broaden(data.levels[data.train_rows], sigma, n_points, data.e_min, data.e_max)
+        base = baseline_metrics(train, target, grid, sigma, reference, scale_free=scale_free)
+        scores = evaluate(pred, target, levels, grid, sigma, reference, scale_free=scale_free,
+                          baseline=base)
         if found is not None:
             err = np.abs(found - np.sort(levels, axis=1))
             scores["predicted_level_error_eV"] = float(np.nanmean(err))
