@@ -13,8 +13,8 @@ same epochs, at ``--sigma`` on the report's grid (Np 300):
 
 Printed, and written to ``--out`` (docs/levels_vs_spectra.md, with the command, commit and
 machine): mean +- sd over seeds of the validation split's fair accuracy, accuracy, W1, level
-error, negative points and skill (when ``model.metrics`` has it), beside the mean-training-
-spectrum baseline; then each levels variant scored at sigma 0.1 / 0.3 / 0.5 from its one training
+error, negative points and skill, beside the mean-training-spectrum baseline; then each levels
+variant scored at sigma 0.1 / 0.3 / 0.5 from its one training
 (``model.inference.score_at_sigmas``). ``--report-at-sigmas`` also trains (a) at each of those
 sigmas, so that the levels model's one training meets a spectrum CNN trained for each width.
 
@@ -67,7 +67,7 @@ VARIANTS = {v.name: v for v in (
     Variant("levels-lr1e-3", "(d) levels head, lr 1e-3 (a quick look's best)",
             {"output_head": "levels", "lr": 1e-3}),
 )}
-#: The columns, in order: those a result lacks (skill, before model.metrics had it) are left out.
+#: The columns, in order; a table leaves out those none of its runs has.
 COLUMNS = ("fair_accuracy", "accuracy", "wasserstein_eV", "level_error_eV", "negative_share",
            "skill")
 #: score_at_sigmas' own key: the error of the predicted levels themselves, not extracted.
@@ -203,9 +203,8 @@ def main(argv: list[str] | None = None) -> None:
                 result = train(cfg, data, progress=False)
                 m = dict(result.metrics)
                 results.setdefault(variant.name, []).append(m)
-                base = getattr(result, "baseline", {}).get("validation")
-                if base and not baselines:
-                    baselines.append(base)
+                if not baselines:  # the same data for every run: one baseline
+                    baselines.append(result.baseline["validation"])
                 print(f"{variant.name} seed {seed}: fair accuracy {100 * m['fair_accuracy']:.2f}"
                       f" %, negative points {100 * m['negative_share']:.1f} %, "
                       f"{time.time() - start:.0f} s", flush=True)
