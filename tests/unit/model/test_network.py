@@ -154,3 +154,49 @@ def test_batch_norm_tracks_statistics_in_training():
 def test_bad_knobs(kw, match):
     with pytest.raises(ValueError, match=match):
         SpectraCNN(300, **kw)
+
+
+# --- the block's last ReLU after the max pooling (the same network, less work) -----------------
+
+def _report_order(net: SpectraCNN, x: torch.Tensor) -> torch.Tensor:
+    """The report's order written out: every convolution (and norm) then its ReLU, then the
+    pooling. ``net`` supplies only the weights."""
+    F = torch.nn.functional
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.features if isinstance(m, torch.nn.BatchNorm2d)]
+    per_block = len(convs) // len(net.channels)
+    h = x
+    for i, conv in enumerate(convs):
+        h = conv(h)
+        if norms:
+            h = norms[i](h)
+        h = F.relu(h)
+        if (i + 1) % per_block == 0:
+            h = F.max_pool2d(h, 2)
+    return net.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_relu_after_max_pooling_changes_no_output_and_no_gradient(batch_norm, layout):
+    torch.manual_seed(3)
+    net = SpectraCNN(300, batch_norm=batch_norm).to(memory_format=layout)
+    x = (torch.randn(16, 1, 29, 29) * 10).contiguous(memory_format=layout)
+    grads = []
+    for forward in (net, lambda x: _report_order(net, x)):
+        net.zero_grad()
+        out = forward(x)
+        out.square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        if len(grads) == 1:
+            first = out.detach()
+    assert torch.equal(first, out.detach())
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_each_block_pools_before_its_last_relu_only_for_max_pooling():
+    kinds = [type(m).__name__ for m in SpectraCNN(300, channels=(4, 4), convs_per_block=2).features]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"] * 2
+    avg = SpectraCNN(300, channels=(4,), convs_per_block=1, pooling="avg").features
+    assert [type(m).__name__ for m in avg] == ["Conv2d", "ReLU", "AvgPool2d"]  # not monotone
