@@ -46,7 +46,7 @@ from model.errors import StorageError
 
 __all__ = [
     "REQUEUES_KEY", "AtomicFileSystemArtifactStore", "ClaimLock", "HeartbeatJournalStorage",
-    "RetryCallback", "SafeJournalFileBackend",
+    "HeldLock", "RetryCallback", "SafeJournalFileBackend",
     "SpecoptRetryCallback", "StorageError", "default_storage_url", "fail_stale_trials",
     "mask_url", "normalize_url", "open_storage", "orphaned_trials", "requeue_trial",
     "retried_trial_number", "retry_rule",
@@ -542,6 +542,10 @@ class ClaimLock:
     (released by the server if the worker dies).  SQLite: ``flock`` on a file beside the
     database.  Journal: Optuna's NFS-safe open lock.  Taking the PostgreSQL lock is retried
     through a database outage for up to ``max_wait`` seconds (see :mod:`hpo.resilience`).
+
+    ``with lock() as held:`` gives a :class:`HeldLock`.  A PostgreSQL server that restarts
+    drops every session lock, so another worker can take this one while its holder still works
+    under it: the holder asks ``held.still_held()`` right before it writes what it decided.
     """
 
     def __init__(self, url: str, study_name: str, engine=None,
@@ -574,7 +578,7 @@ class ClaimLock:
         return con
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self) -> Iterator[HeldLock]:
         if self.url.startswith("postgresql"):
             import sqlalchemy
 
@@ -588,7 +592,7 @@ class ClaimLock:
             except Exception as err:
                 raise StorageError(f"storage {shown}: lock failed ({first_line(err)})") from None
             try:
-                yield
+                yield HeldLock(con)
             finally:
                 try:
                     con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
@@ -604,10 +608,32 @@ class ClaimLock:
                                        f"{self.study_name}.claim")
             lock.acquire()
             try:
-                yield
+                yield HeldLock()
             finally:
                 lock.release()
         else:
             db = _path_of(self.url, "sqlite:///")
             with _file_lock(db.with_name(f"{db.name}.{self.study_name}.lock")):
-                yield
+                yield HeldLock()
+
+
+class HeldLock:
+    """A taken :class:`ClaimLock`: ``con`` is the PostgreSQL session that holds it (None: a
+    file lock, which this process holds until it lets go)."""
+
+    def __init__(self, con=None) -> None:
+        self.con = con
+
+    def still_held(self) -> bool:
+        """Whether the lock is still this process's: False when the PostgreSQL session that
+        took it is gone (a server restart or a dropped connection releases its locks)."""
+        if self.con is None:
+            return True
+        import sqlalchemy
+
+        try:
+            return bool(self.con.execute(sqlalchemy.text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND "
+                "pid = pg_backend_pid() AND granted)")).scalar())
+        except Exception:  # the session is gone, and its lock with it
+            return False

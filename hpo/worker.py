@@ -421,19 +421,27 @@ class Worker:
         return next_action(budget_state(self.study, self.config, n_trials))
 
     def _claim(self) -> tuple[Action, optuna.Trial | None]:
-        """Under the study-wide lock: fail stale trials, decide, and ask a trial if running."""
-        with self.lock():
-            fail_stale_trials(self.study)
-            action = self._decide()
-            if action != "run":
-                return action, None
-            with warnings.catch_warnings():  # heartbeats are recorded here, not by optimize()
-                warnings.simplefilter("ignore", UserWarning)
-                trial = self.study.ask()
-            faults.inject("after_ask")  # a death before the first heartbeat (tests)
-            if self.settings.heartbeat and isinstance(self.storage, BaseHeartbeat):
-                self.storage.record_heartbeat(trial._trial_id)
-            return action, trial
+        """Under the study-wide lock: fail stale trials, decide, and ask a trial if running.
+        A lock lost meanwhile (a PostgreSQL restart drops it, and another worker may have
+        decided since) means deciding again under a fresh one, not asking on a stale decision
+        (one trial over the budget, or a grid point run twice)."""
+        while True:
+            with self.lock() as held:
+                fail_stale_trials(self.study)
+                action = self._decide()
+                if action != "run":
+                    return action, None
+                if not held.still_held():
+                    _log.warning(f"{self.settings.label} lost the claim lock (database "
+                                 "restarted?): deciding again")
+                    continue
+                with warnings.catch_warnings():  # heartbeats are recorded here, not optimize()
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = self.study.ask()
+                faults.inject("after_ask")  # a death before the first heartbeat (tests)
+                if self.settings.heartbeat and isinstance(self.storage, BaseHeartbeat):
+                    self.storage.record_heartbeat(trial._trial_id)
+                return action, trial
 
     def _run_trial(self, trial: optuna.Trial) -> TrialState | None:
         """Run one asked trial and tell its result; returns its final state (None: interrupted).

@@ -128,3 +128,44 @@ def test_workers_ride_out_a_postgres_stop_and_restart(tmp_path, own_pg):
 
 def _logs(paths) -> str:
     return "\n".join(p.read_text() for p in paths if p.exists())
+
+
+def test_a_claim_lock_lost_in_a_restart_is_not_acted_on(own_pg, monkeypatch):
+    """Worker A has decided to run a trial under the study's claim lock when PostgreSQL
+    restarts: the server drops A's lock, and worker B takes it and runs the budget's one trial.
+    A must decide again (nothing left), not ask a second trial on its stale decision: before
+    the fix it did, and the study ran 2 trials on a budget of 1."""
+    from hpo.config import study_config_from_dict
+    from hpo.storage import ClaimLock
+    from hpo.worker import Worker
+
+    cfg = study_config_from_dict({
+        "name": "lock", "storage": own_pg.url, "sampler": {"name": "random"},
+        "pruner": {"name": "none"}, "budget": {"n_trials": 1},
+        "heartbeat": {"interval": 1, "grace": 3, "max_retry": 0}})
+
+    def objective(trial, config, should_stop):
+        return trial.suggest_float("x", 0, 1)
+
+    a = Worker(cfg, objective_fn=objective, handle_signals=False, worker_index=0)
+    decide, seen = a._decide, []
+
+    def decide_then_restart():
+        action = decide()
+        if not seen:  # the first decision: the server restarts, B claims and runs meanwhile
+            seen.append(action)
+            own_pg.restart()
+            b = Worker(cfg, objective_fn=objective, handle_signals=False, worker_index=1)
+            assert b.run().completed == 1  # B got the lock A still thought it held
+        return action
+
+    monkeypatch.setattr(a, "_decide", decide_then_restart)
+    summary = a.run()
+    assert seen == ["run"] and summary.run == 0
+    trials = study_trials("lock", own_pg.url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE]
+    # the handle itself: held, then not once the server dropped the session
+    with ClaimLock(own_pg.url, "other")() as held:
+        assert held.still_held()
+        own_pg.restart()
+        assert not held.still_held()
