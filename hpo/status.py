@@ -143,12 +143,18 @@ def _objectives(study: optuna.Study) -> list[str]:
     return [str(x) for x in names]
 
 
+def baseline_of(trial: FrozenTrial, split: str = "validation") -> dict[str, float]:
+    """The mean-training-spectrum baseline's metrics on ``split`` (validation: beside
+    ``metrics_of``; test: beside the objective); empty for trials recorded without one."""
+    b = trial.user_attrs.get(TrialAttr.BASELINE)
+    m = b.get(split) if isinstance(b, dict) else None
+    return dict(m) if isinstance(m, dict) else {}
+
+
 def _best_trial(t: FrozenTrial, objectives: list[str], split: str) -> BestTrial:
     """The best trial with its baseline and skill on the objective's ``split``."""
     attrs = t.user_attrs
-    baseline = attrs.get(TrialAttr.BASELINE)
-    baseline = baseline.get(split) if isinstance(baseline, dict) else None
-    baseline = baseline if isinstance(baseline, dict) else {}
+    baseline = baseline_of(t, split)
     scores = attrs.get(TrialAttr.SELECTION_METRICS if split == "test" else TrialAttr.METRICS)
     skill = scores.get("skill") if isinstance(scores, dict) else None
     return BestTrial(t.number, list(t.values), dict(t.params),

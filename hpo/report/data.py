@@ -119,14 +119,6 @@ def metrics_of(trial: FrozenTrial) -> dict[str, float]:
     return dict(m) if isinstance(m, dict) else {}
 
 
-def baseline_of(trial: FrozenTrial, split: str = "validation") -> dict[str, float]:
-    """The mean-training-spectrum baseline's metrics on ``split`` (validation: beside
-    ``metrics_of``; test: beside the objective); empty for trials recorded without one."""
-    b = trial.user_attrs.get(TrialAttr.BASELINE)
-    m = b.get(split) if isinstance(b, dict) else None
-    return dict(m) if isinstance(m, dict) else {}
-
-
 def history_of(trial: FrozenTrial, study: optuna.Study | None = None,
                store: Any = None) -> list[dict]:
     """A trial's per-epoch dicts: its ``history.json`` artifact (every epoch; read from

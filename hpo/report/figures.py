@@ -28,7 +28,6 @@ from hpo.report.data import (
     GROUP_SETTINGS,
     Predictions,
     anytime_frame,
-    baseline_of,
     complete_trials,
     history_of,
     is_scale_free,
@@ -39,6 +38,7 @@ from hpo.report.data import (
     trial_settings,
 )
 from hpo.report.tables import judged_metrics, objective_key
+from hpo.status import baseline_of
 from model.contract import (
     LOSSES,
     SETTING_LABELS,

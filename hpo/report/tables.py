@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.report import paper
 from hpo.report.data import (
     GROUP_SETTINGS,
-    baseline_of,
     best_trial,
     complete_trials,
     directions,
@@ -43,6 +42,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
+from hpo.status import baseline_of
 from model.contract import (
     BASELINE_METRICS,
     LOSSES,
