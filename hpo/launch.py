@@ -96,6 +96,10 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
     re-queues its trial, and exits); a second signal kills them.
     """
     url = storage_url(config)
+    if config.train.device != "auto":  # a device this machine lacks would fail every trial
+        from model.device import resolve_device
+
+        resolve_device(config.train.device)
     create_study(config, url)  # storage and definition errors show here, once
     _log.info(f"preparing the training data of {config.name} once for all workers")
     warm_cache(config)

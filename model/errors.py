@@ -43,7 +43,8 @@ class TrainingFailed(SpecoptError, RuntimeError):
 
 
 class TrialError(SpecoptError):
-    """Several trials in a row failed with unexpected errors: the worker stops."""
+    """Trials failed: several in a row with unexpected errors (the worker stops), or every
+    trial of a ``specopt run``."""
 
     exit_code = 1
 

@@ -38,7 +38,7 @@ from hpo.cli.options import (
     with_train_options,
 )
 from hpo.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
-from model.errors import SpecoptError
+from model.errors import SpecoptError, TrialError
 
 #: The training settings a study's commands take as options: the space, [train] and the
 #: study's reference_sigma (not checkpoint_dir: the worker sets it).
@@ -316,7 +316,21 @@ def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None 
         typer.echo(_summary(cfg))
     else:
         _launch(cfg, workers, place or Place())
-    echo_report(open_study(cfg), out)
+    opened = open_study(cfg)
+    echo_report(opened, out)
+    _fail_if_nothing_completed(opened.study)
+
+
+def _fail_if_nothing_completed(study) -> None:
+    """A study whose every finished trial failed did not run: say so, and exit 1 (scripts and
+    schedulers see it), after the report that lists the failures."""
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    if TrialState.COMPLETE not in states and TrialState.FAIL in states:
+        raise TrialError(f"no trial of {study.study_name} completed: "
+                         f"{states.count(TrialState.FAIL)} failed (the report's failures say "
+                         "why)")
 
 
 @with_train_options(STUDY_SETTINGS, study=True)

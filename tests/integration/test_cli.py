@@ -206,3 +206,29 @@ def test_report_of_a_study_named_like_a_path_writes_nothing_outside_runs(tmp_pat
     assert r.output.count("\n") == 1 and r.output.startswith("error: ")
     assert not (tmp_path / "a" / "evil-report").exists()
     assert not any(p.name.endswith("-report") for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is there")
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_device_this_machine_lacks_fails_at_once(command, tmp_path, monkeypatch):
+    """--device cuda without CUDA: one line before anything starts (it used to create the study
+    and fail every trial with a traceback, then exit 0)."""
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
+    r = runner.invoke(app, [command, "demo", "--device", "cuda"])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: device 'cuda' requested, but CUDA is not available")
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not list(tmp_path.iterdir())  # no study, no storage
+
+
+def test_a_run_whose_every_trial_failed_exits_1_after_its_report(tmp_path, monkeypatch):
+    """lr 1e9 makes every trial diverge: the report (with its failures) is written, and the
+    command says that nothing completed and exits 1 (it exited 0)."""
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
+    r = runner.invoke(app, ["run", "demo", "--workers", "1", "--n-trials", "2", "--set",
+                            "lr=1e9", "--set", "space.epochs=2", "--set", "space.subset=200",
+                            "--num-threads", "1"])
+    assert r.exit_code == 1, r.output
+    assert r.output.strip().splitlines()[-1] == (
+        "error: no trial of demo completed: 2 failed (the report's failures say why)")
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
