@@ -119,15 +119,14 @@ EOF
 step_train_speed() {
     local sizes=full,5000 batches=200
     [ "$QUICK" = 1 ] && sizes=1000 batches=2
-    # --dataset synthetic: no such file, so --synthetic data of the sizes asked for
-    "$PY" bench/train_speed.py --devices "$DEV" --dataset synthetic --synthetic \
+    "$PY" bench/train_speed.py --devices "$DEV" --synthetic \
         --sizes "$sizes" --amp off,bf16 --max-batches "$batches"
 }
 
 step_pack_speed() {
     local size=full packs=1,2,4,8,16,32 batches=100
     [ "$QUICK" = 1 ] && size=1000 packs=1,2 batches=2
-    "$PY" bench/pack_speed.py --devices "$DEV" --dataset synthetic --synthetic \
+    "$PY" bench/pack_speed.py --devices "$DEV" --synthetic \
         --size "$size" --packs "$packs" --max-batches "$batches"
 }
 
@@ -201,7 +200,7 @@ step_tests() {
 step_compile() {
     local sizes=5000 batches=200
     [ "$QUICK" = 1 ] && sizes=1000 batches=2
-    "$PY" bench/train_speed.py --devices "$DEV" --dataset synthetic --synthetic \
+    "$PY" bench/train_speed.py --devices "$DEV" --synthetic \
         --sizes "$sizes" --amp bf16 --max-batches "$batches" --compile
 }
 export -f step_setup step_train_speed step_pack_speed run_study step_study step_study_pack \

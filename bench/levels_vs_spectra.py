@@ -66,6 +66,10 @@ VARIANTS = {v.name: v for v in (
     Variant("levels", "(c) levels head, otherwise (a)", {"output_head": "levels"}),
     Variant("levels-lr1e-3", "(d) levels head, lr 1e-3 (a quick look's best)",
             {"output_head": "levels", "lr": 1e-3}),
+    # the best trial of the GFN2-xTB levels-vs-spectra study (docs/levels_vs_spectra.md), fixed
+    # here so that other datasets can be trained with it without that study's database
+    Variant("gfn2-best", "(e') the GFN2-xTB study's best: levels head, MAE, lr 2.52e-3",
+            {"output_head": "levels", "loss": "mae", "lr": 2.52e-3}),
 )}
 #: The columns, in order; a table leaves out those none of its runs has.
 COLUMNS = ("fair_accuracy", "accuracy", "wasserstein_eV", "level_error_eV", "negative_share",
@@ -104,7 +108,8 @@ def best_of_study(study: str, storage: str | None) -> Variant:
 def config(variant: Variant, args, sigma: float, seed: int, folder: Path) -> TrainConfig:
     return TrainConfig(**{**REPORT, **variant.settings}, sigma=sigma, n_points=N_POINTS,
                        subset=args.subset, epochs=args.epochs, seed=seed, device=args.device,
-                       num_threads=args.threads, checkpoint_dir=folder)
+                       amp=args.amp, dataset=args.dataset, num_threads=args.threads,
+                       checkpoint_dir=folder)
 
 
 def mean_sd(values: list[float], scale: float) -> str:
@@ -175,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--storage", default=None, help="the --from-study storage URL")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores)")
+    ap.add_argument("--amp", default="auto",
+                    help="auto, off or bf16 (off: float32, comparable across CPUs with and "
+                    "without AMX)")
     ap.add_argument("--dataset", default=None, help="levels dataset (default: the bundled one)")
     ap.add_argument("--out", type=Path, default=Path("docs/levels_vs_spectra.md"))
     args = ap.parse_args(argv)

@@ -107,13 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
                if args.devices == "auto" else args.devices.split(","))
     n = None if args.size == "full" else int(args.size)
-    try:
-        data = prepare(load_levels(args.dataset), sigma=0.5, n_points=300, subset=n)
-        source = f"{args.dataset or 'bundled dataset'}"
-    except ValueError as err:
-        if not args.synthetic:
-            sys.exit(f"{err}\n(use --dataset PATH, or --synthetic to time random data)")
+    if args.synthetic:
         data, source = synthetic_data(n or 118_000), "synthetic"
+    else:
+        try:
+            data = prepare(load_levels(args.dataset), sigma=0.5, n_points=300, subset=n)
+        except ValueError as err:
+            sys.exit(f"{err}\n(use --dataset PATH, or --synthetic to time random data)")
+        source = f"{args.dataset or 'bundled dataset'}"
     print(f"torch {torch.__version__}; CPU: {cpu_model_name()}, {os.cpu_count()} cores", end="")
     if torch.cuda.is_available():
         print(f"; GPU: {torch.cuda.get_device_name()}", end="")
