@@ -61,7 +61,6 @@ from hpo.storage import (
 from hpo.study import artifact_dir, create_study, storage_url, study_budget
 from hpo.training import objective
 from model.contract import Status, TrialAttr
-from model.device import resolve_device
 from model.errors import (
     DataError,
     InfrastructureError,
@@ -320,6 +319,8 @@ class Worker:
             label=f"[{config.name} worker {who}]",
         )
         if objective_fn is None:  # a device this machine lacks would fail every trial
+            from model.device import resolve_device  # torch: not on hpo's import path
+
             resolve_device(device or config.train.device)
         url = storage_url(config, storage)
         self.storage = open_storage(url, heartbeat_interval=hb.interval, grace_period=hb.grace,
