@@ -31,7 +31,8 @@ def says(**settings) -> str:
     return err.value.errors()[0]["msg"].removeprefix("Value error, ")
 
 
-SHIPPED = {"demo", "paper-loss", "paper-sigma", "paper-np", "full-tpe", "sigma-pareto"}
+SHIPPED = {"demo", "paper-loss", "paper-sigma", "paper-np", "full-tpe", "sigma-pareto",
+           "levels-vs-spectra", "architecture"}
 
 
 def test_shipped_studies_load():
@@ -301,3 +302,22 @@ def test_network_channels_are_a_choice_of_tuples():
     params = cfg.suggest(trial)
     assert params["channels"] in cfg.space["channels"].choices
     assert TrainConfig(**cfg.train_settings(params)).channels == params["channels"]
+
+
+def test_every_shape_the_architecture_study_can_pick_builds_a_network():
+    """Each combination of its searched shape fields is a valid network (the 4-block widths
+    reach one pixel), with the levels head and MAE fixed."""
+    import itertools
+
+    import torch
+
+    from model import SpectraCNN
+
+    cfg = load_study_config("architecture")
+    assert cfg.fixed()["output_head"] == "levels" and cfg.fixed()["loss"] == "mae"
+    shape = ("channels", "convs_per_block", "kernel_size", "pooling", "batch_norm", "dropout")
+    assert set(shape) <= set(cfg.searched())
+    x = torch.randn(2, 1, 29, 29)
+    for values in itertools.product(*(cfg.space[k].choices for k in shape)):
+        net = SpectraCNN(300, "levels", **dict(zip(shape, values, strict=True))).eval()
+        assert net(x).shape == (2, 300), values
