@@ -330,26 +330,13 @@ def slurm_running(job_ids: list[str]) -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()} & set(job_ids)
 
 
-#: Readings of squeue, ``SETTLE_POLL`` s apart, that must all list none of the jobs before they
-#: count as ended: a job being requeued (time limit, preemption) drops out of squeue for a
-#: moment, and one empty reading then ended a wait whose job was about to run again.
-SETTLE_READINGS, SETTLE_POLL = 5, 2.0
-
-
 def wait_slurm(jobs: list, poll: float = 5.0) -> int:
-    """Wait until SLURM lists none of ``jobs`` (requeues included) for
-    :data:`SETTLE_READINGS` readings in a row; returns the worst exit status: 0 when every
-    worker ended well, 1 when one failed or ended without a result (cancelled, killed)."""
+    """Wait until SLURM lists none of ``jobs`` (requeues included); returns the worst exit
+    status: 0 when every worker ended well, 1 when one failed or ended without a result
+    (cancelled, killed)."""
     ids = [j.job_id for j in jobs]
-    empty = 0
-    while empty < SETTLE_READINGS:
-        if slurm_running(ids):
-            empty = 0
-            time.sleep(poll)
-        else:
-            empty += 1
-            if empty < SETTLE_READINGS:
-                time.sleep(SETTLE_POLL)
+    while slurm_running(ids):
+        time.sleep(poll)
     worst = 0
     for job in jobs:
         result = job.paths.result_pickle

@@ -106,30 +106,3 @@ def test_nodes_of_a_partition_from_sinfo(monkeypatch):
     assert cluster.slurm_nodes("long") == 1
     with pytest.raises(ClusterError, match="no partition 'nope'"):
         cluster.slurm_nodes("nope")
-
-
-def test_a_job_that_drops_out_of_squeue_while_requeued_is_waited_for(tmp_path, monkeypatch):
-    """A requeued job (time limit) vanished from squeue for one reading, and that reading ended
-    the wait as 'ended without a result' (exit 1) while the job was about to run again (seen in
-    CI: tests/integration/test_slurm.py). squeue's readings are scripted here: running, gone for
-    a moment, running again (it writes its result), then gone for good."""
-    from types import SimpleNamespace
-
-    result = tmp_path / "7_0_result.pkl"
-    readings = iter([{"7"}, set(), {"7"}, {"7"}, *[set()] * cluster.SETTLE_READINGS])
-    seen = []
-
-    def squeue(ids):
-        reading = next(readings)
-        seen.append(reading)
-        if len(seen) == 4:  # the requeued run finishes
-            result.write_text("done")
-        return reading
-
-    job = SimpleNamespace(job_id="7", paths=SimpleNamespace(result_pickle=result,
-                                                            stderr=tmp_path / "err"),
-                          result=lambda: "1 trial complete")
-    monkeypatch.setattr(cluster, "slurm_running", squeue)
-    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
-    assert cluster.wait_slurm([job]) == 0
-    assert len(seen) == 4 + cluster.SETTLE_READINGS  # every reading was taken
