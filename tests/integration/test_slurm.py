@@ -99,16 +99,26 @@ def _gone(job: str, timeout: float = 120) -> None:
 
 
 def _start_requeued_now(job: str, timeout: float = 120) -> None:
-    """SLURM holds a requeued job for 2 minutes (its BeginTime): the test lets it go at once."""
+    """SLURM holds a requeued job for 2 minutes (its BeginTime), so that its old run's job
+    credential has expired when it starts again; the test lets it go sooner, once the old run
+    has left the node and a few seconds more. Started at once, it raced slurmd ("Killing
+    non-startable batch JobId=48: Job credential revoked" in slurmctld.log) and failed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         q = subprocess.run(["squeue", "-h", "-o", "%T %r", "-j", job], capture_output=True,
                            text=True)
-        if "BeginTime" in q.stdout:
+        completing = subprocess.run(["squeue", "-h", "-t", "CG"], capture_output=True,
+                                    text=True).stdout.strip()
+        if "BeginTime" in q.stdout and not completing:
+            time.sleep(REQUEUE_SETTLE)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             return
         time.sleep(0.5)
     raise TimeoutError(f"SLURM job {job} was not requeued in {timeout} s")
+
+
+#: Seconds between a requeued run's leaving the node and the test's starting it again.
+REQUEUE_SETTLE = 5.0
 
 
 def _logs(home: Path, name: str) -> str:
