@@ -132,12 +132,26 @@ def flops_per_sample(trainer: Trainer) -> float:
     return counter.get_total_flops() / bs
 
 
-def with_rates(row: dict, trainer: Trainer, threads: int | None) -> dict:
-    """``row`` with GFLOP/s and the fraction of peak (None when the peak is not known)."""
+def with_rates(row: dict, trainer: Trainer) -> dict:
+    """``row`` with where ``trainer`` ran (device, amp, CPU threads), GFLOP/s and the fraction
+    of peak (None when the peak is not known)."""
+    threads = torch.get_num_threads() if trainer.device.type == "cpu" else None
     gflops = row["samples_s"] * flops_per_sample(trainer) / 1e9
     peak = peak_gflops(trainer.device, trainer.amp, threads)
-    return {**row, "gflops": gflops, "peak": peak[1] if peak else None,
+    return {**row, "device": str(trainer.device), "amp": "bf16" if trainer.amp else "off",
+            "threads": threads, "gflops": gflops, "peak": peak[1] if peak else None,
             "of_peak": gflops / peak[0] if peak else None}
+
+
+def _timed(fn) -> float:
+    """Seconds that ``fn()`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _peak_cell(row: dict) -> str:
+    return f"{100 * row['of_peak']:6.1f}%" if row["of_peak"] is not None else f"{'?':>7}"
 
 
 def measure(data: TrainingData, device: str, amp: str, compile_: bool, epochs: int,
@@ -152,9 +166,7 @@ def measure(data: TrainingData, device: str, amp: str, compile_: bool, epochs: i
         max_batches = None
 
     def timed(batches):
-        start = time.perf_counter()
-        trainer.train_epoch(batches)
-        return time.perf_counter() - start
+        return _timed(lambda: trainer.train_epoch(batches))
 
     timed(max_batches)  # warm-up
     if max_batches is None:
@@ -166,15 +178,11 @@ def measure(data: TrainingData, device: str, amp: str, compile_: bool, epochs: i
         t2 = float(np.median([timed(2 * max_batches) for _ in range(epochs)]))
         per_batch = (t2 - t1) / max_batches
         s_epoch = max(0.0, t1 - per_batch * max_batches) + per_batch * n_train / bs
-    start = time.perf_counter()
-    trainer.test_epoch()
-    test_seconds = time.perf_counter() - start
-    cpu_threads = torch.get_num_threads() if trainer.device.type == "cpu" else None
+    test_seconds = _timed(trainer.test_epoch)
     return with_rates({
-        "device": str(trainer.device), "train": n_train, "amp": "bf16" if trainer.amp else "off",
-        "compile": compile_, "s_epoch": s_epoch, "samples_s": n_train / s_epoch,
-        "test_s": test_seconds, "extrapolated": max_batches is not None,
-        "threads": cpu_threads, "default_threads": threads is None}, trainer, cpu_threads)
+        "train": n_train, "compile": compile_, "s_epoch": s_epoch,
+        "samples_s": n_train / s_epoch, "test_s": test_seconds,
+        "extrapolated": max_batches is not None, "default_threads": threads is None}, trainer)
 
 
 # -- the step, op by op (--anatomy) ----------------------------------------------------------------
@@ -242,10 +250,8 @@ def step_anatomy(data: TrainingData, device: str, amp: str, variants: list[str],
                 for i in range(0, n_batches * bs, bs)]
 
     def run(trainer) -> float:
-        start = time.perf_counter()
-        for x, y in batches(trainer):
-            trainer._eager_step(x, y)
-        return (time.perf_counter() - start) / n_batches
+        steps = batches(trainer)
+        return _timed(lambda: [trainer._eager_step(x, y) for x, y in steps]) / n_batches
 
     for trainer in trainers.values():
         run(trainer)  # warm-up (compilation, oneDNN primitives)
@@ -256,13 +262,10 @@ def step_anatomy(data: TrainingData, device: str, amp: str, variants: list[str],
     rows = []
     for variant, trainer in trainers.items():
         step_s = float(np.median(times[variant]))
-        cpu_threads = torch.get_num_threads() if trainer.device.type == "cpu" else None
-        shares = op_shares(trainer, batches(trainer)) if cpu_threads else {}
+        shares = op_shares(trainer, batches(trainer)) if trainer.device.type == "cpu" else {}
         rows.append(with_rates({
-            "variant": variant, "device": str(trainer.device),
-            "amp": "bf16" if trainer.amp else "off", "step_ms": step_s * 1e3,
-            "best_ms": min(times[variant]) * 1e3, "samples_s": bs / step_s, "shares": shares},
-            trainer, cpu_threads))
+            "variant": variant, "step_ms": step_s * 1e3, "best_ms": min(times[variant]) * 1e3,
+            "samples_s": bs / step_s, "shares": shares}, trainer))
     return rows
 
 
@@ -297,12 +300,6 @@ def conv_widths(device: str, amp: str, threads: int | None,
     return rows
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def print_anatomy(rows: list[dict]) -> None:
     kinds = [k for k in [*OP_KINDS, "other"] if any(k in r["shares"] for r in rows)]
     head = (f"{'variant':<18} {'device':<6} {'amp':>4} {'ms/step':>8} {'best':>6} {'samples/s':>9} "
@@ -312,7 +309,7 @@ def print_anatomy(rows: list[dict]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        peak = f"{100 * r['of_peak']:6.1f}%" if r["of_peak"] is not None else f"{'?':>7}"
+        peak = _peak_cell(r)
         shares = "  ".join(f"{100 * r['shares'].get(k, 0):>{max(len(k), 5) - 1}.0f}%"
                            for k in kinds)
         print(f"{r['variant']:<18} {r['device']:<6} {r['amp']:>4} {r['step_ms']:>8.2f} "
@@ -435,7 +432,7 @@ def print_rows(rows: list[dict]) -> None:
     print("-" * len(head))
     for r in rows:
         approx = "~" if r["extrapolated"] else " "
-        peak = f"{100 * r['of_peak']:6.1f}%" if r["of_peak"] is not None else f"{'?':>7}"
+        peak = _peak_cell(r)
         threads = f"{r['threads'] or ''}{'*' if r['default_threads'] and r['threads'] else ''}"
         print(f"{r['device']:<7} {threads:>7} {r['train']:>15,} {r['amp']:>5} "
               f"{'yes' if r['compile'] else 'no':>7} {approx}{r['s_epoch']:>8.2f} "
