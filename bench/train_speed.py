@@ -49,7 +49,7 @@ from data_prep import TrainingData, broaden, load_levels, prepare, sort_coulomb 
 from data_prep.dataset import make_split  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.contract import E_MAX, E_MIN, MATRIX_SIZE, N_LEVELS  # noqa: E402
-from model.device import available_cpus, cpu_has_amx, cpu_model_name  # noqa: E402
+from model.device import available_cpus, cpu_has_amx, cpu_model_name, cpuinfo  # noqa: E402
 from model.network import SpectraCNN  # noqa: E402
 from model.trainer import Trainer  # noqa: E402
 
@@ -94,12 +94,9 @@ def cpu_ghz() -> float | None:
     if CLOCK_GHZ is not None:
         return CLOCK_GHZ
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1000
-    except (OSError, ValueError):
-        pass
-    return None
+        return float(cpuinfo("cpu MHz") or "") / 1000
+    except ValueError:
+        return None
 
 
 def peak_gflops(device: torch.device, amp: bool, threads: int | None) -> tuple[float, str] | None:

@@ -78,15 +78,21 @@ def keep_freed_memory() -> None:
         pass
 
 
-def cpu_model_name() -> str:
-    """The CPU's model name (for benchmark provenance)."""
+def cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in /proc/cpuinfo ("model name", "cpu MHz"); None when
+    there is none (not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return None
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (for benchmark provenance)."""
+    return cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 def cpu_has_amx() -> bool:
