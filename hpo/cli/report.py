@@ -18,6 +18,7 @@ def echo_report(opened, out: Path | None, formats: str = "html",
                 plotlyjs: str = "inline") -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
     from hpo.report import best_trial_table, default_out_dir, write_report
+    from hpo.report.escape import terminal_text as shown
 
     s = opened.study
     paths = write_report(s, out or default_out_dir(s.study_name, "report"),
@@ -26,10 +27,11 @@ def echo_report(opened, out: Path | None, formats: str = "html",
         typer.echo(paths.message, err=True)
     else:
         typer.echo(best_trial_table(s))
-    typer.echo(f"report: {paths.html}")
-    typer.echo(f"tables: {paths.markdown}, " + ", ".join(str(p) for p in paths.csv.values()))
+    typer.echo(f"report: {shown(paths.html)}")  # the folder may be named by the study
+    typer.echo(f"tables: {shown(paths.markdown)}, "
+               + ", ".join(shown(p) for p in paths.csv.values()))
     if paths.figures:
-        typer.echo(f"figures: {len(paths.figures)} files in {paths.figures[0].parent}")
+        typer.echo(f"figures: {len(paths.figures)} files in {shown(paths.figures[0].parent)}")
 
 
 FormatOpt = typer.Option(
@@ -77,6 +79,7 @@ def export_best(
 ) -> None:
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
     from hpo.report import best_trial_table, default_out_dir, export_best
+    from hpo.report.escape import terminal_text as shown
     from hpo.study import open_study
 
     opened = open_study(study, storage, artifacts)
@@ -88,7 +91,7 @@ def export_best(
                      ("predictions (CSV)", paths.predictions_csv),
                      ("report", paths.report.html if paths.report else None)):
         if p is not None:
-            typer.echo(f"{label}: {p}")
+            typer.echo(f"{label}: {shown(p)}")
     if paths.missing:
         typer.echo(f"warning: the best trial has no {', '.join(paths.missing)} in the artifact "
                    "store (give --artifacts FOLDER if the study's artifacts live elsewhere)",
@@ -121,6 +124,7 @@ def predict(
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.home import predictions_dir
     from hpo.report import predict_xyz
+    from hpo.report.escape import terminal_text as shown
     from model.inference import OutOfDomain
 
     try:
@@ -128,20 +132,20 @@ def predict(
                             n_points=n_points)
     except OutOfDomain as err:
         for m in err.refused:
-            typer.echo(f"refused: {m.name}: {'; '.join(m.reasons)}", err=True)
+            typer.echo(f"refused: {shown(m.name)}: {'; '.join(m.reasons)}", err=True)
         raise DataError(err.summary.replace(" (force=True)", "")) from None
     for note in paths.notes:
         typer.echo(f"note: {note}", err=True)
     for name, s, flag in zip(paths.names, paths.spectra, paths.flags, strict=True):
         top = paths.grid[int(s.argmax())]
         mark = f"  [outside training domain: {flag}]" if flag else ""
-        typer.echo(f"{name}: strongest peak at {top:.2f} eV{mark}")
+        typer.echo(f"{shown(name)}: strongest peak at {top:.2f} eV{mark}")
     if paths.regridded:
         typer.echo(f"spectra at sigma {paths.sigma:g} eV, Np {paths.n_points} (the model was "
                    f"trained at sigma {paths.trained_sigma:g} eV, Np {paths.trained_n_points})")
-    typer.echo(f"spectra (CSV): {paths.csv}")
-    typer.echo(f"molecules (CSV): {paths.molecules_csv}")
-    typer.echo(f"plot: {paths.html}")
+    typer.echo(f"spectra (CSV): {shown(paths.csv)}")
+    typer.echo(f"molecules (CSV): {shown(paths.molecules_csv)}")
+    typer.echo(f"plot: {shown(paths.html)}")
 
 
 def dashboard(

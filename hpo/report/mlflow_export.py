@@ -39,6 +39,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
+from hpo.report.escape import markdown_text
 from hpo.storage import mask_url
 from model.contract import StudyAttr, TrialAttr
 from model.errors import ReportError
@@ -119,6 +120,28 @@ def _digest(trial: FrozenTrial) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _key(name: str) -> str:
+    """A param or metric name MLflow accepts: letters, digits, ``_ . -`` and spaces, at most
+    250 characters, not ``.``/``..``-like (MLflow refuses a name that normalises as a path)."""
+    key = re.sub(r"[^A-Za-z0-9_. -]", "_", name)[:250]
+    return "_" + key[:249] if key[:1] in ("", ".") else key
+
+
+def _params(settings: dict[str, Any]) -> list:
+    """The settings as MLflow params, names made acceptable (:func:`_key`) and kept unique."""
+    from mlflow.entities import Param
+
+    out: dict[str, str] = {}
+    for k, v in sorted(settings.items(), key=lambda kv: str(kv[0])):
+        key = base = _key(str(k))
+        n = 1
+        while key in out:  # two names that became one
+            n += 1
+            key = f"{base[:240]}_{n}"
+        out[key] = _param_text(v)
+    return [Param(k, v) for k, v in out.items()]
+
+
 def _param_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:6000]  # MLflow's limit of a param value
@@ -132,7 +155,7 @@ def _metrics(study: optuna.Study, trial: FrozenTrial, store: Any, t0: int) -> li
     def add(key: str, value: Any, step: int = 0, ts: int = t0) -> None:
         v = _number(value)
         if v is not None:
-            out.append(Metric(key, v, ts, step))
+            out.append(Metric(_key(key), v, ts, step))
 
     for k, v in metrics_of(trial).items():
         add(f"validation_{k}", v)
@@ -143,9 +166,9 @@ def _metrics(study: optuna.Study, trial: FrozenTrial, store: Any, t0: int) -> li
     baseline = trial.user_attrs.get(TrialAttr.BASELINE)
     for split, values in (baseline.items() if isinstance(baseline, dict) else ()):
         for k, v in (values.items() if isinstance(values, dict) else ()):
-            add(re.sub(r"[^A-Za-z0-9_./ -]", "_", f"baseline_{split}_{k}"), v)
+            add(f"baseline_{split}_{k}", v)
     for name, v in zip(objective_names(study), trial.values or [], strict=False):
-        add(f"objective_{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}", v)
+        add(f"objective_{name}", v)
     for key in (TrialAttr.BEST_EPOCH, TrialAttr.EPOCHS_RUN, TrialAttr.SECONDS_PER_EPOCH):
         add(key, trial.user_attrs.get(key))
     elapsed = 0.0
@@ -193,7 +216,6 @@ def export_mlflow(study: optuna.Study, artifact_store: Any = None, *,
     two storages apart. Idempotent: see the module docstring. A missing MLflow, or a tracking
     store that cannot be opened, is a :class:`ReportError` (one line)."""
     MlflowClient = _mlflow()
-    from mlflow.entities import Param
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri or default_tracking_uri()
@@ -211,7 +233,9 @@ def export_mlflow(study: optuna.Study, artifact_store: Any = None, *,
             tags={TAG["study"]: study.study_name, TAG["storage"]: shown_storage})
         description = study.user_attrs.get(StudyAttr.DESCRIPTION)
         if description:
-            client.set_experiment_tag(experiment_id, "mlflow.note.content", str(description))
+            # MLflow's page renders the note as Markdown: shown as written
+            client.set_experiment_tag(experiment_id, "mlflow.note.content",
+                                      markdown_text(description))
         existing = _existing_runs(client, experiment_id, shown_storage, study.study_name)
     except MlflowException as err:
         raise ReportError(f"MLflow tracking store {mask_url(uri)}: "
@@ -241,8 +265,7 @@ def export_mlflow(study: optuna.Study, artifact_store: Any = None, *,
         run = client.create_run(experiment_id, start_time=t0, tags=tags,
                                 run_name=f"{study.study_name} #{trial.number}")
         run_id = run.info.run_id
-        params = [Param(str(k)[:250], _param_text(v))
-                  for k, v in sorted(trial_settings(trial, fixed).items())]
+        params = _params(trial_settings(trial, fixed))
         metrics = _metrics(study, trial, artifact_store, t0)
         for s in range(0, len(params), 100):  # MLflow's limits per batch
             client.log_batch(run_id, params=params[s : s + 100])

@@ -7,11 +7,11 @@ by a parser (the data) and by a browser (the drawing)."""
 
 from __future__ import annotations
 
-import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpo.report.escape import html_text as esc
+from hpo.report.escape import json_text
 from hpo.report.figures import Figure
 
 _CSS = """
@@ -48,11 +48,6 @@ _DRAW = """
   });
 })();
 """
-
-
-def esc(text: object) -> str:
-    """Any text as HTML element text or a quoted attribute value (``& < > " '`` escaped)."""
-    return html.escape(str(text), quote=True)
 
 
 def script_json(text: str) -> str:
@@ -149,5 +144,5 @@ def section(heading: str, body: str, key: str) -> str:
 
 
 def json_block(obj, key: str) -> str:
-    text = script_json(json.dumps(obj, default=str))
+    text = script_json(json_text(obj))
     return f'<script type="application/json" data-report="{esc(key)}">{text}</script>'

@@ -56,11 +56,6 @@ def _grid_text(sigma, n_points) -> str:
             else f"Np {n_points}")
 
 
-def _csv_text(name: str) -> str:
-    """A file name as a CSV header that spreadsheets show as text, never run as a formula."""
-    return "'" + name if name[:1] in ("=", "+", "-", "@", "\t", "\r") else name
-
-
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path,
                 force: bool = False, *, sigma: float | None = None,
                 n_points: int | None = None) -> PredictPaths:
@@ -80,6 +75,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     import pandas as pd
     import plotly.graph_objects as go
 
+    from hpo.report.escape import write_csv
     from hpo.report.figures import Figure, plain
     from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra
@@ -90,18 +86,17 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     shown = [f"{n} {OUT_OF_DOMAIN}" if f else n for n, f in zip(names, flags, strict=True)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame({"energy_eV": grid, **{_csv_text(n): s
-                                             for n, s in zip(shown, spectra, strict=True)}})
-    csv_path = out / "spectra.csv"
-    df.to_csv(csv_path, index=False, float_format="%.9g")
+    # one column per molecule, even two of one name (a dict would keep one)
+    df = pd.DataFrame(np.column_stack([grid, *spectra]), columns=["energy_eV", *shown])
+    csv_path = write_csv(df, out / "spectra.csv", float_format="%.9g")
     molecules_csv = out / "molecules.csv"
-    pd.DataFrame([{
-        "molecule": _csv_text(m.name), "file": _csv_text(str(m.path)), "formula": m.formula,
+    write_csv(pd.DataFrame([{
+        "molecule": m.name, "file": str(m.path), "formula": m.formula,
         "atoms": m.n_atoms, "valence_electrons": m.valence_electrons,
         "coulomb_norm": m.coulomb_norm, "strongest_peak_eV": grid[int(s.argmax())],
         "in_domain": m.in_domain, "out_of_domain": "; ".join(m.reasons),
-    } for m, s in zip(found.molecules, spectra, strict=True)]).to_csv(
-        molecules_csv, index=False, float_format="%.6g")
+    } for m, s in zip(found.molecules, spectra, strict=True)]), molecules_csv,
+        float_format="%.6g")
 
     fig = go.Figure()
     for n, s, f in zip(shown, spectra, flags, strict=True):

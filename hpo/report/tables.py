@@ -42,6 +42,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
+from hpo.report.escape import markdown_text
 from hpo.status import baseline_of
 from model.contract import (
     BASELINE_METRICS,
@@ -357,16 +358,13 @@ def format_frame(df: pd.DataFrame) -> list[list[str]]:
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table from rows of cells (header first)."""
+    """A GitHub-flavoured Markdown table from rows of cells (header first), every cell shown as
+    written (:func:`~hpo.report.escape.markdown_text`)."""
     if not rows:
         return ""
-
-    def esc(cell: str) -> str:
-        return str(cell).replace("|", "\\|").replace("\n", " ")
-
     head, body = rows[0], rows[1:]
-    lines = ["| " + " | ".join(esc(c) for c in head) + " |",
+    lines = ["| " + " | ".join(markdown_text(c) for c in head) + " |",
              "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
+    lines += ["| " + " | ".join(markdown_text(c) for c in r) + " |" for r in body]
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from hpo.report.data import (
     state_counts,
     study_fixed_settings,
 )
+from hpo.report.escape import markdown_text, terminal_text, write_csv
 from hpo.report.export_figures import FIGURES_DIR, parse_formats, write_figures
 from hpo.report.figures import (
     Figure,
@@ -115,7 +116,7 @@ def study_message(study: optuna.Study) -> str | None:
     msg = f"Study {name!r} has no complete trial yet ({told})."
     reasons = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        why = failure_of(t)
+        why = terminal_text(failure_of(t))  # the CLI prints the message
         if why and why not in reasons:
             reasons.append(why)
     if reasons:
@@ -240,26 +241,22 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
     summary = _summary(study)
     tables = {"results": results_table(study), "negative": negative_table(study),
               "trials": trials_table(study)}
-    csv_paths = {}
-    for key, df in tables.items():
-        csv_paths[key] = out / f"{key}.csv"
-        df.to_csv(csv_paths[key], index=False)
+    csv_paths = {key: write_csv(df, out / f"{key}.csv") for key, df in tables.items()}
     # The anytime plot's numbers (one row per finished trial): a CSV only, too long for the page.
-    csv_paths["anytime"] = out / "anytime.csv"
-    anytime_frame(study).to_csv(csv_paths["anytime"], index=False)
+    csv_paths["anytime"] = write_csv(anytime_frame(study), out / "anytime.csv")
     best_rows = best_trial_rows(study)
     problems: list[str] = []
     figs = _figures(study, store, problems)
 
-    # Markdown
-    md = [f"# Study `{study.study_name}`", ""]
+    # Markdown: every value through markdown_text (a description may hold HTML or "<!--")
+    md = [f"# Study {markdown_text(study.study_name)}", ""]
     if summary["description"]:
-        md += [summary["description"], ""]
-    md += [f"- {line}" for line in _summary_lines(summary)] + [""]
+        md += [markdown_text(summary["description"]), ""]
+    md += [f"- {markdown_text(line)}" for line in _summary_lines(summary)] + [""]
     if message:
-        md += [f"> **{message}**", ""]
+        md += [f"> **{markdown_text(message)}**", ""]
     if problems:
-        md += [f"> **{_problems_note(problems)}**", ""]
+        md += [f"> **{markdown_text(_problems_note(problems))}**", ""]
     if best_rows:
         md += ["## Best trial", "", markdown_table([["field", "value"],
                                                    *[[k, v] for k, v in best_rows]]), ""]
@@ -268,10 +265,12 @@ def write_report(study: optuna.Study, out_dir: str | Path, artifact_store: Any =
         md += [f"## {heading}", "", text, ""]
         md += [markdown_table(format_frame(df)) if len(df) else "_No complete trials._", ""]
     static = write_figures(figs, out / FIGURES_DIR, wanted)
-    md += ["## Figures", "", f"In `{out / 'report.html'}`"
+    md += ["## Figures", "", f"In {markdown_text(out / 'report.html')}"
            + (f" and as {', '.join(f for f in wanted if f != 'html').upper()} files in "
-              f"`{out / FIGURES_DIR}` (named by the key in brackets)" if static else "") + ":", ""]
-    md += [f"- {f.title} [{f.key}]" + (f": {f.note}" if f.fig is None else "") for f in figs]
+              f"{markdown_text(out / FIGURES_DIR)} (named by the key in brackets)"
+              if static else "") + ":", ""]
+    md += [f"- {markdown_text(f.title)} [{markdown_text(f.key)}]"
+           + (f": {markdown_text(f.note)}" if f.fig is None else "") for f in figs]
     md += ["", "The anytime plot's numbers, one row per finished trial: "
            f"`{csv_paths['anytime'].name}`.", ""]
     md_path = out / "report.md"
