@@ -25,10 +25,16 @@ def coulomb_matrices(Z: np.ndarray, R_angstrom: np.ndarray, chunk: int = 8192) -
     out = np.zeros((len(Z), MAX_ATOMS, MAX_ATOMS), np.float32)
     n = Z.shape[1]
     eye = np.eye(n, dtype=bool)
+    if not np.isfinite(R).all():  # finite in Angstrom (1e308) but not once in bohr
+        raise DataError("a coordinate is too large: it overflows once converted to bohr")
     for s in range(0, len(Z), chunk):
         z = Z[s : s + chunk].astype(np.float64)
-        d = np.linalg.norm(R[s : s + chunk, :, None, :] - R[s : s + chunk, None, :, :], axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.linalg.norm(R[s : s + chunk, :, None, :] - R[s : s + chunk, None, :, :],
+                               axis=-1)
         zz = z[:, :, None] * z[:, None, :]
+        if not np.isfinite(d[zz != 0]).all():
+            raise DataError("two atoms are too far apart: their distance overflows")
         with np.errstate(divide="ignore", invalid="ignore"):
             c = np.where(eye, 0.5 * z[:, :, None] ** 2.4, zz / d)
         c[~np.isfinite(c) | (zz == 0)] = 0.0

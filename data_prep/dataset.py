@@ -122,8 +122,11 @@ class LevelsDataset:
 
     def subset(self, n: int | None) -> LevelsDataset:
         """The n molecules of lowest rank (all when n is None), in dataset order."""
-        if n is None or n >= len(self):
+        if n is None or n == len(self):
             return self
+        if n > len(self):
+            raise DataError(f"subset of {n} molecules is larger than the dataset, which has "
+                            f"{len(self)}: give a subset of at most {len(self)}, or none")
         if n < 20:
             raise DataError(f"subset of {n} molecules is too small (at least 20)")
         keep = self.rank < n

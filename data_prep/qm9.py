@@ -102,20 +102,54 @@ def pad(Z: np.ndarray, R: np.ndarray, source: str = "input") -> tuple[np.ndarray
     return Zp, Rp
 
 
+#: Atoms an ``.xyz`` file may declare: a molecule, not a crystal (``predict`` reads more than
+#: MAX_ATOMS only to refuse them by name). A larger count is refused before any atom is read.
+MAX_XYZ_ATOMS = 10_000
+#: Characters of one line of an ``.xyz`` file (QM9's longest, the InChI, has about 100).
+_MAX_LINE = 4096
+
+
+def _xyz_line(f, path: Path, number: int) -> str:
+    """Line ``number`` (1-based) of an open ``.xyz`` file, at most ``_MAX_LINE`` characters."""
+    raw = f.readline(_MAX_LINE + 1)
+    if len(raw) > _MAX_LINE:
+        raise ValueError(f"line {number} is longer than {_MAX_LINE} characters")
+    return raw.decode("utf-8")
+
+
 def read_xyz(path: str | Path, any_molecule: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
     """Read one QM9 ``.xyz`` file; returns (QM9 index, Z, R in Angstrom).
 
     QM9 writes Mathematica exponents (``1.2*^-6``); they are read as ``1.2e-6``.
     ``any_molecule``: also elements outside QM9 (up to Xe) and more than 29 atoms, for a caller
-    that checks the molecule itself (``specopt predict``).
+    that checks the molecule itself (``specopt predict``). The file is streamed: its atom count
+    is checked first, then only that many atom lines are read (whatever follows is not).
     """
     path = Path(path)
+    most = MAX_XYZ_ATOMS if any_molecule else MAX_ATOMS
     try:
-        lines = path.read_text().splitlines()
-        n = int(lines[0].split()[0])
-        header = lines[1].split()
+        with path.open("rb") as f:
+            first = _xyz_line(f, path, 1).split()
+            if not first:
+                raise ValueError("empty: no atom count on its first line")
+            try:
+                n = int(first[0])
+            except ValueError:
+                raise ValueError(f"atom count {first[0]!r} is not a whole number") from None
+            if n < 1:
+                raise ValueError(f"atom count {n}: a molecule has at least one atom")
+            if n > most:
+                raise DataError(f"{path}: {n} atoms, more than the {most} "
+                                + ("a Coulomb matrix holds" if most == MAX_ATOMS else
+                                   "an .xyz molecule may have (a molecule, not a crystal)"))
+            header = _xyz_line(f, path, 2).split()
+            rows = []
+            for k in range(n):
+                line = _xyz_line(f, path, 3 + k)
+                if not line:
+                    break
+                rows.append(line.replace("*^", "e").split())
         index = int(header[1]) if len(header) > 1 and header[0] == "gdb" else _index_from_name(path)
-        rows = [line.replace("*^", "e").split() for line in lines[2 : 2 + n]]
         if len(rows) != n or any(len(r) < 4 for r in rows):
             raise ValueError(f"expected {n} atom lines")
         Z = atomic_numbers([r[0] for r in rows], str(path), any_element=any_molecule)
@@ -129,8 +163,6 @@ def read_xyz(path: str | Path, any_molecule: bool = False) -> tuple[int, np.ndar
         raise
     except (ValueError, IndexError, OSError) as err:
         raise DataError(f"{path}: malformed QM9 .xyz file ({err})") from None
-    if n > MAX_ATOMS and not any_molecule:
-        raise DataError(f"{path}: {n} atoms, more than the {MAX_ATOMS} a Coulomb matrix holds")
     return index, Z, R
 
 

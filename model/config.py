@@ -18,6 +18,7 @@ unions, tuples of ints or floats): ``hpo`` builds study parameters and CLI optio
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,17 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from model.contract import E_MAX, E_MIN, LOSSES, LR_SCHEDULES, MATRIX_SIZE, OUTPUT_HEADS, POOLINGS
+from model.contract import (
+    E_MAX,
+    E_MIN,
+    LOSSES,
+    LR_SCHEDULES,
+    MATRIX_SIZE,
+    N_LEVELS,
+    OUTPUT_HEADS,
+    POOLINGS,
+)
+from model.errors import ConfigError
 
 DEFAULT_REFERENCE_SIGMA = 0.5
 #: Convolutional blocks the matrix allows: each halves its side, 29 -> 14 -> 7 -> 3 -> 1.
@@ -48,6 +59,38 @@ NOT_SEARCHABLE = frozenset({"dataset", "e_min", "e_max", "reference_sigma", "dev
 STEP_MILESTONES = (0.5, 0.75)
 STEP_GAMMA = 0.1
 
+# -- the limits of every number: what the physics means and the machine can hold -----------------
+#: Narrowest broadening, eV: finer than any photoemission spectrometer resolves.
+MIN_SIGMA = 0.01
+#: Widest broadening, eV: the report's window; wider, every spectrum is one flat bump.
+MAX_SIGMA = E_MAX - E_MIN
+#: Energies of the window, eV: valence levels of molecules of H to Xe lie well inside +-1000 eV.
+ENERGY_LIMIT = 1000.0
+#: Finest grid: 3 meV steps on the report's window, far below MIN_SIGMA's resolution.
+MAX_N_POINTS = 10_000
+#: Molecules of a dataset, subset or batch: 75 times QM9's 130,831.
+MAX_MOLECULES = 10_000_000
+#: Epochs (and warmup, patience): 40 times the report's 2500.
+MAX_EPOCHS = 100_000
+#: Width of a convolutional block and convolutions per block: far beyond what 29x29 inputs use.
+MAX_CHANNELS = 4096
+MAX_CONVS_PER_BLOCK = 32
+#: Seeds: numpy's and most RNGs' 32-bit limit (trainers derive per-epoch seeds from it).
+MAX_SEED = 2**32 - 1
+#: CPU threads of one run.
+MAX_THREADS = 1024
+#: Learning rate and weight decay: the weights are float32, where anything larger is inf (an
+#: lr far below it already diverges, which the run reports as TrainingFailed).
+FLOAT32_MAX = 3.4028234663852886e38
+#: Row-norm noise far beyond the largest row norm of a Coulomb matrix (hundreds): a full shuffle.
+MAX_COULOMB_NOISE = 1000.0
+#: Above the highest intensity a spectrum can have (16 coinciding peaks at MIN_SIGMA) the huber
+#: loss is the squared error: larger deltas mean nothing more.
+MAX_HUBER_DELTA = math.ceil(N_LEVELS / (MIN_SIGMA * math.sqrt(2 * math.pi)))
+#: Molecules per evaluation batch when eval_batch_size is None (the CPU's; model.trainer).
+ESTIMATE_EVAL_BATCH = 256
+_FLOAT_BYTES = 4
+
 
 def _finite(**kw: Any) -> Any:
     """A float field that must be a finite number (no inf or nan)."""
@@ -58,18 +101,22 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Data: which spectra to learn (must match the prepared dataset).
-    sigma: float = _finite(default=0.5, gt=0,
+    sigma: float = _finite(default=0.5, ge=MIN_SIGMA, le=MAX_SIGMA,
                            description="Gaussian broadening of the target spectra, eV.")
-    n_points: int = Field(300, ge=2, description="Np: points of the energy grid.")
-    e_min: float = _finite(default=E_MIN, description="Low end of the energy window, eV.")
-    e_max: float = _finite(default=E_MAX, description="High end of the energy window, eV.")
-    subset: int | None = Field(None, ge=20, description="Only this many molecules (all when "
-                               "None).")
+    n_points: int = Field(300, ge=2, le=MAX_N_POINTS, description="Np: points of the energy "
+                          "grid.")
+    e_min: float = _finite(default=E_MIN, ge=-ENERGY_LIMIT, le=ENERGY_LIMIT,
+                           description="Low end of the energy window, eV.")
+    e_max: float = _finite(default=E_MAX, ge=-ENERGY_LIMIT, le=ENERGY_LIMIT,
+                           description="High end of the energy window, eV.")
+    subset: int | None = Field(None, ge=20, le=MAX_MOLECULES, description="Only this many "
+                               "molecules (all when None).")
     dataset: str | None = Field(
         None, description="Levels dataset: a bundled name ('gfn2-xtb', the default, or "
         "'ipea1-xtb') or a levels file.")
     coulomb_noise: float = _finite(
-        default=1.0, ge=0, description="Std of the row-norm noise of the randomised Coulomb "
+        default=1.0, ge=0, le=MAX_COULOMB_NOISE,
+        description="Std of the row-norm noise of the randomised Coulomb "
         "matrices (0: plain sorted matrices, no augmentation).")
 
     # Network (model.network.SpectraCNN).
@@ -77,7 +124,8 @@ class TrainConfig(BaseModel):
         (22, 47, 42), min_length=1, max_length=MAX_BLOCKS,
         description=f"Output channels of each convolutional block; its length is the number of "
         f"blocks (1 to {MAX_BLOCKS}), each ending in a 2x2 pooling.")
-    convs_per_block: int = Field(3, ge=1, description="Convolutions (each with a ReLU) per block.")
+    convs_per_block: int = Field(3, ge=1, le=MAX_CONVS_PER_BLOCK,
+                                 description="Convolutions (each with a ReLU) per block.")
     kernel_size: int = Field(3, ge=1, le=MATRIX_SIZE,
                              description="Side of the square convolution kernels (odd).")
     pooling: Literal[POOLINGS] = Field(  # type: ignore[valid-type]
@@ -94,32 +142,35 @@ class TrainConfig(BaseModel):
     # Loss.
     loss: Literal[LOSSES] = Field(  # type: ignore[valid-type]
         "rmse", description=f"Training loss: one of {', '.join(LOSSES)}.")
-    huber_delta: float = _finite(default=1.0, gt=0, description="Delta of the huber loss.")
+    huber_delta: float = _finite(default=1.0, gt=0, le=MAX_HUBER_DELTA,
+                                 description="Delta of the huber loss.")
 
     # Optimisation.
-    lr: float = _finite(default=1e-4, gt=0, description="Learning rate (AdamW), the peak of the "
-                        "schedule.")
+    lr: float = _finite(default=1e-4, gt=0, le=FLOAT32_MAX,
+                        description="Learning rate (AdamW), the peak of the schedule.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1).")
     weight_decay: float = _finite(
-        default=0.0, ge=0, description="Decoupled weight decay of AdamW (0: plain Adam, as the "
-        "report).")
+        default=0.0, ge=0, le=FLOAT32_MAX,
+        description="Decoupled weight decay of AdamW (0: plain Adam, as the report).")
     lr_schedule: Literal[LR_SCHEDULES] = Field(  # type: ignore[valid-type]
         "constant", description="Learning rate per epoch after the warmup: 'constant'; "
         "'cosine' (half a cosine from lr towards 0 over the remaining epochs); 'step' (x0.1 "
         "after half and again after three quarters of them).")
-    warmup_epochs: int = Field(0, ge=0, description="Epochs of linear warmup: epoch e <= W "
-                               "trains at lr * e / (W + 1). Must be below epochs.")
-    batch_size: int = Field(90, ge=1, description="Molecules per optimiser step.")
-    epochs: int = Field(50, ge=1, description="Maximum epochs (the report: 2500).")
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Epochs of linear warmup: "
+                               "epoch e <= W trains at lr * e / (W + 1). Must be below epochs.")
+    batch_size: int = Field(90, ge=1, le=MAX_MOLECULES,
+                            description="Molecules per optimiser step.")
+    epochs: int = Field(50, ge=1, le=MAX_EPOCHS, description="Maximum epochs (the report: 2500).")
     patience: int | None = Field(
-        None, ge=1, description="Stop after this many epochs without a lower test loss "
-        "(None: never, as the report, which ran all its epochs).")
-    seed: int = Field(0, ge=0, description="Seeds weights, shuffling and Coulomb noise.")
+        None, ge=1, le=MAX_EPOCHS, description="Stop after this many epochs without a lower "
+        "test loss (None: never, as the report, which ran all its epochs).")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="Seeds weights, shuffling and Coulomb noise.")
 
     # Scoring.
     reference_sigma: float | None = _finite(
-        default=None, gt=0, description="Width (eV) that fair_accuracy re-broadens to, "
-        ">= sigma; compare runs at one value. Default: max(0.5, sigma).")
+        default=None, ge=MIN_SIGMA, le=MAX_SIGMA, description="Width (eV) that fair_accuracy "
+        "re-broadens to, >= sigma; compare runs at one value. Default: max(0.5, sigma).")
 
     # Where and how fast.
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or "
@@ -129,11 +180,12 @@ class TrainConfig(BaseModel):
         "float32): 'auto' uses it on CUDA and on CPUs with AMX.")
     compile: bool = Field(False, description="torch.compile the model for training steps "
                           "(slower on the CPU here: 2,300 vs 3,350 samples/s).")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads (when None: the cores "
-                                     "other processes are not busy on, at least 1).")
+    num_threads: int | None = Field(None, ge=1, le=MAX_THREADS,
+                                    description="CPU threads (when None: the cores other "
+                                    "processes are not busy on, at least 1).")
     eval_batch_size: int | None = Field(
-        None, ge=1, description="Molecules per evaluation batch (default: 256 on the CPU, "
-        "where it stays in cache, 8192 on CUDA).")
+        None, ge=1, le=MAX_MOLECULES, description="Molecules per evaluation batch (default: "
+        "256 on the CPU, where it stays in cache, 8192 on CUDA).")
     checkpoint_dir: Path | None = Field(
         None, description="Write the best model to checkpoint_dir/checkpoint.pt.")
 
@@ -143,6 +195,8 @@ class TrainConfig(BaseModel):
     def _channels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not all(c >= 1 for c in v):
             raise ValueError(f"channels must all be at least 1, got {v}")
+        if not all(c <= MAX_CHANNELS for c in v):
+            raise ValueError(f"channels must all be between 1 and {MAX_CHANNELS}, got {v}")
         return v
 
     @field_validator("kernel_size")
@@ -183,6 +237,13 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> TrainConfig:
         if not self.e_max > self.e_min:
             raise ValueError(f"empty energy window: e_min {self.e_min} >= e_max {self.e_max}")
+        width = self.e_max - self.e_min
+        for name in ("sigma", "reference_sigma"):
+            value = getattr(self, name)
+            if value is not None and value > width:
+                raise ValueError(f"{name} {value:g} eV is wider than the energy window "
+                                 f"({self.e_min:g} to {self.e_max:g} eV): every spectrum would "
+                                 "be one flat bump; narrow it or widen the window")
         if self.reference_sigma is None:
             self.reference_sigma = max(DEFAULT_REFERENCE_SIGMA, self.sigma)
         if self.reference_sigma < self.sigma:
@@ -192,6 +253,8 @@ class TrainConfig(BaseModel):
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} must be below epochs "
                              f"{self.epochs}")
+        if self.subset is not None:  # the molecules are known: check before anything is made
+            self.check_memory(self.subset, error=ValueError)
         return self
 
     @model_validator(mode="wrap")
@@ -227,6 +290,40 @@ class TrainConfig(BaseModel):
         kw["channels"] = list(kw["channels"])
         return kw
 
+    def memory_bytes(self, n_molecules: int) -> int:
+        """An estimate of the host memory (bytes) a run on ``n_molecules`` needs: the prepared
+        Coulomb matrices, spectra and levels, the trainer's copies of them and each epoch's
+        randomised matrices; the network's weights, gradients, AdamW moments and best weights;
+        one training batch's activations kept for the backward pass, one evaluation batch's."""
+        n, cells = n_molecules, MATRIX_SIZE * MATRIX_SIZE
+        floats = n * (3 * cells + 2 * self.n_points + N_LEVELS)
+        outputs = N_LEVELS if self.output_head == "levels" else self.n_points
+        weights, per_sample, widest, width, side = 0, cells, cells, 1, MATRIX_SIZE
+        for channels in self.channels:
+            for _ in range(self.convs_per_block):
+                weights += width * channels * self.kernel_size ** 2 + channels
+                per_sample += 2 * channels * side * side  # the convolution's output, its ReLU's
+                widest = max(widest, (width + channels) * side * side)
+                width = channels
+            side //= 2
+        weights += width * side * side * outputs + outputs
+        floats += 5 * weights  # weights, gradients, two AdamW moments, the best weights
+        floats += 2 * min(self.batch_size, n) * per_sample  # activations and their gradients
+        floats += min(self.eval_batch_size or ESTIMATE_EVAL_BATCH, n) * widest
+        return _FLOAT_BYTES * floats
+
+    def check_memory(self, n_molecules: int, error: type[Exception] = ConfigError) -> None:
+        """Refuse settings whose :meth:`memory_bytes` exceed what this process may use
+        (:func:`memory_limit`), before any array is made."""
+        need, (limit, what) = self.memory_bytes(n_molecules), memory_limit()
+        if limit is not None and need > limit:
+            raise error(
+                f"these settings need about {need / 1e9:.1f} GB of memory ({n_molecules:,} "
+                f"molecules, Np {self.n_points}, batch_size {self.batch_size}, channels "
+                f"{','.join(map(str, self.channels))} x {self.convs_per_block}), more than the "
+                f"{limit / 1e9:.1f} GB {what}: lower subset, n_points, batch_size or the "
+                "network's size")
+
     @property
     def scheduled(self) -> bool:
         """Whether the learning rate changes between epochs."""
@@ -249,6 +346,31 @@ class TrainConfig(BaseModel):
         return self.lr
 
 
+def memory_limit() -> tuple[int | None, str]:
+    """The bytes this process may use, and what sets it: the smallest of the machine's memory,
+    the address-space and data limits (ulimit -v / -d) and a cgroup's (SLURM, containers);
+    None where none is known."""
+    import resource
+
+    found: list[tuple[int, str]] = []
+    try:
+        found.append((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+                      "this machine has"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for which, name in ((resource.RLIMIT_AS, "ulimit -v"), (resource.RLIMIT_DATA, "ulimit -d")):
+        soft = resource.getrlimit(which)[0]
+        if soft != resource.RLIM_INFINITY:
+            found.append((soft, f"this process may use ({name})"))
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text.isdigit():
+            found.append((int(text), "this process's cgroup allows"))
+    except OSError:
+        pass
+    return min(found) if found else (None, "")
+
+
 def _sentence(error: ErrorDetails) -> str:
     """A pydantic error as one sentence naming the field."""
     name = ".".join(str(x) for x in error["loc"]) or "config"
@@ -257,6 +379,8 @@ def _sentence(error: ErrorDetails) -> str:
         return f"{name} must be a positive number (greater than 0), got {value!r}"
     bounds = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("at least", "ge"),
               "less_than": ("below", "lt"), "less_than_equal": ("at most", "le")}
+    if kind == "greater_than_equal" and 0 < ctx["ge"] < 1:  # a small positive lower bound
+        return f"{name} must be a positive number (at least {ctx['ge']}), got {value!r}"
     if kind in bounds:
         words, key = bounds[kind]
         return f"{name} must be {words} {ctx[key]}, got {value!r}"

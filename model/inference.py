@@ -138,6 +138,9 @@ def _matrices(coulomb) -> torch.Tensor:
 
 #: Relative tolerance of the Coulomb-norm range (float32 rounding of the training matrices).
 NORM_RTOL = 1e-5
+#: Farthest an atom may be from its nearest neighbour, Angstrom: about twice QM9's farthest
+#: (1.57 A, over all 130,831 molecules); beyond it the atom is not bonded to the molecule.
+MAX_NEIGHBOUR_ANGSTROM = 3.0
 
 
 class OutOfDomain(DataError):
@@ -203,12 +206,24 @@ def _elements(zs) -> str:
     return ", ".join(SYMBOLS.get(int(z), f"Z={z}") for z in zs)
 
 
-def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | None) -> list[str]:
-    """Why a molecule (atomic numbers ``Z``, its Coulomb matrix's Frobenius norm) is outside
-    the training ``domain`` of a checkpoint (``model.checkpoint.training_domain``); empty when
-    it is inside. Without a domain (an older checkpoint) the elements are QM9's and the atom
-    count and norm ranges are not checked."""
+def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | None,
+                   R: np.ndarray | None = None) -> list[str]:
+    """Why a molecule (atomic numbers ``Z``, its Coulomb matrix's Frobenius norm, positions
+    ``R`` in Angstrom when given) is outside the training ``domain`` of a checkpoint
+    (``model.checkpoint.training_domain``); empty when it is inside. Without a domain (an older
+    checkpoint) the elements are QM9's and the atom count and norm ranges are not checked.
+    With ``R``: an atom farther than ``MAX_NEIGHBOUR_ANGSTROM`` from every other is not part of
+    a molecule (its Coulomb entries vanish, and its norm may still look in range)."""
     reasons = []
+    if R is not None and len(Z) > 1:
+        d = np.linalg.norm(R[:, None, :] - R[None, :, :], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        nearest = d.min(axis=1)
+        far = int(np.argmax(nearest))
+        if nearest[far] > MAX_NEIGHBOUR_ANGSTROM:
+            reasons.append(f"atom {far + 1} ({_elements([Z[far]])}) is {nearest[far]:.3g} "
+                           f"Angstrom from its nearest neighbour (a bonded atom is within "
+                           f"{MAX_NEIGHBOUR_ANGSTROM:g})")
     elements = set(domain["elements"]) if domain else set(ELEMENTS.values())
     foreign = sorted({int(z) for z in Z} - elements)
     if foreign:
@@ -236,6 +251,24 @@ def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | Non
     return reasons
 
 
+def _check_grid(meta: dict, sigma: float | None, n_points: int | None) -> None:
+    """A sigma or Np asked of a model: a grid that can exist (``check_grid``), within the
+    bounds of a training setting (``TrainConfig``; an Np of 1e8 is 13 GB of Gaussians)."""
+    from pydantic import ValidationError
+
+    from data_prep.spectra import check_grid
+    from model.config import TrainConfig
+
+    sigma = meta["sigma"] if sigma is None else sigma
+    n_points = meta["n_points"] if n_points is None else n_points
+    check_grid(sigma, n_points, meta["e_min"], meta["e_max"])
+    try:
+        TrainConfig.model_validate({"sigma": sigma, "n_points": n_points,
+                                    "e_min": meta["e_min"], "e_max": meta["e_max"]})
+    except ValidationError as err:
+        raise ConfigError("; ".join(e["msg"] for e in err.errors())) from None
+
+
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
                 force: bool = False, *, sigma: float | None = None,
                 n_points: int | None = None) -> XyzPrediction:
@@ -261,6 +294,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
         why = str(err).strip().splitlines()
         raise DataError(f"{checkpoint}: not a readable checkpoint "
                         f"({why[0] if why else type(err).__name__})") from None
+    if sigma is not None or n_points is not None:  # within TrainConfig's bounds, before
+        _check_grid(meta, sigma, n_points)       # any array of that size is made
     net.finish(torch.zeros(0, net.head.out_features), sigma, n_points)  # fail fast
     if sigma is not None or n_points is not None:
         meta = {**meta, "trained_sigma": meta["sigma"], "trained_n_points": meta["n_points"],
@@ -286,7 +321,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
                 raise DataError(f"{p}: {err}") from None
         norm = None if matrix is None else float(np.linalg.norm(matrix.astype(np.float64)))
         molecules.append(Molecule(name, p, formula(Z), len(Z), valence_electrons(Z), norm,
-                                  domain_reasons(Z, norm, domain)))
+                                  domain_reasons(Z, norm, domain, R)))
         matrices.append(matrix)
     refused = [m for m in molecules if not m.in_domain]
     too_big = [m for m in molecules if m.coulomb_norm is None]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -21,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 import typer
 
 from hpo.cluster import DEFAULT_TIME, PLACES
-from hpo.config import setting_type
+from hpo.config import MAX_TRIALS, setting_type
 from model.config import TrainConfig
 from model.errors import ConfigError, SpecoptError
 
@@ -38,13 +39,35 @@ ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder (checkpoi
                             "must be shared by workers on several machines")
 StoredArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder of the study "
                                   "(default: the one the study recorded)")
-NTrialsOpt = typer.Option(None, "--n-trials", help="trial budget across all workers "
-                          "(default: the study file's; grid studies: the grid size)")
-TimeoutOpt = typer.Option(None, "--timeout", help="wall-time budget of each worker, seconds")
-WorkersOpt = typer.Option(2, "--workers", "-w", help="worker processes")
+#: Worker processes one command starts, and GPUs or CPU cores of one worker: beyond any node.
+MAX_WORKERS = 1024
+MAX_PER_WORKER = 1024
+
+
+def number_option(default: Any, *decls: str, kind: type = int, low: float | None = None,
+                  high: float | None = None, **kw: Any) -> Any:
+    """A numeric option whose bad value ends in the one ``error:`` line naming it (a
+    ConfigError from its callback) instead of click's framed usage box: typer hands the text
+    on as it is (``parser=str``) and :func:`parse_number` reads and bounds it."""
+    def check(value: str | None) -> Any:
+        return None if value is None else parse_number(decls[0], value, kind, low, high)
+
+    metavar = kw.pop("metavar", "INTEGER" if kind is int else "NUMBER")
+    return typer.Option(default, *decls, parser=str, callback=check, metavar=metavar, **kw)
+
+
+NTrialsOpt = number_option(None, "--n-trials", help="trial budget across all workers "
+                           "(default: the study file's; grid studies: the grid size)")
+TimeoutOpt = number_option(None, "--timeout", kind=float, help="wall-time budget of each "
+                           "worker, seconds")
+WorkersOpt = number_option(2, "--workers", "-w", low=1, high=MAX_WORKERS,
+                           help="worker processes")
+WorkerIndexOpt = number_option(None, "--worker-index", low=0, help="distinguishes workers' "
+                               "sampler seeds (default: from the host name and process id)")
 ReportOutOpt = typer.Option(None, "--out", help="report folder (default: "
                             "$SPECOPT_HOME/STUDY/report)")
-AddTrialsOpt = typer.Option(None, "--add-trials", min=1, metavar="N", help="extend the "
+AddTrialsOpt = number_option(None, "--add-trials", low=1, high=MAX_TRIALS, metavar="N",
+                             help="extend the "
                             "study's trial budget by N (stored with the study: every worker "
                             "sees it; give it to one command, not to each worker)")
 FreshOpt = typer.Option(False, "--fresh", help="delete the study and its artifacts first and "
@@ -82,6 +105,23 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_number(flag: str, text: Any, kind: type = int, low: float | None = None,
+                 high: float | None = None) -> Any:
+    """A command-line number (TOML: ``5``, ``1e3``, ``nan``), an int where ``kind`` is int;
+    ConfigError naming ``flag`` when it is none, not finite or outside [low, high]."""
+    value = parse_value(text) if isinstance(text, str) else text
+    what = "a whole number" if kind is int else "a finite number"
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (kind is int and not float(value).is_integer()):
+        raise ConfigError(f"{flag} {text!r}: expected {what}")
+    value = kind(value)
+    if low is not None and value < low:
+        raise ConfigError(f"{flag} {text}: must be at least {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{flag} {text}: must be at most {high}")
+    return value
+
+
 def parse_sets(items: Iterable[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` options as a dict."""
     out: dict[str, Any] = {}
@@ -100,16 +140,24 @@ def echo_json(data: Any) -> None:
 # --- options from TrainConfig -------------------------------------------------------------------
 
 def _option_type(name: str) -> type:
-    """The option's type: the field's, with tuples and choices as text (TrainConfig checks)."""
+    """The option's type: the field's, with numbers, tuples and choices as text (read by
+    :func:`_to_setting`, checked by TrainConfig: a bad number is one ``error:`` line)."""
     base = setting_type(name)
-    if base in (bool, int, float, Path):
+    if base in (bool, Path):
         return base
     return str
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _to_setting(name: str, value: Any) -> Any:
-    """An option's value as a setting: tuples from ``22,47,42`` or ``[22, 47, 42]``."""
+    """An option's value as a setting: numbers read as TOML (``1e-3``; TrainConfig bounds
+    them), tuples from ``22,47,42`` or ``[22, 47, 42]``."""
     base = setting_type(name)
+    if base in (int, float) and isinstance(value, str):
+        return parse_number(_flag(name), value, base)
     if get_origin(base) in (tuple, list) and isinstance(value, str):
         text = value.strip()
         return parse_value(text if text.startswith("[") else f"[{text}]")
@@ -129,11 +177,12 @@ def _help(name: str) -> str:
 
 
 def _parameter(name: str, default_shown: Callable[[str], str | None]) -> inspect.Parameter:
-    flag = "--" + name.replace("_", "-")
+    flag = _flag(name)
     typ = _option_type(name)
     decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag, *ALIASES.get(name, ())]
+    metavar = {int: "INTEGER", float: "NUMBER"}.get(setting_type(name))  # numbers read as text
     option = typer.Option(None, *decls, help=_help(name), show_default=default_shown(name) or False,
-                          rich_help_panel="Training settings")
+                          rich_help_panel="Training settings", metavar=metavar)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                              annotation=typ | None)
 
@@ -218,12 +267,12 @@ PLACE_OPTIONS: dict[str, tuple[Any, Any]] = {
         "On a cluster the storage must be one every node reaches (PostgreSQL)")),
     "partition": (str | None, typer.Option(
         None, "--partition", help="slurm: the partition (default: the cluster's default)")),
-    "gpus_per_worker": (float, typer.Option(
-        0, "--gpus-per-worker", min=0, help="slurm: GPUs per worker job (whole); ray: GPU share "
-        "per worker (0.25: four workers per GPU)")),
-    "cpus_per_worker": (float | None, typer.Option(
-        None, "--cpus-per-worker", min=0.01, help="slurm/ray: CPU cores per worker, also its "
-        "torch threads (default: 1, or 4 with GPUs)")),
+    "gpus_per_worker": (float, number_option(
+        0, "--gpus-per-worker", kind=float, low=0, high=MAX_PER_WORKER, help="slurm: GPUs per "
+        "worker job (whole); ray: GPU share per worker (0.25: four workers per GPU)")),
+    "cpus_per_worker": (float | None, number_option(
+        None, "--cpus-per-worker", kind=float, low=0.01, high=MAX_PER_WORKER, help="slurm/ray: "
+        "CPU cores per worker, also its torch threads (default: 1, or 4 with GPUs)")),
     "time_limit": (str, typer.Option(
         DEFAULT_TIME, "--time", help="slurm: time limit of each worker job (MM, HH:MM:SS or "
         "D-HH:MM:SS); near it the worker finishes its epoch, re-queues its trial and the job "

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from hpo.cli.options import ALIASES, STORED_STUDY_HELP, ReportOutOpt, StoredArtifactsOpt
+from hpo.cli.options import (
+    ALIASES,
+    STORED_STUDY_HELP,
+    ReportOutOpt,
+    StoredArtifactsOpt,
+    number_option,
+)
 from model.contract import ArtifactName
 from model.errors import DataError, SpecoptError
 
@@ -106,11 +112,11 @@ def predict(
                                     "$SPECOPT_HOME/predictions)"),
     force: bool = typer.Option(False, "--force", help="predict molecules outside the model's "
                                "training domain too, flagged in the CSVs and the plot"),
-    sigma: float | None = typer.Option(
-        None, "--sigma", metavar="EV", show_default="the model's own",
+    sigma: float | None = number_option(
+        None, "--sigma", kind=float, metavar="EV", show_default="the model's own",
         help="Gaussian width of the predicted spectra, eV. Only a levels-first model "
         "(output_head levels) can change it; any other model refuses a value but its own"),
-    n_points: int | None = typer.Option(
+    n_points: int | None = number_option(
         None, "--n-points", *ALIASES["n_points"], metavar="NP", show_default="the model's own",
         help="points of the energy grid of the predicted spectra (over the model's energy "
         "window). Only a levels-first model (output_head levels) can change it; any other model "

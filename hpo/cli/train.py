@@ -14,7 +14,14 @@ from typing import Any
 
 import typer
 
-from hpo.cli.options import PrintConfigOpt, SetOpt, echo_json, parse_sets, with_train_options
+from hpo.cli.options import (
+    PrintConfigOpt,
+    SetOpt,
+    echo_json,
+    number_option,
+    parse_sets,
+    with_train_options,
+)
 from model.config import TrainConfig
 from model.contract import split_label
 
@@ -61,6 +68,7 @@ def plan(config: TrainConfig, quick: bool) -> list[str]:
     from model.device import available_cpus, resolve_device, use_amp
 
     ds = load_levels(config.dataset).subset(config.subset)
+    config.check_memory(len(ds))  # before anything is prepared
     n_train, n_test = len(ds.rows(TRAIN)), len(ds.rows(TEST))
     device = resolve_device(config.device)
     what = (f"{'quick run' if quick else 'run'}: {len(ds):,} molecules "
@@ -91,9 +99,9 @@ _train_fields = [f for f in TrainConfig.model_fields if f not in QUICK]
 
 def _quick_option(name: str, metavar: str) -> Any:
     field = TrainConfig.model_fields[name]
-    return typer.Option(None, f"--{name}", metavar=metavar, show_default=f"{QUICK[name]}; "
-                        f"--full: {field.get_default() or 'all'}",
-                        help=f"{field.description}", rich_help_panel="Training settings")
+    return number_option(None, f"--{name}", metavar=metavar, show_default=f"{QUICK[name]}; "
+                         f"--full: {field.get_default() or 'all'}",
+                         help=f"{field.description}", rich_help_panel="Training settings")
 
 
 @with_train_options(_train_fields)
@@ -116,6 +124,11 @@ def train(
     given = {k: v for k, v in (("subset", subset), ("epochs", epochs)) if v is not None}
     extra = {**settings, **given, **parse_sets(sets)}
     defaults = {} if full else {k: v for k, v in QUICK.items() if k not in extra}
+    if "subset" in defaults:  # a quick look at a dataset smaller than the quick subset: all
+        from data_prep import load_levels
+
+        if len(load_levels(extra.get("dataset"))) <= QUICK["subset"]:
+            del defaults["subset"]
     config = TrainConfig.model_validate({**defaults, **extra})
     if print_config:
         echo_json(config.model_dump(mode="json"))

@@ -363,3 +363,51 @@ def test_help_says_only_a_levels_model_changes_sigma_and_np():
     assert "Only a levels-first model (output_head levels) can change it" in shown
     assert "a model that predicts the spectrum's grid points (linear, softplus) refuses them" \
         in shown
+
+
+# --- coordinates no molecule has (issue 20) -----------------------------------------------------
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda R: R.__setitem__((0, 0), 1e308), "too large"),  # finite in A, inf in bohr
+    (lambda R: R.__setitem__((1, slice(None)), R[0]), "same position"),  # an infinite entry
+])
+def test_impossible_coordinates_are_refused_even_with_force(trained, molecule, tmp_path, edit,
+                                                            words):
+    """A coordinate of 1e308 A was predicted and marked in-domain (its distances overflow to
+    inf in bohr, its Coulomb entries to 0); two atoms at one place have an infinite entry."""
+    ckpt, _, _ = trained
+    Z, R = molecule
+    R = R.copy()
+    edit(R)
+    bad = _xyz(tmp_path / "bad.xyz", Z, R)
+    good = _xyz(tmp_path / "good.xyz", *molecule)
+    for force in ([], ["--force"]):
+        r = _predict(ckpt, good, bad, "--out", tmp_path / "out", *force)
+        assert r.exit_code == 2, r.output
+        assert "error: " in r.output and "bad.xyz" in r.output and words in r.output
+        assert "Traceback" not in r.output and not (tmp_path / "out").exists()
+
+
+def test_an_atom_far_from_the_others_is_out_of_domain(trained, molecule, tmp_path):
+    """One atom 1e6 A away: its Coulomb entries are ~0, the norm can stay in range, but it is no
+    longer bonded to the molecule."""
+    ckpt, _, _ = trained
+    Z, R = molecule
+    R = R.copy()
+    R[-1] += 1e6
+    far = _xyz(tmp_path / "far.xyz", Z, R)
+    r = _predict(ckpt, far, "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert "far.xyz" in r.output and "nearest" in r.output and "Traceback" not in r.output
+    r = _predict(ckpt, far, "--out", tmp_path / "out", "--force")
+    assert r.exit_code == 0, r.output
+    assert "[outside training domain" in r.output
+
+
+def test_huge_grid_asked_of_a_levels_model_is_one_line(levels_checkpoint, molecule, tmp_path):
+    for option, value in (("--np", "100000000"), ("--sigma", "1e9")):
+        r = _predict(levels_checkpoint, _xyz(tmp_path / "m.xyz", *molecule), option, value,
+                     "--out", tmp_path / "out")
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and "at most" in r.output
+        assert "Traceback" not in r.output

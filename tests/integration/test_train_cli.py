@@ -65,3 +65,30 @@ def test_bad_input(dataset_file, args, code, message):
     r = _run("--dataset", dataset_file, "--subset", 60, "--num-threads", 1, *args)
     assert r.exit_code == code
     assert message in r.output
+
+
+_LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+sys.argv = ["specopt", "train", "--full", "--np", "9000", "--epochs", "1", "--device", "cpu"]
+from hpo.cli import app
+app(prog_name="specopt")
+"""
+
+
+@pytest.mark.slow
+def test_a_run_needing_more_memory_than_allowed_is_refused_before_it_starts(tmp_path):
+    """Every molecule at Np 9000 needs about 11 GB; under a real address-space limit of 4 GiB
+    the command says so in one line before preparing anything (it used to die in the
+    allocator with a traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPECOPT_HOME": str(tmp_path), "SPECOPT_CACHE": str(tmp_path / "c")}
+    r = subprocess.run([sys.executable, "-c", _LIMITED.format(limit=4 * 2**30)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "error: " in out and "memory" in out and "GB" in out and "Traceback" not in out
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*spectra*"))

@@ -62,7 +62,9 @@ def test_subsets_nest(levels_dataset):
         assert np.all(np.diff(sub.index) > 0)  # dataset order kept
         counts = np.bincount(sub.split, minlength=3) / len(sub)
         assert counts[TRAIN] > 0.8 and counts[TEST] > 0.01 and counts[VALIDATION] > 0.01
-    assert full.subset(None) is full and full.subset(10**9) is full
+    assert full.subset(None) is full and full.subset(len(full)) is full
+    with pytest.raises(DataError, match=f"larger than the dataset, which has {len(full)}"):
+        full.subset(len(full) + 1)  # it trained on every molecule without a word
     with pytest.raises(DataError, match="too small"):
         full.subset(5)
 

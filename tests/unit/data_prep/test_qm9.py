@@ -148,3 +148,70 @@ def test_rows_for_names_missing_indices(geoms):
 def test_mathematica_helper():
     assert mathematica(-1.5e-5) == "-1.5000000*^-5"
     assert math.isclose(float(mathematica(-1.5e-5).replace("*^", "e")), -1.5e-5)
+
+
+# --- files that are not what they say (issue 20) ------------------------------------------------
+
+METHANE = "5\ngdb 1\nC 0 0 0\nH 0.63 0.63 0.63\nH -0.63 -0.63 0.63\nH -0.63 0.63 -0.63\n" \
+          "H 0.63 -0.63 -0.63\n"
+
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except DataError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_a_big_file_is_streamed_not_read_whole(tmp_path):
+    """A valid molecule followed by 40 MB of other lines (QM9 files carry frequencies, SMILES,
+    InChI after the atoms): only the declared lines are read."""
+    path = tmp_path / "dsgdb9nsd_000001.xyz"
+    with path.open("w") as f:
+        f.write(METHANE)
+        f.write(("1341.307\t1341.3284\t1562.6731\n") * 1_400_000)
+    assert path.stat().st_size > 40e6
+    index, Z, R = read_xyz(path)
+    assert index == 1 and list(Z) == [6, 1, 1, 1, 1]
+    assert _peak_bytes(lambda: read_xyz(path)) < 2e6
+
+
+def test_a_huge_atom_count_is_refused_before_reading_the_atoms(tmp_path):
+    path = tmp_path / "huge.xyz"
+    with path.open("w") as f:
+        f.write("2000000000\ngdb 1\n")
+        f.write("C 0 0 0\n" * 5_000_000)
+    for any_molecule in (False, True):
+        with pytest.raises(DataError) as err:
+            read_xyz(path, any_molecule=any_molecule)
+        assert "huge.xyz" in str(err.value) and "2000000000" in str(err.value)
+    assert _peak_bytes(lambda: read_xyz(path, any_molecule=True)) < 2e6
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"-3\ngdb 1\nC 0 0 0\n", "atom count"),
+    (b"2.5\ngdb 1\nC 0 0 0\nH 1 0 0\n", "atom count"),
+    (b"0\ngdb 1\n", "atom count"),
+    (b"", "empty"),
+    (b"\x00\xff\xfe garbage \x89PNG\r\n\x1a\n" * 100, "malformed"),
+    (b"5\ngdb 1\nC 0 0 0\n", "expected 5 atom lines"),
+    (b"2\ngdb 1\nC 0 0 0\nH 0 nan 0\n", "non-finite"),
+])
+def test_bad_xyz_contents_are_one_line_naming_the_file(tmp_path, content, words):
+    path = tmp_path / "bad.xyz"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_xyz(path, any_molecule=True)
+    assert "bad.xyz" in str(err.value) and words in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_given_as_a_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="folder.xyz"):
+        read_xyz(tmp_path.joinpath("folder.xyz").mkdir() or tmp_path / "folder.xyz")

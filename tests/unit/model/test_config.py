@@ -109,3 +109,85 @@ def test_warmup_then_schedule():
     assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
     assert _lrs(epochs=3, warmup_epochs=1) == pytest.approx([0.5, 1, 1])
     assert TrainConfig(warmup_epochs=1).scheduled
+
+
+# --- numbers the physics or the machine cannot take (issue 20) ----------------------------------
+
+@pytest.mark.parametrize(("kw", "words"), [
+    ({"n_points": 10**8}, "n_points must be at most"),
+    ({"sigma": 1e9}, "sigma must be at most"),
+    ({"sigma": 1e-300}, "sigma must be a positive number (at least"),
+    ({"sigma": 8.0, "e_min": -5.0}, "wider than the energy window"),
+    ({"e_min": -1e308, "e_max": 1e308}, "e_min must be at least"),
+    ({"e_max": 1e308}, "e_max must be at most"),
+    ({"seed": 2**70}, "seed must be at most"),
+    ({"epochs": 10**12}, "epochs must be at most"),
+    ({"patience": 10**30}, "patience must be at most"),
+    ({"batch_size": 10**30}, "batch_size must be at most"),
+    ({"eval_batch_size": 10**30}, "eval_batch_size must be at most"),
+    ({"subset": 10**30}, "subset must be at most"),
+    ({"channels": (22, 10**6)}, "channels must all be between 1 and"),
+    ({"convs_per_block": 10**6}, "convs_per_block must be at most"),
+    ({"num_threads": 10**9}, "num_threads must be at most"),
+    ({"lr": 1e300}, "lr must be at most"),
+    ({"weight_decay": 1e308}, "weight_decay must be at most"),
+    ({"coulomb_noise": 1e308}, "coulomb_noise must be at most"),
+    ({"huber_delta": 1e308}, "huber_delta must be at most"),
+    ({"n_points": 300.5}, "n_points"),
+    ({"n_points": float("nan")}, "n_points"),
+    ({"epochs": float("inf")}, "epochs"),
+])
+def test_numbers_beyond_physics_or_machine_are_refused(kw, words):
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(**kw)
+    assert words in str(err.value) and "\n" not in err.value.errors()[0]["msg"]
+
+
+def test_every_numeric_field_has_an_upper_bound():
+    """No number reaches the allocator unchecked: each int or float field (and each entry of a
+    tuple of them) is bounded above, on its Field or by a validator."""
+    import annotated_types
+
+    from hpo.config import setting_type
+
+    for name, info in TrainConfig.model_fields.items():
+        base = setting_type(name)
+        numeric = base in (int, float) or typing.get_origin(base) is tuple
+        if not numeric or base is bool:
+            continue
+        bounded = any(isinstance(m, annotated_types.Le | annotated_types.Lt)
+                      for m in info.metadata)
+        assert bounded or name in {"channels", "betas"}, name
+    with pytest.raises(ValidationError):
+        TrainConfig(channels=(10**9,))
+
+
+_UNDER_A_LIMIT = """
+import resource, sys
+limit = {limit}
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from pydantic import ValidationError
+from model.config import TrainConfig
+TrainConfig(subset=5000)  # the quick default fits
+try:
+    TrainConfig(**{kw})
+except ValidationError as err:
+    print(err.errors()[0]["msg"])
+    sys.exit(0)
+sys.exit("accepted")
+"""
+
+
+@pytest.mark.parametrize("kw", [
+    {"subset": 100_000, "n_points": 9000},  # the arrays: 100k spectra of 9000 points
+    {"subset": 1000, "channels": (2048, 2048, 2048, 2048), "convs_per_block": 16},  # network
+    {"subset": 100_000, "batch_size": 100_000, "channels": (512, 512)},  # one batch's layers
+])
+def test_settings_needing_more_memory_than_the_machine_allows_are_refused(kw):
+    """The estimate of the memory a setting needs is checked against what this process may
+    use (here a real address-space limit, RLIMIT_AS, of 1.5 GiB), before anything is made."""
+    code = _UNDER_A_LIMIT.format(limit=3 * 2**29, kw=kw)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).parents[3])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "memory" in r.stdout and "GB" in r.stdout and "Traceback" not in r.stdout
