@@ -51,6 +51,7 @@ from pydantic import (
 )
 
 import studies
+from hpo.home import NAME_MAX_BYTES, is_file, name_problem
 from model.config import TrainConfig
 from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
 from model.errors import ConfigError
@@ -272,6 +273,15 @@ class PrunerConfig(_Section):
     options: dict[str, Any] = {}
 
 
+#: Trials of one study: far more than any search runs, and an SQL integer holds them.
+MAX_TRIALS = 1_000_000
+#: Seconds of a budget, heartbeat, grace or save interval: a year. Timers and dates overflow
+#: far beyond it (a grace of 1e17 s is no datetime).
+MAX_SECONDS = 365 * 24 * 3600
+#: Retries of a trial whose worker died: past a few, the trial (not the machine) is at fault.
+MAX_RETRY = 100
+
+
 class BudgetConfig(_Section):
     n_trials: int | None = None  # finished trials (COMPLETE, PRUNED, failed training) in total
     timeout: float | None = None  # seconds of wall time per worker
@@ -279,15 +289,16 @@ class BudgetConfig(_Section):
     @field_validator("n_trials")
     @classmethod
     def _n_trials(cls, v):
-        if v is not None and v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
+        if v is not None and not 1 <= v <= MAX_TRIALS:
+            raise ValueError(f"must be between 1 and {MAX_TRIALS:,}, got {v}")
         return v
 
     @field_validator("timeout")
     @classmethod
     def _timeout(cls, v):
-        if v is not None and not v > 0:
-            raise ValueError(f"must be > 0 seconds, got {v}")
+        if v is not None and not 0 < v <= MAX_SECONDS:
+            raise ValueError(f"must be > 0 seconds and at most a year ({MAX_SECONDS} s), "
+                             f"got {v}")
         return v
 
 
@@ -298,12 +309,16 @@ class HeartbeatConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.interval < 1:
-            raise ValueError(f"interval must be >= 1 second, got {self.interval}")
+        if not 1 <= self.interval <= MAX_SECONDS:
+            raise ValueError(f"interval must be between 1 and {MAX_SECONDS} seconds, got "
+                             f"{self.interval}")
         if self.grace <= self.interval:
             raise ValueError(f"grace ({self.grace} s) must exceed interval ({self.interval} s)")
-        if self.max_retry < 0:
-            raise ValueError(f"max_retry must be >= 0, got {self.max_retry}")
+        if self.grace > MAX_SECONDS:
+            raise ValueError(f"grace must be at most a year ({MAX_SECONDS} s), got {self.grace}")
+        if not 0 <= self.max_retry <= MAX_RETRY:
+            raise ValueError(f"max_retry must be between 0 and {MAX_RETRY}, got "
+                             f"{self.max_retry}")
         return self
 
 
@@ -318,8 +333,8 @@ class ResumeConfig(_Section):
     @field_validator("save_interval")
     @classmethod
     def _save_interval(cls, v):
-        if not (v >= 0 and math.isfinite(v)):
-            raise ValueError(f"must be >= 0 seconds, got {v}")
+        if not 0 <= v <= MAX_SECONDS:
+            raise ValueError(f"must be between 0 and {MAX_SECONDS} seconds, got {v}")
         return v
 
 
@@ -386,8 +401,13 @@ class StudyConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not v or len(v) > 100 or not all(c.isalnum() or c in "-_." for c in v):
-            raise ValueError(f"{v!r}: use 1-100 letters, digits, '-', '_' or '.'")
+        # the one rule for names (hpo.home), and a study file's own: letters, digits, -_.
+        problem = name_problem(v) or (None if all(c.isalnum() or c in "-_." for c in v)
+                                      else "holds a character other than a letter, digit, "
+                                      "'-', '_' or '.'")
+        if problem:
+            raise ValueError(f"{v!r} {problem}: use letters, digits, '-', '_' or '.', at most "
+                             f"{NAME_MAX_BYTES} bytes, not starting with '-' or '.'")
         return v
 
     @field_validator("objectives", mode="before")
@@ -652,12 +672,12 @@ def study_path(name_or_path: str | Path) -> Path:
     """The TOML file of a shipped study name, or the given path."""
     s = str(name_or_path)
     p = Path(s)
-    if s.endswith((".toml", ".json")) or p.is_file() or "/" in s:
-        if not p.is_file():
+    if s.endswith((".toml", ".json")) or is_file(p) or "/" in s:
+        if not is_file(p):
             raise ConfigError(f"study file not found: {p}")
         return p
     shipped = studies.DIR / f"{s}.toml"
-    if shipped.is_file():
+    if is_file(shipped):
         return shipped
     raise ConfigError(f"unknown study {s!r}: shipped studies are {', '.join(shipped_studies())} "
                       "(or give the path of a .toml file)")

@@ -13,9 +13,13 @@
 ``<storage-key>`` names the storage the study lives in (``sqlite-demo-1a2b3c4d``,
 ``postgresql-db-host-5432-...``): the same study name in two storages never shares an artifact
 folder.  A study's ``artifacts`` (study file or ``--artifacts``) still wins, and a study records
-its artifact folder when it is created, so later workers and reports find it wherever the home
-has moved since.  ``$SPECOPT_RUNS`` is the old name of ``$SPECOPT_HOME`` (still read, with a
-warning).  The data cache is elsewhere: ``$SPECOPT_CACHE`` (see :mod:`data_prep.cache`).
+its artifact folder when it is created; a recorded folder is used only inside the home (a
+database names no folder of its own choosing: after the home moved, give ``--artifacts``).
+``$SPECOPT_RUNS`` is the old name of ``$SPECOPT_HOME`` (still read, with a warning).  The data
+cache is elsewhere: ``$SPECOPT_CACHE`` (see :mod:`data_prep.cache`).
+
+Names and paths read from a database or a study file are never trusted: :func:`name_problem`
+is the one rule for study names, :func:`contained` the one check of a path inside a folder.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
 from model.errors import ReportError
 
-__all__ = ["HOME_ENV", "LEGACY_HOME_ENV", "data_dir", "home", "plain_name", "predictions_dir",
-           "sqlite_file", "storage_key", "study_artifacts", "study_dir", "study_output"]
+__all__ = ["HOME_ENV", "LEGACY_HOME_ENV", "NAME_MAX_BYTES", "contained", "data_dir", "home",
+           "inside_home", "is_dir", "is_file", "name_problem", "plain_name", "predictions_dir",
+           "shown_name", "sqlite_file", "storage_key", "study_artifacts", "study_dir",
+           "study_output"]
 
 HOME_ENV = "SPECOPT_HOME"
 #: The old name of ``$SPECOPT_HOME``: still read when ``$SPECOPT_HOME`` is not set.
@@ -52,15 +59,94 @@ def home() -> Path:
     return Path(raw or _DEFAULT).expanduser().resolve()
 
 
-def plain_name(name: str, where: Path) -> str:
-    """``name`` when it is one plain file name (a study name read from any database may be
-    ``../../x``); else :class:`ReportError`."""
-    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-           or Path(name).is_absolute())
-    if bad:
-        raise ReportError(f"{name!r} is not a plain file name: it would lead outside {where}; "
-                          "refused (give the output folder with --out)")
+#: The longest study name in UTF-8 bytes: with every suffix made from it (``.db-journal``,
+#: ``.db-wal``, a lock file's) it still fits a 255-byte file name.
+NAME_MAX_BYTES = 100
+#: Unicode categories no name may hold: controls (newline, ESC: forged lines, terminal escape
+#: sequences), format characters (bidi overrides), surrogates, private and unassigned ones,
+#: line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a study's name (None: it can).  The one rule for study names,
+    wherever they come from (a study file, the command line, any database), since each names
+    files and folders and is printed: not empty, at most :data:`NAME_MAX_BYTES` bytes, no
+    control or invisible character, no path separator, no leading or trailing space, not
+    starting with ``-`` (an option) or ``.`` (``.``, ``..``, hidden)."""
+    if not name:
+        return "is empty"
+    if any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in name):
+        return "holds a control or invisible character"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        return f"is longer than {NAME_MAX_BYTES} bytes"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if name != name.strip():
+        return "starts or ends with a space"
+    if name[0] in "-.":
+        return f"starts with {name[0]!r}"
+    return None
+
+
+def plain_name(name: str, where: Path, fix: str = "give the output folder with --out") -> str:
+    """``name`` when it may name a file or folder in ``where`` (:func:`name_problem`: a study
+    name read from any database may be ``../../x``, 300 characters or hold escape sequences);
+    else :class:`ReportError` ending with ``fix``."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise ReportError(f"{name!r} is not a plain file name ({problem}): no file or folder "
+                          f"is made from it in {where}; refused ({fix})")
     return name
+
+
+def shown_name(name: str) -> str:
+    """A name as printed: itself when it follows :func:`name_problem`'s rule, else escaped
+    (``repr``), so that a stored name cannot forge output lines or terminal escapes."""
+    return name if name_problem(name) is None else repr(name)
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the path cannot even be looked at (a component longer
+    than a file name may be: ``File name too long`` from a name or id read from a database)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where the path cannot be looked at (as :func:`is_file`)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def contained(root: Path, part: str | Path, what: str) -> Path:
+    """``root / part`` for a ``part`` read from a database (an artifact id, a trial's state
+    folder) that resolves inside ``root``, symlinks followed; else :class:`ReportError` naming
+    ``what`` and ``root``: ``../x``, an absolute path, or a symlink inside ``root`` pointing out
+    of it are refused, so nothing outside is read, copied or deleted."""
+    path = root / part
+    try:
+        ok = (not Path(part).is_absolute() and "\0" not in str(part)
+              and path.resolve().is_relative_to(root.resolve()))
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python 3.11)
+        raise ReportError(f"{what} {str(part)!r} in {root} cannot be resolved ({err}): "
+                          "refused") from None
+    if not ok:
+        raise ReportError(f"{what} {str(part)!r} leads outside {root}: refused")
+    return path
+
+
+def inside_home(folder: str | Path) -> bool:
+    """Whether ``folder`` (a path read from a database) lies inside the home, not the home
+    itself; judged on the path as written (``..`` folded), so that a folder the user linked
+    into the home from elsewhere still counts."""
+    p = Path(os.path.normpath(folder))
+    root = home()
+    return p.is_absolute() and p != root and p.is_relative_to(root)
 
 
 def study_dir(study_name: str) -> Path:
@@ -77,7 +163,7 @@ def study_output(study_name: str, kind: str) -> Path:
 def sqlite_file(study_name: str) -> Path:
     """The default storage of a study: ``$SPECOPT_HOME/<study>.db``."""
     root = home()
-    return root / f"{plain_name(study_name, root)}.db"
+    return root / f"{plain_name(study_name, root, 'give its storage with --storage')}.db"
 
 
 def predictions_dir() -> Path:

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import ConfigError, StudyConfig
-from hpo.home import study_dir
+from hpo.home import contained, is_dir, is_file, name_problem, study_artifacts, study_dir
 from hpo.storage import (
     StorageError,
     mask_url,
@@ -22,7 +22,14 @@ from hpo.storage import (
     retry_rule,
     storage_file,
 )
-from hpo.study import added_trials, artifact_dir, check_definition, storage_url, study_budget
+from hpo.study import (
+    added_trials,
+    artifact_dir,
+    check_definition,
+    recorded_artifact_dir,
+    storage_url,
+    study_budget,
+)
 from hpo.worker import budget_state, next_action
 from model.contract import StudyAttr
 from model.errors import ReportError
@@ -142,6 +149,7 @@ def add_trials(config: StudyConfig, n: int, storage: str | None = None) -> int:
         raise ConfigError(f"study {config.name!r} has no trial budget (it runs until its "
                           "timeout): start workers again instead of --add-trials")
     study = create_study(config, storage)
+    artifact_dir(config, storage, study)  # a recorded folder outside the home: refused first
     budget = study_budget(study, config.n_trials)
     assert budget is not None
     state = budget_state(study, config, budget)
@@ -166,36 +174,39 @@ class Deleted:
 
 
 def study_artifact_folder(name: str, url: str, config: StudyConfig | None,
-                          study: optuna.Study, artifacts: str | Path | None = None) -> Path:
+                          study: optuna.Study, artifacts: str | Path | None = None
+                          ) -> Path | None:
     """The artifact folder a study uses: ``artifacts``, else (through :func:`artifact_dir`) the
-    study file's, the recorded one, or the home's default."""
+    study file's, the recorded one (only inside the home: :func:`recorded_artifact_dir`), or the
+    home's default; None for a stored name no folder may have (:func:`name_problem`)."""
     if artifacts is not None:
         return Path(artifacts).resolve()
     if config is not None:
         return artifact_dir(config, url, study)
-    recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
-    if isinstance(recorded, str):
-        return Path(recorded)
-    from hpo.home import study_artifacts
-
-    return study_artifacts(name, url)
+    recorded = recorded_artifact_dir(study)
+    if recorded is not None:
+        return recorded
+    return None if name_problem(name) else study_artifacts(name, url)
 
 
-def describe(name: str, url: str, study: optuna.Study, folder: Path) -> str:
+def describe(name: str, url: str, study: optuna.Study, folder: Path | None) -> str:
     """One line for the confirmation prompt."""
     trials = study.get_trials(deepcopy=False)
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
     note = (f" ({running} RUNNING: stop their workers first, or they fail)" if running else "")
-    there = folder if folder.exists() else f"{folder} (not on this machine)"
+    there = ("none" if folder is None else folder if folder.is_dir()
+             else f"{folder} (not on this machine)")
     return (f"study {name!r} in {mask_url(url)}: {len(trials)} trial(s){note}; artifacts "
             f"{there}")
 
 
-def delete_study(name: str, url: str, folder: Path) -> Deleted:
+def delete_study(name: str, url: str, folder: Path | None) -> Deleted:
     """Delete the study from its storage and its artifacts.  ``folder``: its artifact folder;
     the home's own folder of this study (``$SPECOPT_HOME/<study>/...``) is removed whole, any
     other folder (one given in a study file may be shared) loses only this study's artifact
-    files and training states, and is removed when that leaves it empty."""
+    files and training states, and is removed when that leaves it empty.  Every path read from
+    the database must lie inside ``folder`` (:func:`contained`): one that does not refuses the
+    whole delete (a :class:`ReportError`) before anything is removed."""
     url = normalize_url(url)
     storage = _read_storage(url)
     if storage is None or name not in optuna.get_all_study_names(storage):
@@ -203,32 +214,47 @@ def delete_study(name: str, url: str, folder: Path) -> Deleted:
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     removed, kept = 0, list[str]()
-    if folder.is_dir():
-        own = study_dir(name) / "artifacts"
-        if folder.resolve().is_relative_to(own.resolve()):
+    if folder is not None and folder.is_dir():
+        own = None if name_problem(name) else study_dir(name) / "artifacts"
+        if own is not None and folder.resolve().is_relative_to(own.resolve()):
             removed = sum(1 for p in folder.rglob("*") if p.is_file())
             shutil.rmtree(folder)
         else:
-            removed, kept = _remove_own_artifacts(folder, trials, storage)
+            removed, kept = _remove_own_artifacts(folder, _own_artifacts(folder, trials, storage))
     optuna.delete_study(study_name=name, storage=storage)
     return Deleted(name, url, len(trials), folder, removed, kept)
 
 
-def _remove_own_artifacts(folder: Path, trials: list, storage) -> tuple[int, list[str]]:
+def _own_artifacts(folder: Path, trials: list, storage) -> list[Path]:
+    """The study's artifact files and training-state folders in ``folder``, every one checked
+    to lie inside it before any is removed."""
     from optuna.artifacts import get_all_artifact_meta
 
-    removed = 0
+    out = []
     for t in trials:
         for meta in get_all_artifact_meta(t, storage=storage):
-            p = folder / meta.artifact_id
-            if p.is_file():
-                p.unlink()
-                removed += 1
-        state = folder / "state" / str(t.number)
-        if state.is_dir():
-            removed += sum(1 for p in state.rglob("*") if p.is_file())
-            shutil.rmtree(state)
-    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+            p = contained(folder, meta.artifact_id, f"the artifact id of trial #{t.number}")
+            if is_file(p):
+                out.append(p)
+        state = contained(folder, Path("state") / str(t.number),
+                          f"the training state of trial #{t.number}")
+        if is_dir(state):
+            out.append(state)
+    return out
+
+
+def _remove_own_artifacts(folder: Path, own: list[Path]) -> tuple[int, list[str]]:
+    removed = 0
+    for p in own:
+        if p.is_dir() and not p.is_symlink():
+            removed += sum(1 for f in p.rglob("*") if f.is_file())
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+            removed += 1
+    # empty folders left behind; a symlink to a folder is a file here (never followed)
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                    reverse=True):
         if not any(d.iterdir()):
             d.rmdir()
     kept = sorted(p.name for p in folder.iterdir())

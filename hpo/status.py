@@ -87,7 +87,7 @@ class StudyStatus:
 
 def status(study: str | Path, storage: str | None = None) -> StudyStatus:
     """The status of a stored study (a shipped name, a study file, or a name in ``storage``)."""
-    opened = open_study(study, storage)
+    opened = open_study(study, storage, with_store=False)  # status reads no artifact
     return study_status(opened.study, opened.storage_url)
 
 

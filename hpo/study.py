@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from hpo.config import ConfigError, StudyConfig, build_pruner, build_sampler, load_study_config
-from hpo.home import home, study_artifacts
+from hpo.home import home, inside_home, is_dir, shown_name, study_artifacts
 from hpo.storage import (
     StorageError,
     default_storage_url,
@@ -50,16 +50,32 @@ def public_config(config: StudyConfig) -> dict:
 def artifact_dir(config: StudyConfig, storage: str | None = None,
                  study: optuna.Study | None = None) -> Path:
     """Where checkpoints and predictions go: the study's ``artifacts``, else the folder
-    ``study`` recorded when it was created (when that exists here: a study created before the
-    home moved keeps its artifacts), else ``$SPECOPT_HOME/<study>/artifacts/<storage-key>``
+    ``study`` recorded when it was created (when that exists here, inside the home:
+    :func:`recorded_artifact_dir`), else ``$SPECOPT_HOME/<study>/artifacts/<storage-key>``
     (one folder per storage, see :mod:`hpo.home`)."""
     if config.artifacts:
         return Path(config.artifacts).resolve()
-    if study is not None:
-        recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
-        if isinstance(recorded, str) and Path(recorded).is_dir():
-            return Path(recorded)
-    return study_artifacts(config.name, storage_url(config, storage))
+    recorded = recorded_artifact_dir(study) if study is not None else None
+    return recorded or study_artifacts(config.name, storage_url(config, storage))
+
+
+def recorded_artifact_dir(study: optuna.Study) -> Path | None:
+    """The artifact folder ``study`` recorded at creation when it is a folder on this machine
+    (None: none recorded, or not here).  A recorded folder outside ``$SPECOPT_HOME`` is a
+    :class:`ReportError`: the database alone never names a folder to read, write or delete in;
+    the user's own ``--artifacts`` (or study file) does."""
+    recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
+    if not isinstance(recorded, str) or not recorded or "\0" in recorded:
+        return None
+    folder = Path(recorded)
+    if not is_dir(folder):
+        return None
+    if not inside_home(folder):
+        raise ReportError(f"study {study.study_name!r} recorded its artifact folder as "
+                          f"{recorded!r}, outside {home()} (SPECOPT_HOME); refused: give "
+                          f"--artifacts {shlex.quote(recorded)} if that folder is yours, or set "
+                          "SPECOPT_HOME to the home it was created in")
+    return folder
 
 
 def added_trials(study: optuna.Study) -> int:
@@ -192,7 +208,7 @@ def _studies_in_runs() -> list[str]:
 
 
 def open_study(study: str | Path | StudyConfig, storage: str | None = None,
-               artifacts: Any = None) -> OpenedStudy:
+               artifacts: Any = None, *, with_store: bool = True) -> OpenedStudy:
     """Open an existing study for reading: never creates a study or a storage file.
 
     ``study``: a shipped study name (``demo``), a study ``.toml`` file, a :class:`StudyConfig`,
@@ -200,6 +216,7 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
     storage. ``storage``: a URL overriding the study file's (default: the file's, else SQLite
     under the home). ``artifacts``: an artifact store or folder overriding the one the study
     recorded (see :func:`open_artifact_store`); with neither, the study file's artifact folder.
+    ``with_store=False``: no artifact store is looked for (``delete`` reads no artifact).
     Raises :class:`ReportError` (one line) naming the studies that do exist.
     """
     config: StudyConfig | None = study if isinstance(study, StudyConfig) else None
@@ -211,7 +228,7 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
             if storage is None:
                 runs = _studies_in_runs()
                 if name not in runs:
-                    extra = (f"; studies run here ({home()}): {', '.join(runs)}"
+                    extra = (f"; studies run here ({home()}): {', '.join(map(shown_name, runs))}"
                              if runs else "")
                     raise ReportError(f"{err}{extra}") from None
     study_name = config.name if config is not None else name
@@ -234,11 +251,17 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
         raise ReportError(str(err)) from None
     if study_name not in names:
         raise ReportError(f"no study {study_name!r} in {shown}; studies there: "
-                          f"{', '.join(names) or 'none'}")
+                          f"{', '.join(map(shown_name, names)) or 'none'}")
     opened = optuna.load_study(study_name=study_name, storage=st)
-    store = open_artifact_store(opened, artifacts)
-    if store is None and artifacts is None and config is not None:
-        folder = artifact_dir(config, storage)
+    store = None
+    if with_store:
+        try:
+            store = open_artifact_store(opened, artifacts)
+        except ReportError:  # a recorded folder outside the home: the study file's own wins
+            if artifacts is not None or config is None or not config.artifacts:
+                raise
+    if with_store and store is None and artifacts is None and config is not None:
+        folder = artifact_dir(config, url, opened)
         store = open_artifact_store(opened, folder) if folder.is_dir() else None
     return OpenedStudy(opened, url, store, st)
 
@@ -246,7 +269,8 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
 def open_artifact_store(study: optuna.Study, artifacts: Any = None):
     """The artifact store to read ``study``'s checkpoints and predictions from: ``artifacts``
     (an Optuna artifact store, or a folder: :class:`ReportError` if it does not exist), else the
-    folder the study recorded at creation when it exists on this machine, else None."""
+    folder the study recorded at creation when it exists on this machine (inside the home:
+    :func:`recorded_artifact_dir`), else None."""
     from optuna.artifacts import FileSystemArtifactStore
 
     if artifacts is not None:
@@ -256,8 +280,12 @@ def open_artifact_store(study: optuna.Study, artifacts: Any = None):
         if not folder.is_dir():
             raise ReportError(f"artifact folder not found: {folder}")
         return FileSystemArtifactStore(str(folder))
-    recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
-    if isinstance(recorded, str) and Path(recorded).is_dir():
-        return FileSystemArtifactStore(recorded)
-    return None
+    recorded = recorded_artifact_dir(study)
+    return FileSystemArtifactStore(str(recorded)) if recorded is not None else None
+
+
+def store_folder(store: Any) -> Path | None:
+    """The folder of a file-system artifact store (None: another kind of store)."""
+    base = getattr(store, "_base_path", None)  # Optuna's FileSystemArtifactStore keeps it here
+    return Path(base) if base is not None else None
 

@@ -15,9 +15,11 @@ PG_URL = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never touch the user's cache or ./runs; one cache and one home per session."""
+    """Tests never touch the user's cache or ./runs; one cache and one home per session.  The
+    home is the session's temporary root: every study a test builds lies inside it, as a user's
+    studies lie inside theirs (a recorded artifact folder is read only inside the home)."""
     os.environ["SPECOPT_CACHE"] = str(tmp_path_factory.mktemp("specopt-cache"))
-    os.environ["SPECOPT_HOME"] = str(tmp_path_factory.mktemp("specopt-home"))
+    os.environ["SPECOPT_HOME"] = str(tmp_path_factory.getbasetemp())
     os.environ.pop("SPECOPT_RUNS", None)
     yield
 

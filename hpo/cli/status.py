@@ -30,7 +30,9 @@ def status_text(s) -> list[str]:
     budget = s.n_trials if s.n_trials is not None else "no trial budget (time only)"
     head = {"empty": "no trials yet", "running": "running",
             "stopped": "no worker running", "finished": "finished"}[s.state]
-    out = [f"study {s.study}" + (f" ({s.storage})" if s.storage else "")
+    from hpo.home import shown_name
+
+    out = [f"study {shown_name(s.study)}" + (f" ({s.storage})" if s.storage else "")
            + f": {head}: {s.finished} of {budget} trials"]
     out.append("  " + ", ".join(f"{k} {v}" for k, v in s.counts.items()))
     if s.objective_labels:

@@ -30,6 +30,7 @@ from hpo.cli.options import (
     StorageOpt,
     StudySetOpt,
     TimeoutOpt,
+    WorkerIndexOpt,
     WorkersOpt,
     YesOpt,
     echo_json,
@@ -95,6 +96,7 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _stored_studies(storage: str) -> None:
+    from hpo.home import shown_name
     from hpo.lifecycle import stored_studies
     from hpo.storage import mask_url, normalize_url
 
@@ -106,19 +108,20 @@ def _stored_studies(storage: str) -> None:
     typer.echo(f"studies in {shown}:")
     _table(("study", "complete", "pruned", "failed", "running", "waiting", "total", "budget",
             "best"),
-           [(s.name, *(str(s.counts[k]) for k in ("complete", "pruned", "failed", "running",
-                                                   "waiting", "total")),
+           [(shown_name(s.name), *(str(s.counts[k]) for k in (
+               "complete", "pruned", "failed", "running", "waiting", "total")),
              "-" if s.budget is None else str(s.budget), s.best) for s in found])
 
 
 def _run_here() -> None:
     """Where the studies run with the default storage are (SQLite files under the home)."""
-    from hpo.home import home
+    from hpo.home import home, shown_name
 
     root = home()
     files = sorted(root.glob("*.db")) if root.is_dir() else []
     if files:
-        typer.echo(f"\nstored under {root} (SPECOPT_HOME): {', '.join(f.name for f in files)}; "
+        typer.echo(f"\nstored under {root} (SPECOPT_HOME): "
+                   f"{', '.join(shown_name(f.name) for f in files)}; "
                    f"list one with: specopt studies --storage sqlite:///{files[0]}")
 
 
@@ -135,14 +138,17 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, yes: bool,
             what: str) -> None:
+    from hpo.home import shown_name
     from hpo.lifecycle import delete_study, describe, study_artifact_folder
 
     folder = study_artifact_folder(name, url, config, study, artifacts)
     _confirm(f"{what} {describe(name, url, study, folder)}?", yes)
     d = delete_study(name, url, folder)
-    left = f"; kept other files in {d.artifacts}: {', '.join(d.kept[:5])}" if d.kept else ""
+    left = (f"; kept other files in {d.artifacts}: {', '.join(map(shown_name, d.kept[:5]))}"
+            if d.kept else "")
+    where = f" in {d.artifacts}" if d.artifacts is not None else ""
     typer.echo(f"deleted study {name!r} ({d.trials} trials) and {d.removed_files} artifact "
-               f"file(s) in {d.artifacts}{left}", err=True)
+               f"file(s){where}{left}", err=True)
 
 
 def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | None,
@@ -170,9 +176,7 @@ def worker(
     n_trials: int | None = NTrialsOpt,
     timeout: float | None = TimeoutOpt,
     artifacts: str | None = ArtifactsOpt,
-    worker_index: int | None = typer.Option(
-        None, "--worker-index", help="distinguishes workers' sampler seeds (default: from the "
-        "host name and process id)"),
+    worker_index: int | None = WorkerIndexOpt,
     pack: str | None = PackOpt,
     sets: list[str] = StudySetOpt,
     print_config: bool = PrintConfigOpt,
@@ -395,7 +399,8 @@ def delete(
     except ConfigError:
         config, name = None, study
         url = normalize_url(storage or default_storage_url(study))
-    opened = open_study(config or study, url)  # one line naming the studies there if none
+    # one line naming the studies there if none
+    opened = open_study(config or study, url, with_store=False)
     _delete(name, url, config, opened.study, artifacts, yes, "Delete")
 
 

@@ -148,7 +148,10 @@ def _history_artifact(study: optuna.Study, trial: FrozenTrial, store: Any) -> li
         if study not in _STORES:
             from hpo.study import open_artifact_store
 
-            _STORES[study] = open_artifact_store(study)
+            try:
+                _STORES[study] = open_artifact_store(study)
+            except ReportError:  # a recorded folder outside the home is not read
+                _STORES[study] = None
         store = _STORES[study]
     try:
         raw = read_artifact(store, study, trial, ArtifactName.HISTORY)
@@ -229,8 +232,9 @@ def check_artifact_id(artifact_id: str, trial: FrozenTrial, filename: str) -> st
 
 def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str) -> bytes | None:
     """The bytes of one artifact of a trial, or None when there is no such artifact or store.
-    An artifact id that is not a plain file name (``../x``), or a file that is there but cannot
-    be read (an I/O error, a folder in its place), is a :class:`ReportError`."""
+    An artifact id that is not a plain file name (``../x``), a file that is a symlink out of
+    the store's folder, or a file that is there but cannot be read (an I/O error, a folder in
+    its place), is a :class:`ReportError`."""
     if store is None:
         return None
     artifact_id = artifact_ids(study, trial).get(filename)
@@ -238,6 +242,13 @@ def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str)
         return None
     check_artifact_id(artifact_id, trial, filename)
     from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from hpo.home import contained
+    from hpo.study import store_folder
+
+    folder = store_folder(store)
+    if folder is not None:  # Optuna's own check is on the path as written: a symlink escapes it
+        contained(folder, artifact_id, f"the {filename} of trial #{trial.number}:")
 
     try:
         with store.open_reader(artifact_id) as reader:

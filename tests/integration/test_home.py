@@ -92,7 +92,10 @@ def test_two_storages_of_one_study_never_share_artifacts(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_study_keeps_its_recorded_artifact_folder_when_the_home_moves(tmp_path, monkeypatch):
+def test_a_recorded_artifact_folder_outside_a_moved_home_needs_artifacts(tmp_path, monkeypatch):
+    """The database alone never names a folder outside the home (issue 20): after the home
+    moved, the recorded folder is refused with one line saying how to name it, and used when
+    the user names it (``--artifacts``)."""
     first, second = tmp_path / "first", tmp_path / "second"
     url = f"sqlite:///{tmp_path / 'k.db'}"
     monkeypatch.setenv("SPECOPT_HOME", str(first))
@@ -102,11 +105,17 @@ def test_a_study_keeps_its_recorded_artifact_folder_when_the_home_moves(tmp_path
     folder = _recorded("k", url)
     assert folder.parent == first / "k" / "artifacts"
     monkeypatch.setenv("SPECOPT_HOME", str(second))
-    _cli("worker", study, "--threads", "1", "--add-trials", "1")
+    for cmd in (("worker", study, "--add-trials", "1"), ("report", study)):
+        r = CliRunner().invoke(app, [str(a) for a in cmd])
+        (line,) = [x for x in r.output.splitlines() if x.startswith("error: ")]
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert f"--artifacts {folder}" in line
+    assert len(study_trials("k", url)) == 1 and not second.exists()
+    _cli("worker", study, "--threads", "1", "--add-trials", "1", "--artifacts", folder)
     assert len(study_trials("k", url)) == 2
     assert _artifact_ids("k", url) <= {p.name for p in folder.iterdir()}
     assert not (second / "k" / "artifacts").exists()
-    _cli("delete", study, "--yes")  # delete finds it there too
+    _cli("delete", study, "--yes", "--artifacts", folder)
     assert not folder.exists()
 
 

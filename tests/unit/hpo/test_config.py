@@ -240,7 +240,7 @@ BASE = {"name": "t", "budget": {"n_trials": 3}}
     ({"space": {"loss": {"low": 1, "high": 2}}}, "space.loss: a range needs a numeric"),
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"budget": {"n_trial": 3}}, "unknown key 'n_trial' in [budget]"),
-    ({"budget": {"n_trials": 0}}, "budget.n_trials: must be >= 1"),
+    ({"budget": {"n_trials": 0}}, "budget.n_trials: must be between 1"),
     ({"budget": {}}, "budget: give n_trials or timeout"),
     ({"sampler": {"name": "grid"}, "space": {"lr": {"low": 1e-4, "high": 1e-2}}},
      "a grid study needs choice lists"),
@@ -321,3 +321,25 @@ def test_every_shape_the_architecture_study_can_pick_builds_a_network():
     for values in itertools.product(*(cfg.space[k].choices for k in shape)):
         net = SpectraCNN(300, "levels", **dict(zip(shape, values, strict=True))).eval()
         assert net(x).shape == (2, 300), values
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"budget": {"n_trials": 10**24}}, "budget.n_trials"),
+    ({"budget": {"n_trials": 2.5}}, "budget.n_trials"),
+    ({"budget": {"timeout": float("inf")}}, "budget.timeout"),
+    ({"budget": {"timeout": 1e300}}, "budget.timeout"),
+    ({"heartbeat": {"grace": 10**17}}, "heartbeat"),
+    ({"heartbeat": {"interval": 10**12, "grace": 10**13}}, "heartbeat"),
+    ({"heartbeat": {"interval": float("nan")}}, "heartbeat.interval"),
+    ({"heartbeat": {"max_retry": 10**20}}, "heartbeat"),
+    ({"heartbeat": {"max_retry": -1}}, "heartbeat"),
+    ({"resume": {"save_interval": 1e300}}, "resume.save_interval"),
+    ({"resume": {"save_interval": float("nan")}}, "resume.save_interval"),
+])
+def test_budget_heartbeat_and_resume_numbers_are_bounded(change, key):
+    """Numbers a worker would pass to a timer, a date or a database column (1e17 s of grace
+    overflows a datetime; 1e24 trials an SQL integer) are refused when the file is read."""
+    with pytest.raises(ConfigError) as err:
+        study_config_from_dict({**BASE, **change}, source="studies/t.toml")
+    text = str(err.value)
+    assert text.startswith("studies/t.toml: ") and key in text and "\n" not in text
