@@ -26,6 +26,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
+from hpo.report.escape import json_text
 from hpo.report.write import ReportPaths, study_message, write_report
 from hpo.study import open_artifact_store
 from model.contract import ArtifactName, TrialAttr
@@ -72,19 +73,19 @@ def export_best(study: optuna.Study, out_dir: str | Path, artifact_store: Any = 
     store = open_artifact_store(study, artifact_store)
     settings = trial_settings(trial, study_fixed_settings(study))
     params_path = out / "params.json"
-    params_path.write_text(json.dumps({
+    params_path.write_text(json_text({
         "study": study.study_name, "trial": trial.number, "searched": dict(trial.params),
         "settings": settings,
         "objectives": dict(zip(objective_names(study), trial.values, strict=False)),
-        "directions": directions(study)}, indent=2, default=str) + "\n")
+        "directions": directions(study)}, indent=2) + "\n")
     attrs = trial.user_attrs
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps({
+    metrics_path.write_text(json_text({
         "study": study.study_name, "trial": trial.number,
         "validation": metrics_of(trial),
         "selection (test split)": attrs.get(TrialAttr.SELECTION_METRICS),
         **{k: attrs.get(k) for k in EXPORTED_ATTRS},
-    }, indent=2, default=str) + "\n")
+    }, indent=2) + "\n")
     paths = ExportPaths(out, params_path, metrics_path)
     for name, attr in ((ArtifactName.CHECKPOINT, "checkpoint"),
                        (ArtifactName.PREDICTIONS, "predictions"),

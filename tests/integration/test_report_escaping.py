@@ -190,6 +190,17 @@ def test_json_in_the_page_is_strict_json(report):
     assert summary["description"] == DESCRIPTION and summary["study"] == NAME
 
 
+def test_export_best_writes_strict_json(tmp_path):
+    from hpo.report import export_best
+
+    study, _ = hostile_study(tmp_path)
+    paths = export_best(study, tmp_path / "export")
+    params = _strict(paths.params.read_text())
+    assert params["settings"]["dropout"] is None  # the stored NaN, as JSON has it
+    metrics = _strict(paths.metrics.read_text())
+    assert metrics["validation"]["r2"] == -0.25 and metrics["study"] == NAME
+
+
 # --- predict ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
