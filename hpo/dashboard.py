@@ -26,7 +26,10 @@ def reading_note(study: Any) -> str:
     """The study's note for the dashboard (Markdown): the objective with its split and role,
     what the trial attributes ``metrics`` and ``selection_metrics`` hold, and the units (the
     dashboard shows values as stored: accuracies as fractions)."""
+    from hpo.escape import markdown_text
     from model.contract import (
+        METRICS,
+        PARAMETER_OBJECTIVES,
         SPLIT_ROLE,
         StudyAttr,
         TrialAttr,
@@ -43,7 +46,9 @@ def reading_note(study: Any) -> str:
     lines = [READING_NOTE_TITLE, ""]
     for name in names:
         unit = " (a fraction here: x100 for %)" if metric_scale(name) != 1.0 else ""
-        lines.append(f"- Objective `{name}`: {objective_label(name, split)}{unit}.")
+        # a name read from the database: in a code span only when it is one of ours
+        shown = f"`{name}`" if name in (*METRICS, *PARAMETER_OBJECTIVES) else markdown_text(name)
+        lines.append(f"- Objective {shown}: {markdown_text(objective_label(name, split))}{unit}.")
     lines += [
         f"- Trial attribute `{TrialAttr.METRICS}`: the {split_label('validation')}: no choice "
         "has seen it; the report's tables and accuracy figures use these.",

@@ -26,7 +26,7 @@ def export_mlflow(
 
     Running again adds the trials finished since and replaces those that changed: no run is duplicated. Names: validation_* (held-out split), selection_* (model-selection split, best epoch), objective_*; curves train_loss, test_loss, test_* (model-selection split) and epoch_seconds. Needs MLflow: pip install 'specopt[mlflow]' (mlflow-skinny). Browse with `mlflow ui --backend-store-uri URI` (the full mlflow package).
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.report.escape import terminal_text
+    from hpo.escape import terminal_text
     from hpo.report.mlflow_export import export_mlflow as export
     from hpo.report.mlflow_export import mlflow_available
     from hpo.storage import mask_url

@@ -24,7 +24,7 @@ def echo_report(opened, out: Path | None, formats: str = "html",
                 plotlyjs: str = "inline") -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
     from hpo.report import best_trial_table, default_out_dir, write_report
-    from hpo.report.escape import terminal_text as shown
+    from hpo.escape import terminal_text as shown
 
     s = opened.study
     paths = write_report(s, out or default_out_dir(s.study_name, "report"),
@@ -85,7 +85,7 @@ def export_best(
 ) -> None:
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
     from hpo.report import best_trial_table, default_out_dir, export_best
-    from hpo.report.escape import terminal_text as shown
+    from hpo.escape import terminal_text as shown
     from hpo.study import open_study
 
     opened = open_study(study, storage, artifacts)
@@ -130,7 +130,7 @@ def predict(
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.home import predictions_dir
     from hpo.report import predict_xyz
-    from hpo.report.escape import terminal_text as shown
+    from hpo.escape import terminal_text as shown
     from model.inference import OutOfDomain
 
     try:

@@ -26,7 +26,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.report.escape import json_text
+from hpo.escape import json_text
 from hpo.report.write import ReportPaths, study_message, write_report
 from hpo.study import open_artifact_store
 from model.contract import ArtifactName, TrialAttr

@@ -39,7 +39,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.report.escape import markdown_text
+from hpo.escape import markdown_text
 from hpo.storage import mask_url
 from model.contract import StudyAttr, TrialAttr
 from model.errors import ReportError

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpo.report.escape import html_text as esc
-from hpo.report.escape import json_text
+from hpo.escape import html_text as esc
+from hpo.escape import json_text
 from hpo.report.figures import Figure
 
 _CSS = """

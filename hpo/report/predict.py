@@ -75,7 +75,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     import pandas as pd
     import plotly.graph_objects as go
 
-    from hpo.report.escape import write_csv
+    from hpo.escape import write_csv
     from hpo.report.figures import Figure, plain
     from hpo.report.page import esc, figure_html, page
     from model.inference import predict_xyz as predict_spectra

@@ -42,7 +42,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.report.escape import markdown_text
+from hpo.escape import markdown_text
 from hpo.status import baseline_of
 from model.contract import (
     BASELINE_METRICS,
@@ -359,7 +359,7 @@ def format_frame(df: pd.DataFrame) -> list[list[str]]:
 
 def markdown_table(rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table from rows of cells (header first), every cell shown as
-    written (:func:`~hpo.report.escape.markdown_text`)."""
+    written (:func:`~hpo.escape.markdown_text`)."""
     if not rows:
         return ""
     head, body = rows[0], rows[1:]

@@ -28,7 +28,7 @@ from hpo.report.data import (
     state_counts,
     study_fixed_settings,
 )
-from hpo.report.escape import markdown_text, terminal_text, write_csv
+from hpo.escape import markdown_text, terminal_text, write_csv
 from hpo.report.export_figures import FIGURES_DIR, parse_formats, write_figures
 from hpo.report.figures import (
     Figure,

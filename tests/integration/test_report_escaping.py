@@ -134,6 +134,23 @@ def test_failure_message_on_the_terminal_has_no_escape_sequences(tmp_path):
     assert "\x1b" not in r.output and "\x07" not in r.output
 
 
+def test_dashboard_note_shows_a_stored_objective_name_as_text(tmp_path):
+    """optuna-dashboard renders the study's note as Markdown: an objective name from the
+    database (StudyAttr.OBJECTIVES) is text there, never a code span it breaks out of."""
+    from markdown_it import MarkdownIt
+
+    from hpo.dashboard import reading_note
+
+    study, _ = hostile_study(tmp_path)
+    evil = "x` <img src=x onerror=alert(5)> [a](javascript:alert(6)) `y"
+    study.set_user_attr(StudyAttr.OBJECTIVES, [evil])
+    tokens = MarkdownIt("commonmark").parseInline(
+        next(line for line in reading_note(study).splitlines() if "Objective" in line))
+    kinds = {t.type for t in tokens[0].children}
+    assert kinds <= {"text", "code_inline", "softbreak"}, kinds
+    assert evil in "".join(t.content for t in tokens[0].children)
+
+
 # --- CSV ----------------------------------------------------------------------------------------
 
 def _cells(path: Path) -> list[list[str]]:
