@@ -19,6 +19,7 @@ reports no trial as stale, since the other workers' heartbeats may not have resu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -59,6 +60,16 @@ _OUTAGE_TEXT = (
 )
 
 
+#: Errors of a connection the server refuses for good (a wrong database, user, password, host
+#: name or option): waiting for them would only delay the one line that says so.
+_PERMANENT_TEXT = (
+    "does not exist", "password authentication failed", "no pg_hba.conf entry",
+    "authentication failed", "name or service not known", "nodename nor servname",
+    "invalid port", "invalid connection option", "invalid sslmode", "invalid dsn",
+    "no password supplied",
+)
+
+
 def _chain(err: BaseException):
     seen: set[int] = set()
     e: BaseException | None = err
@@ -74,6 +85,8 @@ def is_outage(err: BaseException) -> bool:
     exceeding max length"): the cause decides."""
     import sqlalchemy.exc as sa
 
+    if any(t in str(e).lower() for e in _chain(err) for t in _PERMANENT_TEXT):
+        return False
     for e in _chain(err):
         if isinstance(e, sa.DBAPIError) and e.connection_invalidated:
             return True
@@ -165,8 +178,20 @@ class _Waiter:
 
 def outage_wait() -> float:
     """Seconds to wait for an unreachable database: ``$SPECOPT_OUTAGE_WAIT``, else
-    :data:`DEFAULT_MAX_WAIT`."""
-    return float(os.environ.get(OUTAGE_WAIT_ENV) or DEFAULT_MAX_WAIT)
+    :data:`DEFAULT_MAX_WAIT`; ConfigError for a value that is no number of seconds from 0 (no
+    waiting) to a year."""
+    from hpo.config import MAX_SECONDS, ConfigError
+
+    raw = os.environ.get(OUTAGE_WAIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_MAX_WAIT
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_SECONDS:  # NaN too
+        raise ConfigError(f"${OUTAGE_WAIT_ENV}={raw[:40]!r}: give seconds from 0 (do not wait "
+                          f"for the database) to {MAX_SECONDS}, or unset it "
+                          f"({DEFAULT_MAX_WAIT:.0f} s)")
+    return value
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

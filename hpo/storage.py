@@ -27,9 +27,9 @@ import shutil
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -46,7 +46,7 @@ from model.errors import StorageError
 
 __all__ = [
     "REQUEUES_KEY", "AtomicFileSystemArtifactStore", "ClaimLock", "HeartbeatJournalStorage",
-    "HeldLock", "RetryCallback", "SafeJournalFileBackend",
+    "HeldLock", "RetryCallback", "SafeJournalFileBackend", "SafeJournalStorage",
     "SpecoptRetryCallback", "StorageError", "default_storage_url", "fail_stale_trials",
     "mask_url", "normalize_url", "open_storage", "orphaned_trials", "requeue_trial",
     "retried_trial_number", "retry_rule",
@@ -87,12 +87,30 @@ def _path_of(url: str, scheme: str) -> Path:
     rest = url[len(scheme):]
     if not rest or rest == "/":
         raise StorageError(f"storage {url}: no file path after {scheme!r}")
+    if "?" in rest:  # it would become part of the file's name
+        raise StorageError(f"storage {url}: a query string ({rest[rest.index('?'):]!r}) is not "
+                           f"taken by {scheme}FILE URLs: remove it")
     return Path(rest).resolve()
+
+
+def _check_credentials(url: str) -> None:
+    """Refuse a URL whose user name or password holds an unescaped ``@``: the URL parser ends
+    the password at the first one and takes the rest for the host, which errors then show."""
+    if url.partition("://")[2].count("@") > 1:
+        raise StorageError(
+            f"storage {mask_url(url)}: more than one '@' in the URL: percent-escape '@', ':' and "
+            "'/' in the user name and password (@ as %40, : as %3A, / as %2F; in Python: "
+            "urllib.parse.quote(password, safe=''))")
 
 
 def normalize_url(url: str) -> str:
     """Canonical form: absolute file paths, ``postgresql+psycopg`` driver."""
     url = url.strip()
+    head, sep, rest = url.partition("://")
+    if sep:
+        url = f"{head.lower()}{sep}{rest}"  # schemes are case-insensitive
+    if url.startswith(("postgresql", "postgres:")):
+        _check_credentials(url)
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("postgres://"):
@@ -285,11 +303,36 @@ def stale_trial_callback(storage: BaseStorage) -> Callable | None:
     return get() if get is not None else None
 
 
+def _bad_journal_line(path: str, line: int, why: str) -> StorageError:
+    """The error for a journal whose record on ``line`` (1-based) cannot be read: its lines
+    before it can, and how to keep them."""
+    keep = line - 1
+    return StorageError(
+        f"storage journal:///{path}: line {line} of the journal is not a record specopt can "
+        f"read ({why[:200]}); its first {keep} line(s) are: keep them with `head -n {keep} "
+        f"{path} > {path}.recovered` and use journal:///{path}.recovered, or restore the file "
+        "from a backup")
+
+
 class SafeJournalFileBackend(JournalFileBackend):
     """Optuna's journal file, readable up to its last complete record whatever happens: under
     the lock, a trailing partial line (a write cut short by a full disk or a crash) is cut off
     before appending, and each append is one ``os.write`` of the whole record, undone if it
-    is short.  (Optuna's reader refuses a partial line followed by more lines.)"""
+    is short.  (Optuna's reader refuses a partial line followed by more lines.)  A record that
+    is no JSON is a :class:`StorageError` naming its line."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        line = log_number_from  # Optuna's reader yields one record per line, raising late
+        try:
+            for log in super().read_logs(log_number_from):
+                yield log
+                line += 1
+        except UnicodeDecodeError:
+            raise _bad_journal_line(self._file_path, line + 1, "not UTF-8 text") from None
+        except json.JSONDecodeError as err:
+            raise _bad_journal_line(self._file_path, line + 1, f"not JSON: {err}") from None
+        except ValueError as err:  # Optuna's "Invalid log format." (a cut line, more after it)
+            raise _bad_journal_line(self._file_path, line + 1, str(err)) from None
 
     def append_logs(self, logs: list[dict]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
@@ -332,7 +375,42 @@ def _complete_size(fd: int) -> int:
     return end
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+class SafeJournalStorage(JournalStorage):
+    """Optuna's journal storage whose replay of a record it cannot apply (an unknown operation,
+    a missing field, no JSON object) is a :class:`StorageError` naming the record's line."""
+
+    def _sync_with_backend(self) -> None:
+        result = self._replay_result
+        current: list = [None]
+
+        def tracked():
+            for log in self._backend.read_logs(result.log_number_read):
+                current[0] = log
+                yield log
+
+        try:
+            result.apply_logs(tracked())
+        except (StorageError, OSError):
+            raise
+        except Exception as err:
+            log = current[0]
+            if isinstance(log, dict) and log.get("worker_id") == result.worker_id:
+                raise  # this process's own write refused (Optuna's signal to its caller)
+            from optuna.storages.journal._storage import JournalOperation
+
+            if not isinstance(log, dict):
+                why = "not a JSON object"
+            elif log.get("op_code") not in set(JournalOperation):
+                why = f"unknown operation {log.get('op_code')!r}"
+            elif isinstance(err, KeyError):
+                why = f"field {err} missing"
+            else:  # a field of the wrong type
+                why = f"{type(err).__name__}: {err}"
+            path = getattr(self._backend, "_file_path", "?")
+            raise _bad_journal_line(path, result.log_number_read, why) from None
+
+
+class HeartbeatJournalStorage(SafeJournalStorage, BaseHeartbeat):
     """Journal storage with heartbeats (Optuna's has none): a running trial's heartbeat is a
     system attribute; trials silent longer than the grace period are stale.  Needs roughly
     synchronised clocks across machines (as NFS itself does)."""
@@ -382,7 +460,12 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     process at a time (a PostgreSQL advisory lock, a file lock beside a SQLite file), so that
     workers starting together on it do not collide.
 
-    Raises :class:`StorageError` (one line, password masked) on a bad URL or unreachable server.
+    Opening one waits too (a worker started during an outage), but not for a server that
+    refuses it for good (a wrong database, user or host).
+
+    Raises :class:`StorageError` (one line, password masked) on a bad URL, an unreachable
+    server, a damaged or foreign SQLite file, or an unreadable journal record (naming its line
+    and how to keep the lines before it); damage found later, by any query, is the same error.
     """
     shown = mask_url(url)
     url = normalize_url(url)
@@ -395,20 +478,27 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
             if heartbeat_interval:
                 return HeartbeatJournalStorage(backend, heartbeat_interval,
                                                grace_period or 2 * heartbeat_interval, callback)
-            return JournalStorage(backend)
+            return SafeJournalStorage(backend)
         except OSError as err:
-            raise StorageError(f"storage {shown}: cannot open journal file ({err})") from None
+            fix = ": give a file's path" if path.is_dir() else ""
+            raise StorageError(f"storage {shown}: cannot open journal file ({err}){fix}"
+                               ) from None
 
     import sqlalchemy.exc
 
     engine_kwargs: dict = {}
+    sqlite_path: Path | None = None
     if url.startswith("sqlite:///"):
-        path = _path_of(url, "sqlite:///")
+        sqlite_path = path = _path_of(url, "sqlite:///")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _sqlite_wal(path)
+            _sqlite_wal(path, shown)
         except (OSError, sqlite3.Error) as err:
-            raise StorageError(f"storage {shown}: cannot open SQLite file ({err})") from None
+            fix = ("" if os.access(path.parent, os.W_OK) else f": its folder {path.parent} is "
+                   "read-only and SQLite writes beside the file (-wal, -shm, locks); copy it to "
+                   "a writable folder")
+            raise _sqlite_damaged(err, path, shown) or StorageError(
+                f"storage {shown}: cannot open SQLite file ({err}){fix}") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         # one idle connection per worker; a few more while it claims a trial and beats
@@ -421,37 +511,108 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
            else "failed_trial_callback")
     kwargs[key] = callback
-    try:
-        with warnings.catch_warnings(), _creation_lock(url, connect_timeout):
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except sqlalchemy.exc.ArgumentError as err:
-        raise StorageError(f"storage {shown}: malformed URL ({first_line(err)})") from None
-    except sqlalchemy.exc.OperationalError as err:
-        raise StorageError(f"storage {shown}: cannot connect ({first_line(err)})") from None
-    except sqlalchemy.exc.SQLAlchemyError as err:
-        raise StorageError(f"storage {shown}: {first_line(err)}") from None
-    except ValueError as err:
-        raise StorageError(f"storage {shown}: malformed URL ({first_line(err)})") from None
-    except ImportError as err:
-        raise StorageError(f"storage {shown}: missing database driver ({first_line(err)})"
-                           ) from None
     if max_wait is None:
         max_wait = outage_wait()
-    if not heartbeat_interval or max_wait <= 0:
+    resilient = bool(heartbeat_interval) and max_wait > 0  # a worker's storage
+
+    def connect() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings(), _creation_lock(url, connect_timeout):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+
+    try:
+        # a worker started while the database is down waits for it as a running one does
+        rdb = (retry_outage(connect, shown=shown, what="opening the storage", max_wait=max_wait)
+               if resilient else connect())
+    except StorageError:
+        raise
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        damaged = sqlite_path is not None and _sqlite_damaged(err, sqlite_path, shown)
+        raise damaged or _open_error(err, shown) from None
+    except (ValueError, ImportError, RuntimeError) as err:  # RuntimeError: Optuna's schema check
+        raise _open_error(err, shown) from None
+    if sqlite_path is not None:
+        _report_damage(rdb.engine, sqlite_path, shown)
+    if not resilient:
         return rdb  # readers (reports, the dashboard) get Optuna's own storage
     return ResilientStorage(optuna.storages._CachedStorage(rdb), shown=shown, max_wait=max_wait,
-                            grace=grace_period or 2 * heartbeat_interval)
+                            grace=grace_period or 2 * heartbeat_interval)  # type: ignore[operator]
 
 
-def _sqlite_wal(path: Path, wait: float = 60.0) -> None:
+def _open_error(err: Exception, shown: str) -> StorageError:
+    """One line for an error opening a database storage (a bad URL, no server, no driver, the
+    tables of another Optuna version)."""
+    import sqlalchemy.exc
+
+    if isinstance(err, sqlalchemy.exc.ArgumentError | ValueError):
+        return StorageError(f"storage {shown}: malformed URL ({first_line(err)})")
+    if isinstance(err, sqlalchemy.exc.OperationalError):
+        return StorageError(f"storage {shown}: cannot connect ({first_line(err)})")
+    if isinstance(err, ImportError):
+        return StorageError(f"storage {shown}: missing database driver ({first_line(err)})")
+    return StorageError(f"storage {shown}: {first_line(err)}")
+
+
+#: SQLite's result codes (primary) of a damaged file and of a file that is no database.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def _sqlite_damaged(err: BaseException, path: Path, shown: str) -> StorageError | None:
+    """The one-line error naming the file and the fix when ``err`` (sqlite3's, or SQLAlchemy's
+    around it) says the SQLite file is damaged or no database; None for any other error."""
+    orig = getattr(err, "orig", None) or err
+    code = getattr(orig, "sqlite_errorcode", None)
+    if not isinstance(orig, sqlite3.DatabaseError) or code is None:
+        return None
+    if code & 0xFF == _SQLITE_NOTADB:
+        return StorageError(f"storage {shown}: {path} is not a SQLite database ({orig}): give "
+                            "the study's .db file, or restore it from a backup")
+    if code & 0xFF == _SQLITE_CORRUPT:
+        new = path.with_name(f"{path.stem}.recovered.db")
+        return StorageError(f"storage {shown}: the SQLite file {path} is damaged ({orig}): copy "
+                            f"what is readable into a new file with `sqlite3 {path} .recover | "
+                            f"sqlite3 {new}` and use sqlite:///{new}, or restore it from a "
+                            "backup")
+    return None
+
+
+def _report_damage(engine, path: Path, shown: str) -> None:
+    """Every query of ``engine`` that meets damaged pages raises :func:`_sqlite_damaged`'s
+    error (damage in the middle of a table shows only when a query reads it)."""
+    from sqlalchemy import event
+
+    def handle_error(ctx) -> None:
+        damaged = _sqlite_damaged(ctx.original_exception, path, shown)
+        if damaged is not None:
+            raise damaged
+
+    event.listen(engine, "handle_error", handle_error)
+
+
+def _optuna_tables() -> set[str]:
+    from optuna.storages._rdb import models
+
+    return {*models.BaseModel.metadata.tables, "alembic_version"}
+
+
+def _sqlite_wal(path: Path, shown: str, wait: float = 60.0) -> None:
     """Put the SQLite file in WAL mode (readers do not block the writer; several local workers
     share the file). Switching can fail at once with "database is locked" while another
-    process opens the same fresh file (SQLite's busy timeout does not cover it): retried."""
+    process opens the same fresh file (SQLite's busy timeout does not cover it): retried.
+    A database of another program (tables that are not Optuna's) is refused untouched."""
     deadline = time.monotonic() + wait
     while True:
         try:
             with contextlib.closing(sqlite3.connect(path, timeout=wait)) as con:
+                tables = {r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                    "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+                foreign = sorted(tables - _optuna_tables())
+                if foreign:
+                    raise StorageError(
+                        f"storage {shown}: {path} is not a specopt (Optuna) storage: it holds "
+                        f"another program's tables ({', '.join(foreign[:5])}); give another "
+                        "file, e.g. sqlite:///runs/STUDY.db")
                 con.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as err:

@@ -126,6 +126,33 @@ def test_workers_ride_out_a_postgres_stop_and_restart(tmp_path, own_pg):
     assert "Traceback" not in text, text
 
 
+@pytest.mark.slow
+def test_a_worker_started_while_postgres_is_down_waits_for_it(tmp_path, own_pg):
+    """Issue 20, item 6: before the fix a worker started during an outage exited at once with
+    "cannot connect" (exit 2), though a running one rides out 600 s."""
+    url, name = own_pg.url, "late"
+    path = write_study(tmp_path / "late.toml", name, storage=url, heartbeat=(1, 3),
+                       artifacts=tmp_path / "art", n_trials=1,
+                       space={"loss": "rmse", "epochs": 2, "subset": 200, "lr": 1e-3})
+    warm_cache(hpo.load_study_config(path))
+    own_pg.stop()
+    log = tmp_path / "w.log"
+    proc = start_worker(path, log=log)
+    try:
+        time.sleep(10)
+        assert proc.poll() is None, _logs([log])  # still waiting, not gone
+        own_pg.start()
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    text = _logs([log])
+    assert code == 0, text
+    assert [t.state for t in study_trials(name, url)] == [TrialState.COMPLETE], text
+    assert "unreachable (opening the storage" in text and "reachable again" in text, text
+    assert "Traceback" not in text, text
+
+
 def _logs(paths) -> str:
     return "\n".join(p.read_text() for p in paths if p.exists())
 

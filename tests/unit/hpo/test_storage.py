@@ -52,7 +52,8 @@ def test_bad_urls(url, message):
 def test_unreachable_postgres_is_fast_and_masks_the_password():
     start = time.monotonic()
     with pytest.raises(StorageError) as err:
-        open_storage("postgresql+psycopg://bob:hunter2@127.0.0.1:1/db")
+        open_storage("postgresql+psycopg://bob:hunter2@127.0.0.1:1/db",
+                     heartbeat_interval=None)  # a reader; a worker waits (item 6, below)
     text = str(err.value)
     assert time.monotonic() - start < 10
     assert "hunter2" not in text and "bob:***@127.0.0.1:1" in text
@@ -119,8 +120,11 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2
     assert "unknown study 'no-such-study': shipped studies are" in r.output
     assert "demo" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["worker", "demo", "--storage", "postgresql://x:secret@127.0.0.1:1/d"])
-    assert r.exit_code == 2 and "cannot connect" in r.output and "secret" not in r.output
+    # a worker waits for a database that is down ($SPECOPT_OUTAGE_WAIT), then gives up
+    r = runner.invoke(app, ["worker", "demo", "--storage", "postgresql://x:secret@127.0.0.1:1/d"],
+                      env={"SPECOPT_OUTAGE_WAIT": "1"})
+    assert r.exit_code == 2 and "unreachable" in r.output and "secret" not in r.output
+    assert "Traceback" not in r.output
     r = runner.invoke(app, ["studies"])
     assert r.exit_code == 0 and "sigma-pareto" in r.output and "nsga2" in r.output
 
@@ -202,3 +206,70 @@ def test_a_requeued_trial_inherits_no_artifact_records_and_keeps_its_origin(tmp_
     assert not any(k.startswith("artifacts:") for k in queued.system_attrs)
     assert queued.user_attrs[TrialAttr.ORIGIN] == failed.number
     assert retried_trial_number(queued) == failed.number
+
+
+# --- issue 20, item 9: an unescaped '@' or ':' in a password; item 6: what a worker waits for --
+
+@pytest.mark.parametrize("password", ["Xy7@Qz9", "Xy7:Qz9@Wv3", "Xy7@Qz9:Wv3/Rt5", "Xy7@Qz9?Wv3"])
+@pytest.mark.parametrize("command", ["studies", "status", "worker"])
+def test_an_unescaped_at_in_a_password_says_to_escape_it_and_shows_none_of_it(
+        password, command, tmp_path, monkeypatch):
+    """Before the fix the error named the host 'Qz9@127.0.0.1' (the password's second half)."""
+    from urllib.parse import quote
+
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
+    url = f"postgresql://postgres:{password}@127.0.0.1:5432/test"
+    args = {"studies": ["studies"], "status": ["status", "demo"], "worker": ["worker", "demo"]}
+    r = CliRunner().invoke(app, [*args[command], "--storage", url],
+                           env={"SPECOPT_OUTAGE_WAIT": "2"})
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    (line,) = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    for part in ("Xy7", "Qz9", "Wv3", "Rt5"):
+        assert part not in r.output, r.output
+    assert "percent-escape" in line and "urllib.parse.quote" in line, line
+    # escaped as it says, the same password connects (the server trusts any password)
+    escaped = f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:5432/test"
+    r = CliRunner().invoke(app, ["studies", "--storage", escaped])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_password_with_a_colon_or_slash_needs_no_escaping():
+    storage = open_storage("postgresql://postgres:a:b/c#d@127.0.0.1:5432/test",
+                           heartbeat_interval=None)
+    assert isinstance(optuna.get_all_study_names(storage), list)
+
+
+def test_url_schemes_are_case_insensitive(tmp_path):
+    assert normalize_url(f"SQLite:///{tmp_path}/a.db") == f"sqlite:///{tmp_path}/a.db"
+    assert normalize_url("PostgreSQL://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database",
+    "postgresql+psycopg://no_such_user@127.0.0.1:5432/test",
+    "postgresql+psycopg://postgres@no-such-host.invalid:5432/test",
+])
+def test_a_worker_does_not_wait_for_a_database_that_refuses_it_for_good(url, monkeypatch):
+    """A worker rides out a server that is down (item 6), but a wrong database, user or host
+    is an error at once, not after $SPECOPT_OUTAGE_WAIT."""
+    monkeypatch.setenv("SPECOPT_OUTAGE_WAIT", "600")
+    start = time.monotonic()
+    with pytest.raises(StorageError) as err:
+        open_storage(url, heartbeat_interval=1, grace_period=3)
+    assert time.monotonic() - start < 15
+    assert "cannot connect" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_workers_storage_waits_for_a_server_that_is_down():
+    """Item 6: before the fix a worker's storage failed at once on a refused connection."""
+    start = time.monotonic()
+    with pytest.raises(StorageError) as err:
+        open_storage("postgresql+psycopg://bob:hunter2@127.0.0.1:1/db", heartbeat_interval=1,
+                     grace_period=3, max_wait=3)
+    assert time.monotonic() - start >= 3
+    text = str(err.value)
+    assert "unreachable" in text and "opening the storage" in text and "hunter2" not in text
