@@ -28,6 +28,9 @@ number.  A trial that finds a state there continues from it, on whichever worker
 curve for the pruner), then trains the rest; ``epochs_trained`` counts the epochs it trained
 itself, ``resumed_from`` says whose state after which epoch.  The state of a complete, pruned
 or diverged (``TrainingFailed``) trial is removed; the best checkpoint is uploaded as before.
+The trial's temporary folder (best checkpoint, files to upload) is :func:`trial_workdir`'s,
+``$TMPDIR/specopt-trial-<study>-<n>-*``, locked while in use: a worker removes those of dead
+workers when it starts (:func:`remove_dead_workdirs`).
 Fault injection points (``hpo.faults``): ``epoch_end_<n>`` after epoch n's state save and
 report, ``after_upload`` after the artifacts are recorded.
 
@@ -45,6 +48,8 @@ validation split instead.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -53,7 +58,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +68,18 @@ import optuna
 from hpo import faults
 from hpo.config import StudyConfig
 from hpo.storage import retried_trial_number, retry_history
+from hpo.study import store_folder
 from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 
-__all__ = ["LOG_INTERVAL", "PER_ATTEMPT_ATTRS", "EpochLog", "WorkerInterrupted", "epoch_dict",
-           "objective", "state_path", "thin_history", "training_data", "trial_origin"]
+__all__ = ["LOG_INTERVAL", "PER_ATTEMPT_ATTRS", "WORKDIR_PREFIX", "EpochLog", "WorkerInterrupted",
+           "epoch_dict", "objective", "remove_dead_workdirs", "state_path", "thin_history",
+           "training_data", "trial_origin", "trial_workdir"]
 
 MAX_HISTORY = 200
 STATE_FILE = "state.pt"
+#: Prefix of a trial's temporary folder (its best checkpoint, the files it uploads) in $TMPDIR.
+WORKDIR_PREFIX = "specopt-trial-"
 #: Seconds between a worker's INFO epoch lines when epochs are fast (slower ones: every epoch).
 LOG_INTERVAL = 10.0
 
@@ -100,11 +109,6 @@ def trial_origin(frozen) -> int:
 def state_path(artifact_dir: str | Path, origin: int) -> Path:
     """``<artifact dir>/state/<origin>/state.pt`` (``origin`` an int: the path stays inside)."""
     return Path(artifact_dir) / "state" / str(int(origin)) / STATE_FILE
-
-
-def _store_dir(artifact_store) -> Path | None:
-    base = getattr(artifact_store, "_base_path", None)  # FileSystemArtifactStore
-    return Path(base) if base is not None else None
 
 
 def _round(x: Any, digits: int = 6) -> Any:
@@ -220,15 +224,22 @@ def thin_history(history: list[dict], keep: int = MAX_HISTORY) -> list[dict]:
 _LEVELS: dict = {}
 
 
-def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float, e_max: float,
-                  subset: int | None):
-    from data_prep import load_levels, prepare
+def _levels(dataset: str | None):
+    """The dataset's levels, loaded once per process."""
+    from data_prep import load_levels
     from data_prep.dataset import dataset_path
 
     key = str(dataset_path(dataset).resolve())
     if key not in _LEVELS:
         _LEVELS[key] = load_levels(key)
-    return prepare(_LEVELS[key], sigma=sigma, n_points=n_points, e_min=e_min, e_max=e_max,
+    return _LEVELS[key]
+
+
+def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float, e_max: float,
+                  subset: int | None):
+    from data_prep import prepare
+
+    return prepare(_levels(dataset), sigma=sigma, n_points=n_points, e_min=e_min, e_max=e_max,
                    subset=subset)
 
 
@@ -266,9 +277,13 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     retry_of = retried_trial_number(frozen)
     if retry_of is not None:
         trial.set_user_attr(TrialAttr.RETRY_OF, retry_of)
-    base = Path(state_dir) if state_dir is not None else _store_dir(artifact_store)
+    base = Path(state_dir) if state_dir is not None else store_folder(artifact_store)
     state = state_path(base, origin) if base is not None else None
 
+    # Settings whose arrays this machine cannot hold end the trial here, before any is made.
+    settings = model.TrainConfig(**config.train_settings(params, device=device,
+                                                         num_threads=num_threads))
+    settings.check_memory(settings.subset or len(_levels(config.train.dataset)))
     data = training_data(config.train.dataset, params["sigma"], params["n_points"],
                          config.train.e_min, config.train.e_max, params.get("subset"))
     trial.set_user_attr(TrialAttr.DATASET, {
@@ -336,8 +351,7 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
             if secs:
                 trial.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, _round(float(np.mean(secs))))
 
-    workdir = tempfile.mkdtemp(prefix=f"specopt-{config.name}-{trial.number}-")
-    try:
+    with trial_workdir(config.name, trial.number) as workdir:
         tc = model.TrainConfig(**config.train_settings(params, device=device,
                                                        num_threads=num_threads,
                                                        checkpoint_dir=workdir))
@@ -365,14 +379,60 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
         values = _finish(trial, config, params, data, result, history, workdir, artifact_store)
         _remove_state(state)
         return values
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _remove_state(path: Path | None) -> None:
-    """The saved state of a trial that is over (its folder, with any temporary file)."""
+    """The saved state of a trial that is over (its folder, with any temporary file; and
+    ``state/`` when no other trial's is left in it)."""
     if path is not None:
         shutil.rmtree(path.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.parent.rmdir()  # only if empty
+
+
+@contextlib.contextmanager
+def trial_workdir(study: str, number: int) -> Iterator[str]:
+    """A trial's private temporary folder, removed when the trial ends. Its owner holds an
+    ``flock`` on it while in use, so a worker killed meanwhile leaves it unlocked and the next
+    worker on this machine removes it (:func:`remove_dead_workdirs`)."""
+    while True:
+        path = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{study}-{number}-")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # a cleaner may have taken it between mkdtemp and flock: then make another
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_dead_workdirs() -> int:
+    """Remove the trial folders (:func:`trial_workdir`) under $TMPDIR that no live process
+    holds: those of killed workers, with their checkpoints. Returns how many."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # not a folder, or gone meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its worker lives
+            shutil.rmtree(path, ignore_errors=True)  # under the lock: its maker moves on
+            removed += not path.exists()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    if removed:
+        _log.info(f"removed {removed} temporary trial folder(s) of dead workers from "
+                  f"{tempfile.gettempdir()}")
+    return removed
 
 
 def _finish(trial, config: StudyConfig, params: dict, data, result, history: list[dict],
@@ -415,14 +475,16 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
 def _upload(trial, store, result, data, history: list[dict], workdir: str) -> None:
     from optuna.artifacts import upload_artifact
 
+    from data_prep.cache import atomic_write
+
     ids = {}
     out = Path(workdir) / "upload"
     out.mkdir(exist_ok=True)
     pred = out / ArtifactName.PREDICTIONS
-    np.savez_compressed(pred, pred=np.asarray(result.val_predictions, np.float32),
-                        target=np.asarray(result.val_targets, np.float32),
-                        index=np.asarray(result.val_index), grid=data.grid,
-                        sigma=np.float64(data.sigma))
+    atomic_write(pred, lambda f: np.savez_compressed(
+        f, pred=np.asarray(result.val_predictions, np.float32),
+        target=np.asarray(result.val_targets, np.float32),
+        index=np.asarray(result.val_index), grid=data.grid, sigma=np.float64(data.sigma)))
     files = [pred, _history_file(out, history)]
     if result.checkpoint_path and Path(result.checkpoint_path).is_file():
         ckpt = out / ArtifactName.CHECKPOINT
@@ -436,8 +498,10 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
 
 
 def _history_file(folder: Path, history: list[dict]) -> Path:
+    from data_prep.cache import atomic_write
+
     path = folder / ArtifactName.HISTORY
-    path.write_text(json.dumps(history))
+    atomic_write(path, lambda f: f.write(json.dumps(history).encode()))  # names it when full
     return path
 
 

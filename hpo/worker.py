@@ -24,7 +24,8 @@ heartbeat; it is failed and retried like any stale trial once its start is older
 period.  Infrastructure errors (:class:`InfrastructureError`, ``data_prep.DataError``,
 ``OSError``: a missing or corrupt data file, an unwritable folder, a full disk) are not the
 configuration's fault: the trial is re-queued (the budget is left alone) and the worker stops
-with one line naming the file and the fix (exit status 3).
+with one line naming the file and the fix (exit status 3). A worker removes, when it starts, the
+temporary trial folders that killed workers left on its machine (``hpo.training.trial_workdir``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -53,20 +54,24 @@ from hpo.storage import (
     AtomicFileSystemArtifactStore,
     ClaimLock,
     fail_stale_trials,
+    mask_url,
     open_storage,
     requeue_trial,
     retried_trial_number,
     retry_history,
+    storage_file,
 )
 from hpo.study import artifact_dir, create_study, storage_url, study_budget
-from hpo.training import objective
+from hpo.training import objective, remove_dead_workdirs
 from model.contract import Status, TrialAttr
 from model.errors import (
+    ConfigError,
     DataError,
     InfrastructureError,
     TrainingFailed,
     TrialError,
     WorkerInterrupted,
+    describe_os_error,
 )
 
 __all__ = [
@@ -264,23 +269,29 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
     _tell(study, trial, state=TrialState.FAIL)
 
 
-#: OSError numbers and what to do about them.
-_FIXES = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
-          errno.EROFS: "make it writable or point the study elsewhere (artifacts/storage)",
-          errno.EACCES: "make it writable/readable for this user",
-          errno.EPERM: "make it writable/readable for this user",
-          errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
-          errno.EEXIST: "remove what is in the way"}
-
-
 def infrastructure_message(err: BaseException) -> str:
     """One line naming the file at fault and the fix."""
+    if isinstance(err, InfrastructureError) and isinstance(err.__cause__, OSError):
+        err = err.__cause__  # a failed write (model.checkpoint): say it as the worker does
     if isinstance(err, OSError):
-        what = err.strerror or type(err).__name__
-        where = err.filename if err.filename is not None else "a file"
-        fix = _FIXES.get(err.errno or 0, "fix it")
-        return f"{what}: {where} ({fix}, then start the worker again)"
+        what, fix = describe_os_error(err)
+        return f"{what} ({fix}, then start the worker again)"
     return f"{err} (fix it, then start the worker again)"
+
+
+def database_disk_full(err: BaseException, url: str) -> OSError | None:
+    """The full disk behind a failed database write (SQLite's ``SQLITE_FULL``, PostgreSQL's
+    ``disk_full``, SQLSTATE 53100), as an ``OSError`` naming the database; else None."""
+    for _ in range(10):
+        if (getattr(err, "sqlite_errorname", None) == "SQLITE_FULL"
+                or getattr(err, "sqlstate", None) == "53100"):
+            where = storage_file(url) or mask_url(url)
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+        nxt = err.__cause__ or err.__context__
+        if nxt is None:
+            return None
+        err = nxt
+    return None
 
 
 # --- the worker ---------------------------------------------------------------------------------
@@ -323,6 +334,7 @@ class Worker:
 
             resolve_device(device or config.train.device)
         url = storage_url(config, storage)
+        self.url = url
         self.storage = open_storage(url, heartbeat_interval=hb.interval, grace_period=hb.grace,
                                     max_retry=hb.max_retry)
         self.study = create_study(config, url, worker_index=worker_index,
@@ -338,6 +350,7 @@ class Worker:
                 raise InfrastructureError(f"{self.settings.label} artifact folder: "
                                           f"{infrastructure_message(err)}") from None
             self.artifacts = AtomicFileSystemArtifactStore(str(adir))
+            remove_dead_workdirs()  # what killed workers on this machine left
         self.info = {"host": socket.gethostname(), "pid": os.getpid(), "index": worker_index}
         self.stop = StopFlag()
         self.summary = WorkerSummary(study=config.name)
@@ -360,7 +373,15 @@ class Worker:
             while not self.stop():
                 if self._out_of_time(start):
                     break
-                action, trial = self._claim()
+                try:
+                    action, trial = self._claim()
+                except Exception as err:
+                    full = database_disk_full(err, self.url)
+                    if full is None:
+                        raise
+                    line = f"{s.label} stopped: {infrastructure_message(full)}"
+                    _log.error(line)
+                    raise InfrastructureError(line) from err
                 if action == "done":
                     break
                 if action == "wait":
@@ -466,24 +487,21 @@ class Worker:
                 _log.warning(f"{label} trial {trial.number} interrupted: marked FAIL and "
                              "re-queued")
                 return None
-            except TrainingFailed as err:
-                # the configuration's own failure: recorded so that no stale check retries it
+            except (TrainingFailed, ConfigError) as err:
+                # the configuration's own failure (a NaN loss, settings this machine cannot
+                # hold): recorded so that no stale check retries it
                 trial.set_user_attr(TrialAttr.STATUS, Status.FAILED)
+                if isinstance(err, ConfigError):  # objective records a TrainingFailed's
+                    trial.set_user_attr(TrialAttr.FAILURE, str(err)[:500])
                 _tell(self.study, trial, state=TrialState.FAIL)
                 _log.warning(f"{label} trial {trial.number} failed: {err}")
                 return TrialState.FAIL
             except (InfrastructureError, DataError, OSError) as err:
-                # not the configuration's fault: re-queue the trial, stop this worker
-                line = infrastructure_message(err)
-                try:
-                    _fail_and_requeue(self.study, trial, line)
-                    note = f"trial {trial.number} re-queued"
-                except Exception as store_err:  # e.g. the database on the same full disk
-                    note = (f"trial {trial.number} left to the other workers' stale check "
-                            f"(re-queue failed: {type(store_err).__name__})")
-                _log.error(f"{label} stopped: {line}; {note}")
-                raise InfrastructureError(f"{label} stopped: {line}; {note}") from err
+                self._stop_for(trial, err, infrastructure_message(err))
             except Exception as err:  # any other error: fail this trial, count it, go on
+                full = database_disk_full(err, self.url)
+                if full is not None:  # not the trial's fault either
+                    self._stop_for(trial, err, infrastructure_message(full))
                 try:
                     trial.set_user_attr(TrialAttr.FAILURE, f"{type(err).__name__}: {err}"[:500])
                     trial.set_user_attr(TrialAttr.STATUS, Status.ERROR)
@@ -491,11 +509,29 @@ class Worker:
                     _tell(self.study, trial, state=TrialState.FAIL)
                 _log.error(f"{label} trial {trial.number} failed with an error", exc_info=True)
                 raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
-        frozen = _tell(self.study, trial, values)
+        try:
+            frozen = _tell(self.study, trial, values)
+        except Exception as err:
+            full = database_disk_full(err, self.url)
+            if full is None:
+                raise
+            self._stop_for(trial, err, infrastructure_message(full))
         if frozen.state == TrialState.COMPLETE:
             shown = ", ".join(f"{v:.4g}" for v in frozen.values)
             _log.info(f"{label} trial {trial.number} complete: {shown}")
         return frozen.state
+
+    def _stop_for(self, trial: optuna.Trial, err: BaseException, line: str) -> NoReturn:
+        """An infrastructure error: re-queue the trial, stop this worker with ``line``."""
+        label = self.settings.label
+        try:
+            _fail_and_requeue(self.study, trial, line)
+            note = f"trial {trial.number} re-queued"
+        except Exception as store_err:  # e.g. the database on the same full disk
+            note = (f"trial {trial.number} left to the other workers' stale check "
+                    f"(re-queue failed: {type(store_err).__name__})")
+        _log.error(f"{label} stopped: {line}; {note}")
+        raise InfrastructureError(f"{label} stopped: {line}; {note}") from err
 
     def _evaluate(self, trial: optuna.Trial):
         if self.objective_fn is not None:

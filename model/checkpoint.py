@@ -18,7 +18,7 @@ from data_prep import TrainingData
 from data_prep.cache import atomic_write
 from data_prep.qm9 import valence_electrons
 from model.config import TrainConfig
-from model.errors import DataError
+from model.errors import DataError, InfrastructureError, describe_os_error
 from model.network import SpectraCNN
 
 CHECKPOINT_FORMAT = "specopt-checkpoint-1"
@@ -49,7 +49,30 @@ def save_checkpoint(path: Path, model: SpectraCNN | dict[str, torch.Tensor], con
         "test_loss": test_loss,
         "domain": training_domain(data),
     }
-    atomic_write(Path(path), lambda f: torch.save(payload, f))
+    _save(Path(path), payload)
+
+
+def _save(path: Path, payload: dict) -> None:
+    """``torch.save`` atomically; a write that fails (a full disk, a quota, a read-only folder)
+    is an :class:`InfrastructureError` naming the file and the fix, the previous file whole
+    and nothing partial left (``atomic_write``)."""
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as err:
+        what, fix = describe_os_error(err)
+        raise InfrastructureError(f"cannot write {what} ({fix})") from err
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    """Why ``torch.load`` could not read ``path``, in a few words (never PyTorch's advice to
+    load with ``weights_only=False``: that runs whatever code the file holds)."""
+    if isinstance(err, OSError):
+        return err.strerror or type(err).__name__
+    if path.stat().st_size == 0:
+        return "an empty file"
+    if "GLOBAL" in str(err):  # the weights-only unpickler refused a callable
+        return "it names code to run, refused unread"
+    return "truncated or not a PyTorch file"
 
 
 #: Training domains already computed, by data (a run saves its checkpoint at every better epoch).
@@ -96,7 +119,8 @@ def load_checkpoint(path: str | Path, n_points: int | None = None,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise DataError(f"{path}: not a readable checkpoint ({err})") from None
+        raise DataError(f"{path}: not a readable checkpoint ({_unreadable(path, err)}; train "
+                        "or export it again)") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path}: not a specopt checkpoint")
     levels_head = (payload.get("network") or payload).get("output_head") == "levels"
@@ -153,7 +177,7 @@ def save_training_state(path: Path, state: TrainingState) -> None:
                "best_epoch": state.best_epoch, "best_test_loss": state.best_test_loss,
                "best_weights": state.best_weights, "history": state.history,
                "identity": state.identity}
-    atomic_write(Path(path), lambda f: torch.save(payload, f))
+    _save(Path(path), payload)
 
 
 def load_training_state(path: str | Path, config: TrainConfig | None = None,
@@ -167,6 +191,10 @@ def load_training_state(path: str | Path, config: TrainConfig | None = None,
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # deliberately broad: any unreadable file means "start again"
+        _discard(path, f"is unreadable ({_unreadable(path, err)})")
+        return None
+    try:
         if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
             raise ValueError("not a specopt training state")
         state = TrainingState(
@@ -178,15 +206,18 @@ def load_training_state(path: str | Path, config: TrainConfig | None = None,
         if len(state.history) != state.epoch or state.trainer.get("epoch") != state.epoch:
             raise ValueError(f"inconsistent epochs ({state.epoch}, {len(state.history)} "
                              "in its history)")
-    except Exception as err:  # deliberately broad: any unreadable file means "start again"
-        log.warning("training state %s is unreadable (%s); removed, training from epoch 1",
-                    path, str(err).splitlines()[0] if str(err) else type(err).__name__)
-        path.unlink(missing_ok=True)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a damaged payload
+        why = (str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}")
+        _discard(path, f"is unreadable ({why.splitlines()[0] if why else type(err).__name__})")
         return None
     if (config is not None and data is not None
             and state.identity != state_identity(config, data)):
-        log.warning("training state %s was saved by another configuration or other data; "
-                    "removed, training from epoch 1", path)
-        path.unlink(missing_ok=True)
+        _discard(path, "was saved by another configuration or other data")
         return None
     return state
+
+
+def _discard(path: Path, why: str) -> None:
+    """A saved state that is not continued: one warning line, the file removed."""
+    log.warning("training state %s %s; removed, training from epoch 1", path, why)
+    path.unlink(missing_ok=True)

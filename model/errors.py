@@ -7,6 +7,8 @@ A leaf module like :mod:`model.contract`: every package may import it.
 
 from __future__ import annotations
 
+import errno
+
 
 class SpecoptError(Exception):
     """Base class of specopt's errors."""
@@ -61,3 +63,22 @@ class InfrastructureError(SpecoptError):
     naming the file and the fix."""
 
     exit_code = 3
+
+
+#: What to do about a file operation that failed, by its errno: the fix a one-line message
+#: ends with.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+    errno.EFBIG: "free disk space or raise the file size limit",
+    errno.EROFS: "make it writable or point the study elsewhere (artifacts/storage)",
+    errno.EACCES: "make it writable/readable for this user",
+    errno.EPERM: "make it writable/readable for this user",
+    errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
+    errno.EEXIST: "remove what is in the way"}
+
+
+def describe_os_error(err: OSError) -> tuple[str, str]:
+    """(what failed and on which file, the fix) of ``err``, for a one-line message."""
+    what = err.strerror or type(err).__name__
+    where = err.filename if err.filename is not None else "a file"
+    return f"{what}: {where}", OS_ERROR_FIXES.get(err.errno or 0, "fix it")

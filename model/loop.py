@@ -3,7 +3,9 @@ stopping, keeps a checkpoint of the best epoch, and scores the best model on the
 
 Resuming: with a ``state_path`` the run saves its :class:`model.checkpoint.TrainingState` there
 at the end of an epoch, at most every ``save_interval`` seconds (0: every epoch), and always
-when ``on_epoch`` raises :class:`WorkerInterrupted`. A run that finds a state there continues
+when ``on_epoch`` raises :class:`WorkerInterrupted`; a state or checkpoint that cannot be
+written (a full disk) stops the run with an ``InfrastructureError``, the previous state whole.
+A run that finds a state there continues
 after its epoch; on the CPU it ends with the same weights, history (but the ``seconds``) and
 metrics, bit for bit, as a run that was never interrupted (every RNG that training draws from
 is part of the state). The work lost by a kill is at most ``save_interval`` plus one epoch.
@@ -16,7 +18,6 @@ every epoch's test metrics and to the validation metrics; ``TrainResult.baseline
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
 import time
@@ -74,7 +75,6 @@ class TrainResult:
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-log = logging.getLogger("specopt.model")
 
 
 def run_baseline(config: TrainConfig, trainer: Trainer) -> dict[str, dict[str, float]]:
@@ -92,27 +92,22 @@ def run_baseline(config: TrainConfig, trainer: Trainer) -> dict[str, dict[str, f
 
 
 class _StateSaver:
-    """Saves the training state at the end of an epoch, at most every ``interval`` seconds."""
+    """Saves the training state at the end of an epoch, at most every ``interval`` seconds. A
+    state that cannot be written (a full disk) stops the run with an ``InfrastructureError``,
+    the previous state whole: training on would lose every epoch since, as the results could
+    not be written either."""
 
     def __init__(self, path: Path, interval: float, identity: dict) -> None:
         self.path, self.interval, self.identity = Path(path), float(interval), identity
         self.last = time.monotonic()
         self.saved_epoch = -1
-        self.warned = False
 
     def save(self, make, epoch: int, force: bool = False) -> None:
         if self.saved_epoch == epoch:
             return
         if not force and time.monotonic() - self.last < self.interval:
             return
-        try:
-            save_training_state(self.path, make())
-        except OSError as err:  # a full disk: the previous state stays whole; training goes on
-            if not self.warned:
-                log.warning("could not save the training state to %s (%s); the run goes on, "
-                            "a restart continues from the last saved state", self.path, err)
-                self.warned = True
-            return
+        save_training_state(self.path, make())
         self.last, self.saved_epoch = time.monotonic(), epoch
 
 

@@ -106,3 +106,85 @@ def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount_tmpfs):
     assert _finished(path) == 1
     stored = set(trials[-1].user_attrs[TrialAttr.ARTIFACTS].values())
     assert {p.name for p in (disk / "art").iterdir()} == stored  # nothing partial or stray
+
+
+def _retry_budget_untouched(url, name) -> None:
+    """The queued copy's history holds re-queues only: no retry of ``max_retry`` was used."""
+    from hpo.storage import REQUEUES_KEY, retry_history
+
+    waiting = study_trials(name, url, states=(TrialState.WAITING,))[0]
+    assert len(retry_history(waiting)) == waiting.system_attrs[REQUEUES_KEY]
+
+
+def _leftovers(folder) -> list[str]:
+    """Temporary files and empty folders under ``folder``."""
+    return [str(p) for p in folder.rglob("*")
+            if p.name.endswith(".tmp") or (p.is_dir() and not any(p.iterdir()))]
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_training_state_requeues_the_trial(tmp_path, mount_tmpfs):
+    """The training state (saved every epoch, 3.6 MB) does not fit: ``torch.save``'s
+    RuntimeError is a full disk like any other, not a failed configuration."""
+    url, name = f"sqlite:///{tmp_path}/infra.db", "infra"
+    art = mount_tmpfs(tmp_path / "art", "size=2m")
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=art, space=SPACE)
+    path.write_text(path.read_text() + "[resume]\nsave_interval = 0\n")
+    warm_cache(hpo.load_study_config(path))
+    log = tmp_path / "w.log"
+    _stopped_and_requeued(path, url, name, log, "free disk space")
+    [line] = _error_lines(log)
+    assert str(art / "state") in line and "state.pt" in line, line
+    _retry_budget_untouched(url, name)
+    assert list(art.iterdir()) == []  # no partial state, no empty folder
+    subprocess.run(["mount", "-o", "remount,size=64m", str(art)], check=True)  # the fix
+    _completes_after_the_fix(path, url, name, log)
+    assert _leftovers(art) == []
+
+
+@pytest.mark.slow
+def test_a_full_temporary_folder_requeues_the_trial(tmp_path, mount_tmpfs):
+    """The best checkpoint (0.9 MB, in the trial's folder under $TMPDIR) does not fit."""
+    url, name = f"sqlite:///{tmp_path}/infra.db", "infra"
+    tmp = mount_tmpfs(tmp_path / "tmp", "size=512k")
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=tmp_path / "art",
+                       space=SPACE)
+    warm_cache(hpo.load_study_config(path))
+    log = tmp_path / "w.log"
+    env = {"TMPDIR": str(tmp)}
+    assert run_worker_to_end(path, log=log, env=env) == 3, log.read_text()
+    [line] = _error_lines(log)
+    assert "checkpoint.pt" in line and "free disk space" in line and "re-queued" in line, line
+    assert "Traceback" not in log.read_text()
+    assert [t.state for t in study_trials(name, url)] == [TrialState.FAIL, TrialState.WAITING]
+    assert _finished(path) == 0
+    _retry_budget_untouched(url, name)
+    assert not list(tmp.glob("specopt-*"))  # the trial's folder went with it
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tmp)], check=True)  # the fix
+    assert run_worker_to_end(path, log=log, env=env) == 0, log.read_text()
+    assert _finished(path) == 1
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_sqlite_database_alone(tmp_path, mount_tmpfs):
+    """The artifacts have room, the database does not ("database or disk is full"): one line
+    naming the database, exit 3, and the trial completes once there is space again."""
+    disk = mount_tmpfs(tmp_path / "disk", "size=2m")
+    url, name = f"sqlite:///{disk}/infra.db", "infra"
+    path = write_study(tmp_path / "s.toml", name, storage=url, artifacts=tmp_path / "art",
+                       space={**SPACE, "epochs": 3})
+    cfg = hpo.load_study_config(path)
+    warm_cache(cfg)
+    hpo.create_study(cfg)
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # no room for the trial's rows
+    os.write(fd, b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 8192))
+    os.close(fd)
+    log = tmp_path / "w.log"
+    assert run_worker_to_end(path, log=log) == 3, log.read_text()
+    [line] = _error_lines(log)
+    assert "infra.db" in line and "free disk space" in line, line
+    assert "Traceback" not in log.read_text()
+    (disk / "filler").unlink()  # the fix
+    assert run_worker_to_end(path, log=log) == 0, log.read_text()
+    assert _finished(path) == 1
+    assert TrialState.RUNNING not in {t.state for t in study_trials(name, url)}

@@ -156,3 +156,71 @@ def test_sigkill_between_failing_a_stale_trial_and_queueing_its_retry(tmp_path, 
     failed, retry = study_trials(name, url)
     assert failed.number == orphan.number
     assert retry.state == TrialState.COMPLETE and retried_trial_number(retry) == orphan.number
+
+
+@pytest.mark.slow
+def test_a_dead_workers_temporary_folder_is_removed_by_the_next_worker(tmp_path):
+    """A SIGKILLed worker leaves its trial's folder (checkpoint inside) under $TMPDIR; the next
+    worker started on the machine removes it, and leaves a live worker's folder alone."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    live_path = write_study(tmp_path / "live.toml", "live", storage=f"sqlite:///{tmp_path}/l.db",
+                            space={"loss": ["rmse"], "epochs": 1000, "subset": 200})
+    path = write_study(tmp_path / "dead.toml", "dead", storage=f"sqlite:///{tmp_path}/d.db",
+                       heartbeat=(1, 2), space={"loss": ["rmse"], "epochs": 3, "subset": 200})
+    warm_cache(hpo.load_study_config(path))
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    live = start_worker(live_path, log=logs[0], env=env)
+    try:
+        wait_for_running("live", f"sqlite:///{tmp_path}/l.db", procs=[live])
+        [live_dir] = tmp.glob("specopt-*live*")
+        victim = start_worker(path, index=1, log=logs[1],
+                              env={**env, "SPECOPT_FAULT": "epoch_end_2"})
+        assert victim.wait(timeout=120) == -signal.SIGKILL, _logs(logs)
+        [dead_dir] = tmp.glob("specopt-*dead*")
+        assert (dead_dir / "checkpoint.pt").is_file()
+        time.sleep(2.5)  # past the grace period: the next worker retries the trial at once
+        assert run_worker_to_end(path, index=2, log=logs[2], env=env) == 0, _logs(logs)
+        assert not dead_dir.exists(), _logs(logs)
+        assert live_dir.is_dir() and live.poll() is None  # the live worker's is left alone
+        assert list(tmp.glob("specopt-*dead*")) == []  # the retry's own went when it ended
+    finally:
+        live.send_signal(signal.SIGTERM)
+        live.wait(timeout=120)
+    assert list(tmp.glob("specopt-*")) == []
+
+
+_LIMITED_WORKER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+sys.argv = ["specopt", "worker", {study!r}, "--threads", "1"]
+from hpo.cli import app
+app(prog_name="specopt")
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_needing_more_memory_than_allowed_fails_in_one_line(tmp_path):
+    """Every molecule at Np 9000 needs about 11 GB: under a real address-space limit of 4 GiB
+    the worker fails that trial with the reason, before preparing its data (it died in the
+    allocator with a traceback), and never retries it."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'mem.db'}"
+    path = write_study(tmp_path / "mem.toml", "mem", storage=url, n_trials=1,
+                       dataset="gfn2-xtb", space={"n_points": 9000, "epochs": 1})
+    env = {**os.environ, "SPECOPT_HOME": str(tmp_path), "SPECOPT_CACHE": str(tmp_path / "c")}
+    r = subprocess.run([sys.executable, "-c",
+                        _LIMITED_WORKER.format(limit=4 * 2**30, study=str(path))],
+                       env=env, capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out
+    (trial,) = study_trials("mem", url)
+    assert trial.state == TrialState.FAIL, out
+    assert trial.user_attrs[TrialAttr.STATUS] == Status.FAILED
+    assert "memory" in trial.user_attrs[TrialAttr.FAILURE]
+    assert not any((tmp_path / "c").rglob("*spectra*"))
+    assert r.returncode == 0, out

@@ -153,11 +153,12 @@ def test_atomic_write_on_a_tiny_disk_leaves_no_temporary_file(tiny_disk):
         save_atomic(tiny_disk / "sub" / "big.npy", big)
     with pytest.raises(OSError) as err:
         atomic_write(tiny_disk / "sub" / "raw.bin", lambda f: f.write(b"x" * 2_000_000))
-    assert err.value.errno == errno.ENOSPC
-    assert list((tiny_disk / "sub").iterdir()) == []
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tiny_disk / "sub" /
+                                                                         "raw.bin")
+    assert list(tiny_disk.iterdir()) == []  # nor the folder made for it
     with pytest.raises(RuntimeError, match="boom"):
         atomic_write(tiny_disk / "x.bin", lambda f: (f.write(b"half"), _raise()))
-    assert list(tiny_disk.iterdir()) == [tiny_disk / "sub"]
+    assert list(tiny_disk.iterdir()) == []
     save_atomic(tiny_disk / "small.npy", np.ones(10, np.float32))  # the space came back
     np.testing.assert_array_equal(np.load(tiny_disk / "small.npy"), np.ones(10))
 
@@ -215,3 +216,12 @@ def test_corrupt_chunk_of_a_levels_build_is_named_and_recomputed(tmp_path, caplo
     assert str(chunk) in record.getMessage() and "rebuilding" in record.getMessage()
     np.testing.assert_array_equal(again.levels, first.levels)
     np.testing.assert_array_equal(again.index, first.index)
+
+
+def test_subset_larger_than_the_dataset_names_both_numbers(small):
+    """A subset of 500 of 200 molecules used to train on the 200 without a word."""
+    for attempt in (lambda: small.subset(500), lambda: prepare(small, subset=500)):
+        with pytest.raises(DataError) as err:
+            attempt()
+        assert "500" in str(err.value) and "200" in str(err.value)
+    assert small.subset(200) is small  # exactly all of them is fine
