@@ -23,8 +23,8 @@ StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: t
 def echo_report(opened, out: Path | None, formats: str = "html",
                 plotlyjs: str = "inline") -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
-    from hpo.report import best_trial_table, default_out_dir, write_report
     from hpo.escape import terminal_text as shown
+    from hpo.report import best_trial_table, default_out_dir, write_report
 
     s = opened.study
     paths = write_report(s, out or default_out_dir(s.study_name, "report"),
@@ -84,8 +84,8 @@ def export_best(
     artifacts: Path | None = StoredArtifactsOpt,
 ) -> None:
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
-    from hpo.report import best_trial_table, default_out_dir, export_best
     from hpo.escape import terminal_text as shown
+    from hpo.report import best_trial_table, default_out_dir, export_best
     from hpo.study import open_study
 
     opened = open_study(study, storage, artifacts)
@@ -128,9 +128,9 @@ def predict(
 
     The spectra come at the sigma and Np the model was trained for. A levels-first model (trained with output_head levels: it predicts the 16 levels and broadens them) also gives them at any other --sigma and --n-points, from the same checkpoint; a model that predicts the spectrum's grid points (linear, softplus) refuses them.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
+    from hpo.escape import terminal_text as shown
     from hpo.home import predictions_dir
     from hpo.report import predict_xyz
-    from hpo.escape import terminal_text as shown
     from model.inference import OutOfDomain
 
     try:

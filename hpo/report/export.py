@@ -13,6 +13,7 @@ import numpy as np
 import optuna
 
 from data_prep.cache import atomic_write
+from hpo.escape import json_text
 from hpo.report.data import (
     Predictions,
     best_trial,
@@ -26,7 +27,6 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.escape import json_text
 from hpo.report.write import ReportPaths, study_message, write_report
 from hpo.study import open_artifact_store
 from model.contract import ArtifactName, TrialAttr

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.escape import markdown_text
 from hpo.report.data import (
     artifact_ids,
     history_of,
@@ -39,7 +40,6 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.escape import markdown_text
 from hpo.storage import mask_url
 from model.contract import StudyAttr, TrialAttr
 from model.errors import ReportError

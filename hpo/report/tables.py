@@ -27,6 +27,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.escape import markdown_text
 from hpo.report import paper
 from hpo.report.data import (
     GROUP_SETTINGS,
@@ -42,7 +43,6 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.escape import markdown_text
 from hpo.status import baseline_of
 from model.contract import (
     BASELINE_METRICS,

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from hpo.escape import markdown_text, terminal_text, write_csv
 from hpo.report.data import (
     anytime_frame,
     best_trial,
@@ -28,7 +29,6 @@ from hpo.report.data import (
     state_counts,
     study_fixed_settings,
 )
-from hpo.escape import markdown_text, terminal_text, write_csv
 from hpo.report.export_figures import FIGURES_DIR, parse_formats, write_figures
 from hpo.report.figures import (
     Figure,
