@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from data_prep.dataset import LevelsDataset
+from data_prep.dataset import LevelsDataset, check_output
 from data_prep.levels import Method, compute_levels
 from data_prep.qm9 import DataError, Geometries, load_qm9pack, read_xyz_files
 
@@ -37,6 +37,7 @@ def build_levels(
     Finished chunks are kept in ``<out>.parts/``: rerunning after an interruption resumes.
     """
     m = Method.parse(method)
+    check_output(out)  # before hours of work, not after
     geoms, source = load_geometries(xyz_dir)
     if limit is not None:
         geoms = geoms.take(slice(0, limit))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,23 @@ def dataset_path(dataset: str | Path | None) -> Path:
     if dataset is None:
         return BUNDLED_PATH
     return BUNDLED_DATASETS.get(str(dataset), Path(dataset))
+
+
+def check_output(path: Path) -> None:
+    """DataError where a dataset cannot be written to ``path``, said before any work: a folder,
+    FIFO or device is there (the write's final rename would replace a device), or the nearest
+    existing folder above it is a file or not writable (read-only, not this user's)."""
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "a device, FIFO or socket"
+        raise DataError(f"{path}: {kind}, not a file: give the path of a .npz file")
+    folder = path.parent
+    while not folder.exists():  # the root always does
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: {folder} is a file, not a folder: give another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot write in {folder} (read-only or not this user's): "
+                        "give a writable path")
 
 
 def make_split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +169,7 @@ class LevelsDataset:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
+        check_output(path)
         arrays = dict(index=self.index, levels=self.levels, split=self.split, rank=self.rank,
                       provenance=np.array(json.dumps(self.provenance, indent=1)))
         if self.coulomb is not None:
@@ -168,6 +187,77 @@ class LevelsDataset:
         }
 
 
+#: The first bytes of a zip archive (an .npz), of a single .npy array and of a Python pickle.
+_ZIP_MAGIC, _NPY_MAGIC, _PICKLE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY", b"\x80"
+
+
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive at ``path``, never unpickling; DataError ``PATH: not
+    WHAT (why)`` for anything else: not a regular file (a FIFO would block the read), a single
+    ``.npy`` array, a pickle (loading one can run code), object arrays, a corrupt or truncated
+    archive, arrays too large for memory."""
+    def refused(why: str) -> DataError:
+        return DataError(f"{path}: not {what} ({why})")
+
+    try:
+        regular = path.is_file()
+    except OSError:
+        regular = False
+    if not regular:
+        raise refused("not a regular file")
+    pickled = "it holds pickled Python objects, which specopt never loads: they can run code"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if not head.startswith(_ZIP_MAGIC):
+            raise refused("a single .npy array" if head.startswith(_NPY_MAGIC) else pickled
+                          if head.startswith(_PICKLE_MAGIC) else "not a zip archive")
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except ValueError as err:  # numpy's advice to load a pickle unsafely is not ours to give
+        raise refused(pickled if "pickle" in str(err) else str(err)) from None
+    except MemoryError:
+        raise refused("its arrays do not fit in memory") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise refused(str(err)) from None
+
+
+#: The arrays of a levels dataset file: their dtype kinds and dimensions (``coulomb`` optional).
+_LEVELS_ARRAYS = {"index": ("iu", 1), "levels": ("f", 2), "split": ("iu", 1),
+                  "rank": ("iu", 1), "provenance": ("U", 0), "coulomb": ("f", 3)}
+_KINDS = {"iu": "integers", "f": "floats", "U": "text"}
+
+
+def _levels_dataset(a: dict[str, np.ndarray]) -> LevelsDataset:
+    """The dataset of a file's arrays: each of the right kind, split labels of the three
+    parts, ranks a permutation (subsets nest), provenance a JSON object."""
+    for key, (kinds, ndim) in _LEVELS_ARRAYS.items():
+        if key not in a:
+            if key == "coulomb":
+                continue
+            raise DataError(f"not a specopt levels dataset: no array {key!r} (it has "
+                            f"{', '.join(a) or 'none'})")
+        if a[key].dtype.kind not in kinds or a[key].ndim != ndim:
+            raise DataError(f"{key!r} holds {a[key].dtype} in {a[key].ndim} dimension(s), "
+                            f"expected {_KINDS[kinds]} in {ndim}")
+    try:
+        provenance = json.loads(str(a["provenance"]))
+    except ValueError as err:
+        raise DataError(f"'provenance' is not JSON ({err})") from None
+    if not isinstance(provenance, dict):
+        raise DataError(f"'provenance' is JSON {type(provenance).__name__}, expected an object")
+    ds = LevelsDataset(a["index"], a["levels"], a["split"], a["rank"], provenance,
+                       a.get("coulomb"))
+    if not np.isin(ds.split, list(SPLIT_NAMES)).all():
+        raise DataError(f"'split' holds labels other than {sorted(SPLIT_NAMES)} "
+                        f"({', '.join(SPLIT_NAMES.values())})")
+    if not np.array_equal(np.sort(ds.rank), np.arange(len(ds))):
+        raise DataError(f"'rank' is not a permutation of 0..{len(ds) - 1}")
+    return ds
+
+
 def load_levels(path: str | Path | None = None) -> LevelsDataset:
     """Load a levels dataset: a file, a bundled name (``BUNDLED_DATASETS``), or the default
     bundled GFN2-xTB one when ``path`` is None."""
@@ -178,14 +268,9 @@ def load_levels(path: str | Path | None = None) -> LevelsDataset:
         else:
             hint = f" (give a levels file or a bundled name: {', '.join(BUNDLED_DATASETS)})"
         raise DataError(f"dataset not found: {path}{hint}")
+    arrays = read_npz(path, "a specopt levels dataset")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return LevelsDataset(
-                f["index"], f["levels"], f["split"], f["rank"],
-                json.loads(str(f["provenance"])),
-                f["coulomb"] if "coulomb" in f.files else None,
-            )
+        return _levels_dataset(arrays)
     except DataError as err:  # the arrays are there but wrong: say what, naming the file
-        raise DataError(f"{path}: {err}") from None
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a specopt levels dataset ({err})") from None
+        fix = "" if "rebuild" in str(err) else "; rebuild or re-import the dataset"
+        raise DataError(f"{path}: {err}{fix}") from None

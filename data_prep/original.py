@@ -16,12 +16,12 @@ the original files, and its Coulomb matrices are stored with it (no geometries a
 from __future__ import annotations
 
 import datetime as dt
-import zipfile
+import math
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.dataset import LevelsDataset
+from data_prep.dataset import LevelsDataset, read_npz
 from data_prep.qm9 import MAX_ATOMS
 from data_prep.spectra import broaden
 from model.contract import E_MAX, E_MIN, N_LEVELS
@@ -32,15 +32,16 @@ ZENODO = "Ghosh et al. 2019, Zenodo 3386508 (132k_16_opt_eV)"
 
 
 def _load_npz_key(path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of ``path``: real numbers (not text, not complex), DataError otherwise."""
     if not path.exists():
         raise DataError(f"{path}: file not found (the original dataset has {path.name})")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if key not in f.files:
-                raise DataError(f"{path}: no array {key!r} (it has {', '.join(f.files) or 'none'})")
-            return f[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable .npz file ({err})") from None
+    arrays = read_npz(path, f"the original dataset's {path.name}")
+    if key not in arrays:
+        raise DataError(f"{path}: no array {key!r} (it has {', '.join(arrays) or 'none'})")
+    a = arrays[key]
+    if a.dtype.kind not in "iuf":
+        raise DataError(f"{path}: {key!r} holds {a.dtype}, expected real numbers")
+    return a
 
 
 def read_coulomb(path: str | Path, negated: bool = True) -> np.ndarray:
@@ -49,8 +50,6 @@ def read_coulomb(path: str | Path, negated: bool = True) -> np.ndarray:
     c = _load_npz_key(path, "coulomb")
     if c.ndim != 3 or c.shape[1:] != (MAX_ATOMS, MAX_ATOMS):
         raise DataError(f"{path}: 'coulomb' has shape {c.shape}, expected (N, 29, 29)")
-    if not np.issubdtype(c.dtype, np.number):
-        raise DataError(f"{path}: 'coulomb' has dtype {c.dtype}, expected numbers")
     c = np.asarray(c, np.float32)
     if not np.isfinite(c).all():
         raise DataError(f"{path}: 'coulomb' holds NaN or infinite values")
@@ -68,20 +67,32 @@ def read_energies(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found (the original dataset has energies.txt)")
+    if not path.is_file():  # a FIFO would block the read
+        raise DataError(f"{path}: not a regular file (the original dataset's energies.txt)")
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.replace(",", " ").split()
-            if not fields:
-                continue
-            if len(fields) != N_LEVELS:
-                raise DataError(f"{path}, line {number}: {len(fields)} values, expected "
-                                f"{N_LEVELS} energies in eV")
-            try:
-                rows.append([float(x) for x in fields])
-            except ValueError:
-                raise DataError(f"{path}, line {number}: not a number in "
-                                f"{line.strip()!r}") from None
+    largest = float(np.finfo(np.float32).max)  # levels are stored as float32
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.replace(",", " ").split()
+                if not fields:
+                    continue
+                if len(fields) != N_LEVELS:
+                    raise DataError(f"{path}, line {number}: {len(fields)} values, expected "
+                                    f"{N_LEVELS} energies in eV")
+                try:
+                    row = [float(x) for x in fields]
+                except ValueError:
+                    raise DataError(f"{path}, line {number}: not a number in "
+                                    f"{line.strip()[:200]!r}") from None
+                if any(largest < abs(x) < math.inf for x in row):  # inf, NaN: missing
+                    raise DataError(f"{path}, line {number}: an energy beyond +-{largest:.3g} "
+                                    "eV, not an orbital level")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, line {number + 1}: not UTF-8 text (the original dataset's "
+                        "energies.txt is plain numbers)") from None
     e = np.array(rows, np.float64).reshape(-1, N_LEVELS)
     e[(e <= MISSING + 0.5) | ~np.isfinite(e)] = np.nan
     return e

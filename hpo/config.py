@@ -683,25 +683,41 @@ def study_path(name_or_path: str | Path) -> Path:
                       "(or give the path of a .toml file)")
 
 
+#: The largest study file read, in MiB: a study is a page of text; a bigger file is refused
+#: before it fills memory.
+MAX_STUDY_MIB = 1
+
+
 def load_study_config(name_or_path: str | Path) -> StudyConfig:
     """Read and validate a study: a shipped name (``demo``) or the path of a TOML file (or of
     the JSON that ``config_json`` writes, which ``launch`` hands to its workers)."""
     path = study_path(name_or_path)
+    limit = MAX_STUDY_MIB << 20
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{path}: larger than {MAX_STUDY_MIB} MiB: not a study file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): save it as UTF-8") \
+            from None
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {kind} ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid {kind} (nested too deep)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a study: {kind} {type(data).__name__}, expected an "
+                          "object of keys")
+    if kind == "JSON":
         source = data.pop("source", None) or path
         return study_config_from_dict(data, source=source)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
     return study_config_from_dict(data, source=path)
 
 

@@ -10,10 +10,13 @@ by ``specopt launch`` inherit the settings through :func:`log_env` (``$SPECOPT_L
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
 from pathlib import Path
+
+from model.errors import ConfigError
 
 __all__ = ["FILE_ENV", "LEVEL_ENV", "LOGGERS", "log_env", "setup_logging"]
 
@@ -39,16 +42,47 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+class _LogFile(logging.FileHandler):
+    """Appends to the log file.  A line it cannot write (a full disk, ``/dev/full``) is said
+    once on stderr, where every line goes anyway, instead of logging's traceback per line."""
+
+    _failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._failed:
+            self._failed = True
+            err = sys.exc_info()[1]
+            why = getattr(err, "strerror", None) or type(err).__name__
+            sys.stderr.write(f"warning: cannot write to the log file {self.baseFilename} "
+                             f"({why}): its lines go to stderr only\n")
+
+
 def _level(level: int | str | None) -> int:
     if level is None:
         level = os.environ.get(LEVEL_ENV) or logging.INFO
     if isinstance(level, str):
         named = logging.getLevelName(level.strip().upper())
         if not isinstance(named, int):
-            raise ValueError(f"${LEVEL_ENV}: unknown log level {level!r} (DEBUG, INFO, WARNING, "
-                             "ERROR)")
+            raise ConfigError(f"${LEVEL_ENV}: unknown log level {level[:40]!r}: give DEBUG, "
+                              "INFO, WARNING or ERROR")
         return named
     return int(level)
+
+
+def _log_file(path: Path, where: str) -> logging.FileHandler:
+    """A handler appending to ``path``; ConfigError naming it where it cannot be (a folder, a
+    path under a file, a read-only disk), and for a FIFO no process reads: opening it would
+    wait forever."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
+        return _LogFile(path, encoding="utf-8")  # appends: workers share one file
+    except OSError as err:
+        why = ("a FIFO that no process reads" if err.errno == errno.ENXIO
+               else err.strerror or type(err).__name__)
+        raise ConfigError(f"{where} {path}: cannot append to it ({why}): give a writable "
+                          "file") from None
 
 
 def setup_logging(level: int | str | None = None, log_file: str | Path | None = None, *,
@@ -67,8 +101,7 @@ def setup_logging(level: int | str | None = None, log_file: str | Path | None = 
     handlers[0].setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
     if path is not None:
         path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(path, encoding="utf-8")  # appends: workers share one file
+        fh = _log_file(path, "log file" if log_file is not None else f"${FILE_ENV}")
         fh.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
         handlers.append(fh)
     optuna.logging.disable_default_handler()

@@ -6,10 +6,11 @@ in :mod:`hpo.cli.options`.  Commands call the Python API, never each other.
 
 One error handler for all of them (:class:`SpecoptGroup`): a
 :class:`model.errors.SpecoptError`, or an invalid ``TrainConfig``, ends the command with one line
-``error: ...`` and the error's ``exit_code`` (2 unless it says otherwise); ``specopt --debug``
-prints the traceback too.  ``python -m hpo.cli ...`` runs the same app (``launch`` starts its
-workers so).  Root options: ``-q``/``-v``/``--log-file`` (:mod:`hpo.log`, passed on to launched
-workers) and ``--version``.
+``error: ...`` and the error's ``exit_code`` (2 unless it says otherwise); so does an ``OSError``
+that no module turned into one (exit 3, as an ``InfrastructureError``, naming the file).
+``specopt --debug`` prints the traceback too.  ``python -m hpo.cli ...`` runs the same app
+(``launch`` starts its workers so).  Root options: ``-q``/``-v``/``--log-file``
+(:mod:`hpo.log`, passed on to launched workers) and ``--version``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import HAS_RICH, TyperCommand, TyperGroup
 
-from model.errors import SpecoptError
+from model.errors import InfrastructureError, SpecoptError, describe_os_error
 
 __all__ = ["SpecoptGroup", "app", "as_written", "error_line"]
 
@@ -79,9 +80,12 @@ class SpecoptGroup(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (SpecoptError, ValidationError) as err:
+        except (SpecoptError, ValidationError, OSError) as err:
             if ctx.meta.get(_DEBUG):
                 traceback.print_exc()
+            if isinstance(err, OSError):  # a file no module named yet: still one line
+                what, fix = describe_os_error(err)
+                err = InfrastructureError(f"{what} ({fix})")
             typer.echo(f"error: {error_line(err)}", err=True)
             code = err.exit_code if isinstance(err, SpecoptError) else 2
             raise typer.Exit(code) from None

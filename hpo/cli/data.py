@@ -59,8 +59,10 @@ def import_original(
                                      help="coulomb.npz is stored as is, not negated."),
 ) -> None:
     """Import the original dataset of Ghosh et al. 2019 (molecules with a -10000 level dropped)."""
+    from data_prep.dataset import check_output
     from data_prep.original import import_original as import_files
 
+    check_output(out)  # before reading the files
     ds = import_files(folder, negated=not not_negated)
     ds.save(out)
     typer.echo(json.dumps(ds.provenance["molecules"]))

@@ -96,11 +96,23 @@ ALIASES = {"n_points": ("--np",), "num_threads": ("--threads",)}
 
 # --- values -------------------------------------------------------------------------------------
 
+def _toml_value(text: str) -> Any:
+    """``text`` as one TOML value; TOMLDecodeError where it is none (nested too deep too, or
+    followed by more TOML: ``0.3\n[budget]``)."""
+    try:
+        doc = tomllib.loads(f"v = {text}")
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deep") from None
+    if list(doc) != ["v"]:
+        raise tomllib.TOMLDecodeError("more than one value")
+    return doc["v"]
+
+
 def parse_value(text: str) -> Any:
     """A command-line value read as a TOML value (``5``, ``0.3``, ``true``, ``[1, 2]``,
     ``{low = 1e-4, high = 1e-2}``), else as the string itself."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        return _toml_value(text)
     except tomllib.TOMLDecodeError:
         return text
 
@@ -122,14 +134,28 @@ def parse_number(flag: str, text: Any, kind: type = int, low: float | None = Non
     return value
 
 
+#: How a TOML list, table or string starts: a value starting so that is no TOML is a typo
+#: (``[0.1, 0.3``), not the text it would otherwise become.
+_TOML_OPENERS = ("[", "{", '"', "'")
+
+
 def parse_sets(items: Iterable[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` options as a dict."""
     out: dict[str, Any] = {}
     for item in items:
+        shown = item if len(item) <= 80 else item[:77] + "..."
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = parse_value(value.strip())
+        key, value = key.strip(), value.strip()
+        if not sep or "" in key.split("."):
+            raise ConfigError(f"--set {shown!r}: expected KEY=VALUE (KEY a name or a dotted "
+                              "path such as budget.n_trials)")
+        try:
+            out[key] = _toml_value(value)
+        except tomllib.TOMLDecodeError as err:
+            if value.startswith(_TOML_OPENERS) or "\n" in value:
+                raise ConfigError(f"--set {shown!r}: not a TOML value ({err}); quote text as "
+                                  "'\"...\"'") from None
+            out[key] = value  # plain text: the string itself
     return out
 
 
