@@ -52,7 +52,7 @@ from pydantic import (
 
 import studies
 from hpo.home import NAME_MAX_BYTES, is_file, name_problem
-from model.config import TrainConfig
+from model.config import TrainConfig, refuse_bool_numbers
 from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
 from model.errors import ConfigError
 
@@ -260,6 +260,7 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_bool_numbers = field_validator("*", mode="before")(refuse_bool_numbers)
 
 
 class SamplerConfig(_Section):

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -97,8 +98,23 @@ def _finite(**kw: Any) -> Any:
     return Field(allow_inf_nan=False, **kw)
 
 
+def _admits_bool(annotation: Any) -> bool:
+    return annotation is bool or annotation is Any or any(map(_admits_bool, get_args(annotation)))
+
+
+def refuse_bool_numbers(cls: Any, value: Any, info: ValidationInfo) -> Any:
+    """A ``mode="before"`` validator of every field: a number field (or a list of numbers)
+    refuses ``true``/``false``, which pydantic's lax mode would read as 1 and 0."""
+    items = value if isinstance(value, list | tuple) else (value,)
+    if (any(isinstance(v, bool) for v in items)
+            and not _admits_bool(cls.model_fields[info.field_name].annotation)):
+        raise ValueError(f"expected a number, not {value!r}")
+    return value
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _no_bool_numbers = field_validator("*", mode="before")(refuse_bool_numbers)
 
     # Data: which spectra to learn (must match the prepared dataset).
     sigma: float = _finite(default=0.5, ge=MIN_SIGMA, le=MAX_SIGMA,

@@ -335,6 +335,10 @@ def test_every_shape_the_architecture_study_can_pick_builds_a_network():
     ({"heartbeat": {"max_retry": -1}}, "heartbeat"),
     ({"resume": {"save_interval": 1e300}}, "resume.save_interval"),
     ({"resume": {"save_interval": float("nan")}}, "resume.save_interval"),
+    # pydantic's lax mode read true as 1
+    ({"budget": {"n_trials": True}}, "budget.n_trials"),
+    ({"heartbeat": {"interval": True}}, "heartbeat.interval"),
+    ({"train": {"num_threads": True}}, "num_threads"),
 ])
 def test_budget_heartbeat_and_resume_numbers_are_bounded(change, key):
     """Numbers a worker would pass to a timer, a date or a database column (1e17 s of grace
