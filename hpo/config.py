@@ -488,7 +488,7 @@ class StudyConfig(_Section):
         except ValidationError as err:
             raise ValueError(f"space: {_pydantic_message_with_field(err)}") from None
         # samplers and pruners: build once so that bad options fail here, not in a worker
-        build_sampler(self)
+        _try_sampler(self)
         build_pruner(self)
         return self
 
@@ -775,6 +775,25 @@ def build_sampler(cfg: StudyConfig, worker_index: int | None = 0):
         return samplers[s.name]()  # the name is one of SamplerConfig's Literal
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler.options: {err}") from None
+
+
+def _try_sampler(cfg: StudyConfig) -> None:
+    """Build the study's sampler and let it propose once on a throwaway in-memory study: an
+    option of the wrong type (``n_startup_trials = "x"``) fails only when the sampler first
+    proposes, which in a worker failed every trial."""
+    import logging
+
+    import optuna
+
+    quiet, level = logging.getLogger("optuna"), logging.getLogger("optuna").level
+    quiet.setLevel(logging.WARNING)  # no 'A new study created in memory' line
+    try:
+        study = optuna.create_study(sampler=build_sampler(cfg), directions=list(cfg.directions))
+        cfg.suggest(study.ask())
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(f"sampler.options: {err}") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def build_pruner(cfg: StudyConfig):

@@ -347,3 +347,13 @@ def test_budget_heartbeat_and_resume_numbers_are_bounded(change, key):
         study_config_from_dict({**BASE, **change}, source="studies/t.toml")
     text = str(err.value)
     assert text.startswith("studies/t.toml: ") and key in text and "\n" not in text
+
+
+@pytest.mark.parametrize("options", [{"n_startup_trials": "x"}, {"n_startup_trials": [1]}])
+def test_a_sampler_option_of_the_wrong_type_is_refused_when_the_file_is_read(options):
+    """TPE accepts such an option when built and fails only when it first proposes: in a
+    worker every trial failed with a traceback."""
+    with pytest.raises(ConfigError) as err:
+        study_config_from_dict({**BASE, "sampler": {"name": "tpe", "options": options},
+                                "space": {"loss": ["rmse", "mae"]}}, source="studies/t.toml")
+    assert "sampler.options" in str(err.value) and "\n" not in str(err.value)
