@@ -48,12 +48,13 @@ def dataset_path(dataset: str | Path | None) -> Path:
 
 
 def check_output(path: Path) -> None:
-    """DataError where a dataset cannot be written to ``path``, said before any work: a folder,
-    FIFO or device is there (the write's final rename would replace a device), or the nearest
-    existing folder above it is a file or not writable (read-only, not this user's)."""
+    """DataError where a file (a dataset, a result) cannot be written to ``path``, said before
+    any work: a folder, FIFO or device is there (the write's final rename would replace a
+    device), or the nearest existing folder above it is a file or not writable (read-only, not
+    this user's)."""
     if path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "a device, FIFO or socket"
-        raise DataError(f"{path}: {kind}, not a file: give the path of a .npz file")
+        raise DataError(f"{path}: {kind}, not a file: give a file's path")
     folder = path.parent
     while not folder.exists():  # the root always does
         folder = folder.parent

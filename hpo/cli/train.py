@@ -7,7 +7,6 @@ the search space's, and stay the report's."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from hpo.cli.options import (
     parse_sets,
     with_train_options,
 )
+from hpo.escape import json_text
 from model.config import TrainConfig
 from model.contract import split_label
 
@@ -133,6 +133,10 @@ def train(
     if print_config:
         echo_json(config.model_dump(mode="json"))
         return
+    if json_out:  # said before the run, not after it
+        from data_prep.dataset import check_output
+
+        check_output(json_out)
     quiet = logging.getLogger("specopt").getEffectiveLevel() > logging.INFO  # specopt -q
     for line in plan(config, quick=bool(defaults)):
         if not quiet or "long run" in line:
@@ -158,7 +162,7 @@ def train(
         typer.echo(f"checkpoint: {result.checkpoint_path}")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({
+        json_out.write_text(json_text({
             "status": result.status, "best_epoch": result.best_epoch,
             "metrics": result.metrics, "baseline": result.baseline,
             "history": result.history, "config": result.config,

@@ -301,3 +301,14 @@ def test_a_report_out_that_is_no_folder_is_one_error_line(report_study, tmp_path
             _cli(command, report_study.name, "--storage", report_study.url, "--artifacts",
                  str(report_study.artifacts), "--out", str(out), code=3, words=(out.name,))
     assert a_file.read_text() == ""
+
+
+def test_a_train_json_that_cannot_be_written_is_refused_before_training(tmp_path):
+    """``train --json`` on a folder or under a file: one line before any epoch (it was said
+    only after the whole run, by the CLI's OSError handler)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for target in (tmp_path, a_file / "result.json"):
+        out = _cli("train", "--subset", "60", "--epochs", "1", "--json", str(target),
+                   words=(str(target.name),))
+        assert "epoch" not in out and "validation" not in out, out
