@@ -320,7 +320,7 @@ def test_linear_model_refuses_another_grid(option, trained, molecule, tmp_path):
 
 @pytest.mark.parametrize("which", ["levels", "linear"])
 @pytest.mark.parametrize("option, why", [
-    (["--sigma", "nan"], "sigma must be a positive number of eV, got nan"),
+    (["--sigma", "nan"], "--sigma 'nan': expected a finite number"),  # the option's parser
     (["--sigma", "0"], "sigma must be a positive number of eV, got 0.0"),
     (["--sigma", "-0.1"], "sigma must be a positive number of eV, got -0.1"),
     (["--n-points", "1"], "Np (number of grid points) must be an integer >= 2, got 1"),
