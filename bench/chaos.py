@@ -104,8 +104,11 @@ def _run(path: Path, name: str, url: str, args, kill: bool, folder: Path) -> dic
                           f"{t.user_attrs.get(TrialAttr.STATUS)} failure="
                           f"{str(t.user_attrs.get(TrialAttr.FAILURE))[:150]} "
                           f"retry_history={t.system_attrs.get('retry_history')}", flush=True)
+    from hpo.training import WORKDIR_PREFIX
+
+    left = list(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{name}-*"))
     return {
-        "wall": wall, "kills": kills, "restarts": restarts,
+        "wall": wall, "kills": kills, "restarts": restarts, "left": len(left),
         "complete": states[TrialState.COMPLETE], "failed": states[TrialState.FAIL],
         "stuck": states[TrialState.RUNNING] + states[TrialState.WAITING],
         "lost": sum(1 for g in grid if complete[g] == 0),
@@ -159,7 +162,7 @@ def main() -> None:
             ("trials complete", "complete", "{}"), ("trials failed (killed)", "failed", "{}"),
             ("trials stuck", "stuck", "{}"), ("grid points lost", "lost", "{}"),
             ("grid points run twice", "twice", "{}"), ("epochs needed", "needed", "{}"),
-            ("epochs trained", "trained", "{}")]
+            ("epochs trained", "trained", "{}"), ("trial folders left", "left", "{}")]
     for label, key, fmt in rows:
         print(f"{label:22}{fmt.format(calm[key]):>12}{fmt.format(chaos[key]):>12}")
     print(f"worker exit codes at the end: {calm['exit_codes']} / {chaos['exit_codes']}")
