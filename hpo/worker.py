@@ -498,6 +498,8 @@ class Worker:
                 return TrialState.FAIL
             except (InfrastructureError, DataError, OSError) as err:
                 self._stop_for(trial, err, infrastructure_message(err))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return self._taken_over(trial)
             except Exception as err:  # any other error: fail this trial, count it, go on
                 full = database_disk_full(err, self.url)
                 if full is not None:  # not the trial's fault either
@@ -511,6 +513,8 @@ class Worker:
                 raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
         try:
             frozen = _tell(self.study, trial, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return self._taken_over(trial)
         except Exception as err:
             full = database_disk_full(err, self.url)
             if full is None:
@@ -520,6 +524,14 @@ class Worker:
             shown = ", ".join(f"{v:.4g}" for v in frozen.values)
             _log.info(f"{label} trial {trial.number} complete: {shown}")
         return frozen.state
+
+    def _taken_over(self, trial: optuna.Trial) -> TrialState:
+        """The trial was finished by another worker: it took this one for dead (heartbeats
+        late beyond the grace period: a stopped process, a journal lock held by a killed
+        worker) and failed it, queueing its retry. This attempt ends; the worker goes on."""
+        _log.warning(f"{self.settings.label} trial {trial.number} was failed by another worker "
+                     "(this worker's heartbeats came too late): its retry is queued; going on")
+        return TrialState.FAIL
 
     def _stop_for(self, trial: optuna.Trial, err: BaseException, line: str) -> NoReturn:
         """An infrastructure error: re-queue the trial, stop this worker with ``line``."""
