@@ -280,10 +280,12 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     base = Path(state_dir) if state_dir is not None else store_folder(artifact_store)
     state = state_path(base, origin) if base is not None else None
 
-    # Settings whose arrays this machine cannot hold end the trial here, before any is made.
+    # Settings whose arrays this machine cannot hold end the trial here, before any is made
+    # (TrainConfig's own validator checks a subset; the whole dataset is checked here).
     settings = model.TrainConfig(**config.train_settings(params, device=device,
                                                          num_threads=num_threads))
-    settings.check_memory(settings.subset or len(_levels(config.train.dataset)))
+    if settings.subset is None:
+        settings.check_memory(len(_levels(config.train.dataset)))
     data = training_data(config.train.dataset, params["sigma"], params["n_points"],
                          config.train.e_min, config.train.e_max, params.get("subset"))
     trial.set_user_attr(TrialAttr.DATASET, {
