@@ -104,7 +104,7 @@ def _run(path: Path, name: str, url: str, args, kill: bool, folder: Path) -> dic
                           f"{t.user_attrs.get(TrialAttr.STATUS)} failure="
                           f"{str(t.user_attrs.get(TrialAttr.FAILURE))[:150]} "
                           f"retry_history={t.system_attrs.get('retry_history')}", flush=True)
-    from hpo.training import WORKDIR_PREFIX
+    from hpo.execution.objective import WORKDIR_PREFIX
 
     left = list(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{name}-*"))
     return {
@@ -138,7 +138,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import hpo
-    from hpo.launch import warm_cache
+    from hpo.execution.launch import warm_cache
 
     with tempfile.TemporaryDirectory(prefix="specopt-chaos-") as tmp:
         folder = Path(args.keep or tmp)  # --keep: the studies and worker logs stay there

@@ -61,7 +61,7 @@ export PYTHONUNBUFFERED=1
 # the study's runs, the data cache and torch.compile's cache stay out of the repo and ~
 export SPECOPT_HOME=$WORK/home SPECOPT_CACHE=$WORK/cache TORCHINDUCTOR_CACHE_DIR=$WORK/inductor
 # not pip-installed (pyproject says python < 3.12): the repo and the wheels by path; launched
-# workers inherit it (hpo.launch starts them as sys.executable -m hpo.cli with os.environ)
+# workers inherit it (hpo.execution.launch starts them as sys.executable -m hpo.cli with os.environ)
 if [ "$INSTALL" = 1 ]; then
     export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else

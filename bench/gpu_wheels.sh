@@ -20,7 +20,7 @@ DIR=.whl
 # What the device image lacks (the rest of the code's needs are in it: see IMAGE below).
 CARRY=(
     optuna alembic mako sqlalchemy colorlog          # optuna and its needs (PyYAML, tqdm: image)
-    pydantic pydantic-core annotated-types typing-inspection typing-extensions  # hpo.config
+    pydantic pydantic-core annotated-types typing-inspection typing-extensions  # hpo.study.config
     plotly                                           # the report's figures (narwhals: image)
     typer shellingham rich annotated-doc             # the CLI, at the version tested here
 )

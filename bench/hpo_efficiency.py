@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import lc_build  # noqa: E402
 
-from hpo.config import load_study_config  # noqa: E402
 from hpo.replay import LearningCurveTable, Strategy, Trace, replay, strategies  # noqa: E402
+from hpo.study.config import load_study_config  # noqa: E402
 from model.errors import ConfigError  # noqa: E402
 
 #: "within 0.1 accuracy points of the table's best" (fair accuracy is a fraction)

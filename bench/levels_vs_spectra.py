@@ -87,7 +87,7 @@ BUDGET_FIELDS = ("sigma", "n_points", "subset", "epochs", "seed", "patience", "d
 
 def best_of_study(study: str, storage: str | None) -> Variant:
     """The variant ``specopt-best``: the best trial's learning settings of a specopt study."""
-    from hpo.study import open_study
+    from hpo.study.create import open_study
     from model.contract import TrialAttr
 
     opened = open_study(study, storage)

@@ -66,8 +66,8 @@ def _worker(mode: str, url: str, name: str, index: int, seconds: float, sleep: f
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("specopt").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    from hpo.config import study_config_from_dict
-    from hpo.worker import run_worker
+    from hpo.execution.worker import run_worker
+    from hpo.study.config import study_config_from_dict
 
     errors: collections.Counter = collections.Counter()
     trials = 0
@@ -108,8 +108,8 @@ def run_case(mode: str, url: str, workers: int, seconds: float, sleep: float) ->
     setup_errors = None
     try:
         if mode == "specopt":
-            from hpo.config import study_config_from_dict
-            from hpo.study import create_study
+            from hpo.study.config import study_config_from_dict
+            from hpo.study.create import create_study
 
             create_study(study_config_from_dict({
                 "name": name, "storage": url, "sampler": {"name": "random"},
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sleep", type=float, default=0.01, help="seconds per dummy trial")
     args = ap.parse_args(argv)
 
-    import hpo.worker  # noqa: F401 - imported once here, inherited by the forked workers
+    import hpo.execution.worker  # noqa: F401 - imported once here, inherited by the forked workers
 
     tmp = Path(tempfile.mkdtemp(prefix="specopt-bench-"))
     rows = []

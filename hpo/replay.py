@@ -2,7 +2,8 @@
 
 The table (``bench/lc_build.py``: ``configs.csv``, one row per run; ``table.csv``, one row per run
 and epoch) records full training curves once; :func:`replay` then runs a real Optuna study
-(``InMemoryStorage``) with the samplers and pruners a real study builds (``hpo.config``), several
+(``InMemoryStorage``) with the samplers and pruners a real study builds (``hpo.study.config``),
+several
 asynchronous workers simulated by an event queue on the recorded epoch seconds, at almost no cost
 (as LCBench and YAHPO Gym do).  ``bench/hpo_efficiency.py`` is the command line over it.
 
@@ -16,7 +17,8 @@ same (sigma, loss), then the nearest sigma, and when the loss has no run at all 
 (sigma, lr) of any loss (ties: the smaller value, then the loss name); such answers are counted
 as ``nearest``, not as exact hits.
 
-What a simulated trial does mirrors ``hpo.training.objective``: every recorded epoch reports the
+What a simulated trial does mirrors ``hpo.execution.objective.objective``: every recorded epoch
+reports the
 test split's fair accuracy and asks the pruner; a complete run tells the test fair accuracy of its
 best epoch (lowest test loss: ``best_epoch``), or the validation one when the study scores on
 ``objective_split = "validation"``; a diverged run reports its recorded epochs and fails in the
@@ -42,8 +44,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig, build_pruner, build_sampler, study_config_from_dict
-from hpo.worker import _tell
+from hpo.execution.worker import _tell
+from hpo.study.config import StudyConfig, build_pruner, build_sampler, study_config_from_dict
 from model.contract import LOSSES
 from model.errors import ConfigError
 
@@ -90,7 +92,8 @@ class Run:
         return self.val.get(OBJECTIVE)
 
     def told_value(self, objective_split: str = "test") -> float | None:
-        """What ``hpo.training`` tells for this run: the test score of the best epoch (the last
+        """What ``hpo.execution.objective`` tells for this run: the test score of the best epoch
+        (the last
         recorded one when no epoch was best), or the validation score; None if it failed."""
         if self.failed or not self.fair:
             return None
@@ -364,11 +367,11 @@ def strategies(table: LearningCurveTable, space: Mapping[str, Sequence] | None =
     add("tpe+sh", {"name": "tpe"}, {"name": "successive_halving"})
     add("random+hyperband", {"name": "random"}, {"name": "hyperband"})
     add("gp", {"name": "gp"}, {"name": "none"})
-    try:  # the learning-curve extrapolation pruner, where hpo.config knows it
+    try:  # the learning-curve extrapolation pruner, where hpo.study.config knows it
         add("tpe+extrapolation", {"name": "tpe"}, {"name": "extrapolation"})
     except ConfigError:
         pass
-    from hpo.config import load_study_config
+    from hpo.study.config import load_study_config
 
     for name in shipped:
         out[name] = Strategy(name, load_study_config(name), note="shipped study, as it is")

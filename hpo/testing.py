@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import open_storage
+from hpo.storage.database import open_storage
 from model.contract import TrialAttr
 
 
@@ -66,7 +66,7 @@ def run_worker_to_end(study_file: Path, *extra: str, timeout: float = 180, **opt
 
 
 def study_trials(study_name: str, url: str, states=None) -> list[FrozenTrial]:
-    """The trials of a study in any storage URL that :func:`hpo.storage.open_storage` takes
+    """The trials of a study in any storage URL that :func:`hpo.storage.database.open_storage` takes
     (``journal:///`` too), read without heartbeats."""
     storage = open_storage(url, heartbeat_interval=None)
     return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
@@ -92,7 +92,7 @@ def wait_for_running(study_name: str, url: str, *, min_epochs: int = 1, timeout:
 
 def small_study_config(root: Path, name: str, space: dict, n_trials: int, **extra):
     """A small real study (200 molecules, 2 epochs, CPU, SQLite and artifacts under ``root``)."""
-    from hpo.config import study_config_from_dict
+    from hpo.study.config import study_config_from_dict
 
     return study_config_from_dict({
         "name": name, "storage": f"sqlite:///{root / 'studies.db'}",

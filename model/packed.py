@@ -23,7 +23,7 @@ size, number of training molecules (so every step has the same batch size), netw
 intensities, or 16 levels for ``output_head="levels"``).  Everything else may differ per
 member: sigma (its targets, and the width a levels head broadens with), loss, learning rate,
 schedule, betas, weight decay, noise, seed, dropout, linear or softplus head, epochs and
-patience.  A caller (``hpo.packed``) keeps one pack per key.
+patience.  A caller (``hpo.execution.packed``) keeps one pack per key.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def train_packed(configs: list[TrainConfig], datas: list[TrainingData], *,
                  save_interval: float = 0.0) -> list[TrainResult | BaseException]:
     """Train these runs in one pack until each is over (all must share :func:`pack_key`): each
     one's :class:`TrainResult`, or what stopped it (``TrainingFailed``, or what its
-    ``on_epoch`` raised). The sequential driver of tests and benchmarks; ``hpo.packed``
+    ``on_epoch`` raised). The sequential driver of tests and benchmarks; ``hpo.execution.packed``
     drives a pack whose slots are refilled with new trials."""
     pack = Pack()
     hooks = on_epoch or [None] * len(configs)

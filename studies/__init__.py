@@ -1,5 +1,5 @@
 """Shipped study definitions: ``studies/<name>.toml``, read by ``hpo.load_study_config(name)``
-(``hpo.config`` lists and finds them here)."""
+(``hpo.study.config`` lists and finds them here)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def repo_root() -> Path:
 @pytest.fixture
 def pg_url() -> str:
     """The PostgreSQL URL; a missing server fails the test (never skips it)."""
-    from hpo.storage import StorageError, open_storage
+    from hpo.storage.database import StorageError, open_storage
 
     try:
         open_storage(PG_URL, connect_timeout=5)

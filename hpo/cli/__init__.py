@@ -10,7 +10,7 @@ One error handler for all of them (:class:`SpecoptGroup`): a
 that no module turned into one (exit 3, as an ``InfrastructureError``, naming the file).
 ``specopt --debug`` prints the traceback too.  ``python -m hpo.cli ...`` runs the same app
 (``launch`` starts its workers so).  Root options: ``-q``/``-v``/``--log-file``
-(:mod:`hpo.log`, passed on to launched workers) and ``--version``.
+(:mod:`hpo.observe.log`, passed on to launched workers) and ``--version``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _root(ctx: typer.Context,
     ctx.meta[_DEBUG] = debug
     if quiet and verbose:
         raise typer.BadParameter("give -q or -v, not both")
-    from hpo.log import setup_logging
+    from hpo.observe.log import setup_logging
 
     level = "WARNING" if quiet else "DEBUG" if verbose else None
     setup_logging(level, log_file, progress=False if quiet else None)

@@ -30,7 +30,7 @@ def build(
 ) -> None:
     """Compute the 16 highest occupied orbital levels of every molecule (resumable)."""
     from data_prep.build import build_levels
-    from hpo.home import data_dir
+    from hpo.storage.home import data_dir
 
     out = out or data_dir() / "qm9_levels.npz"
     ds = build_levels(out, method, xyz_dir, limit, workers)

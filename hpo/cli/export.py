@@ -29,8 +29,8 @@ def export_mlflow(
     from hpo.escape import terminal_text
     from hpo.report.mlflow_export import export_mlflow as export
     from hpo.report.mlflow_export import mlflow_available
-    from hpo.storage import mask_url
-    from hpo.study import open_study
+    from hpo.storage.home import mask_url
+    from hpo.study.create import open_study
 
     mlflow_available()  # before the study is read: the error that matters first
     opened = open_study(study, storage, artifacts)

@@ -21,8 +21,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import typer
 
-from hpo.cluster import DEFAULT_TIME, PLACES
-from hpo.config import MAX_TRIALS, setting_type
+from hpo.execution.cluster import DEFAULT_TIME, PLACES
+from hpo.study.config import MAX_TRIALS, setting_type
 from model.config import TrainConfig
 from model.errors import ConfigError, SpecoptError
 
@@ -267,7 +267,7 @@ class Place:
     pack: str | None = None
 
     def __post_init__(self) -> None:
-        from hpo.packed import parse_pack
+        from hpo.execution.packed import parse_pack
 
         if self.on not in PLACES:
             raise SpecoptError(f"--on {self.on!r}: expected one of {', '.join(PLACES)}")
@@ -279,7 +279,7 @@ class Place:
     @property
     def slots(self) -> int | str | None:
         """Each worker's ``--pack`` (None: no packing)."""
-        from hpo.packed import parse_pack
+        from hpo.execution.packed import parse_pack
 
         return parse_pack(self.pack)
 

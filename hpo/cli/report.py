@@ -65,7 +65,7 @@ def report(
     Objective values are scored on the test split (model selection: early stopping and the best epoch); every other metric comes from the validation split (held out). Accuracies are in %, energies in eV.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.report.page import PLOTLYJS_MODES
-    from hpo.study import open_study
+    from hpo.study.create import open_study
     from model.errors import ReportError
 
     if plotlyjs not in PLOTLYJS_MODES:
@@ -86,7 +86,7 @@ def export_best(
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
     from hpo.escape import terminal_text as shown
     from hpo.report import best_trial_table, default_out_dir, export_best
-    from hpo.study import open_study
+    from hpo.study.create import open_study
 
     opened = open_study(study, storage, artifacts)
     out = out or default_out_dir(opened.study.study_name, "export")
@@ -129,8 +129,8 @@ def predict(
     The spectra come at the sigma and Np the model was trained for. A levels-first model (trained with output_head levels: it predicts the 16 levels and broadens them) also gives them at any other --sigma and --n-points, from the same checkpoint; a model that predicts the spectrum's grid points (linear, softplus) refuses them.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     from hpo.escape import terminal_text as shown
-    from hpo.home import predictions_dir
     from hpo.report import predict_xyz
+    from hpo.storage.home import predictions_dir
     from model.inference import OutOfDomain
 
     try:
@@ -165,8 +165,8 @@ def dashboard(
 
     The study's note (on its page) says what each number is: the objective on the test split (model selection), the `metrics` attribute on the validation split (held out), accuracies as fractions. It is written once, never over a note of your own.
     """  # noqa: E501 - typer keeps line breaks
-    from hpo.dashboard import serve_dashboard, write_reading_note
-    from hpo.study import open_study
+    from hpo.observe.dashboard import serve_dashboard, write_reading_note
+    from hpo.study.create import open_study
 
     opened = open_study(study, storage, artifacts)
     try:  # the study's note: which split each number is from, and its unit

@@ -1,4 +1,4 @@
-"""``specopt status STUDY``: where a study stands (:mod:`hpo.status`), as text or JSON."""
+"""``specopt status STUDY``: where a study stands (:mod:`hpo.observe.status`), as text or JSON."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ def _params(params: dict) -> str:
 
 
 def status_text(s) -> list[str]:
-    """The lines ``specopt status`` prints for a :class:`hpo.status.StudyStatus`."""
+    """The lines ``specopt status`` prints for a :class:`hpo.observe.status.StudyStatus`."""
     budget = s.n_trials if s.n_trials is not None else "no trial budget (time only)"
     head = {"empty": "no trials yet", "running": "running",
             "stopped": "no worker running", "finished": "finished"}[s.state]
-    from hpo.home import shown_name
+    from hpo.storage.home import shown_name
 
     out = [f"study {shown_name(s.study)}" + (f" ({s.storage})" if s.storage else "")
            + f": {head}: {s.finished} of {budget} trials"]
@@ -70,7 +70,7 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
     """Where STUDY stands: trials done / budget, counts per state, the running trials (worker, epoch, last value), the best so far and an ETA from the measured seconds per epoch."""  # noqa: E501 - typer keeps line breaks
-    from hpo.status import status as study_status
+    from hpo.observe.status import status as study_status
 
     s = study_status(study, storage)
     if json_out:

@@ -1,5 +1,5 @@
 """Study commands: ``studies``, ``worker``, ``launch``, ``run``, ``demo`` and ``delete``
-(``hpo``, ``hpo.lifecycle``).
+(``hpo``, ``hpo.observe.lifecycle``).
 
 ``worker``, ``launch`` and ``run`` take the study file and change it with their options, once:
 each training setting (``--epochs 5``, ``--subset 2000``, ``--device cpu``: one per TrainConfig
@@ -38,7 +38,7 @@ from hpo.cli.options import (
     with_place_options,
     with_train_options,
 )
-from hpo.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
+from hpo.study.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
 from model.errors import SpecoptError, TrialError
 
 #: The training settings a study's commands take as options: the space, [train] and the
@@ -49,7 +49,7 @@ STUDY_SETTINGS = (*space_fields(), *TRAIN_SECTION,
 
 def study_config(study: str, settings: dict, sets: list[str], **keys) -> StudyConfig:
     """The study file with the command's options applied (validated once)."""
-    from hpo.config import load_study_config
+    from hpo.study.config import load_study_config
 
     changes = {_key(name): value for name, value in settings.items()}
     changes |= {k: v for k, v in keys.items() if v is not None}  # bare study keys
@@ -72,7 +72,7 @@ def studies(
     if storage is not None:
         _stored_studies(storage)
         return
-    from hpo.config import load_study_config, shipped_studies
+    from hpo.study.config import load_study_config, shipped_studies
 
     rows = []
     for name in shipped_studies():
@@ -96,9 +96,8 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _stored_studies(storage: str) -> None:
-    from hpo.home import shown_name
-    from hpo.lifecycle import stored_studies
-    from hpo.storage import mask_url, normalize_url
+    from hpo.observe.lifecycle import stored_studies
+    from hpo.storage.home import mask_url, normalize_url, shown_name
 
     found = stored_studies(storage)
     shown = mask_url(normalize_url(storage))
@@ -115,7 +114,7 @@ def _stored_studies(storage: str) -> None:
 
 def _run_here() -> None:
     """Where the studies run with the default storage are (SQLite files under the home)."""
-    from hpo.home import home, shown_name
+    from hpo.storage.home import home, shown_name
 
     root = home()
     files = sorted(root.glob("*.db")) if root.is_dir() else []
@@ -138,8 +137,8 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, yes: bool,
             what: str) -> None:
-    from hpo.home import shown_name
-    from hpo.lifecycle import delete_study, describe, study_artifact_folder
+    from hpo.observe.lifecycle import delete_study, describe, study_artifact_folder
+    from hpo.storage.home import shown_name
 
     folder = study_artifact_folder(name, url, config, study, artifacts)
     _confirm(f"{what} {describe(name, url, study, folder)}?", yes)
@@ -154,8 +153,8 @@ def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, y
 def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | None,
                yes: bool) -> str | None:
     """--fresh, then --add-trials; returns the finished-study message (None: work to do)."""
-    from hpo.lifecycle import add_trials, finished_message, load_existing
-    from hpo.study import storage_url
+    from hpo.observe.lifecycle import add_trials, finished_message, load_existing
+    from hpo.study.create import storage_url
 
     url = storage_url(cfg, storage)
     if fresh:
@@ -192,7 +191,7 @@ def worker(
 
     A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.packed import parse_pack
+    from hpo.execution.packed import parse_pack
 
     slots = parse_pack(pack)  # a wrong value says so before anything starts
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
@@ -204,7 +203,7 @@ def worker(
     if finished:
         typer.echo(finished, err=True)
         return
-    from hpo.worker import run_worker
+    from hpo.execution.worker import run_worker
 
     s = run_worker(cfg, storage=storage, worker_index=worker_index,
                    num_threads=cfg.train.num_threads, pack=slots)
@@ -220,8 +219,8 @@ def _launch(cfg: StudyConfig, workers: int, place: Place, wait: bool = True) -> 
     """Start the workers where ``place`` says, wait for them (SLURM: only with ``wait``; else
     say how to follow them and return), print the study's summary line; a failed worker's exit
     code ends the command."""
-    from hpo import cluster
-    from hpo.launch import launch as launch_workers
+    from hpo.execution import cluster
+    from hpo.execution.launch import launch as launch_workers
 
     if place.on == "local":
         code = launch_workers(cfg, workers, pack=place.slots)
@@ -252,7 +251,7 @@ def _summary(cfg: StudyConfig) -> str:
     """One line: trial counts and the best value(s)."""
     from optuna.trial import TrialState
 
-    from hpo.study import open_study
+    from hpo.study.create import open_study
 
     study = open_study(cfg).study
     trials = study.get_trials(deepcopy=False)
@@ -313,7 +312,7 @@ def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None 
     """Launch the workers where ``place`` says (default: local processes) and wait for them
     (not on a finished study: say so), then write the report."""
     from hpo.cli.report import echo_report
-    from hpo.study import open_study
+    from hpo.study.create import open_study
 
     if finished:
         typer.echo(finished, err=True)
@@ -373,7 +372,7 @@ def demo(
     yes: bool = YesOpt,
 ) -> None:
     """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores) with 2 local workers, then its report."""  # noqa: E501
-    from hpo.config import load_study_config
+    from hpo.study.config import load_study_config
 
     cfg = load_study_config("demo")
     _run(cfg, workers, out, _lifecycle(cfg, None, fresh, add_trials, yes))
@@ -388,9 +387,9 @@ def delete(
     yes: bool = YesOpt,
 ) -> None:
     """Delete STUDY from its storage, with its artifacts (checkpoints, training states, predictions). Asks first; --yes skips the question (needed where there is no terminal). Reports and exports are kept."""  # noqa: E501
-    from hpo.config import ConfigError, load_study_config
-    from hpo.storage import default_storage_url, normalize_url
-    from hpo.study import open_study, storage_url
+    from hpo.storage.home import default_storage_url, normalize_url
+    from hpo.study.config import ConfigError, load_study_config
+    from hpo.study.create import open_study, storage_url
 
     config: StudyConfig | None
     try:

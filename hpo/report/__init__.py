@@ -3,7 +3,7 @@
 Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are thin layers)::
 
     from hpo.report import write_report, export_best, best_trial_table, default_out_dir
-    from hpo.study import open_study
+    from hpo.study.create import open_study
     opened = open_study("demo")                    # an existing study, with its artifact store
     write_report(opened.study, default_out_dir("demo", "report"), opened.artifact_store)
 
@@ -14,7 +14,7 @@ Python API (the ``specopt report``, ``export-best`` and ``predict`` commands are
 - ``export_best(study, out_dir, artifact_store=None) -> ExportPaths``: the best trial's
   settings, metrics, checkpoint and validation predictions, and the report.
 - ``default_out_dir(study_name, suffix)``: ``$SPECOPT_HOME/<study>/<suffix>`` (see
-  :mod:`hpo.home`), refusing a study name that would lead outside the home;
+  :mod:`hpo.storage.home`), refusing a study name that would lead outside the home;
   ``inside(folder, name)``: the same check for any name read from a study.
 - ``predict_xyz(checkpoint, xyz_files, out_dir, force=False, *, sigma=None, n_points=None)
   -> PredictPaths``: spectra of new molecules (at another sigma / Np: levels-first models

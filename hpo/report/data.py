@@ -146,7 +146,7 @@ def _history_artifact(study: optuna.Study, trial: FrozenTrial, store: Any) -> li
         return _HISTORIES[artifact_id]
     if store is None:
         if study not in _STORES:
-            from hpo.study import open_artifact_store
+            from hpo.storage.artifacts import open_artifact_store
 
             try:
                 _STORES[study] = open_artifact_store(study)
@@ -243,8 +243,8 @@ def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str)
     check_artifact_id(artifact_id, trial, filename)
     from optuna.artifacts.exceptions import ArtifactNotFound
 
-    from hpo.home import contained
-    from hpo.study import store_folder
+    from hpo.storage.artifacts import store_folder
+    from hpo.storage.home import contained
 
     folder = store_folder(store)
     if folder is not None:  # Optuna's own check is on the path as written: a symlink escapes it

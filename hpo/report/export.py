@@ -28,7 +28,7 @@ from hpo.report.data import (
     trial_settings,
 )
 from hpo.report.write import ReportPaths, study_message, write_report
-from hpo.study import open_artifact_store
+from hpo.storage.artifacts import open_artifact_store
 from model.contract import ArtifactName, TrialAttr
 from model.errors import ReportError
 

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 
+from hpo.observe.status import baseline_of
 from hpo.report import paper
 from hpo.report.data import (
     GROUP_SETTINGS,
@@ -38,7 +39,6 @@ from hpo.report.data import (
     trial_settings,
 )
 from hpo.report.tables import judged_metrics, objective_key
-from hpo.status import baseline_of
 from model.contract import (
     LOSSES,
     SETTING_LABELS,

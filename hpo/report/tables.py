@@ -28,6 +28,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.escape import markdown_text
+from hpo.observe.status import baseline_of
 from hpo.report import paper
 from hpo.report.data import (
     GROUP_SETTINGS,
@@ -43,7 +44,6 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.status import baseline_of
 from model.contract import (
     BASELINE_METRICS,
     LOSSES,

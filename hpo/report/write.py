@@ -56,7 +56,7 @@ from hpo.report.tables import (
     results_table,
     trials_table,
 )
-from hpo.study import open_artifact_store
+from hpo.storage.artifacts import open_artifact_store
 from model.contract import N_LEVELS, SPLIT_ROLE, StudyAttr, objective_label, split_label
 from model.errors import ReportError
 
@@ -86,18 +86,19 @@ def inside(folder: str | Path, name: str) -> Path:
     in an attribute) that is one plain file name staying inside ``folder``; else
     :class:`ReportError` (one line). ``../x``, ``a/b``, ``..``, an absolute path or a NUL are
     refused."""
-    from hpo.home import plain_name
+    from hpo.storage.home import plain_name
 
     base = Path(folder)
     return base / plain_name(name, base)
 
 
 def default_out_dir(study_name: str, suffix: str) -> Path:
-    """``$SPECOPT_HOME/<study>/<suffix>`` (``report``, ``export``; see :mod:`hpo.home`), where
+    """``$SPECOPT_HOME/<study>/<suffix>`` (``report``, ``export``; see :mod:`hpo.storage.home`),
+    where
     ``specopt report`` and ``run`` write by default; a study name that is not a plain file name
     (``../../x``, read from any database) is a :class:`ReportError` instead of a folder outside
     the home."""
-    from hpo.home import study_output
+    from hpo.storage.home import study_output
 
     return study_output(study_name, suffix)
 

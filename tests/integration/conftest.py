@@ -1,4 +1,5 @@
-"""Studies for the report tests, made by the real pipeline: ``hpo.worker.run_worker`` trains the
+"""Studies for the report tests, made by the real pipeline: ``hpo.execution.worker.run_worker``
+trains the
 report's CNN on real molecules (200, 2 epochs) and records metrics, histories and artifacts as
 the objective does. Built once per test session and shared by the ``test_report_*`` modules."""
 
@@ -30,7 +31,7 @@ def real_study(tmp_path_factory) -> BuiltStudy:
     """Four real trials, the grid loss rmse / cosine x sigma 0.5 / 0.3, objective the sigma-fair
     accuracy (the default); checkpoints and predictions in a FileSystemArtifactStore."""
     if "real" not in _BUILT:
-        from hpo.worker import run_worker
+        from hpo.execution.worker import run_worker
 
         root = tmp_path_factory.mktemp("report-study")
         cfg = small_study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 4,
@@ -45,7 +46,7 @@ def failed_study(tmp_path_factory) -> BuiltStudy:
     """Two trials, both failed in training (as a NaN loss makes them), through the worker."""
     if "failed" not in _BUILT:
         import model
-        from hpo.worker import run_worker
+        from hpo.execution.worker import run_worker
         from model.contract import Status, TrialAttr
 
         root = tmp_path_factory.mktemp("report-failed")

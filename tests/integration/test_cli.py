@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from hpo.cli import SpecoptGroup, app, as_written
 from hpo.cli.study import STUDY_SETTINGS
-from hpo.config import config_json, load_study_config, space_fields
-from hpo.launch import worker_command
+from hpo.execution.launch import worker_command
+from hpo.study.config import config_json, load_study_config, space_fields
 from model.config import TrainConfig
 
 runner = CliRunner()

@@ -19,7 +19,7 @@ def _open(url: str, barrier, queue) -> None:
     try:
         import optuna
 
-        from hpo.storage import open_storage
+        from hpo.storage.database import open_storage
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         barrier.wait(timeout=60)

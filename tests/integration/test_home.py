@@ -37,7 +37,7 @@ def _study_file(path: Path, name: str, n_trials: int = 1) -> Path:
 
 
 def _recorded(name: str, url: str) -> Path:
-    from hpo.storage import open_storage
+    from hpo.storage.database import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
     return Path(study.user_attrs[StudyAttr.ARTIFACT_STORE])
@@ -120,25 +120,25 @@ def test_a_recorded_artifact_folder_outside_a_moved_home_needs_artifacts(tmp_pat
 
 
 def test_specopt_runs_is_a_deprecated_alias(tmp_path, monkeypatch):
-    import hpo.home
-    from hpo.storage import default_storage_url
+    import hpo.storage.home
+    from hpo.storage.home import default_storage_url
 
     monkeypatch.delenv("SPECOPT_HOME", raising=False)
     monkeypatch.setenv("SPECOPT_RUNS", str(tmp_path / "old"))
-    monkeypatch.setattr(hpo.home, "_warned", False)
+    monkeypatch.setattr(hpo.storage.home, "_warned", False)
     with pytest.warns(FutureWarning, match=r"\$SPECOPT_RUNS is deprecated: set \$SPECOPT_HOME"):
-        assert hpo.home.home() == tmp_path / "old"
+        assert hpo.storage.home.home() == tmp_path / "old"
     assert default_storage_url("x") == f"sqlite:///{tmp_path / 'old' / 'x.db'}"
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path / "new"))  # the new name wins
-    assert hpo.home.home() == tmp_path / "new"
+    assert hpo.storage.home.home() == tmp_path / "new"
     monkeypatch.delenv("SPECOPT_HOME")
     monkeypatch.delenv("SPECOPT_RUNS")
     monkeypatch.chdir(tmp_path)
-    assert hpo.home.home() == tmp_path / "runs"
+    assert hpo.storage.home.home() == tmp_path / "runs"
 
 
 def test_storage_keys_are_readable_and_ignore_credentials(tmp_path):
-    from hpo.home import storage_key
+    from hpo.storage.home import storage_key
 
     a = storage_key("postgresql://bob:secret@db.example:5432/specopt")
     assert a.startswith("postgresql-specopt-db.example-5432-") and "secret" not in a

@@ -149,7 +149,7 @@ def test_a_log_fifo_nobody_reads_does_not_hang(tmp_path):
 def test_a_log_file_on_a_full_disk_warns_once_and_the_command_goes_on(tmp_path):
     """``/dev/full``: every write fails with ENOSPC. Logging's own handler printed a traceback
     for each line; now one warning says so and the lines still reach stderr."""
-    code = ("import logging\nfrom hpo.log import setup_logging\n"
+    code = ("import logging\nfrom hpo.observe.log import setup_logging\n"
             "setup_logging(log_file='/dev/full')\n"
             "for i in range(3):\n    logging.getLogger('specopt.x').warning('line %d', i)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

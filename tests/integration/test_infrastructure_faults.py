@@ -16,9 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.launch import warm_cache
+from hpo.execution.launch import warm_cache
+from hpo.study.budget import budget_state
 from hpo.testing import run_worker_to_end, study_trials, write_study
-from hpo.worker import budget_state
 from model.contract import Status, TrialAttr
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -110,7 +110,7 @@ def test_a_full_disk_under_sqlite_and_artifacts(tmp_path, mount_tmpfs):
 
 def _retry_budget_untouched(url, name) -> None:
     """The queued copy's history holds re-queues only: no retry of ``max_retry`` was used."""
-    from hpo.storage import REQUEUES_KEY, retry_history
+    from hpo.storage.stale import REQUEUES_KEY, retry_history
 
     waiting = study_trials(name, url, states=(TrialState.WAITING,))[0]
     assert len(retry_history(waiting)) == waiting.system_attrs[REQUEUES_KEY]

@@ -10,9 +10,9 @@ import os
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import load_study_config
-from hpo.study import create_study
-from hpo.worker import run_worker
+from hpo.execution.worker import run_worker
+from hpo.study.config import load_study_config
+from hpo.study.create import create_study
 from model.contract import LOSSES, OUTPUT_HEADS
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

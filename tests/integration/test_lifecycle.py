@@ -35,13 +35,13 @@ def _worker(study: Path, *extra: str):
 
 
 def _names(url: str) -> list[str]:
-    from hpo.storage import open_storage
+    from hpo.storage.database import open_storage
 
     return optuna.get_all_study_names(open_storage(url, heartbeat_interval=None))
 
 
 def _artifact_folder(name: str, url: str) -> Path:
-    from hpo.storage import open_storage
+    from hpo.storage.database import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None))
     return Path(study.user_attrs[StudyAttr.ARTIFACT_STORE])

@@ -1,5 +1,6 @@
 """``specopt export-mlflow``: a real tiny study (one complete trial, one pruned at its first
-epoch, trained by ``hpo.training.objective`` with a real artifact store) written to a real
+epoch, trained by ``hpo.execution.objective.objective`` with a real artifact store) written to a
+real
 local MLflow tracking store (SQLite) and read back with ``MlflowClient``."""
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class PruneTrial(optuna.pruners.BasePruner):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(study name, storage URL, artifact folder) of 2 real trials: #0 complete, #1 pruned."""
-    from hpo.storage import AtomicFileSystemArtifactStore
-    from hpo.study import create_study
-    from hpo.training import objective
+    from hpo.execution.objective import objective
+    from hpo.storage.artifacts import AtomicFileSystemArtifactStore
+    from hpo.study.create import create_study
 
     root = tmp_path_factory.mktemp("mlflow-study")
     cfg = small_study_config(root, "mlf", {"loss": "rmse", "sigma": 0.5, "epochs": 2}, 2)
@@ -65,7 +66,7 @@ def test_every_trial_round_trips_through_a_real_mlflow_store(tiny, tmp_path):
     from mlflow import MlflowClient
 
     from hpo.report.data import read_artifact
-    from hpo.study import open_study
+    from hpo.study.create import open_study
 
     uri = f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
     r = _export(tiny, uri, "--experiment", "tiny-exp")

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.launch import warm_cache
+from hpo.execution.launch import warm_cache
 from hpo.testing import start_worker, study_trials, wait_for_running, write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -162,9 +162,9 @@ def test_a_claim_lock_lost_in_a_restart_is_not_acted_on(own_pg, monkeypatch):
     restarts: the server drops A's lock, and worker B takes it and runs the budget's one trial.
     A must decide again (nothing left), not ask a second trial on its stale decision: before
     the fix it did, and the study ran 2 trials on a budget of 1."""
-    from hpo.config import study_config_from_dict
-    from hpo.storage import ClaimLock
-    from hpo.worker import Worker
+    from hpo.execution.worker import Worker
+    from hpo.storage.locks import ClaimLock
+    from hpo.study.config import study_config_from_dict
 
     cfg = study_config_from_dict({
         "name": "lock", "storage": own_pg.url, "sampler": {"name": "random"},

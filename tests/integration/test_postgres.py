@@ -32,7 +32,7 @@ def test_four_workers_share_a_grid_study(tmp_path, pg_url, pg_study):
                               "epochs": 2, "subset": 200, "lr": 1e-4})
     cfg = hpo.load_study_config(path)
     assert cfg.grid_size() == 6
-    code = hpo.launch(cfg, workers=4, cores=4)
+    code = hpo.execution.launch(cfg, workers=4, cores=4)
     assert code == 0
 
     trials = optuna.load_study(study_name=pg_study, storage=pg_url).get_trials()
@@ -52,7 +52,8 @@ def test_launch_keeps_the_password_out_of_the_study_and_the_command_lines(tmp_pa
     import json
     import subprocess
 
-    launch_module = importlib.import_module("hpo.launch")  # hpo.launch is the function
+    # hpo.execution.launch is the function
+    launch_module = importlib.import_module("hpo.execution.launch")
 
     secret = "s3cret-Pw"
     url = pg_url.replace("postgres@", f"postgres:{secret}@")
@@ -67,7 +68,7 @@ def test_launch_keeps_the_password_out_of_the_study_and_the_command_lines(tmp_pa
     monkeypatch.setattr(launch_module.subprocess, "Popen", popen)
     path = write_study(tmp_path / "pw.toml", pg_study, storage=url, artifacts=tmp_path / "art",
                        space={"loss": ["rmse"], "epochs": 1, "subset": 200, "lr": 1e-4})
-    assert hpo.launch(hpo.load_study_config(path), workers=1, cores=1) == 0
+    assert hpo.execution.launch(hpo.load_study_config(path), workers=1, cores=1) == 0
     [(cmd, env)] = seen
     assert secret not in " ".join(cmd) and env["SPECOPT_STORAGE"] == url
     study = optuna.load_study(study_name=pg_study, storage=pg_url)

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.log import FILE_ENV, LEVEL_ENV
+from hpo.observe.log import FILE_ENV, LEVEL_ENV
 from hpo.report.data import history_of
-from hpo.study import open_study
+from hpo.study.create import open_study
 from hpo.testing import write_study
 from model.contract import TrialAttr
 
@@ -30,7 +30,7 @@ def _clean_env(monkeypatch):
     for name in (LEVEL_ENV, FILE_ENV, "SPECOPT_PROGRESS"):
         monkeypatch.delenv(name, raising=False)
     yield
-    from hpo.log import setup_logging
+    from hpo.observe.log import setup_logging
 
     setup_logging(progress=None)
 
@@ -43,7 +43,7 @@ def test_version():
 
 
 def test_launched_workers_get_the_logging_options(tmp_path):
-    from hpo.log import log_env
+    from hpo.observe.log import log_env
 
     r = runner.invoke(app, ["-q", "--log-file", str(tmp_path / "x.log"), "studies"])
     assert r.exit_code == 0, r.output
@@ -155,9 +155,9 @@ class _PruneFirst(optuna.pruners.BasePruner):
 def test_a_pruned_trial_keeps_its_curve_in_history_json_not_in_attributes(tmp_path):
     from optuna.artifacts import FileSystemArtifactStore
 
+    from hpo.execution.objective import objective
     from hpo.report.data import anytime_frame
     from hpo.testing import small_study_config
-    from hpo.training import objective
 
     cfg = small_study_config(tmp_path, "pr", {"loss": "rmse", "sigma": 0.5, "epochs": 3}, 1)
     (tmp_path / "art").mkdir()

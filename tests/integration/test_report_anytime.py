@@ -1,4 +1,5 @@
-"""The anytime plot on real trials: the attributes that ``hpo.training.objective`` records
+"""The anytime plot on real trials: the attributes that ``hpo.execution.objective.objective``
+records
 (complete and pruned trials, real per-epoch seconds) give the cost that the report counts."""
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def test_a_real_pruned_trial_costs_the_epochs_it_ran(tmp_path):
     cfg = small_study_config(tmp_path, "pruned", {"loss": "rmse", "sigma": 0.5, "epochs": 3}, 2)
     study = optuna.create_study(direction="maximize", pruner=PruneTrial(1),
                                 storage=optuna.storages.InMemoryStorage())
-    from hpo.training import objective
+    from hpo.execution.objective import objective
 
     study.optimize(lambda t: objective(t, cfg), n_trials=2)
     complete, pruned = study.trials

@@ -12,9 +12,10 @@ import optuna
 import pytest
 
 import hpo.report
-from hpo.dashboard import dashboard_url
+from hpo.observe.dashboard import dashboard_url
 from hpo.report.data import history_of
-from hpo.study import create_study, open_artifact_store, open_study
+from hpo.storage.artifacts import open_artifact_store
+from hpo.study.create import create_study, open_study
 from hpo.testing import small_study_config as study_config
 from model.contract import ArtifactName, StudyAttr
 from model.errors import ReportError

@@ -139,7 +139,7 @@ def test_dashboard_note_shows_a_stored_objective_name_as_text(tmp_path):
     database (StudyAttr.OBJECTIVES) is text there, never a code span it breaks out of."""
     from markdown_it import MarkdownIt
 
-    from hpo.dashboard import reading_note
+    from hpo.observe.dashboard import reading_note
 
     study, _ = hostile_study(tmp_path)
     evil = "x` <img src=x onerror=alert(5)> [a](javascript:alert(6)) `y"

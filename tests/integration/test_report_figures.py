@@ -209,7 +209,7 @@ def test_dashboard_note_names_the_splits_and_keeps_a_persons_note(report_study, 
     written once and never replaces a note somebody wrote."""
     from optuna_dashboard import get_note, save_note
 
-    from hpo.dashboard import write_reading_note
+    from hpo.observe.dashboard import write_reading_note
 
     url = f"sqlite:///{tmp_path / 'copy.db'}"
     optuna.copy_study(from_study_name=report_study.name, from_storage=report_study.url,
@@ -228,8 +228,8 @@ def test_dashboard_note_names_the_splits_and_keeps_a_persons_note(report_study, 
 def test_published_numbers_are_the_shipped_paper_studies():
     """paper.PAPER_STUDIES names shipped study files, each grid row of which has its published
     accuracy; the scale-free losses' rows are the normalised ones, as our table judges them."""
-    from hpo.config import load_study_config
     from hpo.report import paper
+    from hpo.study.config import load_study_config
 
     for name in paper.PAPER_STUDIES:
         cfg = load_study_config(name)

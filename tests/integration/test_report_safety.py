@@ -216,7 +216,7 @@ def test_paths_from_study_names_stay_inside_their_folder(tmp_path, monkeypatch):
     from hpo.report import default_out_dir, inside
 
     monkeypatch.chdir(tmp_path)
-    from hpo.home import home
+    from hpo.storage.home import home
 
     assert default_out_dir("demo", "report") == home() / "demo" / "report"
     assert inside(tmp_path, "tiny <b>.x") == tmp_path / "tiny <b>.x"

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.report import ReportError, best_trial_table, write_report
-from hpo.study import open_study
+from hpo.study.create import open_study
 from model.contract import SCALE_FREE_LOSSES
 
 

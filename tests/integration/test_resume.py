@@ -17,13 +17,13 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import TrialState
 
 import hpo
-from hpo.config import study_config_from_dict
-from hpo.launch import warm_cache
+from hpo.execution.launch import warm_cache
+from hpo.execution.objective import objective
 from hpo.report.data import history_of
-from hpo.storage import open_storage
-from hpo.study import open_study
+from hpo.storage.database import open_storage
+from hpo.study.config import study_config_from_dict
+from hpo.study.create import open_study
 from hpo.testing import run_worker_to_end, small_study_config, study_trials, write_study
-from hpo.training import objective
 from model.contract import Status, TrialAttr
 from model.errors import ConfigError, TrainingFailed, WorkerInterrupted
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpo.storage import retried_trial_number
+from hpo.storage.stale import retried_trial_number
 from hpo.testing import study_trials, wait_for_running, write_study
 from model.contract import Status, TrialAttr
 

@@ -12,12 +12,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import load_study_config
-from hpo.launch import worker_plan
+from hpo.execution.launch import worker_plan
+from hpo.execution.worker import run_worker
 from hpo.report.data import history_of
-from hpo.study import create_study
+from hpo.study.config import load_study_config
+from hpo.study.create import create_study
 from hpo.testing import small_study_config, write_study
-from hpo.worker import run_worker
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

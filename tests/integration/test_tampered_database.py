@@ -51,7 +51,7 @@ class Made:
     victim folder beside the home with files a tampered database must never reach."""
 
     def __init__(self, root: Path, name: str = "t"):
-        from hpo.home import home, study_artifacts
+        from hpo.storage.home import home, study_artifacts
 
         self.home = home()
         self.url = f"sqlite:///{root / 'study.db'}"
@@ -162,7 +162,7 @@ def test_delete_with_a_symlink_loop_in_the_folder_is_one_line(made):
 def test_delete_with_names_too_long_for_a_file_in_the_database(made):
     """A recorded folder and an artifact id with a 300-character component: looked at, they
     are no folder and no file (not ``File name too long``)."""
-    from hpo.study import open_artifact_store
+    from hpo.storage.artifacts import open_artifact_store
 
     made.record(str(made.home / ("x" * 300)))
     assert open_artifact_store(optuna.load_study(study_name="t", storage=made.url)) is None
@@ -273,8 +273,8 @@ def test_a_name_too_long_for_a_file_is_one_line(tmp_path, monkeypatch, cmd):
 
 
 def test_one_name_rule_for_study_files_and_stored_names(tmp_path):
-    from hpo.config import ConfigError, load_study_config
-    from hpo.home import name_problem
+    from hpo.storage.home import name_problem
+    from hpo.study.config import ConfigError, load_study_config
     from hpo.testing import write_study
 
     for name in BAD_NAMES:

@@ -19,8 +19,8 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.launch import warm_cache
-from hpo.storage import retried_trial_number
+from hpo.execution.launch import warm_cache
+from hpo.storage.stale import retried_trial_number
 from hpo.testing import (
     run_worker_to_end,
     start_worker,

@@ -67,11 +67,12 @@ def test_model_never_imports_hpo():
 
 def test_the_hpo_service_imports_neither_the_report_nor_the_cli():
     service = [p for p in _sources("hpo")
-               if not _within(_module_name(p), ("hpo.report", "hpo.cli", "hpo.dashboard"))]
+               if not _within(_module_name(p), ("hpo.report", "hpo.cli", "hpo.observe.dashboard"))]
     assert service
     for path in service:
         for name in _project_imports(path):
-            assert not _within(name, ("hpo.report", "hpo.cli", "hpo.dashboard")), (path, name)
+            assert not _within(name, ("hpo.report", "hpo.cli", "hpo.observe.dashboard")), (path,
+            name)
 
 
 def test_nothing_imports_the_cli():
@@ -83,8 +84,8 @@ def test_nothing_imports_the_cli():
 
 
 @pytest.mark.parametrize("module", ["model.contract", "model.errors", "model.config",
-                                    "hpo.config"])
+                                    "hpo.study.config"])
 def test_torch_free_modules_load_without_torch(module):
-    """Study files are validated (hpo.config) without importing torch."""
+    """Study files are validated (hpo.study.config) without importing torch."""
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

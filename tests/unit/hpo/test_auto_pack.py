@@ -1,4 +1,5 @@
-"""``--pack auto`` (:func:`hpo.packed.auto_pack`): K from measured steps within the memory bound.
+"""``--pack auto`` (:func:`hpo.execution.packed.auto_pack`): K from measured steps within the
+memory bound.
 
 The choice is tested with injected step times (seconds per step of a pack of K); one real call
 times tiny networks on this CPU; ``run_worker`` runs the plain worker when auto measures 1.
@@ -12,10 +13,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from hpo import packed
-from hpo.config import study_config_from_dict
-from hpo.packed import AUTO_BUDGET_S, AUTO_STEPS, auto_pack, step_seconds, timing_config
-from hpo.worker import run_worker
+from hpo.execution import packed
+from hpo.execution.packed import AUTO_BUDGET_S, AUTO_STEPS, auto_pack, step_seconds, timing_config
+from hpo.execution.worker import run_worker
+from hpo.study.config import study_config_from_dict
 from model.config import TrainConfig
 
 

@@ -1,4 +1,5 @@
-"""``hpo.cluster``'s checks, without a scheduler: sbatch options and time limits as SLURM reads
+"""``hpo.execution.cluster``'s checks, without a scheduler: sbatch options and time limits as SLURM
+reads
 them, the storage every node must reach, and one clear line when submitit or Ray is missing."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from hpo import cluster
 from hpo.cli import app
-from hpo.cluster import ClusterError, check_storage, parse_sbatch, time_minutes
+from hpo.execution import cluster
+from hpo.execution.cluster import ClusterError, check_storage, parse_sbatch, time_minutes
 from model.errors import ConfigError
 
 

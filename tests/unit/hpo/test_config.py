@@ -9,7 +9,7 @@ import optuna
 import pytest
 from pydantic import ValidationError
 
-from hpo.config import (
+from hpo.study.config import (
     SPACE_DEFAULTS,
     TRAIN_SECTION,
     ConfigError,

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import ConfigError, build_pruner, load_study_config
-from hpo.pruners import CurveExtrapolationPruner, extrapolate
+from hpo.study.config import ConfigError, build_pruner, load_study_config
+from hpo.study.pruners import CurveExtrapolationPruner, extrapolate
 
 T = 30  # epochs of every synthetic trial
 
@@ -233,7 +233,7 @@ def test_a_pruner_reused_by_another_study_keeps_nothing_of_the_first():
 
 
 def test_each_completed_curve_is_extrapolated_once_per_cut(monkeypatch):
-    import hpo.pruners as pruners
+    import hpo.study.pruners as pruners
 
     calls = []
     real = pruners.extrapolate

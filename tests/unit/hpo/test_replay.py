@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import load_study_config
 from hpo.replay import LearningCurveTable, Strategy, replay, strategies
+from hpo.study.config import load_study_config
 from model.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lc_small"

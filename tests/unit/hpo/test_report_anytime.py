@@ -1,6 +1,7 @@
 """The anytime frame and plot of a report (``hpo.report.data.anytime_frame``,
 ``hpo.report.figures.anytime``) on a hand-made study whose trials carry the attributes that
-``hpo.training.objective`` records: complete, pruned, diverged, a SIGTERM re-queue continued by
+``hpo.execution.objective.objective`` records: complete, pruned, diverged, a SIGTERM re-queue
+continued by
 its retry, a killed attempt (nothing recorded) continued by its retry, and one still running."""
 
 from __future__ import annotations

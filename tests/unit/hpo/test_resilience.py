@@ -1,4 +1,5 @@
-"""hpo.resilience: retries through outages, read-back of committed writes, one clear line."""
+"""hpo.storage.resilience: retries through outages, read-back of committed writes, one clear
+line."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from hpo import resilience
-from hpo.resilience import ResilientStorage, is_outage
+from hpo.storage import resilience
+from hpo.storage.resilience import ResilientStorage, is_outage
 from model.errors import StorageError
 
 

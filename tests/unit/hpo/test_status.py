@@ -1,6 +1,8 @@
-"""``specopt status`` (hpo.status) on small stored studies: empty, one with a RUNNING trial that
+"""``specopt status`` (hpo.observe.status) on small stored studies: empty, one with a RUNNING trial
+that
 reported epochs (asked as a worker does), and the ETA from measured seconds per epoch; and the
-workers' epoch lines (hpo.training.EpochLog): rate-limited at INFO, every epoch at DEBUG."""
+workers' epoch lines (hpo.execution.objective.EpochLog): rate-limited at INFO, every epoch at
+DEBUG."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.status import study_status
-from hpo.training import EpochLog
+from hpo.execution.objective import EpochLog
+from hpo.observe.status import study_status
 from model.contract import StudyAttr, TrialAttr
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -8,18 +8,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import ConfigError, study_config_from_dict
-from hpo.storage import (
-    HeartbeatJournalStorage,
-    StorageError,
-    default_storage_url,
-    mask_url,
-    normalize_url,
-    open_storage,
-    retried_trial_number,
-)
-from hpo.study import artifact_dir, create_study
-from hpo.worker import run_worker
+from hpo.execution.worker import run_worker
+from hpo.storage.database import StorageError, open_storage
+from hpo.storage.home import default_storage_url, mask_url, normalize_url
+from hpo.storage.journal import HeartbeatJournalStorage
+from hpo.storage.stale import retried_trial_number
+from hpo.study.config import ConfigError, study_config_from_dict
+from hpo.study.create import artifact_dir, create_study
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
@@ -170,7 +165,7 @@ def test_a_journal_on_a_full_disk_stays_readable(tiny_disk):
 def test_no_password_in_the_study_or_on_a_worker_command_line(tmp_path, monkeypatch):
     import json
 
-    from hpo.launch import worker_command, worker_env
+    from hpo.execution.launch import worker_command, worker_env
     from model.contract import StudyAttr
 
     secret = "s3cr3t-pw"
@@ -190,7 +185,7 @@ def test_no_password_in_the_study_or_on_a_worker_command_line(tmp_path, monkeypa
 
 
 def test_a_requeued_trial_inherits_no_artifact_records_and_keeps_its_origin(tmp_path):
-    from hpo.storage import requeue_trial
+    from hpo.storage.stale import requeue_trial
     from model.contract import TrialAttr
 
     study = create_study(_cfg("arts", storage=f"sqlite:///{tmp_path}/a.db"))

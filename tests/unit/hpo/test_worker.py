@@ -1,6 +1,7 @@
 """The worker's decisions and its handling of trial outcomes, in process with stand-in objectives.
 
-``next_action`` is a pure function of :class:`hpo.worker.BudgetState`; ``budget_state`` counts a
+``next_action`` is a pure function of :class:`hpo.study.budget.BudgetState`; ``budget_state``
+counts a
 real study whose trials went through Optuna's own retry callback.  The worker loop is run with
 objectives that return at once, so every branch (errors, training failures, interruption, waiting
 on other workers, a dead worker's retry, time budgets) takes well under a second or two.
@@ -18,10 +19,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hpo.config import study_config_from_dict
-from hpo.storage import HeartbeatJournalStorage, open_storage, retried_trial_number
-from hpo.study import create_study
-from hpo.worker import BudgetState, TrialError, budget_state, next_action, run_worker
+from hpo.execution.worker import TrialError, run_worker
+from hpo.storage.database import open_storage
+from hpo.storage.journal import HeartbeatJournalStorage
+from hpo.storage.stale import retried_trial_number
+from hpo.study.budget import BudgetState, budget_state, next_action
+from hpo.study.config import study_config_from_dict
+from hpo.study.create import create_study
 from model.contract import Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 

@@ -148,7 +148,7 @@ def test_every_numeric_field_has_an_upper_bound():
     tuple of them) is bounded above, on its Field or by a validator."""
     import annotated_types
 
-    from hpo.config import setting_type
+    from hpo.study.config import setting_type
 
     for name, info in TrainConfig.model_fields.items():
         base = setting_type(name)

@@ -1,4 +1,5 @@
-"""Creating (or joining) an Optuna study from a :class:`~hpo.config.StudyConfig`, and opening an
+"""Creating (or joining) an Optuna study from a :class:`~hpo.study.config.StudyConfig`, and opening
+an
 existing one for reading (:func:`open_study`, with its artifact store)."""
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from typing import Any
 
 import optuna
 
-from hpo.config import ConfigError, StudyConfig, build_pruner, build_sampler, load_study_config
-from hpo.home import home, inside_home, is_dir, shown_name, study_artifacts
-from hpo.storage import (
-    StorageError,
+from hpo.storage.artifacts import open_artifact_store, recorded_artifact_dir
+from hpo.storage.database import StorageError, open_storage
+from hpo.storage.home import (
     default_storage_url,
+    home,
     mask_url,
     normalize_url,
-    open_storage,
+    shown_name,
     storage_file,
+    study_artifacts,
+)
+from hpo.study.config import (
+    ConfigError,
+    StudyConfig,
+    build_pruner,
+    build_sampler,
+    load_study_config,
 )
 from model.contract import StudyAttr
 from model.errors import ReportError
@@ -52,41 +61,11 @@ def artifact_dir(config: StudyConfig, storage: str | None = None,
     """Where checkpoints and predictions go: the study's ``artifacts``, else the folder
     ``study`` recorded when it was created (when that exists here, inside the home:
     :func:`recorded_artifact_dir`), else ``$SPECOPT_HOME/<study>/artifacts/<storage-key>``
-    (one folder per storage, see :mod:`hpo.home`)."""
+    (one folder per storage, see :mod:`hpo.storage.home`)."""
     if config.artifacts:
         return Path(config.artifacts).resolve()
     recorded = recorded_artifact_dir(study) if study is not None else None
     return recorded or study_artifacts(config.name, storage_url(config, storage))
-
-
-def recorded_artifact_dir(study: optuna.Study) -> Path | None:
-    """The artifact folder ``study`` recorded at creation when it is a folder on this machine
-    (None: none recorded, or not here).  A recorded folder outside ``$SPECOPT_HOME`` is a
-    :class:`ReportError`: the database alone never names a folder to read, write or delete in;
-    the user's own ``--artifacts`` (or study file) does."""
-    recorded = study.user_attrs.get(StudyAttr.ARTIFACT_STORE)
-    if not isinstance(recorded, str) or not recorded or "\0" in recorded:
-        return None
-    folder = Path(recorded)
-    if not is_dir(folder):
-        return None
-    if not inside_home(folder):
-        raise ReportError(f"study {study.study_name!r} recorded its artifact folder as "
-                          f"{recorded!r}, outside {home()} (SPECOPT_HOME); refused: give "
-                          f"--artifacts {shlex.quote(recorded)} if that folder is yours, or set "
-                          "SPECOPT_HOME to the home it was created in")
-    return folder
-
-
-def added_trials(study: optuna.Study) -> int:
-    """Trials added to the study's budget since its creation (``--add-trials``)."""
-    return int(study.user_attrs.get(StudyAttr.ADDED_TRIALS) or 0)
-
-
-def study_budget(study: optuna.Study, n_trials: int | None) -> int | None:
-    """A worker's trial budget on ``study``: its ``n_trials`` plus the trials added to the study
-    since (stored with it, so every worker sees an extension); None: no trial count."""
-    return None if n_trials is None else n_trials + added_trials(study)
 
 
 def _toml(value: Any) -> str:
@@ -190,8 +169,6 @@ def create_study(config: StudyConfig, storage: str | None = None, *, worker_inde
     return study
 
 
-# --- opening an existing study for reading ------------------------------------------------------
-
 @dataclass
 class OpenedStudy:
     """An existing study with what reading it needs."""
@@ -264,28 +241,4 @@ def open_study(study: str | Path | StudyConfig, storage: str | None = None,
         folder = artifact_dir(config, url, opened)
         store = open_artifact_store(opened, folder) if folder.is_dir() else None
     return OpenedStudy(opened, url, store, st)
-
-
-def open_artifact_store(study: optuna.Study, artifacts: Any = None):
-    """The artifact store to read ``study``'s checkpoints and predictions from: ``artifacts``
-    (an Optuna artifact store, or a folder: :class:`ReportError` if it does not exist), else the
-    folder the study recorded at creation when it exists on this machine (inside the home:
-    :func:`recorded_artifact_dir`), else None."""
-    from optuna.artifacts import FileSystemArtifactStore
-
-    if artifacts is not None:
-        if hasattr(artifacts, "open_reader"):
-            return artifacts
-        folder = Path(artifacts)
-        if not folder.is_dir():
-            raise ReportError(f"artifact folder not found: {folder}")
-        return FileSystemArtifactStore(str(folder))
-    recorded = recorded_artifact_dir(study)
-    return FileSystemArtifactStore(str(recorded)) if recorded is not None else None
-
-
-def store_folder(store: Any) -> Path | None:
-    """The folder of a file-system artifact store (None: another kind of store)."""
-    base = getattr(store, "_base_path", None)  # Optuna's FileSystemArtifactStore keeps it here
-    return Path(base) if base is not None else None
 

@@ -19,8 +19,7 @@ database names no folder of its own choosing: after the home moved, give ``--art
 cache is elsewhere: ``$SPECOPT_CACHE`` (see :mod:`data_prep.cache`).
 
 Names and paths read from a database or a study file are never trusted: :func:`name_problem`
-is the one rule for study names, :func:`contained` the one check of a path inside a folder.
-"""
+is the one rule for study names, :func:`contained` the one check of a path inside a folder."""
 
 from __future__ import annotations
 
@@ -31,13 +30,12 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from model.errors import ReportError
+from model.errors import ReportError, StorageError
 
 __all__ = ["HOME_ENV", "LEGACY_HOME_ENV", "NAME_MAX_BYTES", "contained", "data_dir", "home",
            "inside_home", "is_dir", "is_file", "name_problem", "plain_name", "predictions_dir",
            "shown_name", "sqlite_file", "storage_key", "study_artifacts", "study_dir",
            "study_output"]
-
 HOME_ENV = "SPECOPT_HOME"
 #: The old name of ``$SPECOPT_HOME``: still read when ``$SPECOPT_HOME`` is not set.
 LEGACY_HOME_ENV = "SPECOPT_RUNS"
@@ -57,8 +55,6 @@ def home() -> Path:
             warnings.warn(f"${LEGACY_HOME_ENV} is deprecated: set ${HOME_ENV} instead",
                           FutureWarning, stacklevel=2)
     return Path(raw or _DEFAULT).expanduser().resolve()
-
-
 #: The longest study name in UTF-8 bytes: with every suffix made from it (``.db-journal``,
 #: ``.db-wal``, a lock file's) it still fits a 255-byte file name.
 NAME_MAX_BYTES = 100
@@ -178,7 +174,7 @@ def storage_key(url: str) -> str:
     """A short readable folder name for a storage, unique per storage: the scheme, the file's
     stem or the database and host, and a hash of the URL without its credentials (the same
     database reached as another user or with another password is the same storage)."""
-    from hpo.storage import normalize_url, storage_file
+    from hpo.storage.home import normalize_url, storage_file
 
     url = normalize_url(url)
     scheme, _, rest = url.partition("://")
@@ -199,3 +195,84 @@ def study_artifacts(study_name: str, url: str) -> Path:
     """The default artifact folder of a study in the storage ``url``:
     ``$SPECOPT_HOME/<study>/artifacts/<storage-key>``."""
     return study_dir(study_name) / "artifacts" / storage_key(url)
+
+
+def runs_dir() -> Path:
+    """The home of every output (:func:`hpo.storage.home.home`; kept under its old name)."""
+    from hpo.storage.home import home
+
+    return home()
+
+
+def default_storage_url(study_name: str) -> str:
+    """SQLite under the home: ``$SPECOPT_HOME/<study>.db`` (see :mod:`hpo.storage.home`)."""
+    from hpo.storage.home import (
+        sqlite_file,  # hpo.storage.home imports this module's URL functions
+    )
+
+    return f"sqlite:///{sqlite_file(study_name)}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{head}://{creds}{at}{host}"
+
+
+def _path_of(url: str, scheme: str) -> Path:
+    rest = url[len(scheme):]
+    if not rest or rest == "/":
+        raise StorageError(f"storage {url}: no file path after {scheme!r}")
+    if "?" in rest:  # it would become part of the file's name
+        raise StorageError(f"storage {url}: a query string ({rest[rest.index('?'):]!r}) is not "
+                           f"taken by {scheme}FILE URLs: remove it")
+    return Path(rest).resolve()
+
+
+def _check_credentials(url: str) -> None:
+    """Refuse a URL whose user name or password holds an unescaped ``@``: the URL parser ends
+    the password at the first one and takes the rest for the host, which errors then show."""
+    if url.partition("://")[2].count("@") > 1:
+        raise StorageError(
+            f"storage {mask_url(url)}: more than one '@' in the URL: percent-escape '@', ':' and "
+            "'/' in the user name and password (@ as %40, : as %3A, / as %2F; in Python: "
+            "urllib.parse.quote(password, safe=''))")
+
+
+def normalize_url(url: str) -> str:
+    """Canonical form: absolute file paths, ``postgresql+psycopg`` driver."""
+    url = url.strip()
+    head, sep, rest = url.partition("://")
+    if sep:
+        url = f"{head.lower()}{sep}{rest}"  # schemes are case-insensitive
+    if url.startswith(("postgresql", "postgres:")):
+        _check_credentials(url)
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://"):]
+    if url.startswith("sqlite:///"):
+        return f"sqlite:///{_path_of(url, 'sqlite:///')}"
+    if url.startswith("journal:///"):
+        return f"journal:///{_path_of(url, 'journal:///')}"
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise StorageError(f"storage {mask_url(url)}: unsupported scheme {scheme!r} (use "
+                       "sqlite:///FILE, postgresql+psycopg://USER@HOST:PORT/DB or "
+                       "journal:///FILE)")
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL (None for PostgreSQL)."""
+    url = normalize_url(url)
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme):
+            return Path(url[len(scheme):])
+    return None
+

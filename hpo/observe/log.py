@@ -5,8 +5,7 @@ Optuna's own handler removed so that its lines come in the same format.  ``speco
 warnings only and no progress bars, ``-v`` debug lines too (every epoch of a worker, not only
 one every few seconds), ``--log-file PATH`` appends every line to PATH as well.  Workers started
 by ``specopt launch`` inherit the settings through :func:`log_env` (``$SPECOPT_LOG_LEVEL``,
-``$SPECOPT_LOG_FILE``, ``$SPECOPT_PROGRESS``), which :func:`setup_logging` reads by default.
-"""
+``$SPECOPT_LOG_FILE``, ``$SPECOPT_PROGRESS``), which :func:`setup_logging` reads by default."""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from pathlib import Path
 from model.errors import ConfigError
 
 __all__ = ["FILE_ENV", "LEVEL_ENV", "LOGGERS", "log_env", "setup_logging"]
-
 LEVEL_ENV = "SPECOPT_LOG_LEVEL"
 FILE_ENV = "SPECOPT_LOG_FILE"
 #: The loggers configured here: the project's and Optuna's.
@@ -118,8 +116,6 @@ def setup_logging(level: int | str | None = None, log_file: str | Path | None = 
         logger.setLevel(lvl if name == "specopt" else max(lvl, logging.INFO))
     _set_progress(progress)
     _state.update(level=lvl, file=str(path) if path is not None else None, progress=progress)
-
-
 _state: dict = {"level": None, "file": None, "progress": None}
 
 
@@ -145,3 +141,4 @@ def log_env() -> dict[str, str]:
 
         env[PROGRESS_ENV] = "1" if _state["progress"] else "0"
     return env
+

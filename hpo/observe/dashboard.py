@@ -17,8 +17,6 @@ def dashboard_url(host: str, port: int, study_id: int | None = None) -> str:
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}/dashboard"
     return f"{base}/studies/{study_id}" if study_id is not None else base
-
-
 READING_NOTE_TITLE = "## How to read this study (specopt)"
 
 
@@ -107,3 +105,4 @@ def serve_dashboard(storage: Any, *, host: str = "127.0.0.1", port: int = 8080,
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+

@@ -1,4 +1,4 @@
-"""Pruners of our own (registered in :func:`hpo.config.build_pruner`).
+"""Pruners of our own (registered in :func:`hpo.study.config.build_pruner`).
 
 :class:`CurveExtrapolationPruner` (pruner name ``"extrapolation"``) decides on where a trial's
 learning curve is going, not where it is.  Issue 10 found that the median rule, replayed on
@@ -28,8 +28,7 @@ Only numpy; fits are a few vectorised least-squares solves, and the error of eac
 trial at each step is remembered, so that a replay calling the pruner every epoch of thousands
 of trials stays cheap: one array per completed curve (keyed on a digest of the curve itself),
 of the curves the study has completed now only (a pruner reused by another study drops the
-first study's).
-"""
+first study's)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,6 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["CurveExtrapolationPruner", "extrapolate"]
-
 #: Exponents tried for ``t**(-c)``: small c is near log-linear growth, large c saturates fast.
 _C_GRID = np.geomspace(0.05, 5.0, 48)
 
@@ -115,7 +113,8 @@ class CurveExtrapolationPruner(BasePruner):
         margin_quantile: which quantile of the completed trials' extrapolation errors is the
             learnt margin (1.0: the worst error seen).
         step_offset: ``t = step + step_offset`` is the training done at a step, the power law's
-            time.  0 fits steps that count epochs from 1 (``hpo.training`` reports epoch n after
+            time.  0 fits steps that count epochs from 1 (``hpo.execution.objective`` reports epoch
+            n after
             n epochs); 1 fits steps counted from 0.
     """
 
@@ -220,3 +219,4 @@ def _curve(trial: FrozenTrial, sign: float) -> tuple[np.ndarray, np.ndarray]:
     steps = np.fromiter((k for k, _ in items), dtype=np.int64, count=len(items))
     values = np.fromiter((v for _, v in items), dtype=float, count=len(items)) * sign
     return steps, values
+

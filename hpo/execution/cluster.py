@@ -17,8 +17,7 @@ a child process of submitit's job process.  Signals:
 
 Ray (optional extra ``ray``): one Ray task per worker with its share (``num_gpus``, fractions
 allowed; ``num_cpus``) running the worker command on its node; the launcher waits for them, and
-Ctrl-C cancels the tasks, each stopping its worker gracefully.
-"""
+Ctrl-C cancels the tasks, each stopping its worker gracefully."""
 
 from __future__ import annotations
 
@@ -33,14 +32,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpo.config import StudyConfig
-from hpo.launch import worker_command, worker_env, worker_spec
-from hpo.log import log_env, setup_logging
-from hpo.storage import mask_url
-from hpo.study import STORAGE_ENV, create_study, storage_url
+from hpo.execution.launch import worker_command, worker_env, worker_spec
+from hpo.observe.log import log_env, setup_logging
+from hpo.storage.home import mask_url
+from hpo.study.config import StudyConfig
+from hpo.study.create import STORAGE_ENV, create_study, storage_url
 from model.errors import ConfigError, SpecoptError
 
 _log = logging.getLogger("specopt.cluster")
+
 
 #: Where ``launch --on`` can start workers.
 PLACES = ("local", "slurm", "ray")
@@ -117,8 +117,6 @@ def time_minutes(text: str) -> int:
     return -(-seconds // 60)
 
 
-# --- the storage every node must reach -----------------------------------------------------------
-
 def check_storage(url: str, nodes: int, where: str) -> None:
     """A study stored in a file on this machine (SQLite) can be shared by workers on one node
     only: refused when ``where`` may place workers on ``nodes`` > 1 nodes, a warning otherwise."""
@@ -181,8 +179,6 @@ def _cleanup(proc: subprocess.Popen) -> None:
     except OSError:
         pass
 
-
-# --- SLURM through submitit ----------------------------------------------------------------------
 
 def _submitit():
     try:
@@ -271,7 +267,7 @@ def slurm_nodes(partition: str | None) -> int:
 
 
 def slurm_folder(config: StudyConfig, options: SlurmOptions) -> Path:
-    from hpo.home import study_dir
+    from hpo.storage.home import study_dir
 
     return Path(options.folder) if options.folder else study_dir(config.name) / "slurm"
 
@@ -353,8 +349,6 @@ def wait_slurm(jobs: list, poll: float = 5.0) -> int:
             worst = 1
     return worst
 
-
-# --- Ray ----------------------------------------------------------------------------------------
 
 def _ray():
     try:

@@ -3,7 +3,8 @@ batched model per compatible group (:mod:`model.packed`).
 
 Each trial runs the ordinary path in a thread of its own: :meth:`Worker._run_trial` (heartbeat,
 ``tell`` and every outcome's handling: pruned, diverged, interrupted and re-queued, failed) around
-:func:`hpo.training.objective` (attributes, per-epoch reports and pruning, saved state and
+:func:`hpo.execution.objective.objective` (attributes, per-epoch reports and pruning, saved state
+and
 resume, artifacts).  Only ``model.train`` is replaced: the trial's run joins a pack and its
 epochs are trained by this worker's main thread together with the other members'.  The threads
 take turns (one at a time, handing over at fixed points), so the numbers are those of
@@ -30,8 +31,7 @@ per second) grow and the next K's steps (about twice as long) fit in ``AUTO_BUDG
 of steps in all (a step that long fills the device already).  The K with the most trial-steps
 per second wins, a larger K only when at least ``AUTO_MARGIN`` faster; the measurement is
 logged and cached per process.  K = 1 runs the plain :class:`Worker`.  On a CPU packs are
-usually slower than the lone trial (``bench/pack_speed.py``), so auto gives 1 there.
-"""
+usually slower than the lone trial (``bench/pack_speed.py``), so auto gives 1 there."""
 
 from __future__ import annotations
 
@@ -47,18 +47,18 @@ import optuna
 from optuna.trial import TrialState
 
 from data_prep import TEST, TRAIN, VALIDATION, TrainingData
-from hpo.config import StudyConfig
-from hpo.training import objective
-from hpo.worker import Worker, WorkerSummary
+from hpo.execution.objective import objective
+from hpo.execution.worker import Worker, WorkerSummary
+from hpo.study.config import StudyConfig
 from model.config import TrainConfig
 from model.contract import MATRIX_SIZE, N_LEVELS
 from model.errors import ConfigError, TrialError, WorkerInterrupted
 
-__all__ = ["MAX_AUTO_PACK", "PackedWorker", "auto_pack", "memory_slots", "parse_pack",
-           "resolve_pack", "run_packed_worker", "step_seconds", "timing_config"]
-
 _log = logging.getLogger("specopt.worker")
 
+
+__all__ = ["MAX_AUTO_PACK", "PackedWorker", "auto_pack", "memory_slots", "parse_pack",
+           "resolve_pack", "run_packed_worker", "step_seconds", "timing_config"]
 #: The most slots ``--pack auto`` gives.
 MAX_AUTO_PACK = 32
 #: Free device memory per slot of ``--pack auto`` on CUDA.
@@ -70,7 +70,6 @@ AUTO_BUDGET_S = 2.0
 AUTO_MARGIN = 0.05
 #: Seconds between the main thread's looks at a signal while a member works.
 _POLL = 0.2
-
 _measured: dict[tuple, int] = {}  # auto_pack's answers in this process
 
 
@@ -420,7 +419,9 @@ class PackedWorker(Worker):
 
 
 def run_packed_worker(config, *, pack: int | str, **options: Any) -> WorkerSummary:
-    """:func:`hpo.worker.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`; a
-    :class:`PackedWorker` even when that is 1: :func:`hpo.worker.run_worker` runs the plain
+    """:func:`hpo.execution.worker.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`; a
+    :class:`PackedWorker` even when that is 1: :func:`hpo.execution.worker.run_worker` runs the
+    plain
     worker then)."""
     return PackedWorker(config, pack=pack, **options).run()
+

@@ -11,26 +11,23 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import ConfigError, StudyConfig
-from hpo.home import contained, is_dir, is_file, name_problem, study_artifacts, study_dir
-from hpo.storage import (
-    StorageError,
+from hpo.storage.artifacts import recorded_artifact_dir
+from hpo.storage.database import StorageError, open_storage
+from hpo.storage.home import (
+    contained,
+    is_dir,
+    is_file,
     mask_url,
+    name_problem,
     normalize_url,
-    open_storage,
-    orphaned_trials,
-    retry_rule,
     storage_file,
+    study_artifacts,
+    study_dir,
 )
-from hpo.study import (
-    added_trials,
-    artifact_dir,
-    check_definition,
-    recorded_artifact_dir,
-    storage_url,
-    study_budget,
-)
-from hpo.worker import budget_state, next_action
+from hpo.storage.stale import orphaned_trials, retry_rule
+from hpo.study.budget import added_trials, budget_state, next_action, study_budget
+from hpo.study.config import ConfigError, StudyConfig
+from hpo.study.create import artifact_dir, check_definition, storage_url
 from model.contract import StudyAttr
 from model.errors import ReportError
 
@@ -54,8 +51,6 @@ def load_existing(name: str, url: str) -> optuna.Study | None:
         return None
     return optuna.load_study(study_name=name, storage=storage)
 
-
-# --- listing ------------------------------------------------------------------------------------
 
 @dataclass
 class StoredStudy:
@@ -100,8 +95,6 @@ def stored_studies(url: str) -> list[StoredStudy]:
     return out
 
 
-# --- finished, extended ---------------------------------------------------------------------------
-
 def finished_message(config: StudyConfig, storage: str | None = None) -> str | None:
     """What to say when ``config``'s study has nothing left to run (None: it has work left, or
     does not exist yet).  Running or queued trials are work left; a study with a time budget only
@@ -137,7 +130,7 @@ def add_trials(config: StudyConfig, n: int, storage: str | None = None) -> int:
     """Extend the study's trial budget so that ``n`` more trials run than have finished (or are
     budgeted) now; stored with the study, so every worker, running or not, sees it.  Creates the
     study when it does not exist yet.  Returns the new budget (for ``config``'s n_trials)."""
-    from hpo.study import create_study
+    from hpo.study.create import create_study
 
     if n < 1:
         raise ConfigError(f"--add-trials {n}: give a positive number of trials")
@@ -158,8 +151,6 @@ def add_trials(config: StudyConfig, n: int, storage: str | None = None) -> int:
                         added_trials(study) + new_budget - budget)
     return new_budget
 
-
-# --- deleting -----------------------------------------------------------------------------------
 
 @dataclass
 class Deleted:
@@ -261,3 +252,4 @@ def _remove_own_artifacts(folder: Path, own: list[Path]) -> tuple[int, list[str]
     if not kept:
         folder.rmdir()
     return removed, kept
+

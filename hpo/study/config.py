@@ -19,7 +19,8 @@ training run, and are not restated here:
   fixed for the whole study.
 - ``[resume]``: ``save_interval`` (seconds, default 60; 0: every epoch): how often a trial saves
   its training state at the end of an epoch, so that a trial retried after a dead worker or
-  re-queued after SIGINT/SIGTERM continues from its last saved epoch (see ``hpo.training``).
+  re-queued after SIGINT/SIGTERM continues from its last saved epoch (see
+  ``hpo.execution.objective``).
 
 One default differs from ``TrainConfig``'s: a study that does not fix ``epochs`` trains the
 report's 2500 (:data:`SPACE_DEFAULTS`) per trial, as studies always have (``TrainConfig``'s 50 is
@@ -28,8 +29,7 @@ for a first single run); the shipped studies set it explicitly.
 Scoring across different sigma: the default objective is ``fair_accuracy``, the report's accuracy
 after re-broadening prediction and target to a common ``reference_sigma`` (Gaussians compose:
 sigma_ref^2 = sigma^2 + s^2), which defaults to the widest sigma in the space.  The report's plain
-``accuracy`` is always recorded as well.
-"""
+``accuracy`` is always recorded as well."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from pydantic import (
 )
 
 import studies
-from hpo.home import NAME_MAX_BYTES, is_file, name_problem
+from hpo.storage.home import NAME_MAX_BYTES, is_file, name_problem
 from model.config import TrainConfig, refuse_bool_numbers
 from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
 from model.errors import ConfigError
@@ -62,9 +62,7 @@ __all__ = [
     "parse_param", "setting_type", "shipped_studies", "space_fields", "study_config_from_dict",
     "study_path", "worker_seed",
 ]
-
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "grid", "random", "nsga2")
-
 _F = TrainConfig.model_fields
 #: TrainConfig fields a trial gets from the study (``reference_sigma``) or the worker.
 SET_BY_STUDY = ("reference_sigma", "checkpoint_dir")
@@ -256,8 +254,6 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
     return ParamSpec(name=name, kind="fixed", value=_check_value(name, raw))
 
 
-# --- sections -----------------------------------------------------------------------------------
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     _no_bool_numbers = field_validator("*", mode="before")(refuse_bool_numbers)
@@ -272,8 +268,6 @@ class SamplerConfig(_Section):
 class PrunerConfig(_Section):
     name: Literal["median", "successive_halving", "hyperband", "extrapolation", "none"] = "median"
     options: dict[str, Any] = {}
-
-
 #: Trials of one study: far more than any search runs, and an SQL integer holds them.
 MAX_TRIALS = 1_000_000
 #: Seconds of a budget, heartbeat, grace or save interval: a year. Timers and dates overflow
@@ -365,8 +359,6 @@ def _pydantic_message_with_field(err: ValidationError) -> str:
     loc = ".".join(str(x) for x in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg}" if loc else msg
-
-
 #: The ``[train]`` section: the TrainConfig fields of :data:`TRAIN_SECTION`, with its defaults
 #: (values as in JSON: the dataset a string), validated by TrainConfig.
 TrainSettings: type[_TrainSection] = create_model(  # type: ignore[call-overload]
@@ -382,7 +374,8 @@ class StudyConfig(_Section):
     name: str
     description: str = ""
     storage: str | None = None  # None: sqlite:///<runs>/<name>.db
-    artifacts: str | None = None  # None: $SPECOPT_HOME/<study>/artifacts/<storage> (hpo.home)
+    # None: $SPECOPT_HOME/<study>/artifacts/<storage> (hpo.storage.home)
+    artifacts: str | None = None
     objectives: tuple[str, ...] = ("fair_accuracy",)
     directions: tuple[Direction, ...] = ()  # empty: each objective's own direction
     objective_split: Literal["test", "validation"] = "test"
@@ -402,7 +395,7 @@ class StudyConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        # the one rule for names (hpo.home), and a study file's own: letters, digits, -_.
+        # the one rule for names (hpo.storage.home), and a study file's own: letters, digits, -_.
         problem = name_problem(v) or (None if all(c.isalnum() or c in "-_." for c in v)
                                       else "holds a character other than a letter, digit, "
                                       "'-', '_' or '.'")
@@ -600,8 +593,6 @@ class StudyConfig(_Section):
             "reference_sigma": self.reference_sigma_value,
             "train": {k: d["train"][k] for k in ("dataset", "e_min", "e_max")},
         }
-
-
 _TOP_LEVEL = tuple(StudyConfig.model_fields)
 _SECTIONS = {"budget": tuple(BudgetConfig.model_fields),
              "resume": tuple(ResumeConfig.model_fields)}
@@ -626,8 +617,6 @@ def _resolve_key(key: str) -> list[str]:
             return [section, key]
     raise ConfigError(f"override {key!r}: not a study key, training setting or budget key")
 
-
-# --- loading ------------------------------------------------------------------------------------
 
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
@@ -682,8 +671,6 @@ def study_path(name_or_path: str | Path) -> Path:
         return shipped
     raise ConfigError(f"unknown study {s!r}: shipped studies are {', '.join(shipped_studies())} "
                       "(or give the path of a .toml file)")
-
-
 #: The largest study file read, in MiB: a study is a page of text; a bigger file is refused
 #: before it fills memory.
 MAX_STUDY_MIB = 1
@@ -726,8 +713,6 @@ def config_json(cfg: StudyConfig) -> str:
     """The definition as JSON (``load_study_config`` reads it back)."""
     return json.dumps({**cfg.to_dict(), "source": cfg.source}, sort_keys=True)
 
-
-# --- samplers and pruners -----------------------------------------------------------------------
 
 def worker_seed(seed: int, worker_index: int) -> int:
     """The sampler seed of worker ``worker_index`` of a study seeded ``seed``: a hash of the
@@ -798,13 +783,13 @@ def _try_sampler(cfg: StudyConfig) -> None:
 
 def build_pruner(cfg: StudyConfig):
     """The study's pruner: Optuna's ``median``, ``successive_halving``, ``hyperband``, ``none``,
-    or ``extrapolation`` (:class:`hpo.pruners.CurveExtrapolationPruner`: prunes a trial whose
+    or ``extrapolation`` (:class:`hpo.study.pruners.CurveExtrapolationPruner`: prunes a trial whose
     extrapolated learning curve cannot beat the best completed trial).  ``hyperband`` and
     ``extrapolation`` get ``max_resource`` from the study's (largest) ``epochs`` unless their
     options give it."""
     import optuna
 
-    from hpo.pruners import CurveExtrapolationPruner
+    from hpo.study.pruners import CurveExtrapolationPruner
 
     p = cfg.pruner
     opts = dict(p.options)
@@ -826,3 +811,4 @@ def build_pruner(cfg: StudyConfig):
         return pruners[p.name](**opts)  # the name is one of PrunerConfig's Literal
     except (TypeError, ValueError) as err:
         raise ConfigError(f"pruner.options: {err}") from None
+

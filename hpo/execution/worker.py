@@ -1,7 +1,8 @@
 """Workers: run trials of one study until its budget is spent, safely alongside other workers.
 
 A worker (:class:`Worker`; :func:`run_worker` makes and runs one) repeats: under a study-wide lock
-(:class:`hpo.storage.ClaimLock`), fail stale trials (whose worker died: the heartbeat stopped) so
+(:class:`hpo.storage.locks.ClaimLock`), fail stale trials (whose worker died: the heartbeat
+stopped) so
 that the retry callback re-queues them, then decide (:func:`next_action`):
 
 - a WAITING trial (a retry) exists: run it;
@@ -25,8 +26,8 @@ period.  Infrastructure errors (:class:`InfrastructureError`, ``data_prep.DataEr
 ``OSError``: a missing or corrupt data file, an unwritable folder, a full disk) are not the
 configuration's fault: the trial is re-queued (the budget is left alone) and the worker stops
 with one line naming the file and the fix (exit status 3). A worker removes, when it starts, the
-temporary trial folders that killed workers left on its machine (``hpo.training.trial_workdir``).
-"""
+temporary trial folders that killed workers left on its machine
+(``hpo.execution.objective.trial_workdir``)."""
 
 from __future__ import annotations
 
@@ -41,28 +42,27 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import faults
-from hpo.config import StudyConfig
-from hpo.log import setup_logging
-from hpo.storage import (
-    AtomicFileSystemArtifactStore,
-    ClaimLock,
+from hpo.execution.objective import objective, remove_dead_workdirs
+from hpo.observe.log import setup_logging
+from hpo.storage.artifacts import AtomicFileSystemArtifactStore
+from hpo.storage.database import open_storage
+from hpo.storage.home import mask_url, storage_file
+from hpo.storage.locks import ClaimLock
+from hpo.storage.stale import (
     fail_stale_trials,
-    mask_url,
-    open_storage,
     requeue_trial,
     retried_trial_number,
-    retry_history,
-    storage_file,
 )
-from hpo.study import artifact_dir, create_study, storage_url, study_budget
-from hpo.training import objective, remove_dead_workdirs
+from hpo.study.budget import Action, budget_state, next_action, study_budget
+from hpo.study.config import StudyConfig
+from hpo.study.create import artifact_dir, create_study, storage_url
 from model.contract import Status, TrialAttr
 from model.errors import (
     ConfigError,
@@ -74,16 +74,22 @@ from model.errors import (
     describe_os_error,
 )
 
-__all__ = [
-    "BudgetState", "InfrastructureError", "StopFlag", "TrialError", "Worker",
-    "WorkerInterrupted", "WorkerSettings",
-    "WorkerSummary", "budget_state", "count_budget", "next_action", "run_worker",
-    "setup_logging",
-]
-
 _log = logging.getLogger("specopt.worker")
 
-Action = Literal["run", "wait", "done"]
+
+__all__ = [
+    "InfrastructureError",
+    "StopFlag",
+    "TrialError",
+    "Worker",
+    "WorkerInterrupted",
+    "WorkerSettings",
+    "WorkerSummary",
+    "budget_state",
+    "next_action",
+    "run_worker",
+    "setup_logging",
+]
 
 
 @dataclass
@@ -186,62 +192,6 @@ class _Heartbeat:
             self._thread.join()
 
 
-# --- the decision: pure functions of the study's trial counts -----------------------------------
-
-@dataclass(frozen=True)
-class BudgetState:
-    """The counts that decide a worker's next action."""
-
-    finished: int  # COMPLETE + PRUNED + FAIL that no retry re-runs
-    running: int
-    waiting: int  # queued retries
-    originals: int  # trials that are not retries: in a grid study, grid points started
-    n_trials: int | None  # the budget (None: time only)
-    grid_size: int | None = None  # grid studies: the number of grid points
-
-
-def budget_state(study: optuna.Study, config: StudyConfig, n_trials: int | None) -> BudgetState:
-    """The study's counts now (also handy for tests and status displays)."""
-    trials = study.get_trials(deepcopy=False)
-    return count_budget(trials, n_trials, config.grid_size() if config.is_grid else None)
-
-
-def count_budget(trials: list[FrozenTrial], n_trials: int | None,
-                 grid_size: int | None = None) -> BudgetState:
-    """The :class:`BudgetState` of these trials (``specopt status`` counts with it too)."""
-    retried = {n for t in trials for n in retry_history(t)}
-    by_state = dict.fromkeys(TrialState, 0)
-    for t in trials:
-        by_state[t.state] += 1
-    failed_for_good = sum(1 for t in trials
-                          if t.state == TrialState.FAIL and t.number not in retried)
-    return BudgetState(
-        finished=by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] + failed_for_good,
-        running=by_state[TrialState.RUNNING],
-        waiting=by_state[TrialState.WAITING],
-        originals=sum(1 for t in trials if retried_trial_number(t) is None),
-        n_trials=n_trials,
-        grid_size=grid_size,
-    )
-
-
-def next_action(state: BudgetState) -> Action:
-    """``run`` (a retry or a new trial), ``wait`` (others still running) or ``done``."""
-    n = state.n_trials
-    if n is not None and state.finished >= n:
-        return "done"
-    if state.waiting:
-        return "run"
-    room = n is None or state.finished + state.running < n
-    if state.grid_size is not None:
-        room = room and state.originals < state.grid_size
-    if room:
-        return "run"
-    return "wait" if state.running else "done"
-
-
-# --- Optuna calls outside optimize() ------------------------------------------------------------
-
 def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> FrozenTrial:
     """``study.tell`` outside ``optimize``: GridSampler.after_trial calls ``study.stop()`` when
     the grid is done, which raises outside optimize() after the result is stored; the worker
@@ -293,8 +243,6 @@ def database_disk_full(err: BaseException, url: str) -> OSError | None:
         err = nxt
     return None
 
-
-# --- the worker ---------------------------------------------------------------------------------
 
 class Worker:
     """One worker on ``config``'s study: opens the storage and joins the study when made,
@@ -407,7 +355,7 @@ class Worker:
     @contextlib.contextmanager
     def _running(self, on_second_signal: Callable[[], None] | None = None
                  ) -> Iterator[float]:
-        """Around a worker's loop (this one's and :class:`hpo.packed.PackedWorker`'s): the
+        """Around a worker's loop (this one's and :class:`hpo.execution.packed.PackedWorker`'s): the
         signal handlers, installed then restored; at a normal end, ``interrupted`` when a stop
         was asked for, else the line saying the time budget is spent; ``seconds`` always.
         Yields the start (``time.monotonic``). ``on_second_signal``: the KeyboardInterrupt of
@@ -565,14 +513,15 @@ def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:
     ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
     ``pack``: train up to that many trials at once as one batched model (``"auto"``: measured
     on the device, the plain worker when packs are not faster; None or 1: one trial at a
-    time), see :mod:`hpo.packed`.
+    time), see :mod:`hpo.execution.packed`.
     """
     pack = options.pop("pack", None)
     if pack is not None and pack != 1:
-        from hpo.packed import resolve_pack, run_packed_worker  # imports this module
+        from hpo.execution.packed import resolve_pack, run_packed_worker  # imports this module
 
         slots = resolve_pack(config, pack, device=options.get("device"),
                              num_threads=options.get("num_threads"))
         if slots > 1:  # auto measured 1: packs are slower here than the plain worker
             return run_packed_worker(config, pack=slots, **options)
     return Worker(config, **options).run()
+

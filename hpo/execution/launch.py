@@ -10,10 +10,10 @@ import sys
 import tempfile
 import time
 
-from hpo.config import StudyConfig, config_json
-from hpo.log import log_env
-from hpo.storage import mask_url
-from hpo.study import STORAGE_ENV, create_study, storage_url
+from hpo.observe.log import log_env
+from hpo.storage.home import mask_url
+from hpo.study.config import StudyConfig, config_json
+from hpo.study.create import STORAGE_ENV, create_study, storage_url
 
 _log = logging.getLogger("specopt.launch")
 
@@ -51,7 +51,7 @@ def warm_cache(config: StudyConfig) -> None:
     parses the QM9 geometries and computes Coulomb matrices, which N workers would otherwise all
     do at once (N times the memory).  Spectra for other sigma / Np are cheap and made by the
     workers."""
-    from hpo.training import training_data
+    from hpo.execution.objective import training_data
 
     space = config.space
     subsets = space["subset"].values() if "subset" in space and space["subset"].kind != "range" \
@@ -151,3 +151,4 @@ def _run(config, workers, gpus, cores, url, spec, procs, pack=None) -> int:
             signal.signal(s, h)
     codes = [p.returncode for p in procs]
     return max(codes, key=abs) if codes else 0
+

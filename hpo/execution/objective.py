@@ -43,8 +43,7 @@ parameters, seed, origin and dataset are kept (the retry trains the same configu
 Which split scores a trial: ``objective_split = "test"`` (default) uses the report's test split,
 the one the report used for early stopping and model selection, so that the validation split stays
 untouched by the search and its metrics remain an unbiased estimate; ``"validation"`` scores on the
-validation split instead.
-"""
+validation split instead."""
 
 from __future__ import annotations
 
@@ -66,23 +65,24 @@ import numpy as np
 import optuna
 
 from hpo import faults
-from hpo.config import StudyConfig
-from hpo.storage import retried_trial_number, retry_history
-from hpo.study import store_folder
+from hpo.storage.artifacts import store_folder
+from hpo.storage.stale import retried_trial_number, retry_history
+from hpo.study.config import StudyConfig
 from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
+
+_log = logging.getLogger("specopt.training")
+
 
 __all__ = ["LOG_INTERVAL", "PER_ATTEMPT_ATTRS", "WORKDIR_PREFIX", "EpochLog", "WorkerInterrupted",
            "epoch_dict", "objective", "remove_dead_workdirs", "state_path", "thin_history",
            "training_data", "trial_origin", "trial_workdir"]
-
 MAX_HISTORY = 200
 STATE_FILE = "state.pt"
 #: Prefix of a trial's temporary folder (its best checkpoint, the files it uploads) in $TMPDIR.
 WORKDIR_PREFIX = "specopt-trial-"
 #: Seconds between a worker's INFO epoch lines when epochs are fast (slower ones: every epoch).
 LOG_INTERVAL = 10.0
-
 #: User attributes that describe one attempt of a trial, not its configuration: a retry that
 #: inherited them from its dead attempt sets them to None at its start (see the docstring).
 PER_ATTEMPT_ATTRS: tuple[str, ...] = (
@@ -92,8 +92,6 @@ PER_ATTEMPT_ATTRS: tuple[str, ...] = (
     TrialAttr.DEVICE, TrialAttr.OBJECTIVE_FALLBACK, TrialAttr.REFERENCE_SIGMA,
     TrialAttr.RETRY_OF, TrialAttr.PROGRESS,
 )
-
-_log = logging.getLogger("specopt.training")
 
 
 def trial_origin(frozen) -> int:
@@ -217,10 +215,6 @@ def thin_history(history: list[dict], keep: int = MAX_HISTORY) -> list[dict]:
         return history
     idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
     return [history[i] for i in idx]
-
-
-# --- data: one levels dataset per process, training arrays cached on disk by data_prep -----------
-
 _LEVELS: dict = {}
 
 
@@ -260,7 +254,8 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     """Train one configuration and return the study's objective value(s). ``state_dir``: the
     folder of the saved training states' ``state/`` (default: the artifact store's folder;
     neither: no resuming). ``log_label``: the epoch lines' prefix (default ``[study]``).
-    ``train_fn``: ``model.train``'s stand-in (``hpo.packed`` trains the trial in a pack)."""
+    ``train_fn``: ``model.train``'s stand-in (``hpo.execution.packed`` trains the trial in a
+    pack)."""
     import model
 
     frozen = trial.study._storage.get_trial(trial._trial_id)
@@ -517,3 +512,4 @@ def _upload_history(trial, store, history: list[dict], workdir: str) -> None:
     artifact_id = upload_artifact(artifact_store=store, file_path=str(_history_file(out, history)),
                                   study_or_trial=trial)
     trial.set_user_attr(TrialAttr.ARTIFACTS, {ArtifactName.HISTORY: artifact_id})
+

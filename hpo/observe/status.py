@@ -1,7 +1,8 @@
 """Where a study stands (``specopt status``): trials done against the budget, counts per state,
 the running trials (worker, epoch/total, last objective value), the best so far, and an ETA.
 
-Read-only, from any storage: :func:`status` opens a stored study (:func:`hpo.study.open_study`),
+Read-only, from any storage: :func:`status` opens a stored study
+(:func:`hpo.study.create.open_study`),
 :func:`study_status` reads an open one.  The ETA is measured, not guessed: seconds per epoch
 are the median of what trials recorded (``seconds_per_epoch`` of finished trials, the
 ``progress`` attribute of running ones, else their time since start per epoch reported), the
@@ -10,8 +11,7 @@ any finished, the running trials' totals), and the work left (the running trials
 epochs plus the trials not started yet) is shared by the workers running now.  Data preparation
 and start-up are not counted: the ETA is a lower bound when a worker has yet to start.
 The best trial comes with the mean-training-spectrum baseline's value of each objective on the
-objective's split (``TrialAttr.BASELINE``) and its skill there: what its score is read against.
-"""
+objective's split (``TrialAttr.BASELINE``) and its skill there: what its score is read against."""
 
 from __future__ import annotations
 
@@ -26,15 +26,13 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.storage import mask_url
-from hpo.study import open_study, study_budget
-from hpo.worker import count_budget
+from hpo.storage.home import mask_url
+from hpo.study.budget import count_budget, study_budget
+from hpo.study.create import open_study
 from model.contract import StudyAttr, TrialAttr, objective_label
 
 __all__ = ["BestTrial", "RunningTrial", "StudyStatus", "status", "study_status"]
-
 State = Literal["empty", "running", "stopped", "finished"]
-
 #: The states counted, by the names shown (Optuna's FAIL as "failed").
 COUNTED = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
            "failed": TrialState.FAIL, "running": TrialState.RUNNING,
@@ -221,3 +219,4 @@ def study_status(study: optuna.Study, storage_url: str = "",
         directions=[d.name.lower() for d in study.directions], running=running, best=best,
         pareto_size=pareto, seconds_per_epoch=seconds_per_epoch,
         epochs_per_trial=epochs_per_trial, eta_seconds=eta)
+

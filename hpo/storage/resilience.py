@@ -13,8 +13,7 @@ Writes that are not idempotent are checked before they are retried: a state chan
 committed before the connection dropped is read back instead of being applied twice, and a study
 created by the failed attempt is looked up.  Heartbeats (recorded from a thread) are retried the
 same way, so they resume when the server is back; and for a while after an outage this worker
-reports no trial as stale, since the other workers' heartbeats may not have resumed yet.
-"""
+reports no trial as stale, since the other workers' heartbeats may not have resumed yet."""
 
 from __future__ import annotations
 
@@ -33,9 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.errors import StorageError
 
+_log = logging.getLogger("specopt.storage")
+T = TypeVar("T")
+
+
 __all__ = ["DEFAULT_MAX_WAIT", "ResilientStorage", "first_line", "is_outage", "outage_wait",
            "retry_outage"]
-
 #: Seconds a worker waits for an unreachable database before it gives up.
 DEFAULT_MAX_WAIT = 600.0
 #: The environment variable that changes it.
@@ -45,10 +47,6 @@ FIRST_DELAY = 1.0
 MAX_DELAY = 8.0
 #: At most one "unreachable" line per this many seconds (per storage).
 LOG_EVERY = 5.0
-
-_log = logging.getLogger("specopt.storage")
-T = TypeVar("T")
-
 _OUTAGE_TEXT = (
     "database is locked", "database is busy", "unable to open database", "disk i/o error",
     "connection refused", "could not connect", "server closed the connection",
@@ -58,8 +56,6 @@ _OUTAGE_TEXT = (
     "connection reset", "broken pipe", "no connection to the server", "admin shutdown",
     "cannot connect now", "connection to server", "the connection is lost",
 )
-
-
 #: Errors of a connection the server refuses for good (a wrong database, user, password, host
 #: name or option): waiting for them would only delay the one line that says so.
 _PERMANENT_TEXT = (
@@ -180,7 +176,7 @@ def outage_wait() -> float:
     """Seconds to wait for an unreachable database: ``$SPECOPT_OUTAGE_WAIT``, else
     :data:`DEFAULT_MAX_WAIT`; ConfigError for a value that is no number of seconds from 0 (no
     waiting) to a year."""
-    from hpo.config import MAX_SECONDS, ConfigError
+    from hpo.study.config import MAX_SECONDS, ConfigError
 
     raw = os.environ.get(OUTAGE_WAIT_ENV, "").strip()
     try:
@@ -392,3 +388,4 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
     def get_failed_trial_callback(self) -> Any:  # older Optuna name
         return self.get_heartbeat_stale_trial_callback()
+
