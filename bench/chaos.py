@@ -6,9 +6,9 @@ points lost (never COMPLETE) or run twice (COMPLETE more than once), epochs trai
 epochs needed (the lost work, per kill and against the save interval), and the wall time against
 the same study run without faults.
 
-    python bench/chaos.py                                  # SQLite, 4 workers, 30 % killed
-    python bench/chaos.py --storage journal --workers 4 --kill-share 0.3 --every 4
-    python bench/chaos.py --storage postgresql --postgres postgresql+psycopg://u@host/db
+    python -m bench.chaos                                  # SQLite, 4 workers, 30 % killed
+    python -m bench.chaos --storage journal --workers 4 --kill-share 0.3 --every 4
+    python -m bench.chaos --storage postgresql --postgres postgresql+psycopg://u@host/db
 
 Each worker trains tiny real trainings (``--subset`` molecules, ``--epochs`` epochs, 1 thread,
 CPU); heartbeat every 1 s, grace 3 s; the training state is saved every ``--save-interval`` s.
@@ -21,23 +21,20 @@ import argparse
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.contract import LOSSES
+from tests.support import start_worker, study_trials, write_study
 
 DEFAULT_PG = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-from model.contract import LOSSES  # noqa: E402 - after the sys.path line above
 
 
 def _study(folder: Path, storage: str, pg: str, args, tag: str) -> tuple[Path, str, str]:
-    from hpo.testing import write_study
-
     name = f"chaos-{tag}-{uuid.uuid4().hex[:6]}"
     url = {"sqlite": f"sqlite:///{folder / f'{tag}.db'}",
            "journal": f"journal:///{folder / f'{tag}.log'}", "postgresql": pg}[storage]
@@ -51,8 +48,6 @@ def _study(folder: Path, storage: str, pg: str, args, tag: str) -> tuple[Path, s
 
 
 def _run(path: Path, name: str, url: str, args, kill: bool, folder: Path) -> dict:
-    from hpo.testing import start_worker, study_trials
-
     rng = random.Random(args.seed)
     logs = [folder / f"{name}-w{i}.log" for i in range(args.workers)]
     procs = [start_worker(path, index=i, log=logs[i]) for i in range(args.workers)]

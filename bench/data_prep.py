@@ -4,7 +4,7 @@ Seconds (best of 3) to build the spectra of all molecules at (sigma 0.5 eV, Np 3
 (0.1 eV, 700), and to randomise one epoch of Coulomb matrices (all molecules). Target: each
 under 2 s for ~130k molecules on a 2-core machine.
 
-    python bench/data_prep.py [--dataset FILE] [--repeat 3] [--dense]
+    python -m bench.data_prep [--dataset FILE] [--repeat 3] [--dense]
 
 Uses the bundled dataset; when it is missing, 130,831 synthetic level sets drawn like real ones
 (and says so).
@@ -15,26 +15,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-# This file is bench/data_prep.py: keep its folder off the path so the package is imported.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data_prep import (  # noqa: E402
+from data_prep import (
     broaden,
     coulomb_matrices,
     load_levels,
     load_qm9pack,
     randomize_coulomb,
 )
-from data_prep.dataset import BUNDLED_PATH  # noqa: E402
-from data_prep.qm9 import N_QM9PACK  # noqa: E402
-from data_prep.training_data import dataset_coulomb  # noqa: E402
+from data_prep.dataset import BUNDLED_PATH
+from data_prep.qm9 import N_QM9PACK
+from data_prep.training_data import dataset_coulomb
 
 TARGET_S = 2.0
 

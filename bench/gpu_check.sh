@@ -109,8 +109,8 @@ if torch.cuda.is_available():
           f"bf16 {torch.cuda.is_bf16_supported()}")
 EOF
     "$PY" -m hpo.cli --help > /dev/null && echo "python -m hpo.cli: imports" || rc=1
-    "$PY" bench/pack_speed.py --help > /dev/null \
-        && echo "bench/pack_speed.py, bench/train_speed.py: import" || rc=1
+    "$PY" -m bench.pack_speed --help > /dev/null \
+        && echo "python -m bench.pack_speed (and bench.train_speed): imports" || rc=1
     if command -v nvidia-smi > /dev/null; then nvidia-smi || rc=1
     else echo "no nvidia-smi"; [ "$DEV" = cpu ] || rc=1; fi
     return $rc
@@ -119,14 +119,14 @@ EOF
 step_train_speed() {
     local sizes=full,5000 batches=200
     [ "$QUICK" = 1 ] && sizes=1000 batches=2
-    "$PY" bench/train_speed.py --devices "$DEV" --synthetic \
+    "$PY" -m bench.train_speed --devices "$DEV" --synthetic \
         --sizes "$sizes" --amp off,bf16 --max-batches "$batches"
 }
 
 step_pack_speed() {
     local size=full packs=1,2,4,8,16,32 batches=100
     [ "$QUICK" = 1 ] && size=1000 packs=1,2 batches=2
-    "$PY" bench/pack_speed.py --devices "$DEV" --synthetic \
+    "$PY" -m bench.pack_speed --devices "$DEV" --synthetic \
         --size "$size" --packs "$packs" --max-batches "$batches"
 }
 
@@ -200,7 +200,7 @@ step_tests() {
 step_compile() {
     local sizes=5000 batches=200
     [ "$QUICK" = 1 ] && sizes=1000 batches=2
-    "$PY" bench/train_speed.py --devices "$DEV" --synthetic \
+    "$PY" -m bench.train_speed --devices "$DEV" --synthetic \
         --sizes "$sizes" --amp bf16 --max-batches "$batches" --compile
 }
 export -f step_setup step_train_speed step_pack_speed run_study step_study step_study_pack \

@@ -1,10 +1,10 @@
-"""HPO efficiency on this problem's learning-curve table: replay strategies (``hpo.replay``) with
+"""HPO efficiency on this problem's learning-curve table: replay strategies (``bench.replay``) with
 many seeds and several simulated asynchronous workers, and compare the regret of the best
 configuration found so far against the compute spent (issue 10).
 
-    python bench/hpo_efficiency.py                       # bench/lc, 20 seeds, 4 workers
-    python bench/hpo_efficiency.py --seeds 5 --strategies random,tpe,tpe+median
-    python bench/hpo_efficiency.py --table tests/data/lc_small --table-space --seeds 3
+    python -m bench.hpo_efficiency                       # bench/lc, 20 seeds, 4 workers
+    python -m bench.hpo_efficiency --seeds 5 --strategies random,tpe,tpe+median
+    python -m bench.hpo_efficiency --table tests/data/lc_small --table-space --seeds 3
 
 Regret: the table's best final validation fair accuracy minus that of the incumbent (the best
 COMPLETE trial by the value it told, as ``study.best_trial``), in accuracy points (x100).
@@ -23,21 +23,17 @@ import json
 import math
 import multiprocessing as mp
 import statistics
-import sys
 import time
 from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
+from bench import lc_build
+from bench.replay import LearningCurveTable, Strategy, Trace, replay, strategies
+from hpo.study.config import load_study_config
+from model.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import lc_build  # noqa: E402
-
-from hpo.replay import LearningCurveTable, Strategy, Trace, replay, strategies  # noqa: E402
-from hpo.study.config import load_study_config  # noqa: E402
-from model.errors import ConfigError  # noqa: E402
 
 #: "within 0.1 accuracy points of the table's best" (fair accuracy is a fraction)
 TOLERANCE = 0.001
@@ -203,7 +199,7 @@ def anytime_figure(results: dict[str, list[dict]], budget: int, g: int):
 def shown_path(path: Path) -> str:
     """``path`` relative to the repository when inside it (results are committed)."""
     try:
-        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+        return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
 

@@ -1,10 +1,10 @@
 """Build the learning-curve table of this problem: train a designed set of configurations to
 the end and record every epoch, so that HPO strategies can be replayed on it at almost no cost
-(``bench/hpo_efficiency.py``), as LCBench and YAHPO Gym do for other problems.
+(``python -m bench.hpo_efficiency``), as LCBench and YAHPO Gym do for other problems.
 
-    python bench/lc_build.py                  # build (resumes), 2 processes of 1 thread each
-    python bench/lc_build.py --jobs 1 --limit 4   # a few more runs, then stop
-    python bench/lc_build.py --assemble-only  # write the table from the runs done so far
+    python -m bench.lc_build                  # build (resumes), 2 processes of 1 thread each
+    python -m bench.lc_build --jobs 1 --limit 4   # a few more runs, then stop
+    python -m bench.lc_build --assemble-only  # write the table from the runs done so far
 
 Design (written once here; ``design()``):
 
@@ -44,10 +44,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.contract import LOSSES  # noqa: E402
-from model.device import cpu_model_name  # noqa: E402
+from hpo.report import paper
+from model.contract import LOSSES, Metric
+from model.device import cpu_model_name
 
 OUT = Path(__file__).resolve().parent / "lc"
 SIGMAS = (0.1, 0.3, 0.5)
@@ -62,15 +61,12 @@ DESIGN_SEED = 2026
 REPEAT_WITHIN = 0.015
 REPEAT_SEEDS = 3
 REPEATS_FILE = OUT / "repeats.json"
-#: The report's nine runs (lr 1e-4, batch 90, Np 300): five losses at sigma 0.5, RMSE at 0.3 and
-#: 0.1, and RMSE at sigma 0.1 with Np 500 and 700 (700 is not in the table; its replay uses 500).
-REPORT_GRID = (
-    *((0.5, 300, loss, 1e-4, 90) for loss in ("rmse", "smoothl1", "logcosh", "cosine", "pearson")),
-    (0.3, 300, "rmse", 1e-4, 90),
-    (0.1, 300, "rmse", 1e-4, 90),
-    (0.1, 500, "rmse", 1e-4, 90),
-    (0.1, 700, "rmse", 1e-4, 90),
-)
+#: The report's fixed lr and batch (its studies: ``studies/paper-*.toml``).
+REPORT_LR, REPORT_BATCH = 1e-4, 90
+#: The report's nine runs, its published rows (five losses at sigma 0.5, RMSE at 0.3 and 0.1, RMSE
+#: at sigma 0.1 with Np 500 and 700: 700 is not in the table; its replay uses 500).
+REPORT_GRID = tuple((p.sigma, p.n_points, p.loss, REPORT_LR, REPORT_BATCH)
+                    for p in paper.PUBLISHED)
 KEYS = ("sigma", "n_points", "loss", "lr", "batch_size")
 
 
@@ -129,7 +125,7 @@ def plan_repeats(out: Path = OUT) -> list[dict]:
         path = out / "runs" / f"{run['run_id']}.json"
         if run["seed"] == 0 and path.exists():
             rec = json.loads(path.read_text())
-            value = rec["metrics"].get("fair_accuracy")
+            value = rec["metrics"].get(Metric.FAIR_ACCURACY)
             if value is not None and run["loss"] != "huber":
                 seed0.append((value, run))
     best = max(v for v, _ in seed0)
@@ -172,8 +168,8 @@ def run_one(run: dict) -> dict:
 
     def on_epoch(r) -> None:
         history.append({"epoch": r.epoch, "test_loss": r.test_loss,
-                        "test_fair_accuracy": r.test_metrics["fair_accuracy"],
-                        "test_accuracy": r.test_metrics["accuracy"], "seconds": r.seconds})
+                        "test_fair_accuracy": r.test_metrics[Metric.FAIR_ACCURACY],
+                        "test_accuracy": r.test_metrics[Metric.ACCURACY], "seconds": r.seconds})
 
     try:
         result = train(config, data, on_epoch)
@@ -190,7 +186,7 @@ def run_one(run: dict) -> dict:
 
 
 def _worker(run: dict) -> str:
-    from data_prep.cache import atomic_write
+    from data_prep.files import atomic_write
 
     record = run_one(run)
     text = json.dumps(record, indent=1, sort_keys=True, default=float)
@@ -245,7 +241,7 @@ def write_provenance(argv: list[str], records: list[dict], out: Path = OUT) -> N
     machines = Counter(f"{r['cpu']}, {r.get('cpus')} cores" if r.get("cpu") else
                        "not recorded (built before each run recorded its CPU)" for r in records)
     prov = {
-        "command": "python bench/lc_build.py " + " ".join(argv),
+        "command": "python -m bench.lc_build " + " ".join(argv),
         "commit": _git_commit(),
         "dataset": "bundled GFN2-xTB levels (data_prep/data/qm9_gfn2xtb_levels.npz)",
         "dataset_fingerprint": records[0]["fingerprint"] if records else None,

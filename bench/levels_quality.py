@@ -12,7 +12,7 @@ levels, so the 16 highest occupied levels are valence levels for every method (a
 PySCF's core levels lie far below). Chunks are kept under ``$SPECOPT_CACHE/levels_quality``, so
 an interrupted run resumes. Writes docs/levels_quality.md.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/levels_quality.py [--size 200] [--ref-size 40]
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.levels_quality [--size 200] [--ref-size 40]
         [--seed 0] [--basis sto-3g] [--hybrid b3lyp] [--out docs/levels_quality.md]
 """
 
@@ -26,14 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# This file is bench/levels_quality.py: keep its folder off the path so the package is imported.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-sys.path.append(str(Path(__file__).resolve().parent))  # last: for bench/write_up.py only
+import numpy as np
 
-import numpy as np  # noqa: E402
-from write_up import MARK, kept_write_up  # noqa: E402
-
-from model.contract import HARTREE_EV, N_LEVELS  # noqa: E402
+from bench.write_up import MARK, kept_write_up
+from model.contract import HARTREE_EV, N_LEVELS
 
 XTB = ("gfn2-xtb", "ipea1-xtb", "gfn1-xtb")
 
@@ -191,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     cpu = _cpu_name()
-    cmd = "OMP_NUM_THREADS=1 nice -n 10 python bench/levels_quality.py " + " ".join(
+    cmd = "OMP_NUM_THREADS=1 nice -n 10 python -m bench.levels_quality " + " ".join(
         sys.argv[1:] if argv is None else argv)
     versions = (f"tblite {version('tblite')}, pyscf {version('pyscf')}, "
                 f"qm9pack {version('qm9pack')}, numpy {np.__version__}")

@@ -18,7 +18,7 @@ variant scored at sigma 0.1 / 0.3 / 0.5 from its one training
 (``model.inference.score_at_sigmas``). ``--report-at-sigmas`` also trains (a) at each of those
 sigmas, so that the levels model's one training meets a spectrum CNN trained for each width.
 
-    nice python bench/levels_vs_spectra.py [--subset 5000] [--epochs 20] [--seeds 3]
+    nice python -m bench.levels_vs_spectra [--subset 5000] [--epochs 20] [--seeds 3]
         [--sigma 0.5] [--variants report,softplus,levels,levels-lr1e-3] [--report-at-sigmas]
         [--from-study levels-vs-spectra [--storage URL]]
         [--device auto] [--threads N] [--out docs/levels_vs_spectra.md]
@@ -36,18 +36,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-from write_up import MARK, kept_write_up  # noqa: E402
-
-from data_prep import load_levels, prepare  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.config import TrainConfig  # noqa: E402
-from model.contract import SCALE_FREE_LOSSES, metric_label, metric_scale  # noqa: E402
-from model.device import cpu_model_name, resolve_device  # noqa: E402
-from model.inference import SCORE_SIGMAS, score_at_sigmas  # noqa: E402
-from model.loop import train  # noqa: E402
+from bench.write_up import MARK, kept_write_up
+from data_prep import load_levels, prepare
+from hpo.study.create import open_study
+from model.checkpoint import load_checkpoint
+from model.config import TrainConfig
+from model.contract import (
+    SCALE_FREE_LOSSES,
+    Metric,
+    Split,
+    TrialAttr,
+    metric_label,
+    metric_scale,
+)
+from model.device import cpu_model_name, resolve_device
+from model.inference import SCORE_SIGMAS, score_at_sigmas
+from model.loop import train
 
 N_POINTS = 300
 
@@ -72,8 +78,8 @@ VARIANTS = {v.name: v for v in (
             {"output_head": "levels", "loss": "mae", "lr": 2.52e-3}),
 )}
 #: The columns, in order; a table leaves out those none of its runs has.
-COLUMNS = ("fair_accuracy", "accuracy", "wasserstein_eV", "level_error_eV", "negative_share",
-           "skill")
+COLUMNS = (Metric.FAIR_ACCURACY, Metric.ACCURACY, Metric.WASSERSTEIN_EV, Metric.LEVEL_ERROR_EV,
+           Metric.NEGATIVE_SHARE, Metric.SKILL)
 #: score_at_sigmas' own key: the error of the predicted levels themselves, not extracted.
 DIRECT = "predicted_level_error_eV"
 DIRECT_LABEL = "level error, predicted levels (eV)"
@@ -87,9 +93,6 @@ BUDGET_FIELDS = ("sigma", "n_points", "subset", "epochs", "seed", "patience", "d
 
 def best_of_study(study: str, storage: str | None) -> Variant:
     """The variant ``specopt-best``: the best trial's learning settings of a specopt study."""
-    from hpo.study.create import open_study
-    from model.contract import TrialAttr
-
     opened = open_study(study, storage)
     best = opened.study.best_trial
     params = best.user_attrs.get(TrialAttr.PARAMS) or best.params
@@ -212,9 +215,10 @@ def main(argv: list[str] | None = None) -> None:
                 m = dict(result.metrics)
                 results.setdefault(variant.name, []).append(m)
                 if not baselines:  # the same data for every run: one baseline
-                    baselines.append(result.baseline["validation"])
-                print(f"{variant.name} seed {seed}: fair accuracy {100 * m['fair_accuracy']:.2f}"
-                      f" %, negative points {100 * m['negative_share']:.1f} %, "
+                    baselines.append(result.baseline[Split.VALIDATION])
+                fair, negative = m[Metric.FAIR_ACCURACY], m[Metric.NEGATIVE_SHARE]
+                print(f"{variant.name} seed {seed}: fair accuracy {100 * fair:.2f}"
+                      f" %, negative points {100 * negative:.1f} %, "
                       f"{time.time() - start:.0f} s", flush=True)
                 if cfg.output_head == "levels" and result.checkpoint_path is not None:
                     net, _ = load_checkpoint(result.checkpoint_path)
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                                              scale_free=cfg.loss in SCALE_FREE_LOSSES)
                     at_sigmas.setdefault("report", {}).setdefault(s, []).append(scores[s])
                     print(f"report at sigma {s} seed {seed}: fair accuracy "
-                          f"{100 * scores[s]['fair_accuracy']:.2f} %", flush=True)
+                          f"{100 * scores[s][Metric.FAIR_ACCURACY]:.2f} %", flush=True)
 
     all_runs = [m for runs in results.values() for m in runs]
     labels = {v.name: v.label for v in variants}
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
 
     n_train, n_test, n_val = (len(data.train_rows), len(data.test_rows),
                               len(data.validation_rows))
-    cmd = "nice python bench/levels_vs_spectra.py " + " ".join(
+    cmd = "nice python -m bench.levels_vs_spectra " + " ".join(
         sys.argv[1:] if argv is None else argv)
     text = TEMPLATE.format(
         sigma=args.sigma, epochs=args.epochs, seeds=args.seeds, subset=args.subset,

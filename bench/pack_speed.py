@@ -2,9 +2,9 @@
 side with a lone run (``model.Trainer``, the path of ``specopt worker`` without ``--pack``; on
 CUDA it replays a captured CUDA graph).
 
-    python bench/pack_speed.py                          # full set, CPU (+ CUDA when present)
-    python bench/pack_speed.py --devices cuda --max-batches 100
-    python bench/pack_speed.py --smoke                  # a quick run: 1,000 molecules, K 1,2
+    python -m bench.pack_speed                          # full set, CPU (+ CUDA when present)
+    python -m bench.pack_speed --devices cuda --max-batches 100
+    python -m bench.pack_speed --smoke                  # a quick run: 1,000 molecules, K 1,2
 
 Each row builds fresh members (the report's network and batch 90; members differ in seed and
 learning rate, as trials of a study do, and share the device-resident data), runs one warm-up
@@ -21,21 +21,16 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from train_speed import add_speed_options, synthetic_data  # noqa: E402
-
-from data_prep import load_levels, prepare  # noqa: E402
-from model.config import TrainConfig  # noqa: E402
-from model.device import cpu_model_name  # noqa: E402
-from model.packed import Pack  # noqa: E402
-from model.trainer import Trainer  # noqa: E402
+from bench.train_speed import add_speed_options, synthetic_data
+from data_prep import load_levels, prepare
+from model.config import TrainConfig
+from model.device import cpu_model_name
+from model.packed import Pack
+from model.trainer import Trainer
 
 LRS = (1e-4, 3e-4, 1e-3, 3e-5)
 

@@ -12,8 +12,8 @@ Trials are counted when they finish inside the measured window: ``--seconds`` af
 (process set-up and connections).  Bounded: about ``len(storages) * len(workers) * 2 *
 (seconds + 4)`` s (about a minute by default).
 
-    python bench/storage_load.py                       # SQLite and PostgreSQL, 8 and 32 workers
-    python bench/storage_load.py --postgres URL --workers 8 32 64 --seconds 10
+    python -m bench.storage_load                       # SQLite and PostgreSQL, 8 and 32 workers
+    python -m bench.storage_load --postgres URL --workers 8 32 64 --seconds 10
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_PG = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -66,7 +64,7 @@ def _worker(mode: str, url: str, name: str, index: int, seconds: float, sleep: f
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("specopt").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    from hpo.execution.worker import run_worker
+    from hpo.execution.run import run_worker
     from hpo.study.config import study_config_from_dict
 
     errors: collections.Counter = collections.Counter()

@@ -1,10 +1,10 @@
 """Training speed of the report's CNN: seconds per epoch and samples per second.
 
-    python bench/train_speed.py                       # full set and a 5k subset, CPU (+ CUDA)
-    python bench/train_speed.py --sizes 5000 --devices cpu --amp off,bf16
-    python bench/train_speed.py --max-batches 200     # time partial epochs, extrapolate
-    python bench/train_speed.py --anatomy --sizes 5000 --amp off,bf16   # the step, op by op
-    python bench/train_speed.py --busy 1 --sizes 5000   # threads on a busy machine
+    python -m bench.train_speed                       # full set and a 5k subset, CPU (+ CUDA)
+    python -m bench.train_speed --sizes 5000 --devices cpu --amp off,bf16
+    python -m bench.train_speed --max-batches 200     # time partial epochs, extrapolate
+    python -m bench.train_speed --anatomy --sizes 5000 --amp off,bf16   # the step, op by op
+    python -m bench.train_speed --busy 1 --sizes 5000   # threads on a busy machine
 
 Each row builds a fresh ``model.Trainer`` (batch 90, the report's settings), runs one warm-up
 epoch (cuDNN autotuning, CUDA-graph capture, oneDNN primitives; with --max-batches only that
@@ -38,20 +38,17 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_prep import TrainingData, broaden, load_levels, prepare, sort_coulomb  # noqa: E402
-from data_prep.dataset import make_split  # noqa: E402
-from model.config import TrainConfig  # noqa: E402
-from model.contract import E_MAX, E_MIN, MATRIX_SIZE, N_LEVELS  # noqa: E402
-from model.device import available_cpus, cpu_has_amx, cpu_model_name, cpuinfo  # noqa: E402
-from model.network import SpectraCNN  # noqa: E402
-from model.trainer import Trainer  # noqa: E402
+from data_prep import TrainingData, broaden, load_levels, prepare, sort_coulomb
+from data_prep.dataset import make_split
+from model.config import TrainConfig
+from model.contract import E_MAX, E_MIN, MATRIX_SIZE, N_LEVELS
+from model.device import available_cpus, cpu_has_amx, cpu_model_name, cpuinfo
+from model.network import SpectraCNN
+from model.trainer import Trainer
 
 SYNTHETIC_FULL = 118_000
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.cache import atomic_write
+from data_prep.files import atomic_write
 from model.contract import MATRIX_SIZE, N_LEVELS
 from model.errors import DataError
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.cache import atomic_write
+from data_prep.cache import discard_bad_cache
+from data_prep.files import atomic_write
+from data_prep.progress import bar as progress_bar
 from data_prep.qm9 import Geometries
 from model.contract import BOHR_ANGSTROM, HARTREE_EV, N_LEVELS
 from model.errors import DataError
@@ -160,7 +162,6 @@ def compute_levels(
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if parts_dir is not None:
         parts_dir.mkdir(parents=True, exist_ok=True)
-    from data_prep.progress import bar as progress_bar
 
     done = len(geoms) - sum(min(chunk_size, len(geoms) - s) for s in todo)
     bar = progress_bar(progress, total=len(geoms), initial=done, unit="mol",
@@ -221,8 +222,6 @@ def _read_part(parts_dir: Path, start: int, index: np.ndarray):
     """(levels, status) of a finished chunk; None when it is not there, or is truncated,
     corrupt or inconsistent (then it is removed, with a warning naming it, and recomputed).
     A chunk of other molecules is a DataError: the folder belongs to another build."""
-    from data_prep.cache import discard_bad_cache
-
     path = _part_path(parts_dir, start)
     if not path.exists():
         return None

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.cache import cache_root, discard_bad_cache
+from data_prep.files import atomic_write
 from model.contract import MATRIX_SIZE as MAX_ATOMS
 from model.errors import DataError
 
@@ -212,8 +214,6 @@ def _parse_numbers(strings: list[str]) -> np.ndarray:
 def _read_geometries_cache(cache: Path) -> Geometries | None:
     """The cached geometries, or None (a warning naming the file, which is removed) when the
     file is truncated, corrupt, of the wrong shape or holds a non-finite position."""
-    from data_prep.cache import discard_bad_cache
-
     try:
         with np.load(cache, allow_pickle=False) as f:
             g = Geometries(f["index"], f["n_atoms"], f["Z"], f["R"])
@@ -230,8 +230,6 @@ def _read_geometries_cache(cache: Path) -> Geometries | None:
 
 def load_qm9pack(cache_dir: Path | None = None) -> Geometries:
     """All 130,831 QM9 geometries from qm9pack, cached as ``.npz`` after the first parse."""
-    from data_prep.cache import atomic_write, cache_root
-
     cache = (cache_dir or cache_root()) / "qm9pack_geometries.npz"
     if cache.exists():
         cached = _read_geometries_cache(cache)

@@ -6,7 +6,7 @@ Python API (the ``specopt`` commands are thin layers over it)::
     cfg = hpo.load_study_config("demo")            # or a path to a .toml file
     study = hpo.create_study(cfg)                  # create or join (default: $SPECOPT_HOME/NAME.db)
     hpo.run_worker(cfg)                            # trials until the budget is spent
-    hpo.execution.launch(cfg, workers=4)                     # 4 local worker processes
+    hpo.launch(cfg, workers=4)                     # 4 local worker processes
 
 ``hpo.objective(trial, config, ...)`` is the Optuna objective itself (module
 ``hpo.execution.objective``).
@@ -14,7 +14,8 @@ Python API (the ``specopt`` commands are thin layers over it)::
 
 from hpo.execution.launch import launch
 from hpo.execution.objective import WorkerInterrupted, objective
-from hpo.execution.worker import Worker, WorkerSummary, run_worker
+from hpo.execution.run import run_worker
+from hpo.execution.worker import Worker, WorkerSummary
 from hpo.storage.database import StorageError, open_storage
 from hpo.storage.home import mask_url
 from hpo.study.config import ConfigError, StudyConfig, load_study_config, shipped_studies

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from data_prep import TrainingData
-from data_prep.cache import atomic_write
+from data_prep.files import atomic_write
 from data_prep.qm9 import valence_electrons
 from model.config import TrainConfig
 from model.errors import DataError, InfrastructureError, describe_os_error

@@ -387,6 +387,38 @@ def memory_limit() -> tuple[int | None, str]:
     return min(found) if found else (None, "")
 
 
+def validation_message(err: ValidationError, source: str | Path | None = None, *,
+                       first: bool = False) -> str:
+    """The one line a user reads for ``err`` (every pydantic model of specopt: a
+    ``TrainConfig``, a study file): ``source: `` where given (the file, or the section the
+    errors lie in), then each error as ``LOC: message`` (LOC dotted; none for a whole-model
+    rule), joined by "; "; only the first with ``first`` (a message that a validator of an
+    enclosing model raises again). Pydantic's own wording of an unknown key, a missing one and
+    a wrong choice reads ``unknown key 'k' in [section]``, ``LOC: required``, ``LOC: 'x' is
+    not allowed (...)``; a message ``name: text`` of a table's validator reads
+    ``LOC.name: text``."""
+    errors = err.errors()[:1] if first else err.errors()
+    text = "; ".join(_placed(e) for e in errors)
+    return f"{source}: {text}" if source is not None else text
+
+
+def _placed(error: ErrorDetails) -> str:
+    """One error of :func:`validation_message`."""
+    loc = ".".join(str(x) for x in error["loc"])
+    msg, kind = error["msg"].removeprefix("Value error, "), error["type"]
+    if kind == "extra_forbidden":
+        section = ".".join(str(x) for x in error["loc"][:-1])
+        return f"unknown key {error['loc'][-1]!r}" + (f" in [{section}]" if section else "")
+    if kind == "missing":
+        return f"{loc}: required"
+    if kind == "literal_error" and msg.startswith("Input should be "):  # not TrainConfig's own
+        return f"{loc}: {error['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
+    name, sep, rest = msg.partition(": ")
+    if loc and sep and name.isidentifier():  # a table's entry named by its validator
+        return f"{loc}.{name}: {rest}"
+    return f"{loc}: {msg}" if loc else msg
+
+
 def _sentence(error: ErrorDetails) -> str:
     """A pydantic error as one sentence naming the field."""
     name = ".".join(str(x) for x in error["loc"]) or "config"

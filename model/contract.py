@@ -39,38 +39,63 @@ OUTPUT_HEADS: tuple[str, ...] = ("linear", "softplus", "levels")
 
 Direction = Literal["maximize", "minimize"]
 
+
+class Metric:
+    """The metrics' names: the keys of every metrics dict (model.metrics.evaluate)."""
+
+    ACCURACY = "accuracy"
+    ACCURACY_MIN = "accuracy_min"
+    ACCURACY_MAX = "accuracy_max"
+    RMSE = "rmse"
+    MAE = "mae"
+    R2 = "r2"
+    NEGATIVE_SHARE = "negative_share"
+    NEGATIVE_MAGNITUDE = "negative_magnitude"
+    ACCURACY_NORMALISED = "accuracy_normalised"
+    RMSE_NORMALISED = "rmse_normalised"
+    MAE_NORMALISED = "mae_normalised"
+    R2_NORMALISED = "r2_normalised"
+    FAIR_ACCURACY = "fair_accuracy"  # a study's default objective
+    WASSERSTEIN_EV = "wasserstein_eV"
+    LEVEL_ERROR_EV = "level_error_eV"
+    LEVEL_ERROR_TARGET_EV = "level_error_target_eV"
+    #: Share of the mean-training-spectrum baseline's error (1 - fair accuracy) removed.
+    SKILL = "skill"
+
+
 #: Every metric of model.metrics.evaluate with the direction in which it is better.
 METRICS: dict[str, Direction] = {
-    "accuracy": "maximize",
-    "accuracy_min": "maximize",
-    "accuracy_max": "maximize",
-    "rmse": "minimize",
-    "mae": "minimize",
-    "r2": "maximize",
-    "negative_share": "minimize",
-    "negative_magnitude": "minimize",
-    "accuracy_normalised": "maximize",
-    "rmse_normalised": "minimize",
-    "mae_normalised": "minimize",
-    "r2_normalised": "maximize",
-    "fair_accuracy": "maximize",
-    "wasserstein_eV": "minimize",
-    "level_error_eV": "minimize",
-    "level_error_target_eV": "minimize",
-    #: Share of the mean-training-spectrum baseline's error (1 - fair accuracy) removed.
-    "skill": "maximize",
+    Metric.ACCURACY: "maximize",
+    Metric.ACCURACY_MIN: "maximize",
+    Metric.ACCURACY_MAX: "maximize",
+    Metric.RMSE: "minimize",
+    Metric.MAE: "minimize",
+    Metric.R2: "maximize",
+    Metric.NEGATIVE_SHARE: "minimize",
+    Metric.NEGATIVE_MAGNITUDE: "minimize",
+    Metric.ACCURACY_NORMALISED: "maximize",
+    Metric.RMSE_NORMALISED: "minimize",
+    Metric.MAE_NORMALISED: "minimize",
+    Metric.R2_NORMALISED: "maximize",
+    Metric.FAIR_ACCURACY: "maximize",
+    Metric.WASSERSTEIN_EV: "minimize",
+    Metric.LEVEL_ERROR_EV: "minimize",
+    Metric.LEVEL_ERROR_TARGET_EV: "minimize",
+    Metric.SKILL: "maximize",
 }
 #: Cheap enough to compute on the model-selection split after every epoch (by the trainer).
 #: model.loop adds ``skill`` to each epoch's, from its fair_accuracy and the run's baseline (the
 #: trainer has none).
 EPOCH_METRICS: tuple[str, ...] = (
-    "accuracy", "rmse", "mae", "r2", "fair_accuracy", "wasserstein_eV",
+    Metric.ACCURACY, Metric.RMSE, Metric.MAE, Metric.R2, Metric.FAIR_ACCURACY,
+    Metric.WASSERSTEIN_EV,
 )
 #: What model.metrics.baseline_metrics scores for the mean-training-spectrum baseline (plus
 #: level_error_eV when given the levels: the validation split): what reports show beside a
 #: trial's scores. rmse_normalised is the RMSE that scale-free runs are judged on.
 BASELINE_METRICS: tuple[str, ...] = (
-    "accuracy", "fair_accuracy", "rmse", "rmse_normalised", "wasserstein_eV",
+    Metric.ACCURACY, Metric.FAIR_ACCURACY, Metric.RMSE, Metric.RMSE_NORMALISED,
+    Metric.WASSERSTEIN_EV,
 )
 #: Space parameters that a multi-objective study may also use as an objective (minimised).
 PARAMETER_OBJECTIVES: tuple[str, ...] = ("sigma", "n_points")
@@ -155,6 +180,12 @@ class ArtifactName:
     HISTORY = "history.json"  # every epoch (pruned and failed trials upload it too)
 
 
+# --- limits of settings -------------------------------------------------------------------------
+
+#: Seconds of a budget, heartbeat, grace, save interval or storage outage wait: a year. Timers
+#: and dates overflow far beyond it (a grace of 1e17 s is no datetime).
+MAX_SECONDS = 365 * 24 * 3600
+
 # --- the network and its optimisation -----------------------------------------------------------
 
 #: Down-sampling after each convolutional block of model.network.SpectraCNN.
@@ -166,10 +197,18 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 # Tables, figures, the CLI and the dashboard all use these, so a quantity is called the same and
 # shown in the same unit everywhere (accuracies in %, energies in eV).
 
+class Split:
+    """The data splits' names (model.loop, trial attributes, reports)."""
+
+    TRAIN = "train"
+    TEST = "test"
+    VALIDATION = "validation"
+
+
 #: What each data split is for. model.loop stops early and selects the model on "test"; the
 #: reported metrics come from "validation", which no choice has seen (Ghosh et al.'s naming).
 SPLIT_ROLE: dict[str, str] = {
-    "train": "training", "test": "model selection", "validation": "held out",
+    Split.TRAIN: "training", Split.TEST: "model selection", Split.VALIDATION: "held out",
 }
 
 #: Training settings as shown (with their unit).
@@ -185,23 +224,23 @@ SETTING_LABELS: dict[str, str] = {
 
 #: Metrics as shown: (label, factor from the stored value to the shown one).
 METRIC_LABELS: dict[str, tuple[str, float]] = {
-    "accuracy": ("accuracy (%)", 100.0),
-    "accuracy_min": ("worst single (%)", 100.0),
-    "accuracy_max": ("best single (%)", 100.0),
-    "rmse": ("RMSE", 1.0),
-    "mae": ("MAE", 1.0),
-    "r2": ("R^2", 1.0),
-    "negative_share": ("negative points (%)", 100.0),
-    "negative_magnitude": ("negative magnitude", 1.0),
-    "accuracy_normalised": ("accuracy_n (%)", 100.0),
-    "rmse_normalised": ("RMSE_n", 1.0),
-    "mae_normalised": ("MAE_n", 1.0),
-    "r2_normalised": ("R^2_n", 1.0),
-    "fair_accuracy": ("fair accuracy (%)", 100.0),
-    "wasserstein_eV": ("W1 (eV)", 1.0),
-    "level_error_eV": ("level error (eV)", 1.0),
-    "level_error_target_eV": ("level error of the target (eV)", 1.0),
-    "skill": ("skill (%)", 100.0),
+    Metric.ACCURACY: ("accuracy (%)", 100.0),
+    Metric.ACCURACY_MIN: ("worst single (%)", 100.0),
+    Metric.ACCURACY_MAX: ("best single (%)", 100.0),
+    Metric.RMSE: ("RMSE", 1.0),
+    Metric.MAE: ("MAE", 1.0),
+    Metric.R2: ("R^2", 1.0),
+    Metric.NEGATIVE_SHARE: ("negative points (%)", 100.0),
+    Metric.NEGATIVE_MAGNITUDE: ("negative magnitude", 1.0),
+    Metric.ACCURACY_NORMALISED: ("accuracy_n (%)", 100.0),
+    Metric.RMSE_NORMALISED: ("RMSE_n", 1.0),
+    Metric.MAE_NORMALISED: ("MAE_n", 1.0),
+    Metric.R2_NORMALISED: ("R^2_n", 1.0),
+    Metric.FAIR_ACCURACY: ("fair accuracy (%)", 100.0),
+    Metric.WASSERSTEIN_EV: ("W1 (eV)", 1.0),
+    Metric.LEVEL_ERROR_EV: ("level error (eV)", 1.0),
+    Metric.LEVEL_ERROR_TARGET_EV: ("level error of the target (eV)", 1.0),
+    Metric.SKILL: ("skill (%)", 100.0),
 }
 
 

@@ -59,6 +59,14 @@ def idle_cpus(samples: int = 3, interval: float = 0.03) -> int:
     return threads_for(available_cpus(), int(statistics.median(readings)))
 
 
+def set_threads(num_threads: int | None) -> int:
+    """Set torch's CPU threads: ``num_threads``, else :func:`idle_cpus`. The one place specopt
+    sets them (a run's trainer, a worker); returns the count."""
+    threads = num_threads or idle_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def threads_for(cpus: int, runnable: int) -> int:
     """Threads for a run on ``cpus`` cores while ``runnable`` threads (this one included) are
     runnable."""

@@ -8,6 +8,7 @@ A leaf module like :mod:`model.contract`: every package may import it.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 
 class SpecoptError(Exception):
@@ -21,12 +22,33 @@ class DataError(SpecoptError, ValueError):
     """Bad or missing input data: a dataset, geometry, cache or grid (data_prep)."""
 
 
+class OutOfDomain(DataError):
+    """Molecules outside the model's training domain, refused (``force`` predicts them):
+    ``model.inference.predict_xyz``."""
+
+    def __init__(self, refused: list[Any], total: int, force_helps: bool = True):
+        """``refused``: the ``model.inference.Molecule``s, each with its ``name`` and
+        ``reasons``."""
+        self.refused = refused
+        how = ("--force (force=True) predicts them anyway, flagged" if force_helps
+               else "a Coulomb matrix cannot hold them, even with --force")
+        #: The first sentence alone (the command prints each molecule on a line of its own).
+        self.summary = (f"{len(refused)} of {total} molecules are outside the model's training "
+                        f"domain ({how})")
+        super().__init__(f"{self.summary}: " + "; ".join(
+            f"{m.name}: {', '.join(m.reasons)}" for m in refused))
+
+
 class ConfigError(SpecoptError, ValueError):
     """An invalid study definition or training setting."""
 
 
 class StorageError(SpecoptError, RuntimeError):
     """A storage URL is malformed or its server cannot be reached (password masked)."""
+
+
+class ClusterError(SpecoptError):
+    """A cluster launch that cannot go ahead (missing package, scheduler, shared storage)."""
 
 
 class ReportError(SpecoptError, ValueError):

@@ -17,10 +17,14 @@ import numpy as np
 import torch
 
 from data_prep import TrainingData, broaden, coulomb_matrix, energy_grid, read_xyz, sort_coulomb
+from data_prep.dataset import TEST, VALIDATION
 from data_prep.qm9 import ELEMENTS, SYMBOLS, formula, valence_electrons
+from data_prep.spectra import check_grid, gaussian_spectra
 from model.checkpoint import load_checkpoint
+from model.config import DEFAULT_REFERENCE_SIGMA, TrainConfig
 from model.contract import MATRIX_SIZE, N_LEVELS
-from model.errors import ConfigError, DataError
+from model.errors import ConfigError, DataError, OutOfDomain
+from model.metrics import baseline_metrics, evaluate
 from model.network import SpectraCNN
 
 
@@ -80,11 +84,6 @@ def score_at_sigmas(model: SpectraCNN, data: TrainingData,
     are predicted once and broadened at each sigma. ``scale_free``: the model was trained with a
     loss that fixes no scale (``SCALE_FREE_LOSSES``): judged as ``evaluate`` judges such runs.
     Only a levels model can be scored at a sigma or Np other than its own (``ConfigError``)."""
-    from data_prep.dataset import TEST, VALIDATION
-    from data_prep.spectra import gaussian_spectra
-    from model.config import DEFAULT_REFERENCE_SIGMA
-    from model.metrics import baseline_metrics, evaluate
-
     parts = {"validation": VALIDATION, "test": TEST}
     if split not in parts:
         raise ConfigError(f"split must be 'validation' or 'test', got {split!r}")
@@ -141,20 +140,6 @@ NORM_RTOL = 1e-5
 #: Farthest an atom may be from its nearest neighbour, Angstrom: about twice QM9's farthest
 #: (1.57 A, over all 130,831 molecules); beyond it the atom is not bonded to the molecule.
 MAX_NEIGHBOUR_ANGSTROM = 3.0
-
-
-class OutOfDomain(DataError):
-    """Molecules outside the model's training domain, refused (``force`` predicts them)."""
-
-    def __init__(self, refused: list[Molecule], total: int, force_helps: bool = True):
-        self.refused = refused
-        how = ("--force (force=True) predicts them anyway, flagged" if force_helps
-               else "a Coulomb matrix cannot hold them, even with --force")
-        #: The first sentence alone (the command prints each molecule on a line of its own).
-        self.summary = (f"{len(refused)} of {total} molecules are outside the model's training "
-                        f"domain ({how})")
-        super().__init__(f"{self.summary}: " + "; ".join(
-            f"{m.name}: {', '.join(m.reasons)}" for m in refused))
 
 
 @dataclass
@@ -256,8 +241,6 @@ def _check_grid(meta: dict, sigma: float | None, n_points: int | None) -> None:
     bounds of a training setting (``TrainConfig``; an Np of 1e8 is 13 GB of Gaussians)."""
     from pydantic import ValidationError
 
-    from data_prep.spectra import check_grid
-    from model.config import TrainConfig
 
     sigma = meta["sigma"] if sigma is None else sigma
     n_points = meta["n_points"] if n_points is None else n_points

@@ -26,7 +26,7 @@ import torch
 from data_prep import TrainingData, randomize_coulomb
 from model.config import TrainConfig
 from model.contract import EPOCH_METRICS, MATRIX_SIZE, SCALE_FREE_LOSSES
-from model.device import idle_cpus, keep_freed_memory, resolve_device, use_amp
+from model.device import keep_freed_memory, resolve_device, set_threads, use_amp
 from model.errors import DataError, TrainingFailed
 from model.losses import get_loss
 from model.metrics import evaluate
@@ -78,7 +78,7 @@ class Trainer:
         self.config, self.data = config, data
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(config.num_threads or idle_cpus())  # busy cores: fewer
+            set_threads(config.num_threads)  # busy cores: fewer
             keep_freed_memory()
         else:
             torch.backends.cudnn.benchmark = True

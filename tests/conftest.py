@@ -13,6 +13,19 @@ PG_URL = os.environ.get("SPECOPT_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+#: Markers and fixtures of tests that need a service or root (a tmpfs mount, a PostgreSQL
+#: server): such a test is slow, so the fast lane ``-m "not slow"`` needs neither.
+_SERVICE_MARKERS = ("postgres", "browser", "slurm", "ray")
+_SERVICE_FIXTURES = {"mount_tmpfs", "pg_url", "own_pg"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if (any(item.get_closest_marker(name) for name in _SERVICE_MARKERS)
+                or _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Tests never touch the user's cache or ./runs; one cache and one home per session.  The

@@ -4,7 +4,8 @@
 # Installs the test extras into the active Python (torch==2.13.0, the CPU build, when no torch is
 # installed yet), Debian's chromium + chromium-driver for the browser tests (apt; needs root or
 # sudo), starts a stopped local PostgreSQL cluster and a single-node SLURM (.ci/slurm-up.sh), and
-# checks the services the tests need.
+# checks the services the tests need. The fast lane needs none of this (no root, no service):
+#   python -m pytest -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

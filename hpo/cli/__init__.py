@@ -10,7 +10,7 @@ One error handler for all of them (:class:`SpecoptGroup`): a
 that no module turned into one (exit 3, as an ``InfrastructureError``, naming the file).
 ``specopt --debug`` prints the traceback too.  ``python -m hpo.cli ...`` runs the same app
 (``launch`` starts its workers so).  Root options: ``-q``/``-v``/``--log-file``
-(:mod:`hpo.observe.log`, passed on to launched workers) and ``--version``.
+(:mod:`hpo.execution.log`, passed on to launched workers) and ``--version``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ import typer
 from pydantic import ValidationError
 from typer.core import HAS_RICH, TyperCommand, TyperGroup
 
+from hpo.cli import data, export, report, status, study, train
+from hpo.execution.log import setup_logging
+from model.config import validation_message
 from model.errors import InfrastructureError, SpecoptError, describe_os_error
 
 __all__ = ["SpecoptGroup", "app", "as_written", "error_line"]
@@ -33,9 +36,7 @@ _DEBUG = "specopt.debug"
 def error_line(err: BaseException) -> str:
     """The one line the command prints for an error it ends with."""
     if isinstance(err, ValidationError):  # a TrainConfig built from options
-        return "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: "
-            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        return validation_message(err)
     return " ".join(str(err).split("\n"))
 
 
@@ -124,15 +125,11 @@ def _root(ctx: typer.Context,
     ctx.meta[_DEBUG] = debug
     if quiet and verbose:
         raise typer.BadParameter("give -q or -v, not both")
-    from hpo.observe.log import setup_logging
-
     level = "WARNING" if quiet else "DEBUG" if verbose else None
     setup_logging(level, log_file, progress=False if quiet else None)
 
 
 def _register() -> None:
-    from hpo.cli import data, export, report, status, study, train
-
     app.add_typer(data.app, name="data")
     app.add_typer(data.cache_app, name="cache")  # cache info, cache clear
     train.register(app)  # train

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import typer
 
+from data_prep.build import build_levels
+from data_prep.cache import cache_entries, cache_root, clear_cache
+from data_prep.dataset import check_output, dataset_path, load_levels
+from hpo.storage.home import data_dir
 from model.errors import SpecoptError
 
 app = typer.Typer(help="Build, import and inspect orbital-level datasets.", no_args_is_help=True)
@@ -29,9 +33,6 @@ def build(
     workers: int = typer.Option(None, help="Processes (default: one per CPU core)."),
 ) -> None:
     """Compute the 16 highest occupied orbital levels of every molecule (resumable)."""
-    from data_prep.build import build_levels
-    from hpo.storage.home import data_dir
-
     out = out or data_dir() / "qm9_levels.npz"
     ds = build_levels(out, method, xyz_dir, limit, workers)
     typer.echo(json.dumps(ds.provenance["molecules"]))
@@ -43,8 +44,6 @@ def info(dataset: str = typer.Argument(
         None, help="A bundled dataset's name (gfn2-xtb, the default, or ipea1-xtb) or a "
         "dataset file.")):
     """Counts, split sizes, level range and provenance of a dataset."""
-    from data_prep.dataset import dataset_path, load_levels
-
     ds = load_levels(dataset)
     typer.echo(f"dataset: {dataset_path(dataset)}")
     typer.echo(json.dumps(ds.summary(), indent=1))
@@ -59,8 +58,7 @@ def import_original(
                                      help="coulomb.npz is stored as is, not negated."),
 ) -> None:
     """Import the original dataset of Ghosh et al. 2019 (molecules with a -10000 level dropped)."""
-    from data_prep.dataset import check_output
-    from data_prep.original import import_original as import_files
+    from data_prep.original import import_original as import_files  # torch: kept out of start
 
     check_output(out)  # before reading the files
     ds = import_files(folder, negated=not not_negated)
@@ -81,8 +79,6 @@ def _size(n: float) -> str:
 @cache_app.command("info")
 def cache_info() -> None:
     """The cache's folder, its total size, and each file with its size and what it is (which dataset, sigma, Np, subset)."""  # noqa: E501 - typer keeps line breaks
-    from data_prep.cache import cache_entries, cache_root
-
     root = cache_root()
     entries = cache_entries(root)
     typer.echo(f"cache: {root} (SPECOPT_CACHE), {len(entries)} file(s), "
@@ -97,8 +93,6 @@ def cache_clear(
                              "there is no terminal to ask on)"),
 ) -> None:
     """Delete everything in the cache (rebuilt when next needed: the first run of a dataset then takes longer). Do not clear it under running workers."""  # noqa: E501
-    from data_prep.cache import cache_entries, cache_root, clear_cache
-
     root = cache_root()
     entries = cache_entries(root)
     if not entries:

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from hpo.cli.options import STORED_STUDY_HELP, StoredArtifactsOpt
+from hpo.escape import terminal_text
+from hpo.storage.home import mask_url
+from hpo.study.create import open_study
 
 
 def export_mlflow(
@@ -26,11 +29,9 @@ def export_mlflow(
 
     Running again adds the trials finished since and replaces those that changed: no run is duplicated. Names: validation_* (held-out split), selection_* (model-selection split, best epoch), objective_*; curves train_loss, test_loss, test_* (model-selection split) and epoch_seconds. Needs MLflow: pip install 'specopt[mlflow]' (mlflow-skinny). Browse with `mlflow ui --backend-store-uri URI` (the full mlflow package).
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.escape import terminal_text
+    # pandas, plotly: kept out of specopt's start
     from hpo.report.mlflow_export import export_mlflow as export
     from hpo.report.mlflow_export import mlflow_available
-    from hpo.storage.home import mask_url
-    from hpo.study.create import open_study
 
     mlflow_available()  # before the study is read: the error that matters first
     opened = open_study(study, storage, artifacts)

@@ -267,7 +267,7 @@ class Place:
     pack: str | None = None
 
     def __post_init__(self) -> None:
-        from hpo.execution.packed import parse_pack
+        from hpo.execution.packed import parse_pack  # torch: kept out of specopt's start
 
         if self.on not in PLACES:
             raise SpecoptError(f"--on {self.on!r}: expected one of {', '.join(PLACES)}")
@@ -279,7 +279,7 @@ class Place:
     @property
     def slots(self) -> int | str | None:
         """Each worker's ``--pack`` (None: no packing)."""
-        from hpo.execution.packed import parse_pack
+        from hpo.execution.packed import parse_pack  # torch: kept out of specopt's start
 
         return parse_pack(self.pack)
 

@@ -13,8 +13,13 @@ from hpo.cli.options import (
     StoredArtifactsOpt,
     number_option,
 )
+from hpo.escape import terminal_text as shown
+from hpo.observe.dashboard import serve_dashboard, write_reading_note
+from hpo.storage.home import predictions_dir
+from hpo.storage.optuna_private import study_id
+from hpo.study.create import open_study
 from model.contract import ArtifactName
-from model.errors import DataError, SpecoptError
+from model.errors import DataError, OutOfDomain, ReportError, SpecoptError
 
 StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: the study "
                                 "file's, else sqlite:///$SPECOPT_HOME/STUDY.db)")
@@ -23,7 +28,7 @@ StoredStorageOpt = typer.Option(None, "--storage", help="storage URL (default: t
 def echo_report(opened, out: Path | None, formats: str = "html",
                 plotlyjs: str = "inline") -> None:
     """Write the report of an opened study and print where it went (and its best trial)."""
-    from hpo.escape import terminal_text as shown
+    # pandas, plotly: kept out of specopt's start
     from hpo.report import best_trial_table, default_out_dir, write_report
 
     s = opened.study
@@ -64,12 +69,11 @@ def report(
 
     Objective values are scored on the test split (model selection: early stopping and the best epoch); every other metric comes from the validation split (held out). Accuracies are in %, energies in eV.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.report.page import PLOTLYJS_MODES
-    from hpo.study.create import open_study
-    from model.errors import ReportError
+    from hpo.report.page import PLOTLYJS_MODES  # pandas, plotly: kept out of specopt's start
 
     if plotlyjs not in PLOTLYJS_MODES:
         raise ReportError(f"--plotlyjs {plotlyjs!r}: one of {', '.join(PLOTLYJS_MODES)}")
+    # pandas, plotly: kept out of specopt's start
     from hpo.report.export_figures import parse_formats
 
     parse_formats(formats)  # a typo fails before the study is read
@@ -84,9 +88,8 @@ def export_best(
     artifacts: Path | None = StoredArtifactsOpt,
 ) -> None:
     """The best trial of STUDY, ready to share: parameters (JSON), metrics, checkpoint, validation predictions and the HTML report."""  # noqa: E501 - typer keeps line breaks
-    from hpo.escape import terminal_text as shown
+    # pandas, plotly: kept out of specopt's start
     from hpo.report import best_trial_table, default_out_dir, export_best
-    from hpo.study.create import open_study
 
     opened = open_study(study, storage, artifacts)
     out = out or default_out_dir(opened.study.study_name, "export")
@@ -128,10 +131,7 @@ def predict(
 
     The spectra come at the sigma and Np the model was trained for. A levels-first model (trained with output_head levels: it predicts the 16 levels and broadens them) also gives them at any other --sigma and --n-points, from the same checkpoint; a model that predicts the spectrum's grid points (linear, softplus) refuses them.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.escape import terminal_text as shown
-    from hpo.report import predict_xyz
-    from hpo.storage.home import predictions_dir
-    from model.inference import OutOfDomain
+    from hpo.report import predict_xyz  # pandas, plotly: kept out of specopt's start
 
     try:
         paths = predict_xyz(checkpoint, xyz, out or predictions_dir(), force=force, sigma=sigma,
@@ -165,9 +165,6 @@ def dashboard(
 
     The study's note (on its page) says what each number is: the objective on the test split (model selection), the `metrics` attribute on the validation split (held out), accuracies as fractions. It is written once, never over a note of your own.
     """  # noqa: E501 - typer keeps line breaks
-    from hpo.observe.dashboard import serve_dashboard, write_reading_note
-    from hpo.study.create import open_study
-
     opened = open_study(study, storage, artifacts)
     try:  # the study's note: which split each number is from, and its unit
         write_reading_note(opened.study)
@@ -175,7 +172,7 @@ def dashboard(
         typer.echo(f"note: the study's reading note was not written ({err})", err=True)
     try:
         serve_dashboard(opened.storage, host=host, port=port,
-                        artifact_store=opened.artifact_store, study_id=opened.study._study_id,
+                        artifact_store=opened.artifact_store, study_id=study_id(opened.study),
                         echo=typer.echo)
     except OSError as err:
         raise SpecoptError(f"cannot listen on {host}:{port} ({err})") from None

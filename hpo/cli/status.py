@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from hpo.cli.options import STORED_STUDY_HELP, StorageOpt, echo_json
+from hpo.observe.status import status as study_status
+from hpo.storage.home import shown_name
 
 
 def duration(seconds: float) -> str:
@@ -30,7 +32,6 @@ def status_text(s) -> list[str]:
     budget = s.n_trials if s.n_trials is not None else "no trial budget (time only)"
     head = {"empty": "no trials yet", "running": "running",
             "stopped": "no worker running", "finished": "finished"}[s.state]
-    from hpo.storage.home import shown_name
 
     out = [f"study {shown_name(s.study)}" + (f" ({s.storage})" if s.storage else "")
            + f": {head}: {s.finished} of {budget} trials"]
@@ -70,8 +71,6 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
 ) -> None:
     """Where STUDY stands: trials done / budget, counts per state, the running trials (worker, epoch, last value), the best so far and an ETA from the measured seconds per epoch."""  # noqa: E501 - typer keeps line breaks
-    from hpo.observe.status import status as study_status
-
     s = study_status(study, storage)
     if json_out:
         echo_json(s.to_dict())

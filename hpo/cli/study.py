@@ -38,7 +38,30 @@ from hpo.cli.options import (
     with_place_options,
     with_train_options,
 )
-from hpo.study.config import SET_BY_STUDY, TRAIN_SECTION, StudyConfig, space_fields
+from hpo.cli.report import echo_report
+from hpo.execution import cluster
+from hpo.execution.launch import launch as launch_workers
+from hpo.execution.run import run_worker
+from hpo.observe.lifecycle import (
+    add_trials,
+    delete_study,
+    describe,
+    finished_message,
+    load_existing,
+    stored_studies,
+    study_artifact_folder,
+)
+from hpo.storage.home import default_storage_url, home, mask_url, normalize_url, shown_name
+from hpo.study.config import (
+    SET_BY_STUDY,
+    TRAIN_SECTION,
+    ConfigError,
+    StudyConfig,
+    load_study_config,
+    shipped_studies,
+    space_fields,
+)
+from hpo.study.create import open_study, storage_url
 from model.errors import SpecoptError, TrialError
 
 #: The training settings a study's commands take as options: the space, [train] and the
@@ -48,9 +71,9 @@ STUDY_SETTINGS = (*space_fields(), *TRAIN_SECTION,
 
 
 def study_config(study: str, settings: dict, sets: list[str], **keys) -> StudyConfig:
-    """The study file with the command's options applied (validated once)."""
-    from hpo.study.config import load_study_config
-
+    """The study file with the command's options applied (validated once): where a worker's
+    ``--device`` and ``--num-threads`` (launch passes each worker its own) become the study's
+    ``[train]`` settings, which its trials read."""
     changes = {_key(name): value for name, value in settings.items()}
     changes |= {k: v for k, v in keys.items() if v is not None}  # bare study keys
     changes |= parse_sets(sets)
@@ -72,7 +95,6 @@ def studies(
     if storage is not None:
         _stored_studies(storage)
         return
-    from hpo.study.config import load_study_config, shipped_studies
 
     rows = []
     for name in shipped_studies():
@@ -96,9 +118,6 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _stored_studies(storage: str) -> None:
-    from hpo.observe.lifecycle import stored_studies
-    from hpo.storage.home import mask_url, normalize_url, shown_name
-
     found = stored_studies(storage)
     shown = mask_url(normalize_url(storage))
     if not found:
@@ -114,8 +133,6 @@ def _stored_studies(storage: str) -> None:
 
 def _run_here() -> None:
     """Where the studies run with the default storage are (SQLite files under the home)."""
-    from hpo.storage.home import home, shown_name
-
     root = home()
     files = sorted(root.glob("*.db")) if root.is_dir() else []
     if files:
@@ -137,9 +154,6 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, yes: bool,
             what: str) -> None:
-    from hpo.observe.lifecycle import delete_study, describe, study_artifact_folder
-    from hpo.storage.home import shown_name
-
     folder = study_artifact_folder(name, url, config, study, artifacts)
     _confirm(f"{what} {describe(name, url, study, folder)}?", yes)
     d = delete_study(name, url, folder)
@@ -153,9 +167,6 @@ def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, y
 def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | None,
                yes: bool) -> str | None:
     """--fresh, then --add-trials; returns the finished-study message (None: work to do)."""
-    from hpo.observe.lifecycle import add_trials, finished_message, load_existing
-    from hpo.study.create import storage_url
-
     url = storage_url(cfg, storage)
     if fresh:
         study = load_existing(cfg.name, url)
@@ -191,7 +202,7 @@ def worker(
 
     A finished study is left alone (it says so): --add-trials N extends it, --fresh starts over.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
-    from hpo.execution.packed import parse_pack
+    from hpo.execution.packed import parse_pack  # torch: kept out of specopt's start
 
     slots = parse_pack(pack)  # a wrong value says so before anything starts
     cfg = study_config(study, settings, sets, storage=storage, artifacts=artifacts,
@@ -203,10 +214,8 @@ def worker(
     if finished:
         typer.echo(finished, err=True)
         return
-    from hpo.execution.worker import run_worker
 
-    s = run_worker(cfg, storage=storage, worker_index=worker_index,
-                   num_threads=cfg.train.num_threads, pack=slots)
+    s = run_worker(cfg, storage=storage, worker_index=worker_index, pack=slots)
     who = worker_index if worker_index is not None else os.getpid()
     typer.echo(f"[{cfg.name} worker {who}] done: {s.completed} complete, {s.pruned} "
                f"pruned, {s.failed} failed in {s.seconds:.0f} s"
@@ -219,9 +228,6 @@ def _launch(cfg: StudyConfig, workers: int, place: Place, wait: bool = True) -> 
     """Start the workers where ``place`` says, wait for them (SLURM: only with ``wait``; else
     say how to follow them and return), print the study's summary line; a failed worker's exit
     code ends the command."""
-    from hpo.execution import cluster
-    from hpo.execution.launch import launch as launch_workers
-
     if place.on == "local":
         code = launch_workers(cfg, workers, pack=place.slots)
     elif place.on == "ray":
@@ -250,8 +256,6 @@ def _launch(cfg: StudyConfig, workers: int, place: Place, wait: bool = True) -> 
 def _summary(cfg: StudyConfig) -> str:
     """One line: trial counts and the best value(s)."""
     from optuna.trial import TrialState
-
-    from hpo.study.create import open_study
 
     study = open_study(cfg).study
     trials = study.get_trials(deepcopy=False)
@@ -311,9 +315,6 @@ def _run(cfg: StudyConfig, workers: int, out: Path | None, finished: str | None 
          place: Place | None = None) -> None:
     """Launch the workers where ``place`` says (default: local processes) and wait for them
     (not on a finished study: say so), then write the report."""
-    from hpo.cli.report import echo_report
-    from hpo.study.create import open_study
-
     if finished:
         typer.echo(finished, err=True)
         typer.echo(_summary(cfg))
@@ -372,8 +373,6 @@ def demo(
     yes: bool = YesOpt,
 ) -> None:
     """The main job: the `demo` study (SQLite, 2,000 molecules, a few minutes on 2 CPU cores) with 2 local workers, then its report."""  # noqa: E501
-    from hpo.study.config import load_study_config
-
     cfg = load_study_config("demo")
     _run(cfg, workers, out, _lifecycle(cfg, None, fresh, add_trials, yes))
 
@@ -387,10 +386,6 @@ def delete(
     yes: bool = YesOpt,
 ) -> None:
     """Delete STUDY from its storage, with its artifacts (checkpoints, training states, predictions). Asks first; --yes skips the question (needed where there is no terminal). Reports and exports are kept."""  # noqa: E501
-    from hpo.storage.home import default_storage_url, normalize_url
-    from hpo.study.config import ConfigError, load_study_config
-    from hpo.study.create import open_study, storage_url
-
     config: StudyConfig | None
     try:
         config = load_study_config(study)

@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+import model
+from data_prep.dataset import TEST, TRAIN, check_output, load_levels
 from hpo.cli.options import (
     PrintConfigOpt,
     SetOpt,
@@ -23,7 +25,7 @@ from hpo.cli.options import (
 )
 from hpo.escape import json_text
 from model.config import TrainConfig
-from model.contract import split_label
+from model.contract import Split, metric_scale, split_label
 
 #: The settings a bare ``specopt train`` changes from TrainConfig's: a minute's run on a CPU.
 QUICK = {"subset": 5000, "epochs": 10}
@@ -42,8 +44,8 @@ def _metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None 
     width = max(len(k) for k in metrics)
 
     def shown(k: str, v: float) -> str:
-        return f"{100 * v:8.2f} %" if k.startswith(("accuracy", "fair_accuracy", "skill")) or \
-            k == "negative_share" else f"{v:10.4g}"
+        scale = metric_scale(k)  # 100 for those shown in %
+        return f"{scale * v:8.2f} %" if scale != 1.0 else f"{v:10.4g}"
 
     rows = []
     for k, v in metrics.items():
@@ -64,8 +66,7 @@ def _duration(seconds: float) -> str:
 def plan(config: TrainConfig, quick: bool) -> list[str]:
     """What the run is about to do, as lines: the data, the settings that matter, where it runs
     and a rough estimate of its time (CPU only: measured after the first epoch anyway)."""
-    from data_prep import TEST, TRAIN, load_levels
-    from model.device import available_cpus, resolve_device, use_amp
+    from model.device import available_cpus, resolve_device, use_amp  # torch: kept out of start
 
     ds = load_levels(config.dataset).subset(config.subset)
     config.check_memory(len(ds))  # before anything is prepared
@@ -125,8 +126,6 @@ def train(
     extra = {**settings, **given, **parse_sets(sets)}
     defaults = {} if full else {k: v for k, v in QUICK.items() if k not in extra}
     if "subset" in defaults:  # a quick look at a dataset smaller than the quick subset: all
-        from data_prep import load_levels
-
         if len(load_levels(extra.get("dataset"))) <= QUICK["subset"]:
             del defaults["subset"]
     config = TrainConfig.model_validate({**defaults, **extra})
@@ -134,8 +133,6 @@ def train(
         echo_json(config.model_dump(mode="json"))
         return
     if json_out:  # said before the run, not after it
-        from data_prep.dataset import check_output
-
         check_output(json_out)
     quiet = logging.getLogger("specopt").getEffectiveLevel() > logging.INFO  # specopt -q
     for line in plan(config, quick=bool(defaults)):
@@ -143,8 +140,6 @@ def train(
             typer.echo(line)
 
     from tqdm import tqdm
-
-    import model
 
     def on_epoch(report) -> None:
         if report.epoch == 1 and config.epochs > 1 and not quiet:  # measured, beside the bar
@@ -156,8 +151,8 @@ def train(
     typer.echo(f"{result.status} after {len(result.history)} epochs on {result.device} "
                f"({result.seconds_per_epoch:.2f} s/epoch); best test loss "
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")
-    typer.echo(f"{split_label('validation')}, {len(result.val_index)} molecules:")
-    typer.echo(_metrics_table(result.metrics, result.baseline.get("validation")))
+    typer.echo(f"{split_label(Split.VALIDATION)}, {len(result.val_index)} molecules:")
+    typer.echo(_metrics_table(result.metrics, result.baseline.get(Split.VALIDATION)))
     if result.checkpoint_path:
         typer.echo(f"checkpoint: {result.checkpoint_path}")
     if json_out:

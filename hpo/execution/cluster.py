@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpo.execution.launch import worker_command, worker_env, worker_spec
-from hpo.observe.log import log_env, setup_logging
-from hpo.storage.home import mask_url
+from hpo.execution.launch import worker_command, worker_device, worker_env, worker_spec
+from hpo.execution.log import log_env, setup_logging
+from hpo.storage.home import mask_url, study_dir
 from hpo.study.config import StudyConfig
 from hpo.study.create import STORAGE_ENV, create_study, storage_url
-from model.errors import ConfigError, SpecoptError
+from model.errors import ClusterError, ConfigError
 
 _log = logging.getLogger("specopt.cluster")
 
@@ -52,10 +52,6 @@ SIGNAL_DELAY = 300
 MAX_REQUEUES = 1000
 #: Environment variables a Ray worker gets from the launcher (a SLURM job gets all of them).
 PASSED_ENV = re.compile(r"^(SPECOPT_\w+|OMP_NUM_THREADS|MKL_NUM_THREADS)$")
-
-
-class ClusterError(SpecoptError):
-    """A cluster launch that cannot go ahead (missing package, scheduler, shared storage)."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +141,6 @@ def _prepare(config: StudyConfig) -> tuple[str, str]:
     url = storage_url(config)
     create_study(config, url)
     return url, worker_spec(config, url)
-
-
-def _device(config: StudyConfig, gpus: float) -> str:
-    return ("cuda" if gpus else "cpu") if config.train.device == "auto" else config.train.device
 
 
 def _run_worker_process(spec: str, index: int, threads: int, device: str,
@@ -267,8 +259,6 @@ def slurm_nodes(partition: str | None) -> int:
 
 
 def slurm_folder(config: StudyConfig, options: SlurmOptions) -> Path:
-    from hpo.storage.home import study_dir
-
     return Path(options.folder) if options.folder else study_dir(config.name) / "slurm"
 
 
@@ -298,7 +288,7 @@ def submit_slurm(config: StudyConfig, workers: int, options: SlurmOptions) -> li
     if options.mem:
         params["mem"] = options.mem
     executor.update_parameters(**params)
-    device = _device(config, gpus)
+    device = worker_device(config.train.device, gpus)
     saved = {k: os.environ.get(k) for k in (STORAGE_ENV, *log_env())}
     os.environ.update({**worker_env(url), **log_env()})  # sbatch passes its environment on
     try:
@@ -416,7 +406,7 @@ def launch_ray(config: StudyConfig, workers: int, options: RayOptions) -> int:
         gpus = options.gpus_per_worker
         cpus = cpus_for(gpus, options.cpus_per_worker)
         task = ray.remote(ray_worker).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-        device = _device(config, gpus)
+        device = worker_device(config.train.device, gpus)
         refs = [task.remote(spec, i, max(1, int(cpus)), device, options.pack)
                 for i in range(workers)]
         _log.info(f"started {workers} worker(s) of {config.name} as Ray tasks "

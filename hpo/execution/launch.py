@@ -10,7 +10,8 @@ import sys
 import tempfile
 import time
 
-from hpo.observe.log import log_env
+from hpo.execution.log import log_env
+from hpo.execution.objective import training_data
 from hpo.storage.home import mask_url
 from hpo.study.config import StudyConfig, config_json
 from hpo.study.create import STORAGE_ENV, create_study, storage_url
@@ -29,9 +30,18 @@ def gpu_count() -> int:
         return 0
 
 
-def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None) -> list[dict]:
+def worker_device(configured: str, gpus: float) -> str:
+    """The device a worker trains on (its ``--device``): the configured one (the study's
+    ``[train] device``), or for ``"auto"`` CUDA where the worker has GPUs (a share of one too),
+    else the CPU."""
+    return ("cuda" if gpus else "cpu") if configured == "auto" else configured
+
+
+def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None,
+                device: str = "auto") -> list[dict]:
     """Environment per worker: ``CUDA_VISIBLE_DEVICES`` (one GPU each, round robin when there are
-    more workers than GPUs; empty without GPUs) and the CPU threads it may use."""
+    more workers than GPUs; empty without GPUs), the CPU threads it may use and its device
+    (:func:`worker_device` of ``device``, the study's)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     gpus = gpu_count() if gpus is None else gpus
@@ -41,7 +51,7 @@ def worker_plan(workers: int, gpus: int | None = None, cores: int | None = None)
     for i in range(workers):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "CUDA_VISIBLE_DEVICES": str(i % gpus) if gpus else ""}
-        plan.append({"index": i, "threads": threads, "device": "cuda" if gpus else "cpu",
+        plan.append({"index": i, "threads": threads, "device": worker_device(device, gpus),
                      "env": env})
     return plan
 
@@ -51,8 +61,6 @@ def warm_cache(config: StudyConfig) -> None:
     parses the QM9 geometries and computes Coulomb matrices, which N workers would otherwise all
     do at once (N times the memory).  Spectra for other sigma / Np are cheap and made by the
     workers."""
-    from hpo.execution.objective import training_data
-
     space = config.space
     subsets = space["subset"].values() if "subset" in space and space["subset"].kind != "range" \
         else [None]
@@ -97,7 +105,7 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
     """
     url = storage_url(config)
     if config.train.device != "auto":  # a device this machine lacks would fail every trial
-        from model.device import resolve_device
+        from model.device import resolve_device  # torch: kept out of hpo's import
 
         resolve_device(config.train.device)
     create_study(config, url)  # storage and definition errors show here, once
@@ -118,9 +126,8 @@ def launch(config: StudyConfig, workers: int, *, gpus: int | None = None,
 
 
 def _run(config, workers, gpus, cores, url, spec, procs, pack=None) -> int:
-    for w in worker_plan(workers, gpus, cores):
-        device = w["device"] if config.train.device == "auto" else config.train.device
-        cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=device,
+    for w in worker_plan(workers, gpus, cores, config.train.device):
+        cmd = worker_command(spec, index=w["index"], threads=w["threads"], device=w["device"],
                              storage=url, pack=pack)
         # log_env: the workers log (and show bars) as this command was told (-q/-v/--log-file)
         env = {**os.environ, **w["env"], **worker_env(url), **log_env()}

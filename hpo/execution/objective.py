@@ -64,11 +64,15 @@ from typing import Any
 import numpy as np
 import optuna
 
+import model
+from data_prep.dataset import dataset_path, load_levels
+from data_prep.files import atomic_write
 from hpo import faults
 from hpo.storage.artifacts import store_folder
+from hpo.storage.optuna_private import study_storage, trial_id
 from hpo.storage.stale import retried_trial_number, retry_history
 from hpo.study.config import StudyConfig
-from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Status, TrialAttr
+from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Split, Status, TrialAttr
 from model.errors import TrainingFailed, WorkerInterrupted
 
 _log = logging.getLogger("specopt.training")
@@ -220,9 +224,6 @@ _LEVELS: dict = {}
 
 def _levels(dataset: str | None):
     """The dataset's levels, loaded once per process."""
-    from data_prep import load_levels
-    from data_prep.dataset import dataset_path
-
     key = str(dataset_path(dataset).resolve())
     if key not in _LEVELS:
         _LEVELS[key] = load_levels(key)
@@ -231,7 +232,7 @@ def _levels(dataset: str | None):
 
 def training_data(dataset: str | None, sigma: float, n_points: int, e_min: float, e_max: float,
                   subset: int | None):
-    from data_prep import prepare
+    from data_prep.training_data import prepare  # torch: kept out of hpo's import
 
     return prepare(_levels(dataset), sigma=sigma, n_points=n_points, e_min=e_min, e_max=e_max,
                    subset=subset)
@@ -244,21 +245,19 @@ def _metric(metrics: dict, name: str, where: str) -> float:
     return float(metrics[name])
 
 
-def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = None,
-              num_threads: int | None = None, artifact_store=None,
+def objective(trial: optuna.Trial, config: StudyConfig, *, artifact_store=None,
               should_stop: Callable[[], bool] | None = None,
               worker: dict | None = None,
               state_dir: str | Path | None = None,
               log_label: str | None = None,
               train_fn: Callable | None = None) -> float | list[float]:
-    """Train one configuration and return the study's objective value(s). ``state_dir``: the
-    folder of the saved training states' ``state/`` (default: the artifact store's folder;
-    neither: no resuming). ``log_label``: the epoch lines' prefix (default ``[study]``).
-    ``train_fn``: ``model.train``'s stand-in (``hpo.execution.packed`` trains the trial in a
-    pack)."""
-    import model
-
-    frozen = trial.study._storage.get_trial(trial._trial_id)
+    """Train one configuration and return the study's objective value(s), on the device and
+    threads of ``config.train`` (where a worker's ``--device``/``--num-threads`` are set).
+    ``state_dir``: the folder of the saved training states' ``state/`` (default: the artifact
+    store's folder; neither: no resuming). ``log_label``: the epoch lines' prefix (default
+    ``[study]``). ``train_fn``: ``model.train``'s stand-in (``hpo.execution.packed`` trains the
+    trial in a pack)."""
+    frozen = study_storage(trial.study).get_trial(trial_id(trial))
     for key in PER_ATTEMPT_ATTRS:  # inherited from a dead attempt: not this attempt's
         if frozen.user_attrs.get(key) is not None:
             trial.set_user_attr(key, None)
@@ -277,8 +276,7 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
 
     # Settings whose arrays this machine cannot hold end the trial here, before any is made
     # (TrainConfig's own validator checks a subset; the whole dataset is checked here).
-    settings = model.TrainConfig(**config.train_settings(params, device=device,
-                                                         num_threads=num_threads))
+    settings = model.TrainConfig(**config.train_settings(params))
     if settings.subset is None:
         settings.check_memory(len(_levels(config.train.dataset)))
     data = training_data(config.train.dataset, params["sigma"], params["n_points"],
@@ -286,9 +284,9 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
     trial.set_user_attr(TrialAttr.DATASET, {
         "fingerprint": data.fingerprint,
         "molecules": int(len(data.index)),
-        "train": int(len(data.train_rows)),
-        "test": int(len(data.test_rows)),
-        "validation": int(len(data.validation_rows)),
+        Split.TRAIN: int(len(data.train_rows)),
+        Split.TEST: int(len(data.test_rows)),
+        Split.VALIDATION: int(len(data.validation_rows)),
         "subset": params.get("subset"),
         "path": config.train.dataset or "bundled",
         "provenance": _provenance_summary(data.provenance),
@@ -349,9 +347,7 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, device: str | None = 
                 trial.set_user_attr(TrialAttr.SECONDS_PER_EPOCH, _round(float(np.mean(secs))))
 
     with trial_workdir(config.name, trial.number) as workdir:
-        tc = model.TrainConfig(**config.train_settings(params, device=device,
-                                                       num_threads=num_threads,
-                                                       checkpoint_dir=workdir))
+        tc = model.TrainConfig(**config.train_settings(params, checkpoint_dir=workdir))
         names = [n for n in config.objectives if n not in PARAMETER_OBJECTIVES]
         epoch_log.append(EpochLog(trial, log_label or f"[{config.name}]", tc.epochs, names))
         try:
@@ -455,14 +451,14 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
     for name in config.objectives:
         if name in PARAMETER_OBJECTIVES:
             values.append(float(params[name]))
-        elif config.objective_split == "validation":
-            values.append(_metric(metrics, name, "validation"))
+        elif config.objective_split == Split.VALIDATION:
+            values.append(_metric(metrics, name, Split.VALIDATION))
         elif name in selection:
             values.append(float(selection[name]))
         else:
             # the per-epoch test metrics lack this one: fall back to the validation set, and say so
             trial.set_user_attr(TrialAttr.OBJECTIVE_FALLBACK, f"{name}: validation split")
-            values.append(_metric(metrics, name, "validation"))
+            values.append(_metric(metrics, name, Split.VALIDATION))
 
     if artifact_store is not None:
         _upload(trial, artifact_store, result, data, history, workdir)
@@ -471,8 +467,6 @@ def _finish(trial, config: StudyConfig, params: dict, data, result, history: lis
 
 def _upload(trial, store, result, data, history: list[dict], workdir: str) -> None:
     from optuna.artifacts import upload_artifact
-
-    from data_prep.cache import atomic_write
 
     ids = {}
     out = Path(workdir) / "upload"
@@ -495,8 +489,6 @@ def _upload(trial, store, result, data, history: list[dict], workdir: str) -> No
 
 
 def _history_file(folder: Path, history: list[dict]) -> Path:
-    from data_prep.cache import atomic_write
-
     path = folder / ArtifactName.HISTORY
     atomic_write(path, lambda f: f.write(json.dumps(history).encode()))  # names it when full
     return path

@@ -52,7 +52,10 @@ from hpo.execution.worker import Worker, WorkerSummary
 from hpo.study.config import StudyConfig
 from model.config import TrainConfig
 from model.contract import MATRIX_SIZE, N_LEVELS
-from model.errors import ConfigError, TrialError, WorkerInterrupted
+from model.device import available_cpus, resolve_device, set_threads
+from model.errors import ConfigError, TrainingFailed, TrialError, WorkerInterrupted
+from model.packed import SHAPE_FIELDS, Pack
+from model.trainer import Trainer
 
 _log = logging.getLogger("specopt.worker")
 
@@ -93,28 +96,23 @@ def memory_slots(device: Any) -> int:
     bound (see the module docstring)."""
     import torch
 
-    from model.device import available_cpus
-
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(MAX_AUTO_PACK, int(free // AUTO_BYTES_PER_SLOT)))
     return max(1, min(8, available_cpus()))
 
 
-def timing_config(study: StudyConfig, device: str | None = None,
-                  num_threads: int | None = None) -> TrainConfig:
+def timing_config(study: StudyConfig) -> TrainConfig:
     """A trial of ``study`` as ``--pack auto`` times it: each field that shapes a pack's step
     (:data:`model.packed.SHAPE_FIELDS`) at its fixed value or first choice (a range: its low
-    end), the study's ``[train]`` settings, the worker's device and threads; the rest (sigma,
-    loss, ...) at TrainConfig's defaults: they do not change a step's cost."""
-    from model.packed import SHAPE_FIELDS
-
+    end), the study's ``[train]`` settings (device and threads too); the rest (sigma, loss,
+    ...) at TrainConfig's defaults: they do not change a step's cost."""
     params: dict[str, Any] = {}
     for name in SHAPE_FIELDS:
         spec = study.space.get(name)
         if spec is not None:
             params[name] = spec.bounds()[0] if spec.kind == "range" else spec.values()[0]
-    return TrainConfig(**study.train_settings(params, device=device, num_threads=num_threads))
+    return TrainConfig(**study.train_settings(params))
 
 
 def _timing_data(config: TrainConfig, steps: int) -> TrainingData:
@@ -138,10 +136,6 @@ def step_seconds(config: TrainConfig, k: int) -> float:
     otherwise; ``AUTO_STEPS`` steps timed after one warm-up step (oneDNN primitives, cuDNN
     autotuning, the capture of a CUDA graph)."""
     import torch
-
-    from model.device import resolve_device
-    from model.packed import Pack
-    from model.trainer import Trainer
 
     data = _timing_data(config, AUTO_STEPS)
     epoch: Callable[[int | None], object]
@@ -172,9 +166,6 @@ def auto_pack(config: TrainConfig, *, step_time: Callable[[TrainConfig, int], fl
     ``step_time(config, k)``: seconds per step of a pack of ``k`` (default :func:`step_seconds`;
     tests inject their own); ``limit``: the memory bound (default :func:`memory_slots`)."""
     import torch
-
-    from model.device import resolve_device
-    from model.packed import SHAPE_FIELDS
 
     device = resolve_device(config.device)
     key = (str(device), config.num_threads, config.amp,
@@ -213,12 +204,11 @@ def auto_pack(config: TrainConfig, *, step_time: Callable[[TrainConfig, int], fl
     return best
 
 
-def resolve_pack(study: StudyConfig, pack: int | str, *, device: str | None = None,
-                 num_threads: int | None = None) -> int:
-    """``--pack``'s K: the number given, or :func:`auto_pack`'s for ``study`` on ``device``."""
+def resolve_pack(study: StudyConfig, pack: int | str) -> int:
+    """``--pack``'s K: the number given, or :func:`auto_pack`'s for ``study`` on its device."""
     if pack != "auto":
         return int(pack)
-    return auto_pack(timing_config(study, device, num_threads))
+    return auto_pack(timing_config(study))
 
 
 class _Slot:
@@ -239,8 +229,7 @@ class PackedWorker(Worker):
 
     def __init__(self, config, *, pack: int | str = "auto", **options: Any) -> None:
         super().__init__(config, **options)
-        self.slots = resolve_pack(config, pack, device=self.settings.device,
-                                  num_threads=self.settings.num_threads)
+        self.slots = resolve_pack(config, pack)
         self.packs: list = []  # model.packed.Pack, one per compatible group
         self._turn = threading.RLock()  # torch and the packs: one thread at a time
         self._events: queue.Queue = queue.Queue()  # (event, slot) from the trials' threads
@@ -260,18 +249,14 @@ class PackedWorker(Worker):
         if self.objective_fn is not None:
             return super()._evaluate(trial)
         s, slot = self.settings, self._local.slot
-        return objective(trial, self.config, device=s.device, num_threads=s.num_threads,
-                         artifact_store=self.artifacts, should_stop=self.stop,
-                         worker=self.info, log_label=s.label,
+        return objective(trial, self.config, artifact_store=self.artifacts,
+                         should_stop=self.stop, worker=self.info, log_label=s.label,
                          train_fn=lambda *a, **kw: self._train_in_pack(slot, *a, **kw))
 
     def _train_in_pack(self, slot: _Slot, config, data, on_epoch=None, *, state_path=None,
                        save_interval: float = 0.0, on_resume=None, progress=None):
         """``model.train`` for one trial: join a pack, then take each epoch the main thread
         trains, until the run is over."""
-        from model.errors import TrainingFailed
-        from model.packed import Pack
-
         with self._turn:
             pack = next((p for p in self.packs if p.members and p.fits(config, data)), None)
             if pack is None:
@@ -343,12 +328,8 @@ class PackedWorker(Worker):
     def run(self) -> WorkerSummary:
         """Run trials, up to ``slots`` at once, until the budget is spent or a signal stops
         the worker (see the module docstring)."""
-        import torch
-
-        from model.device import idle_cpus
-
         s = self.settings
-        torch.set_num_threads(s.num_threads or idle_cpus())  # the packed steps' threads
+        set_threads(self.config.train.num_threads)  # the packed steps' threads
         active: list[_Slot] = []
         errors = [0]  # unexpected trial errors in a row
         fatal: BaseException | None = None
@@ -419,9 +400,8 @@ class PackedWorker(Worker):
 
 
 def run_packed_worker(config, *, pack: int | str, **options: Any) -> WorkerSummary:
-    """:func:`hpo.execution.worker.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`; a
-    :class:`PackedWorker` even when that is 1: :func:`hpo.execution.worker.run_worker` runs the
-    plain
-    worker then)."""
+    """:func:`hpo.execution.run.run_worker` with ``pack`` slots (``"auto"``: :func:`auto_pack`; a
+    :class:`PackedWorker` even when that is 1: :func:`hpo.execution.run.run_worker` runs the
+    plain worker then)."""
     return PackedWorker(config, pack=pack, **options).run()
 

@@ -1,9 +1,9 @@
 """Workers: run trials of one study until its budget is spent, safely alongside other workers.
 
-A worker (:class:`Worker`; :func:`run_worker` makes and runs one) repeats: under a study-wide lock
-(:class:`hpo.storage.locks.ClaimLock`), fail stale trials (whose worker died: the heartbeat
-stopped) so
-that the retry callback re-queues them, then decide (:func:`next_action`):
+A worker (:class:`Worker`; :func:`hpo.execution.run.run_worker` makes and runs one) repeats:
+under a study-wide lock (:class:`hpo.storage.locks.ClaimLock`), fail stale trials (whose worker
+died: the heartbeat stopped) so that the retry callback re-queues them, then decide
+(:func:`next_action`):
 
 - a WAITING trial (a retry) exists: run it;
 - the budget has room (and, for grid studies, a grid point nobody has started): ask a new trial;
@@ -42,19 +42,19 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo import faults
+from hpo.execution.log import setup_logging
 from hpo.execution.objective import objective, remove_dead_workdirs
-from hpo.observe.log import setup_logging
 from hpo.storage.artifacts import AtomicFileSystemArtifactStore
 from hpo.storage.database import open_storage
 from hpo.storage.home import mask_url, storage_file
 from hpo.storage.locks import ClaimLock
+from hpo.storage.optuna_private import is_heartbeat_storage, study_storage, trial_id
 from hpo.storage.stale import (
     fail_stale_trials,
     requeue_trial,
@@ -87,7 +87,6 @@ __all__ = [
     "WorkerSummary",
     "budget_state",
     "next_action",
-    "run_worker",
     "setup_logging",
 ]
 
@@ -119,14 +118,13 @@ class WorkerSummary:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """A worker's settings, resolved once: the study file's values unless overridden."""
+    """A worker's settings, resolved once: the study file's values unless overridden (its
+    device and threads are none of them: the study's ``[train]``, as every trial reads them)."""
 
     n_trials: int | None  # finished trials in total across workers (None: no count)
     timeout: float | None  # seconds of wall time for this worker
     poll: float  # seconds between looks while other workers run the last trials
     heartbeat: int | None  # seconds between heartbeats of the running trial
-    device: str | None
-    num_threads: int | None
     max_errors_in_a_row: int
     handle_signals: bool
     label: str  # "[study worker i]", the log lines' prefix
@@ -192,7 +190,7 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> FrozenTrial:
+def tell_trial(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> FrozenTrial:
     """``study.tell`` outside ``optimize``: GridSampler.after_trial calls ``study.stop()`` when
     the grid is done, which raises outside optimize() after the result is stored; the worker
     loop decides on stopping itself, so that is harmless."""
@@ -201,7 +199,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values=None, state=None) -> 
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
-        return study._storage.get_trial(trial._trial_id)
+        return study_storage(study).get_trial(trial_id(trial))
 
 
 def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -215,8 +213,8 @@ def _fail_and_requeue(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
         trial.set_user_attr(TrialAttr.FAILURE, reason[:500])
     except Exception as err:  # best effort: the trial is re-queued and failed all the same
         _log.warning(f"could not annotate trial {trial.number}: {err}")
-    requeue_trial(study, study._storage.get_trial(trial._trial_id))
-    _tell(study, trial, state=TrialState.FAIL)
+    requeue_trial(study, study_storage(study).get_trial(trial_id(trial)))
+    tell_trial(study, trial, state=TrialState.FAIL)
 
 
 def infrastructure_message(err: BaseException) -> str:
@@ -256,8 +254,6 @@ class Worker:
         n_trials: int | None = None,
         timeout: float | None = None,
         worker_index: int | None = None,
-        device: str | None = None,
-        num_threads: int | None = None,
         objective_fn: Callable | None = None,
         poll_interval: float | None = None,
         handle_signals: bool = True,
@@ -271,8 +267,6 @@ class Worker:
             timeout=timeout if timeout is not None else config.budget.timeout,
             poll=poll_interval or max(0.5, min(5.0, hb.interval / 2)),
             heartbeat=hb.interval,
-            device=device,
-            num_threads=num_threads,
             max_errors_in_a_row=max_errors_in_a_row,
             handle_signals=handle_signals,
             label=f"[{config.name} worker {who}]",
@@ -280,7 +274,7 @@ class Worker:
         if objective_fn is None:  # a device this machine lacks would fail every trial
             from model.device import resolve_device  # torch: not on hpo's import path
 
-            resolve_device(device or config.train.device)
+            resolve_device(config.train.device)
         url = storage_url(config, storage)
         self.url = url
         self.storage = open_storage(url, heartbeat_interval=hb.interval, grace_period=hb.grace,
@@ -309,13 +303,13 @@ class Worker:
         A trial that raises an unexpected error is marked FAIL (its ``failure`` attribute says
         why) and the worker goes on; ``max_errors_in_a_row`` such trials in a row raise
         :class:`TrialError`."""
-        s = self.settings
-        if s.num_threads:
-            os.environ.setdefault("OMP_NUM_THREADS", str(s.num_threads))
+        s, threads = self.settings, self.config.train.num_threads
+        if threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
             if self.objective_fn is None:
-                import torch
+                from model.device import set_threads  # torch: not on hpo's import path
 
-                torch.set_num_threads(s.num_threads)
+                set_threads(threads)
         errors_in_a_row = 0
         with self._running() as start:
             while not self.stop():
@@ -412,22 +406,22 @@ class Worker:
                     warnings.simplefilter("ignore", UserWarning)
                     trial = self.study.ask()
                 faults.inject("after_ask")  # a death before the first heartbeat (tests)
-                if self.settings.heartbeat and isinstance(self.storage, BaseHeartbeat):
-                    self.storage.record_heartbeat(trial._trial_id)
+                if self.settings.heartbeat and is_heartbeat_storage(self.storage):
+                    self.storage.record_heartbeat(trial_id(trial))
                 return action, trial
 
     def _run_trial(self, trial: optuna.Trial) -> TrialState | None:
         """Run one asked trial and tell its result; returns its final state (None: interrupted).
         An unexpected error fails the trial and is raised as :class:`TrialError`."""
         label = self.settings.label
-        retry = retried_trial_number(self.storage.get_trial(trial._trial_id))
+        retry = retried_trial_number(self.storage.get_trial(trial_id(trial)))
         note = f" (retry of trial {retry})" if retry is not None else ""
         _log.info(f"{label} trial {trial.number}{note} started")
-        with _Heartbeat(self.storage, trial._trial_id, self.settings.heartbeat):
+        with _Heartbeat(self.storage, trial_id(trial), self.settings.heartbeat):
             try:
                 values = self._evaluate(trial)
             except optuna.TrialPruned as err:
-                _tell(self.study, trial, state=TrialState.PRUNED)
+                tell_trial(self.study, trial, state=TrialState.PRUNED)
                 _log.info(f"{label} trial {trial.number} {err}")
                 return TrialState.PRUNED
             except (WorkerInterrupted, KeyboardInterrupt) as err:
@@ -441,7 +435,7 @@ class Worker:
                 trial.set_user_attr(TrialAttr.STATUS, Status.FAILED)
                 if isinstance(err, ConfigError):  # objective records a TrainingFailed's
                     trial.set_user_attr(TrialAttr.FAILURE, str(err)[:500])
-                _tell(self.study, trial, state=TrialState.FAIL)
+                tell_trial(self.study, trial, state=TrialState.FAIL)
                 _log.warning(f"{label} trial {trial.number} failed: {err}")
                 return TrialState.FAIL
             except (InfrastructureError, DataError, OSError) as err:
@@ -456,11 +450,11 @@ class Worker:
                     trial.set_user_attr(TrialAttr.FAILURE, f"{type(err).__name__}: {err}"[:500])
                     trial.set_user_attr(TrialAttr.STATUS, Status.ERROR)
                 finally:
-                    _tell(self.study, trial, state=TrialState.FAIL)
+                    tell_trial(self.study, trial, state=TrialState.FAIL)
                 _log.error(f"{label} trial {trial.number} failed with an error", exc_info=True)
                 raise TrialError(f"trial {trial.number}: {type(err).__name__}: {err}") from err
         try:
-            frozen = _tell(self.study, trial, values)
+            frozen = tell_trial(self.study, trial, values)
         except optuna.exceptions.UpdateFinishedTrialError:
             return self._taken_over(trial)
         except Exception as err:
@@ -497,31 +491,5 @@ class Worker:
         if self.objective_fn is not None:
             return self.objective_fn(trial, self.config, should_stop=self.stop)
         s = self.settings
-        return objective(trial, self.config, device=s.device, num_threads=s.num_threads,
-                         artifact_store=self.artifacts, should_stop=self.stop, worker=self.info,
-                         log_label=s.label)
-
-
-def run_worker(config: StudyConfig, **options: Any) -> WorkerSummary:
-    """Run trials of ``config``'s study until its budget is spent (see the module docstring).
-
-    ``options`` are :class:`Worker`'s (storage, n_trials, timeout, worker_index, device,
-    num_threads, objective_fn, poll_interval, handle_signals, max_errors_in_a_row).
-    ``objective_fn(trial, config, should_stop=...)`` replaces the training objective (benchmarks
-    and tests of the worker machinery).  Returns what this worker did.  A trial that raises an
-    unexpected error is marked FAIL (its ``failure`` attribute says why) and the worker goes on;
-    ``max_errors_in_a_row`` such trials in a row stop it with :class:`TrialError`.
-    ``pack``: train up to that many trials at once as one batched model (``"auto"``: measured
-    on the device, the plain worker when packs are not faster; None or 1: one trial at a
-    time), see :mod:`hpo.execution.packed`.
-    """
-    pack = options.pop("pack", None)
-    if pack is not None and pack != 1:
-        from hpo.execution.packed import resolve_pack, run_packed_worker  # imports this module
-
-        slots = resolve_pack(config, pack, device=options.get("device"),
-                             num_threads=options.get("num_threads"))
-        if slots > 1:  # auto measured 1: packs are slower here than the plain worker
-            return run_packed_worker(config, pack=slots, **options)
-    return Worker(config, **options).run()
-
+        return objective(trial, self.config, artifact_store=self.artifacts,
+                         should_stop=self.stop, worker=self.info, log_label=s.label)

@@ -8,6 +8,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hpo.escape import markdown_text
+from model.contract import (
+    METRICS,
+    PARAMETER_OBJECTIVES,
+    SPLIT_ROLE,
+    Metric,
+    Split,
+    StudyAttr,
+    TrialAttr,
+    metric_label,
+    metric_scale,
+    objective_label,
+    split_label,
+)
+
 __all__ = ["READING_NOTE_TITLE", "dashboard_url", "reading_note", "serve_dashboard",
            "write_reading_note"]
 
@@ -24,19 +39,6 @@ def reading_note(study: Any) -> str:
     """The study's note for the dashboard (Markdown): the objective with its split and role,
     what the trial attributes ``metrics`` and ``selection_metrics`` hold, and the units (the
     dashboard shows values as stored: accuracies as fractions)."""
-    from hpo.escape import markdown_text
-    from model.contract import (
-        METRICS,
-        PARAMETER_OBJECTIVES,
-        SPLIT_ROLE,
-        StudyAttr,
-        TrialAttr,
-        metric_label,
-        metric_scale,
-        objective_label,
-        split_label,
-    )
-
     split = study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT)
     names = study.user_attrs.get(StudyAttr.OBJECTIVES)
     if not isinstance(names, list) or len(names) != len(study.directions):
@@ -48,12 +50,12 @@ def reading_note(study: Any) -> str:
         shown = f"`{name}`" if name in (*METRICS, *PARAMETER_OBJECTIVES) else markdown_text(name)
         lines.append(f"- Objective {shown}: {markdown_text(objective_label(name, split))}{unit}.")
     lines += [
-        f"- Trial attribute `{TrialAttr.METRICS}`: the {split_label('validation')}: no choice "
+        f"- Trial attribute `{TrialAttr.METRICS}`: the {split_label(Split.VALIDATION)}: no choice "
         "has seen it; the report's tables and accuracy figures use these.",
-        f"- Trial attribute `{TrialAttr.SELECTION_METRICS}`: the {split_label('test')} at the "
-        f"best epoch ({SPLIT_ROLE['test']}: early stopping and the best epoch).",
+        f"- Trial attribute `{TrialAttr.SELECTION_METRICS}`: the {split_label(Split.TEST)} at "
+        f"the best epoch ({SPLIT_ROLE[Split.TEST]}: early stopping and the best epoch).",
         "- Units: accuracies are fractions (" + ", ".join(
-            f"`{k}` = {metric_label(k)} / 100" for k in ("accuracy", "fair_accuracy"))
+            f"`{k}` = {metric_label(k)} / 100" for k in (Metric.ACCURACY, Metric.FAIR_ACCURACY))
         + "); energies in eV (`wasserstein_eV`, `level_error_eV`); sigma in eV; "
         "`n_points` is Np.",
         "",

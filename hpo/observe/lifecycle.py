@@ -27,7 +27,7 @@ from hpo.storage.home import (
 from hpo.storage.stale import orphaned_trials, retry_rule
 from hpo.study.budget import added_trials, budget_state, next_action, study_budget
 from hpo.study.config import ConfigError, StudyConfig
-from hpo.study.create import artifact_dir, check_definition, storage_url
+from hpo.study.create import artifact_dir, check_definition, create_study, storage_url
 from model.contract import StudyAttr
 from model.errors import ReportError
 
@@ -130,8 +130,6 @@ def add_trials(config: StudyConfig, n: int, storage: str | None = None) -> int:
     """Extend the study's trial budget so that ``n`` more trials run than have finished (or are
     budgeted) now; stored with the study, so every worker, running or not, sees it.  Creates the
     study when it does not exist yet.  Returns the new budget (for ``config``'s n_trials)."""
-    from hpo.study.create import create_study
-
     if n < 1:
         raise ConfigError(f"--add-trials {n}: give a positive number of trials")
     if config.is_grid:

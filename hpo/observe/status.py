@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.storage.home import mask_url
 from hpo.study.budget import count_budget, study_budget
 from hpo.study.create import open_study
-from model.contract import StudyAttr, TrialAttr, objective_label
+from model.contract import Split, StudyAttr, TrialAttr, objective_label
 
 __all__ = ["BestTrial", "RunningTrial", "StudyStatus", "status", "study_status"]
 State = Literal["empty", "running", "stopped", "finished"]
@@ -141,7 +141,7 @@ def _objectives(study: optuna.Study) -> list[str]:
     return [str(x) for x in names]
 
 
-def baseline_of(trial: FrozenTrial, split: str = "validation") -> dict[str, float]:
+def baseline_of(trial: FrozenTrial, split: str = Split.VALIDATION) -> dict[str, float]:
     """The mean-training-spectrum baseline's metrics on ``split`` (validation: beside
     ``metrics_of``; test: beside the objective); empty for trials recorded without one."""
     b = trial.user_attrs.get(TrialAttr.BASELINE)
@@ -153,7 +153,7 @@ def _best_trial(t: FrozenTrial, objectives: list[str], split: str) -> BestTrial:
     """The best trial with its baseline and skill on the objective's ``split``."""
     attrs = t.user_attrs
     baseline = baseline_of(t, split)
-    scores = attrs.get(TrialAttr.SELECTION_METRICS if split == "test" else TrialAttr.METRICS)
+    scores = attrs.get(TrialAttr.SELECTION_METRICS if split == Split.TEST else TrialAttr.METRICS)
     skill = scores.get("skill") if isinstance(scores, dict) else None
     return BestTrial(t.number, list(t.values), dict(t.params),
                      [_number(baseline.get(n)) for n in objectives], _number(skill))
@@ -163,7 +163,7 @@ def _best(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[BestTrial |
                                                                        int | None]:
     if not complete:
         return None, None
-    split = str(study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT) or "test")
+    split = str(study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT) or Split.TEST)
     objectives = _objectives(study)
     if len(study.directions) == 1:
         return _best_trial(study.best_trial, objectives, split), None

@@ -26,6 +26,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.storage.artifacts import open_artifact_store, store_folder
+from hpo.storage.home import contained
+from hpo.storage.optuna_private import study_storage
 from model.contract import (
     E_MAX,
     E_MIN,
@@ -146,8 +149,6 @@ def _history_artifact(study: optuna.Study, trial: FrozenTrial, store: Any) -> li
         return _HISTORIES[artifact_id]
     if store is None:
         if study not in _STORES:
-            from hpo.storage.artifacts import open_artifact_store
-
             try:
                 _STORES[study] = open_artifact_store(study)
             except ReportError:  # a recorded folder outside the home is not read
@@ -206,7 +207,7 @@ def artifact_ids(study: optuna.Study, trial: FrozenTrial) -> dict[str, str]:
 
     ids: dict[str, str] = {}
     try:
-        for meta in get_all_artifact_meta(trial, storage=study._storage):
+        for meta in get_all_artifact_meta(trial, storage=study_storage(study)):
             ids[meta.filename] = meta.artifact_id
     except Exception:  # deliberately broad: a storage without artifact records
         pass
@@ -243,8 +244,6 @@ def read_artifact(store, study: optuna.Study, trial: FrozenTrial, filename: str)
     check_artifact_id(artifact_id, trial, filename)
     from optuna.artifacts.exceptions import ArtifactNotFound
 
-    from hpo.storage.artifacts import store_folder
-    from hpo.storage.home import contained
 
     folder = store_folder(store)
     if folder is not None:  # Optuna's own check is on the path as written: a symlink escapes it
@@ -277,7 +276,7 @@ class Predictions:
 
     def accuracy(self) -> np.ndarray:
         """The report's accuracy of every validation spectrum (fraction)."""
-        from model.metrics import accuracy_per_spectrum
+        from model.metrics import accuracy_per_spectrum  # torch: kept out of the report's import
 
         return np.asarray(accuracy_per_spectrum(self.pred, self.target, self.de), np.float64)
 
@@ -322,7 +321,7 @@ def load_predictions(store, study: optuna.Study, trial: FrozenTrial) -> Predicti
     # Scale-free runs are judged on predictions scaled to the target, as their metrics are.
     scaled = is_scale_free(trial_settings(trial, study_fixed_settings(study)).get("loss"))
     if scaled:
-        from model.metrics import scaled_to_target
+        from model.metrics import scaled_to_target  # torch: kept out of the report's import
 
         pred = scaled_to_target(pred, target)
     return Predictions(pred, target, index, grid, scaled)

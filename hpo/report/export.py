@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from data_prep.cache import atomic_write
+from data_prep.files import atomic_write
 from hpo.escape import json_text
 from hpo.report.data import (
     Predictions,
@@ -29,7 +29,7 @@ from hpo.report.data import (
 )
 from hpo.report.write import ReportPaths, study_message, write_report
 from hpo.storage.artifacts import open_artifact_store
-from model.contract import ArtifactName, TrialAttr
+from model.contract import ArtifactName, Split, TrialAttr
 from model.errors import ReportError
 
 log = logging.getLogger("specopt.report")
@@ -82,7 +82,7 @@ def export_best(study: optuna.Study, out_dir: str | Path, artifact_store: Any = 
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json_text({
         "study": study.study_name, "trial": trial.number,
-        "validation": metrics_of(trial),
+        Split.VALIDATION: metrics_of(trial),
         "selection (test split)": attrs.get(TrialAttr.SELECTION_METRICS),
         **{k: attrs.get(k) for k in EXPORTED_ATTRS},
     }, indent=2) + "\n")
@@ -128,7 +128,7 @@ def _check_artifact(name: str, raw: bytes, source: str) -> None:
     elif name == ArtifactName.CHECKPOINT:
         import tempfile
 
-        from model.checkpoint import load_checkpoint
+        from model.checkpoint import load_checkpoint  # torch: kept out of the report's import
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name

@@ -43,6 +43,8 @@ from model.contract import (
     LOSSES,
     SETTING_LABELS,
     ArtifactName,
+    Metric,
+    Split,
     StudyAttr,
     baseline_label,
     metric_label,
@@ -58,7 +60,7 @@ MIN_IMPORTANCE_TRIALS = 10
 #: A contour interpolates between trials: fewer than this span no surface.
 MIN_CONTOUR_TRIALS = 4
 #: Where the reported metrics come from.
-HELD_OUT = split_label("validation")
+HELD_OUT = split_label(Split.VALIDATION)
 SETTING_NAMES = frozenset(SETTING_LABELS)
 
 
@@ -390,8 +392,8 @@ def _nullable(series) -> list:
 #: Settings the report's figures are drawn against, in the report's order (Tables 2-4).
 AGAINST = ("sigma", "n_points", "loss")
 # An open diamond around a filled circle: both stay visible where the two agree.
-_METRIC_STYLE = {"accuracy": dict(dash="solid", symbol="circle", size=8),
-                 "fair_accuracy": dict(dash="dash", symbol="diamond-open", size=14)}
+_METRIC_STYLE = {Metric.ACCURACY: dict(dash="solid", symbol="circle", size=8),
+                 Metric.FAIR_ACCURACY: dict(dash="dash", symbol="diamond-open", size=14)}
 #: The baseline beside each line: dotted, faint, small crosses.
 _BASELINE_STYLE = dict(dash="dot", symbol="x-thin-open", size=9)
 
@@ -442,18 +444,18 @@ def report_points(study: optuna.Study, setting: str) -> dict[tuple, list[Point]]
                        if {k: v for k, v in t.params.items() if k != "seed"} == config]
             acc: list[float | None] = []
             fair: list[float | None] = []
-            base: dict[str, list[float | None]] = {"accuracy": [], "fair_accuracy": []}
+            base: dict[str, list[float | None]] = {Metric.ACCURACY: [], Metric.FAIR_ACCURACY: []}
             for t, s in repeats:
                 m = metrics_of(t)
                 judged, _ = judged_metrics(m, s.get("loss"))
                 acc.append(judged["accuracy (%)"])
-                f = m.get("fair_accuracy")
+                f = m.get(Metric.FAIR_ACCURACY)
                 fair.append(None if f is None else 100.0 * float(f))
                 b = baseline_of(t)
                 for k, values in base.items():
                     values.append(None if b.get(k) is None else 100.0 * float(b[k]))
             points.append(Point(best_s.get(setting), best_s, [t.number for t, _ in repeats],
-                                acc, fair, base["accuracy"], base["fair_accuracy"]))
+                                acc, fair, base[Metric.ACCURACY], base[Metric.FAIR_ACCURACY]))
         points.sort(key=lambda p: _sort_x(setting, p.x))
         out[series] = points
     return dict(sorted(out.items(), key=lambda kv: [_sort_x(k, v) for k, v in kv[0]]))
@@ -487,7 +489,7 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
         return Figure(key, title, note=f"The study does not vary {label} (its complete trials "
                       f"all have {shown}): nothing to draw against it.")
     ref = study.user_attrs.get(StudyAttr.REFERENCE_SIGMA)
-    fair_name = metric_label("fair_accuracy") + (f", re-broadened to {ref} eV" if ref else "")
+    fair_name = metric_label(Metric.FAIR_ACCURACY) + (f", re-broadened to {ref} eV" if ref else "")
     points = report_points(study, setting)
     colors = _palette(len(points))
     categorical = setting == "loss" or not all(
@@ -499,9 +501,9 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
         xs = [p.x for p in pts]
         scaled = sorted({str(p.settings.get("loss")) for p in pts
                          if is_scale_free(p.settings.get("loss"))})
-        plain_name = metric_label("accuracy") + (
+        plain_name = metric_label(Metric.ACCURACY) + (
             f" ({', '.join(scaled)}: on normalised predictions)" if scaled else "")
-        for metric, name in (("accuracy", plain_name), ("fair_accuracy", fair_name)):
+        for metric, name in ((Metric.ACCURACY, plain_name), (Metric.FAIR_ACCURACY, fair_name)):
             stats = [_spread(getattr(p, metric)) for p in pts]
             repeated |= any(len(p.trials) > 1 for p in pts)
             hover = [f"trials {', '.join(f'#{n}' for n in p.trials)}" + (
@@ -523,7 +525,7 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
             base = [_spread(getattr(p, f"baseline_{metric}"))[0] for p in pts]
             if any(v is not None for v in base):
                 bname = baseline_label(metric) + (
-                    f", re-broadened to {ref} eV" if metric == "fair_accuracy" and ref else "")
+                    f", re-broadened to {ref} eV" if metric == Metric.FAIR_ACCURACY and ref else "")
                 fig.add_trace(go.Scatter(
                     x=xs, y=base, mode="markers" if categorical else "lines+markers",
                     name=plain(f"{prefix}: {bname}" if prefix else bname), opacity=0.6,

@@ -40,7 +40,7 @@ from hpo.report.data import (
     study_fixed_settings,
     trial_settings,
 )
-from hpo.storage.home import mask_url
+from hpo.storage.home import home, mask_url
 from model.contract import StudyAttr, TrialAttr
 from model.errors import ReportError
 
@@ -89,8 +89,6 @@ def _mlflow():
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else a SQLite store in the home: ``$SPECOPT_HOME/mlflow.db``."""
-    from hpo.storage.home import home
-
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
 

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hpo.escape import write_csv
+from hpo.report.figures import Figure, plain
+from hpo.report.page import esc, figure_html, page
+
 #: Added to the CSV header and the plot's legend of a molecule predicted outside the domain.
 OUT_OF_DOMAIN = "[outside training domain]"
 
@@ -75,10 +79,7 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     import pandas as pd
     import plotly.graph_objects as go
 
-    from hpo.escape import write_csv
-    from hpo.report.figures import Figure, plain
-    from hpo.report.page import esc, figure_html, page
-    from model.inference import predict_xyz as predict_spectra
+    from model.inference import predict_xyz as predict_spectra  # torch: out of the report's import
 
     found = predict_spectra(checkpoint, xyz_files, force=force, sigma=sigma, n_points=n_points)
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta

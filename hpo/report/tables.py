@@ -47,6 +47,8 @@ from hpo.report.data import (
 from model.contract import (
     BASELINE_METRICS,
     LOSSES,
+    Metric,
+    Split,
     StudyAttr,
     TrialAttr,
     baseline_label,
@@ -109,7 +111,7 @@ def objective_baselines(trial: FrozenTrial, names: list[str], split: str | None
                         ) -> dict[str, float | None]:
     """``baseline <objective label>``: the baseline's value of each objective that it has,
     on the objective's split (skill has none: the baseline's skill is 0 by definition)."""
-    b = baseline_of(trial, split or "test")
+    b = baseline_of(trial, split or Split.TEST)
     return {f"baseline {objective_label(n, split)}": _shown(n, b) for n in names
             if n in (*BASELINE_METRICS, "level_error_eV")}
 
@@ -117,11 +119,11 @@ def objective_baselines(trial: FrozenTrial, names: list[str], split: str | None
 def scores_beside_baseline(metrics: dict, baseline: dict) -> dict[str, float | None]:
     """The sigma-fair scores, each followed by the baseline's, and the skill (shown units)."""
     out: dict[str, float | None] = {}
-    for name in ("fair_accuracy", "wasserstein_eV", "level_error_eV"):
+    for name in (Metric.FAIR_ACCURACY, Metric.WASSERSTEIN_EV, Metric.LEVEL_ERROR_EV):
         out[metric_label(name)] = _shown(name, metrics)
         out[baseline_label(name)] = _shown(name, baseline)
-        if name == "fair_accuracy":
-            out[metric_label("skill")] = _shown("skill", metrics)
+        if name == Metric.FAIR_ACCURACY:
+            out[metric_label(Metric.SKILL)] = _shown(Metric.SKILL, metrics)
     return out
 
 

@@ -57,7 +57,15 @@ from hpo.report.tables import (
     trials_table,
 )
 from hpo.storage.artifacts import open_artifact_store
-from model.contract import N_LEVELS, SPLIT_ROLE, StudyAttr, objective_label, split_label
+from hpo.storage.home import plain_name, study_output
+from model.contract import (
+    N_LEVELS,
+    SPLIT_ROLE,
+    Split,
+    StudyAttr,
+    objective_label,
+    split_label,
+)
 from model.errors import ReportError
 
 log = logging.getLogger("specopt.report")
@@ -86,8 +94,6 @@ def inside(folder: str | Path, name: str) -> Path:
     in an attribute) that is one plain file name staying inside ``folder``; else
     :class:`ReportError` (one line). ``../x``, ``a/b``, ``..``, an absolute path or a NUL are
     refused."""
-    from hpo.storage.home import plain_name
-
     base = Path(folder)
     return base / plain_name(name, base)
 
@@ -98,8 +104,6 @@ def default_out_dir(study_name: str, suffix: str) -> Path:
     ``specopt report`` and ``run`` write by default; a study name that is not a plain file name
     (``../../x``, read from any database) is a :class:`ReportError` instead of a folder outside
     the home."""
-    from hpo.storage.home import study_output
-
     return study_output(study_name, suffix)
 
 
@@ -167,10 +171,10 @@ def _summary_lines(s: dict) -> list[str]:
 
 
 #: What each split is for, said once at the top of every report.
-SPLITS = (f"Splits: test = {SPLIT_ROLE['test']} (early stopping, best epoch, the objective); "
-          f"validation = {SPLIT_ROLE['validation']} (every metric in the tables and the "
+SPLITS = (f"Splits: test = {SPLIT_ROLE[Split.TEST]} (early stopping, best epoch, the objective); "
+          f"validation = {SPLIT_ROLE[Split.VALIDATION]} (every metric in the tables and the "
           "accuracy figures; no choice has seen it)")
-HELD_OUT = split_label("validation")
+HELD_OUT = split_label(Split.VALIDATION)
 
 #: What the baseline columns and skill are, said with the results table.
 BASELINE_TEXT = ("'baseline' columns: the same score of the mean training spectrum predicted "

@@ -12,11 +12,13 @@ from typing import Any, BinaryIO
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from data_prep.files import atomic_write
 from hpo.storage.home import (
     home,
     inside_home,
     is_dir,
 )
+from hpo.storage.optuna_private import FileArtifactStore, artifact_store_folder
 from model.contract import StudyAttr
 from model.errors import ReportError
 
@@ -24,15 +26,13 @@ from model.errors import ReportError
 _ARTIFACT_RECORD = "artifacts:"
 
 
-class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+class AtomicFileSystemArtifactStore(FileArtifactStore):
     """Optuna's file-system artifact store, writing each artifact atomically: a temporary file
     beside it, renamed when complete and removed when the write fails (a full disk leaves no
     partial artifact)."""
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        from data_prep.cache import atomic_write  # here: importing data_prep imports torch
-
-        target = Path(self._get_filepath(artifact_id))
+        target = self.artifact_file(artifact_id)
 
         def copy(f: BinaryIO) -> None:
             shutil.copyfileobj(content_body, f)
@@ -71,8 +71,6 @@ def open_artifact_store(study: optuna.Study, artifacts: Any = None):
     (an Optuna artifact store, or a folder: :class:`ReportError` if it does not exist), else the
     folder the study recorded at creation when it exists on this machine (inside the home:
     :func:`recorded_artifact_dir`), else None."""
-    from optuna.artifacts import FileSystemArtifactStore
-
     if artifacts is not None:
         if hasattr(artifacts, "open_reader"):
             return artifacts
@@ -86,6 +84,6 @@ def open_artifact_store(study: optuna.Study, artifacts: Any = None):
 
 def store_folder(store: Any) -> Path | None:
     """The folder of a file-system artifact store (None: another kind of store)."""
-    base = getattr(store, "_base_path", None)  # Optuna's FileSystemArtifactStore keeps it here
+    base = artifact_store_folder(store)
     return Path(base) if base is not None else None
 

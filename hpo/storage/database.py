@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 from hpo.storage.home import _path_of, mask_url, normalize_url
 from hpo.storage.journal import HeartbeatJournalStorage, SafeJournalFileBackend, SafeJournalStorage
 from hpo.storage.locks import _creation_lock
+from hpo.storage.optuna_private import cached, optuna_table_names
 from hpo.storage.resilience import ResilientStorage, first_line, outage_wait, retry_outage
 from hpo.storage.stale import _retry_callback
 from model.errors import StorageError
@@ -81,13 +82,8 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
         # one idle connection per worker; a few more while it claims a trial and beats
         engine_kwargs = {"connect_args": {"connect_timeout": connect_timeout},
                          "pool_pre_ping": True, "pool_size": 1, "max_overflow": 4}
-    kwargs: dict = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    import inspect
-
-    params = inspect.signature(optuna.storages.RDBStorage).parameters
-    key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
-           else "failed_trial_callback")
-    kwargs[key] = callback
+    kwargs: dict = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                    "heartbeat_stale_trial_callback": callback}
     if max_wait is None:
         max_wait = outage_wait()
     resilient = bool(heartbeat_interval) and max_wait > 0  # a worker's storage
@@ -112,7 +108,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
         _report_damage(rdb.engine, sqlite_path, shown)
     if not resilient:
         return rdb  # readers (reports, the dashboard) get Optuna's own storage
-    return ResilientStorage(optuna.storages._CachedStorage(rdb), shown=shown, max_wait=max_wait,
+    return ResilientStorage(cached(rdb), shown=shown, max_wait=max_wait,
                             grace=grace_period or 2 * heartbeat_interval)  # type: ignore[operator]
 
 
@@ -164,12 +160,6 @@ def _report_damage(engine, path: Path, shown: str) -> None:
     event.listen(engine, "handle_error", handle_error)
 
 
-def _optuna_tables() -> set[str]:
-    from optuna.storages._rdb import models
-
-    return {*models.BaseModel.metadata.tables, "alembic_version"}
-
-
 def _sqlite_wal(path: Path, shown: str, wait: float = 60.0) -> None:
     """Put the SQLite file in WAL mode (readers do not block the writer; several local workers
     share the file). Switching can fail at once with "database is locked" while another
@@ -182,7 +172,7 @@ def _sqlite_wal(path: Path, shown: str, wait: float = 60.0) -> None:
                 tables = {r[0] for r in con.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND "
                     "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
-                foreign = sorted(tables - _optuna_tables())
+                foreign = sorted(tables - optuna_table_names())
                 if foreign:
                     raise StorageError(
                         f"storage {shown}: {path} is not a specopt (Optuna) storage: it holds "

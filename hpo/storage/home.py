@@ -32,10 +32,11 @@ from pathlib import Path
 
 from model.errors import ReportError, StorageError
 
-__all__ = ["HOME_ENV", "LEGACY_HOME_ENV", "NAME_MAX_BYTES", "contained", "data_dir", "home",
-           "inside_home", "is_dir", "is_file", "name_problem", "plain_name", "predictions_dir",
-           "shown_name", "sqlite_file", "storage_key", "study_artifacts", "study_dir",
-           "study_output"]
+__all__ = ["HOME_ENV", "LEGACY_HOME_ENV", "NAME_MAX_BYTES", "STORAGE_ENV", "contained",
+           "data_dir", "default_storage_url", "home", "inside_home", "is_dir", "is_file",
+           "mask_url", "name_problem", "normalize_url", "plain_name", "predictions_dir",
+           "resolve_storage_url", "shown_name", "sqlite_file", "storage_file", "storage_key",
+           "study_artifacts", "study_dir", "study_output"]
 HOME_ENV = "SPECOPT_HOME"
 #: The old name of ``$SPECOPT_HOME``: still read when ``$SPECOPT_HOME`` is not set.
 LEGACY_HOME_ENV = "SPECOPT_RUNS"
@@ -174,8 +175,6 @@ def storage_key(url: str) -> str:
     """A short readable folder name for a storage, unique per storage: the scheme, the file's
     stem or the database and host, and a hash of the URL without its credentials (the same
     database reached as another user or with another password is the same storage)."""
-    from hpo.storage.home import normalize_url, storage_file
-
     url = normalize_url(url)
     scheme, _, rest = url.partition("://")
     scheme = scheme.split("+")[0]
@@ -199,18 +198,26 @@ def study_artifacts(study_name: str, url: str) -> Path:
 
 def runs_dir() -> Path:
     """The home of every output (:func:`hpo.storage.home.home`; kept under its old name)."""
-    from hpo.storage.home import home
-
     return home()
 
 
 def default_storage_url(study_name: str) -> str:
     """SQLite under the home: ``$SPECOPT_HOME/<study>.db`` (see :mod:`hpo.storage.home`)."""
-    from hpo.storage.home import (
-        sqlite_file,  # hpo.storage.home imports this module's URL functions
-    )
-
     return f"sqlite:///{sqlite_file(study_name)}"
+
+
+#: The environment variable with the storage URL (and its password): the way ``launch`` passes
+#: it to workers, never on a command line; it wins over the study file's storage.
+STORAGE_ENV = "SPECOPT_STORAGE"
+
+
+def resolve_storage_url(study_name: str, configured: str | None = None,
+                        storage: str | None = None) -> str:
+    """The storage URL in effect for a study, normalized: ``storage`` (the command line's), else
+    ``$SPECOPT_STORAGE``, else ``configured`` (the study file's), else SQLite under the home
+    (:func:`default_storage_url`)."""
+    return normalize_url(storage or os.environ.get(STORAGE_ENV) or configured
+                         or default_storage_url(study_name))
 
 
 def mask_url(url: str) -> str:

@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from optuna.storages import JournalStorage
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import get_lock_file
 from optuna.trial import TrialState
 
+from hpo.storage.optuna_private import (
+    JOURNAL_OPERATIONS,
+    HeartbeatStorage,
+    JournalFile,
+    JournalStorageBase,
+    trial_id,
+)
 from model.errors import StorageError
 
 
@@ -31,7 +34,7 @@ def _bad_journal_line(path: str, line: int, why: str) -> StorageError:
         "from a backup")
 
 
-class SafeJournalFileBackend(JournalFileBackend):
+class SafeJournalFileBackend(JournalFile):
     """Optuna's journal file, readable up to its last complete record whatever happens: under
     the lock, a trailing partial line (a write cut short by a full disk or a crash) is cut off
     before appending, and each append is one ``os.write`` of the whole record, undone if it
@@ -45,24 +48,24 @@ class SafeJournalFileBackend(JournalFileBackend):
                 yield log
                 line += 1
         except UnicodeDecodeError:
-            raise _bad_journal_line(self._file_path, line + 1, "not UTF-8 text") from None
+            raise _bad_journal_line(self.file_path, line + 1, "not UTF-8 text") from None
         except json.JSONDecodeError as err:
-            raise _bad_journal_line(self._file_path, line + 1, f"not JSON: {err}") from None
+            raise _bad_journal_line(self.file_path, line + 1, f"not JSON: {err}") from None
         except ValueError as err:  # Optuna's "Invalid log format." (a cut line, more after it)
-            raise _bad_journal_line(self._file_path, line + 1, str(err)) from None
+            raise _bad_journal_line(self.file_path, line + 1, str(err)) from None
 
     def append_logs(self, logs: list[dict]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
                 ).encode("utf-8")
-        with get_lock_file(self._lock):
-            fd = os.open(self._file_path, os.O_RDWR | os.O_CREAT, 0o644)
+        with self.locked():
+            fd = os.open(self.file_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 size = _complete_size(fd)
                 os.lseek(fd, size, os.SEEK_SET)
                 try:
                     written = os.write(fd, data)
                     if written != len(data):
-                        raise OSError(errno.ENOSPC, "short write (disk full?)", self._file_path)
+                        raise OSError(errno.ENOSPC, "short write (disk full?)", self.file_path)
                     os.fsync(fd)
                 except BaseException:
                     with contextlib.suppress(OSError):
@@ -92,42 +95,25 @@ def _complete_size(fd: int) -> int:
     return end
 
 
-class SafeJournalStorage(JournalStorage):
+class SafeJournalStorage(JournalStorageBase):
     """Optuna's journal storage whose replay of a record it cannot apply (an unknown operation,
     a missing field, no JSON object) is a :class:`StorageError` naming the record's line."""
 
-    def _sync_with_backend(self) -> None:
-        result = self._replay_result
-        current: list = [None]
-
-        def tracked():
-            for log in self._backend.read_logs(result.log_number_read):
-                current[0] = log
-                yield log
-
-        try:
-            result.apply_logs(tracked())
-        except (StorageError, OSError):
-            raise
-        except Exception as err:
-            log = current[0]
-            if isinstance(log, dict) and log.get("worker_id") == result.worker_id:
-                raise  # this process's own write refused (Optuna's signal to its caller)
-            from optuna.storages.journal._storage import JournalOperation
-
-            if not isinstance(log, dict):
-                why = "not a JSON object"
-            elif log.get("op_code") not in set(JournalOperation):
-                why = f"unknown operation {log.get('op_code')!r}"
-            elif isinstance(err, KeyError):
-                why = f"field {err} missing"
-            else:  # a field of the wrong type
-                why = f"{type(err).__name__}: {err}"
-            path = getattr(self._backend, "_file_path", "?")
-            raise _bad_journal_line(path, result.log_number_read, why) from None
+    def replay_failed(self, err: Exception, record: Any, line: int, own_write: bool) -> None:
+        if isinstance(err, StorageError | OSError) or own_write:
+            return  # own_write: this process's own write refused (Optuna's signal to its caller)
+        if not isinstance(record, dict):
+            why = "not a JSON object"
+        elif record.get("op_code") not in JOURNAL_OPERATIONS:
+            why = f"unknown operation {record.get('op_code')!r}"
+        elif isinstance(err, KeyError):
+            why = f"field {err} missing"
+        else:  # a field of the wrong type
+            why = f"{type(err).__name__}: {err}"
+        raise _bad_journal_line(self.journal_path, line, why) from None
 
 
-class HeartbeatJournalStorage(SafeJournalStorage, BaseHeartbeat):
+class HeartbeatJournalStorage(SafeJournalStorage, HeartbeatStorage):
     """Journal storage with heartbeats (Optuna's has none): a running trial's heartbeat is a
     system attribute; trials silent longer than the grace period are stale.  Needs roughly
     synchronised clocks across machines (as NFS itself does)."""
@@ -144,7 +130,7 @@ class HeartbeatJournalStorage(SafeJournalStorage, BaseHeartbeat):
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, self.KEY, time.time())
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         stale = []
         for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
@@ -152,7 +138,7 @@ class HeartbeatJournalStorage(SafeJournalStorage, BaseHeartbeat):
             if last is None:
                 last = t.datetime_start.timestamp() if t.datetime_start else now
             if now - last > self._hb_grace:
-                stale.append(t._trial_id)
+                stale.append(trial_id(t))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -160,7 +146,3 @@ class HeartbeatJournalStorage(SafeJournalStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self):
         return self._hb_callback
-
-    def get_failed_trial_callback(self):  # older Optuna name
-        return self._hb_callback
-

@@ -1,8 +1,8 @@
 """Riding out database outages: retry with back-off, and one Optuna storage that does it.
 
 A PostgreSQL restart, a server stopped for a while or a SQLite file locked by another process
-must not kill the workers.  :class:`ResilientStorage` wraps Optuna's RDB storage (through
-Optuna's own ``_CachedStorage``, as ``optuna.create_study(storage=URL)`` would) and retries every
+must not kill the workers.  :class:`ResilientStorage` wraps Optuna's RDB storage (inside
+Optuna's own cache, as ``optuna.create_study(storage=URL)`` would) and retries every
 call that fails because the database cannot be reached, with exponential back-off up to
 ``max_wait`` seconds (then :class:`~model.errors.StorageError`).  While it waits it logs one line
 per attempt (at most one every few seconds), saying what it waits for::
@@ -17,6 +17,7 @@ reports no trial as stale, since the other workers' heartbeats may not have resu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -26,11 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from model.errors import StorageError
+from hpo.storage.optuna_private import HeartbeatStorage, stale_trial_ids_of, uncached
+from model.contract import MAX_SECONDS
+from model.errors import ConfigError, StorageError
 
 _log = logging.getLogger("specopt.storage")
 T = TypeVar("T")
@@ -176,8 +178,6 @@ def outage_wait() -> float:
     """Seconds to wait for an unreachable database: ``$SPECOPT_OUTAGE_WAIT``, else
     :data:`DEFAULT_MAX_WAIT`; ConfigError for a value that is no number of seconds from 0 (no
     waiting) to a year."""
-    from hpo.study.config import MAX_SECONDS, ConfigError
-
     raw = os.environ.get(OUTAGE_WAIT_ENV, "").strip()
     try:
         value = float(raw) if raw else DEFAULT_MAX_WAIT
@@ -202,25 +202,43 @@ def retry_outage(fn: Callable[[], T], *, shown: str, what: str,
     return _Waiter(shown, max_wait).call(fn, what)
 
 
-class ResilientStorage(BaseStorage, BaseHeartbeat):
+class _Retried:
+    """A method of the inner storage, retried through outages; ``what``: what the log line says
+    it waits for.  (``what=None``: passed on as it is, never retried.)"""
+
+    def __init__(self, what: str | None) -> None:
+        self.what = what
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, storage: ResilientStorage | None, owner: type | None = None) -> Any:
+        if storage is None:
+            return self
+        if self.what is None:
+            return getattr(storage._inner, self.name)
+        return functools.partial(storage._call, self.what, self.name)
+
+
+class ResilientStorage(BaseStorage, HeartbeatStorage):
     """An Optuna storage that retries every call through database outages (module docstring).
 
-    ``inner``: the RDB storage (usually Optuna's ``_CachedStorage(RDBStorage(...))``);
+    ``inner``: the RDB storage (usually inside Optuna's cache: :func:`optuna_private.cached`);
     ``shown``: its URL with the password masked; ``grace``: the heartbeat grace period (seconds).
-    Other attributes (``engine``, ...) are the RDB storage's.
+    Other attributes (``engine``, ...) are the RDB storage's (:attr:`rdb`).
     """
 
     def __init__(self, inner: BaseStorage, *, shown: str, max_wait: float = DEFAULT_MAX_WAIT,
                  grace: float | None = None) -> None:
         self._inner = inner
-        self._rdb = getattr(inner, "_backend", inner)
+        self._rdb = uncached(inner)
         self._waiter = _Waiter(shown, max_wait)
         self._grace = grace
 
     @property
-    def _backend(self) -> Any:
-        """The RDB storage itself (as ``_CachedStorage._backend``), for code that needs it; its
-        calls are not retried."""
+    def rdb(self) -> Any:
+        """The RDB storage itself, for code that needs it; its calls are not retried."""
         return self._rdb
 
     def __getattr__(self, name: str) -> Any:  # engine, url, scoped_session, ...
@@ -245,7 +263,38 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         method = getattr(self._inner, name)
         return self._waiter.call(lambda: method(*args, **kwargs), what, before_retry)
 
-    # --- studies ---
+    # --- calls retried as they are ---
+
+    set_study_user_attr = _Retried("writing a study attribute")
+    set_study_system_attr = _Retried("writing a study attribute")
+    get_study_id_from_name = _Retried("reading the study")
+    get_study_name_from_id = _Retried("reading the study")
+    get_study_directions = _Retried("reading the study")
+    get_study_user_attrs = _Retried("reading the study")
+    get_study_system_attrs = _Retried("reading the study")
+    get_all_studies = _Retried("reading the studies")
+    # A retry after an attempt that committed but lost its answer would add a second trial;
+    # it stays RUNNING without a heartbeat (or WAITING) and is handled as such trials are.
+    create_new_trial = _Retried("creating a trial")
+    get_trial_id_from_study_id_trial_number = _Retried("reading a trial")
+    get_trial_number_from_id = _Retried("reading a trial")
+    get_trial_param = _Retried("reading a trial")
+    get_trial = _Retried("reading a trial")
+    get_best_trial = _Retried("reading the best trial")
+    get_all_trials = _Retried("reading the trials")
+    get_n_trials = _Retried("counting trials")
+    set_trial_user_attr = _Retried("writing a trial attribute")
+    set_trial_system_attr = _Retried("writing a trial attribute")
+    record_heartbeat = _Retried("recording a heartbeat")
+
+    # --- calls passed on, never retried ---
+
+    remove_session = _Retried(None)
+    check_trial_is_updatable = _Retried(None)
+    get_heartbeat_interval = _Retried(None)
+    get_heartbeat_stale_trial_callback = _Retried(None)
+
+    # --- calls retried with care: writes checked before a retry, and the stale check ---
 
     def create_new_study(self, directions: Sequence[StudyDirection],
                          study_name: str | None = None) -> int:
@@ -270,37 +319,6 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
         self._call("deleting a study", "delete_study", study_id, before_retry=gone)
 
-    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call("writing a study attribute", "set_study_user_attr", study_id, key, value)
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._call("writing a study attribute", "set_study_system_attr", study_id, key, value)
-
-    def get_study_id_from_name(self, study_name: str) -> int:
-        return self._call("reading the study", "get_study_id_from_name", study_name)
-
-    def get_study_name_from_id(self, study_id: int) -> str:
-        return self._call("reading the study", "get_study_name_from_id", study_id)
-
-    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self._call("reading the study", "get_study_directions", study_id)
-
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._call("reading the study", "get_study_user_attrs", study_id)
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._call("reading the study", "get_study_system_attrs", study_id)
-
-    def get_all_studies(self) -> list:
-        return self._call("reading the studies", "get_all_studies")
-
-    # --- trials ---
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        # A retry after an attempt that committed but lost its answer would add a second trial;
-        # it stays RUNNING without a heartbeat (or WAITING) and is handled as such trials are.
-        return self._call("creating a trial", "create_new_trial", study_id, template_trial)
-
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: Any) -> None:
         def committed() -> tuple[bool, Any]:
@@ -309,19 +327,6 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
         self._call("writing a parameter", "set_trial_param", trial_id, param_name,
                    param_value_internal, distribution, before_retry=committed)
-
-    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        return self._call("reading a trial", "get_trial_id_from_study_id_trial_number",
-                          study_id, trial_number)
-
-    def get_trial_number_from_id(self, trial_id: int) -> int:
-        return self._call("reading a trial", "get_trial_number_from_id", trial_id)
-
-    def get_trial_param(self, trial_id: int, param_name: str) -> float:
-        return self._call("reading a trial", "get_trial_param", trial_id, param_name)
-
-    def get_best_trial(self, study_id: int) -> FrozenTrial:
-        return self._call("reading the best trial", "get_best_trial", study_id)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
@@ -344,48 +349,11 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         self._call(f"reporting epoch {step}", "set_trial_intermediate_value", trial_id, step,
                    intermediate_value)
 
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._call("writing a trial attribute", "set_trial_user_attr", trial_id, key, value)
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._call("writing a trial attribute", "set_trial_system_attr", trial_id, key, value)
-
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        return self._call("reading a trial", "get_trial", trial_id)
-
-    def get_all_trials(self, study_id: int, deepcopy: bool = True,
-                       states: Any = None) -> list[FrozenTrial]:
-        return self._call("reading the trials", "get_all_trials", study_id, deepcopy=deepcopy,
-                          states=states)
-
-    def get_n_trials(self, study_id: int, state: Any = None) -> int:
-        return self._call("counting trials", "get_n_trials", study_id, state)
-
-    def remove_session(self) -> None:
-        self._inner.remove_session()
-
-    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
-        self._inner.check_trial_is_updatable(trial_id, trial_state)
-
-    # --- heartbeats ---
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._call("recording a heartbeat", "record_heartbeat", trial_id)
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         # Just after an outage the other workers' heartbeats may not have resumed yet (they
         # back off up to MAX_DELAY): their trials are not dead.
         grace = self._grace if self._grace is not None else 0.0
         if self._waiter.back_at and time.monotonic() - self._waiter.back_at < grace + 2 * MAX_DELAY:
             return []
-        return self._call("looking for stale trials", "_get_stale_trial_ids", study_id)
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self._inner.get_heartbeat_interval()  # type: ignore[attr-defined]
-
-    def get_heartbeat_stale_trial_callback(self) -> Any:
-        return self._inner.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
-
-    def get_failed_trial_callback(self) -> Any:  # older Optuna name
-        return self.get_heartbeat_stale_trial_callback()
-
+        return self._waiter.call(lambda: stale_trial_ids_of(self._inner, study_id),
+                                 "looking for stale trials")

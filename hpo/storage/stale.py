@@ -13,17 +13,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import faults
 from hpo.storage.artifacts import _ARTIFACT_RECORD
+from hpo.storage.optuna_private import (
+    RetryCallback,
+    silent_trial_ids,
+    study_id,
+    study_storage,
+    uncached,
+)
+from hpo.storage.resilience import ResilientStorage
 from model.contract import Status, TrialAttr
 
-# Optuna 4.9 renamed RetryFailedTrialCallback (the old name warns, and goes in Optuna 6).
-RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
-    optuna.storages.RetryFailedTrialCallback
 #: System attribute: how many of a trial's retry history were re-queues (SIGINT/SIGTERM,
 #: infrastructure errors), which do not use up ``max_retry`` (meant for dead workers).
 REQUEUES_KEY = "specopt:requeues"
 
 
-class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
+class SpecoptRetryCallback(RetryCallback):
     """Optuna's retry callback, except that re-queues do not count against ``max_retry``: the
     budget of retries is for dead workers only.  The queued trial has the failed one's
     parameters, distributions and user attributes (with :attr:`TrialAttr.ORIGIN`, the first
@@ -35,7 +40,7 @@ class SpecoptRetryCallback(RetryCallback):  # type: ignore[misc,valid-type]
         """Whether ``trial`` may be queued again: always for a re-queue, else while its retries
         after dead workers stay within ``max_retry``."""
         retries = len(retry_history(trial)) + 1 - int(trial.system_attrs.get(REQUEUES_KEY, 0))
-        return requeue or self._max_retry is None or retries <= self._max_retry
+        return requeue or self.max_retry is None or retries <= self.max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial, requeue: bool = False) -> None:
         if any(trial.number in retry_history(t) for t in study.get_trials(deepcopy=False)):
@@ -74,26 +79,28 @@ def fail_stale_trials(study: optuna.Study) -> None:
     heartbeat (the worker died between ``ask()`` and its first heartbeat) and started longer than
     the grace period ago: Optuna never marks those stale.  Each is failed and goes through the
     retry callback."""
-    storage = study._storage
+    storage = study_storage(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     _retry_orphans(study)
-    rdb = getattr(storage, "_backend", storage)  # create_study wraps it in a _CachedStorage
+    # the RDB storage inside a worker's storage, or inside the cache create_study puts around it
+    rdb = storage.rdb if isinstance(storage, ResilientStorage) else uncached(storage)
     if not isinstance(rdb, optuna.storages.RDBStorage) or not rdb.heartbeat_interval:
         return
     failed = []
-    for trial_id in _silent_trial_ids(rdb, study._study_id):
+    grace = rdb.grace_period or 2 * rdb.heartbeat_interval
+    for tid in silent_trial_ids(rdb, study_id(study), grace):
         try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
+            if storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                failed.append(tid)
                 faults.inject("after_stale_fail")
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it first
     callback = stale_trial_callback(storage)
     if callback is not None:
-        for trial_id in failed:
-            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+        for tid in failed:
+            callback(study, copy.deepcopy(storage.get_trial(tid)))
 #: Statuses of trials that failed for their own reasons (diverged, a bug): never retried.
 _FAILED_FOR_GOOD = (Status.FAILED, Status.ERROR)
 
@@ -103,7 +110,7 @@ def _retry_orphans(study: optuna.Study) -> None:
     stale trial and queueing its retry are two writes, and the worker doing them can be killed
     in between (Optuna's ``fail_stale_trials`` too), which lost the trial's grid point for
     good.  Trials whose retries are used up (``max_retry``) are left alone."""
-    callback = stale_trial_callback(study._storage)
+    callback = stale_trial_callback(study_storage(study))
     if callback is None:
         return
     allows = getattr(callback, "allows", lambda t: True)
@@ -126,38 +133,6 @@ def retry_rule(max_retry: int | None) -> Callable[[FrozenTrial], bool]:
     return _retry_callback(max_retry).allows
 
 
-def _silent_trial_ids(storage, study_id: int) -> list[int]:
-    """RUNNING trials without a heartbeat row that started more than the grace period ago
-    (``datetime_start`` is set by the asking client's clock: naive UTC in Optuna 5, local time
-    before)."""
-    from datetime import UTC, datetime, timedelta
-
-    from optuna.storages._rdb import models
-
-    grace = storage.grace_period or 2 * storage.heartbeat_interval
-    start_col = getattr(models.TrialModel, "_datetime_start_utc", None)
-    if start_col is not None:
-        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=grace)
-    else:
-        start_col = models.TrialModel.datetime_start
-        cutoff = datetime.now() - timedelta(seconds=grace)
-    session = storage.scoped_session()
-    try:
-        rows = (session.query(models.TrialModel.trial_id)
-                .filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialModel.state == TrialState.RUNNING)
-                .filter(start_col < cutoff)  # type: ignore[operator]
-                .filter(~models.TrialModel.heartbeats.any())
-                .all())
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-    return [r[0] for r in rows]
-
-
 def retried_trial_number(trial: FrozenTrial) -> int | None:
     """The number of the (first) trial that ``trial`` retries; None for an original trial."""
     with warnings.catch_warnings():
@@ -174,7 +149,6 @@ def retry_history(trial: FrozenTrial) -> list[int]:
 
 def stale_trial_callback(storage: BaseStorage) -> Callable | None:
     """The storage's retry callback for trials whose worker died (None: no heartbeats)."""
-    get = getattr(storage, "get_heartbeat_stale_trial_callback", None) or \
-        getattr(storage, "get_failed_trial_callback", None)  # Optuna before 4.9
+    get = getattr(storage, "get_heartbeat_stale_trial_callback", None)
     return get() if get is not None else None
 

@@ -52,8 +52,16 @@ from pydantic import (
 
 import studies
 from hpo.storage.home import NAME_MAX_BYTES, is_file, name_problem
-from model.config import TrainConfig, refuse_bool_numbers
-from model.contract import METRICS, PARAMETER_OBJECTIVES, Direction, direction
+from hpo.study.pruners import CurveExtrapolationPruner
+from model.config import TrainConfig, refuse_bool_numbers, validation_message
+from model.contract import (
+    MAX_SECONDS,
+    METRICS,
+    PARAMETER_OBJECTIVES,
+    Direction,
+    Metric,
+    direction,
+)
 from model.errors import ConfigError
 
 __all__ = [
@@ -108,13 +116,6 @@ def _default(name: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _pydantic_message(err: ValidationError) -> str:
-    e = err.errors()[0]
-    msg = e["msg"].removeprefix("Value error, ")
-    sub = ".".join(str(x) for x in e["loc"][1:])
-    return f"{sub}: {msg}" if sub else msg
-
-
 def _check_value(name: str, value: Any) -> Any:
     """One value of a space field, validated (and normalised) by TrainConfig itself."""
     if _numeric(name) is not None and (isinstance(value, bool | str)):
@@ -122,7 +123,7 @@ def _check_value(name: str, value: Any) -> Any:
     try:
         cfg = TrainConfig.model_validate({name: value})
     except ValidationError as err:
-        msg = _pydantic_message(err)
+        msg = validation_message(err, first=True).removeprefix(f"{name}: ")
         raise ValueError(msg if repr(value) in msg else f"{msg}, got {value!r}") from None
     out = getattr(cfg, name)
     return tuple(out) if isinstance(out, list) else out
@@ -270,9 +271,6 @@ class PrunerConfig(_Section):
     options: dict[str, Any] = {}
 #: Trials of one study: far more than any search runs, and an SQL integer holds them.
 MAX_TRIALS = 1_000_000
-#: Seconds of a budget, heartbeat, grace or save interval: a year. Timers and dates overflow
-#: far beyond it (a grace of 1e17 s is no datetime).
-MAX_SECONDS = 365 * 24 * 3600
 #: Retries of a trial whose worker died: past a few, the trial (not the machine) is at fault.
 MAX_RETRY = 100
 
@@ -349,16 +347,10 @@ class _TrainSection(_Section):
         try:
             cfg = TrainConfig.model_validate(known)
         except ValidationError as err:
-            raise ValueError(_pydantic_message_with_field(err)) from None
+            raise ValueError(validation_message(err, first=True)) from None
         values = cfg.model_dump(mode="json", include=set(TRAIN_SECTION))
         return {**data, **values}
 
-
-def _pydantic_message_with_field(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(x) for x in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
 #: The ``[train]`` section: the TrainConfig fields of :data:`TRAIN_SECTION`, with its defaults
 #: (values as in JSON: the dataset a string), validated by TrainConfig.
 TrainSettings: type[_TrainSection] = create_model(  # type: ignore[call-overload]
@@ -376,7 +368,7 @@ class StudyConfig(_Section):
     storage: str | None = None  # None: sqlite:///<runs>/<name>.db
     # None: $SPECOPT_HOME/<study>/artifacts/<storage> (hpo.storage.home)
     artifacts: str | None = None
-    objectives: tuple[str, ...] = ("fair_accuracy",)
+    objectives: tuple[str, ...] = (Metric.FAIR_ACCURACY,)
     directions: tuple[Direction, ...] = ()  # empty: each objective's own direction
     objective_split: Literal["test", "validation"] = "test"
     reference_sigma: float | None = None
@@ -409,11 +401,13 @@ class StudyConfig(_Section):
     def _objectives(cls, v):
         if isinstance(v, str):
             v = [v]
+        if not isinstance(v, list | tuple):
+            raise ValueError(f"a metric name or a list of them, not {v!r}")
         if not v:
             raise ValueError("at least one objective")
         allowed = (*METRICS, *PARAMETER_OBJECTIVES)
         for name in v:
-            if name not in allowed:
+            if not isinstance(name, str) or name not in allowed:
                 raise ValueError(f"unknown objective {name!r} (known: {', '.join(allowed)})")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate objectives in {list(v)}")
@@ -479,7 +473,7 @@ class StudyConfig(_Section):
         try:
             TrainConfig.model_validate(self.train_settings(first))
         except ValidationError as err:
-            raise ValueError(f"space: {_pydantic_message_with_field(err)}") from None
+            raise ValueError(validation_message(err, "space", first=True)) from None
         # samplers and pruners: build once so that bad options fail here, not in a worker
         _try_sampler(self)
         build_pruner(self)
@@ -532,17 +526,14 @@ class StudyConfig(_Section):
         """Every space parameter's value for this trial (searched ones through ``trial``)."""
         return {name: p.suggest(trial) for name, p in self.space.items()}
 
-    def train_settings(self, params: dict, *, device: str | None = None,
-                       num_threads: int | None = None, checkpoint_dir: str | None = None
+    def train_settings(self, params: dict, *, checkpoint_dir: str | None = None
                        ) -> dict[str, Any]:
-        """Keyword arguments of ``model.TrainConfig`` for one trial with these ``params``."""
+        """Keyword arguments of ``model.TrainConfig`` for one trial with these ``params``: the
+        ``[train]`` settings (device and threads: the worker's options set them there) and the
+        study's reference_sigma with them."""
         kw = {k: v for k, v in params.items() if v is not None}
         kw.update({k: v for k, v in self.train.model_dump().items() if v is not None})
         kw["reference_sigma"] = self.reference_sigma_value
-        if device:
-            kw["device"] = device
-        if num_threads:
-            kw["num_threads"] = num_threads
         if checkpoint_dir is not None:
             kw["checkpoint_dir"] = checkpoint_dir
         return kw
@@ -618,24 +609,6 @@ def _resolve_key(key: str) -> list[str]:
     raise ConfigError(f"override {key!r}: not a study key, training setting or budget key")
 
 
-def _format_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(x) for x in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        section = ".".join(str(x) for x in e["loc"][:-1])
-        key = e["loc"][-1]
-        return f"unknown key {key!r}" + (f" in [{section}]" if section else "")
-    if e["type"] == "missing":
-        return f"{loc}: required"
-    if e["type"] == "literal_error":
-        return f"{loc}: {e['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
-    if loc in ("space", "train") and ": " in msg and msg.split(": ", 1)[0].isidentifier():
-        name, rest = msg.split(": ", 1)
-        return f"{loc}.{name}: {rest}"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def study_config_from_dict(data: dict, source: str | Path | None = None) -> StudyConfig:
     """Validate a study definition given as a dict (the TOML's shape)."""
     where = str(source) if source is not None else "study definition"
@@ -647,7 +620,7 @@ def study_config_from_dict(data: dict, source: str | Path | None = None) -> Stud
         cfg = StudyConfig.model_validate({**data, "source": None if source is None
                                           else str(source)})
     except ValidationError as err:
-        raise ConfigError(f"{where}: {_format_error(err)}") from None
+        raise ConfigError(validation_message(err, where)) from None
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     return cfg
@@ -775,6 +748,8 @@ def _try_sampler(cfg: StudyConfig) -> None:
     try:
         study = optuna.create_study(sampler=build_sampler(cfg), directions=list(cfg.directions))
         cfg.suggest(study.ask())
+    except ConfigError:  # build_sampler's, which names the key already
+        raise
     except (TypeError, ValueError, AttributeError) as err:
         raise ConfigError(f"sampler.options: {err}") from None
     finally:
@@ -788,8 +763,6 @@ def build_pruner(cfg: StudyConfig):
     ``extrapolation`` get ``max_resource`` from the study's (largest) ``epochs`` unless their
     options give it."""
     import optuna
-
-    from hpo.study.pruners import CurveExtrapolationPruner
 
     p = cfg.pruner
     opts = dict(p.options)

@@ -5,7 +5,6 @@ existing one for reading (:func:`open_study`, with its artifact store)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -17,10 +16,14 @@ import optuna
 from hpo.storage.artifacts import open_artifact_store, recorded_artifact_dir
 from hpo.storage.database import StorageError, open_storage
 from hpo.storage.home import (
+    STORAGE_ENV as STORAGE_ENV,  # re-exported: launch and cluster set it for the workers
+)
+from hpo.storage.home import (
     default_storage_url,
     home,
     mask_url,
     normalize_url,
+    resolve_storage_url,
     shown_name,
     storage_file,
     study_artifacts,
@@ -35,16 +38,10 @@ from hpo.study.config import (
 from model.contract import StudyAttr
 from model.errors import ReportError
 
-#: The environment variable with the storage URL (and its password): the way ``launch`` passes
-#: it to workers, never on a command line; it wins over the study file's storage.
-STORAGE_ENV = "SPECOPT_STORAGE"
-
 
 def storage_url(config: StudyConfig, storage: str | None = None) -> str:
-    """The URL in effect: the argument, else ``$SPECOPT_STORAGE``, else the study file's, else
-    SQLite under the home (``$SPECOPT_HOME/<study>.db``)."""
-    return normalize_url(storage or os.environ.get(STORAGE_ENV) or config.storage
-                         or default_storage_url(config.name))
+    """The URL in effect for ``config``'s study (:func:`hpo.storage.home.resolve_storage_url`)."""
+    return resolve_storage_url(config.name, config.storage, storage)
 
 
 def public_config(config: StudyConfig) -> dict:

@@ -1,4 +1,4 @@
-"""Studies for the report tests, made by the real pipeline: ``hpo.execution.worker.run_worker``
+"""Studies for the report tests, made by the real pipeline: ``hpo.execution.run.run_worker``
 trains the
 report's CNN on real molecules (200, 2 epochs) and records metrics, histories and artifacts as
 the objective does. Built once per test session and shared by the ``test_report_*`` modules."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.testing import small_study_config
+from tests.support import small_study_config
 
 _BUILT: dict[str, object] = {}
 
@@ -31,7 +31,7 @@ def real_study(tmp_path_factory) -> BuiltStudy:
     """Four real trials, the grid loss rmse / cosine x sigma 0.5 / 0.3, objective the sigma-fair
     accuracy (the default); checkpoints and predictions in a FileSystemArtifactStore."""
     if "real" not in _BUILT:
-        from hpo.execution.worker import run_worker
+        from hpo.execution.run import run_worker
 
         root = tmp_path_factory.mktemp("report-study")
         cfg = small_study_config(root, "tiny", {"loss": ["rmse", "cosine"], "sigma": [0.5, 0.3]}, 4,
@@ -46,7 +46,7 @@ def failed_study(tmp_path_factory) -> BuiltStudy:
     """Two trials, both failed in training (as a NaN loss makes them), through the worker."""
     if "failed" not in _BUILT:
         import model
-        from hpo.execution.worker import run_worker
+        from hpo.execution.run import run_worker
         from model.contract import Status, TrialAttr
 
         root = tmp_path_factory.mktemp("report-failed")

@@ -43,6 +43,7 @@ def _race(url: str) -> list[str]:
     return results
 
 
+@pytest.mark.slow
 def test_sqlite_fresh_file_opened_by_8_processes(tmp_path):
     for i in range(ROUNDS):
         results = _race(f"sqlite:///{tmp_path / f'round{i}.db'}")

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.testing import small_study_config, write_study
+from tests.support import small_study_config, write_study
 
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
@@ -31,7 +31,7 @@ def _fast(trial, config, should_stop=None):
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> dict[str, Path]:
     """A finished study (40 trials) in a SQLite file and in a journal."""
-    from hpo.execution.worker import run_worker
+    from hpo.execution.run import run_worker
 
     root = tmp_path_factory.mktemp("pristine")
     cfg = small_study_config(root, NAME, {"lr": [1e-3, 1e-2, 3e-3, 3e-4]}, 40)

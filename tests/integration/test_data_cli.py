@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from data_prep import load_levels, load_qm9pack
@@ -29,6 +30,7 @@ def test_info(tmp_path, levels_dataset):
     assert summary["provenance"]["method"] == "gfn2-xtb" and len(summary["fingerprint"]) == 16
 
 
+@pytest.mark.slow
 def test_info_and_train_by_bundled_name(tmp_path):
     """A bundled dataset by its name: `data info ipea1-xtb` and `train --dataset ipea1-xtb`."""
     result = runner.invoke(app, ["data", "info", "ipea1-xtb"])
@@ -48,9 +50,9 @@ def test_info_and_train_by_bundled_name(tmp_path):
 def test_info_on_a_missing_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path / "nothere.npz")])
     assert result.exit_code == 2
-    assert result.output.strip() == (
-        f"error: dataset not found: {tmp_path / 'nothere.npz'} (give a levels file or a "
-        "bundled name: gfn2-xtb, ipea1-xtb)")
+    line = result.output.strip()
+    assert line.startswith("error: ") and "\n" not in line, line
+    assert str(tmp_path / "nothere.npz") in line and "gfn2-xtb" in line, line  # the bundled names
 
 
 def test_build_with_limit(tmp_path):
@@ -105,7 +107,8 @@ def test_build_bad_method_and_empty_folder_are_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = runner.invoke(app, ["data", "build", "--xyz-dir", str(tmp_path), "--out",
                                  str(tmp_path / "x.npz")])
-    assert result.exit_code == 2 and result.output.strip() == f"error: no .xyz files in {tmp_path}"
+    assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+    assert ".xyz" in result.output and str(tmp_path) in result.output
 
 
 def test_import_original(tmp_path, levels_dataset):
@@ -129,6 +132,7 @@ def test_import_original(tmp_path, levels_dataset):
     assert result.exit_code == 2 and "not a folder" in result.output
 
 
+@pytest.mark.slow
 def test_the_installed_command(tmp_path, levels_dataset):
     exe = shutil.which("specopt")
     assert exe, "the specopt command is not installed (pip install -e .)"

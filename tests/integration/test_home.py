@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.testing import study_trials, write_study
 from model.contract import StudyAttr
+from tests.support import study_trials, write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

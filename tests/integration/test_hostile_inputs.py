@@ -83,6 +83,7 @@ def test_a_study_file_too_large_is_refused_unread(tmp_path):
     _cli("worker", str(path), "--print-config", words=("huge.toml", "MiB"))
 
 
+@pytest.mark.slow
 def test_a_fifo_or_a_device_as_study_file_does_not_hang(tmp_path):
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
@@ -149,7 +150,7 @@ def test_a_log_fifo_nobody_reads_does_not_hang(tmp_path):
 def test_a_log_file_on_a_full_disk_warns_once_and_the_command_goes_on(tmp_path):
     """``/dev/full``: every write fails with ENOSPC. Logging's own handler printed a traceback
     for each line; now one warning says so and the lines still reach stderr."""
-    code = ("import logging\nfrom hpo.observe.log import setup_logging\n"
+    code = ("import logging\nfrom hpo.execution.log import setup_logging\n"
             "setup_logging(log_file='/dev/full')\n"
             "for i in range(3):\n    logging.getLogger('specopt.x').warning('line %d', i)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -214,6 +215,7 @@ def test_a_broken_dataset_file_is_one_error_line_naming_it(arrays, tmp_path):
         assert "allow_pickle" not in line, line  # never the advice to load it unsafely
 
 
+@pytest.mark.slow
 def test_a_fifo_as_dataset_does_not_hang(tmp_path):
     fifo = tmp_path / "levels.npz"
     os.mkfifo(fifo)
@@ -227,7 +229,7 @@ def test_a_worker_on_a_broken_dataset_stops_without_burning_its_trial(arrays, tm
     its trial, as for a missing file; before, the trial failed with a traceback."""
     from optuna.trial import TrialState
 
-    from hpo.testing import run_worker_to_end, study_trials, write_study
+    from tests.support import run_worker_to_end, study_trials, write_study
 
     bad = tmp_path / "levels.npz"
     np.savez(bad, **_bad(arrays, levels=arrays["levels"].astype(str)))

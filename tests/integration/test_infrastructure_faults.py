@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 import hpo
 from hpo.execution.launch import warm_cache
 from hpo.study.budget import budget_state
-from hpo.testing import run_worker_to_end, study_trials, write_study
 from model.contract import Status, TrialAttr
+from tests.support import run_worker_to_end, study_trials, write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -55,6 +55,7 @@ def _completes_after_the_fix(path, url, name, log) -> None:
     assert _finished(path) == 1
 
 
+@pytest.mark.slow
 def test_a_missing_dataset_file_stops_the_worker_and_leaves_the_budget(tmp_path):
     from data_prep.dataset import BUNDLED_PATH
 

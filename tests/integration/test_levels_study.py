@@ -10,7 +10,7 @@ import os
 import pytest
 from optuna.trial import TrialState
 
-from hpo.execution.worker import run_worker
+from hpo.execution.run import run_worker
 from hpo.study.config import load_study_config
 from hpo.study.create import create_study
 from model.contract import LOSSES, OUTPUT_HEADS
@@ -33,6 +33,7 @@ def test_the_study_file_searches_the_head_with_loss_and_lr():
     assert cfg.reference_sigma_value == 0.5 and cfg.n_trials == 60
 
 
+@pytest.mark.slow
 def test_a_tiny_version_runs_one_trial_per_head(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     cfg = load_study_config("levels-vs-spectra").override(  # no pruning: all three finish
@@ -41,7 +42,7 @@ def test_a_tiny_version_runs_one_trial_per_head(tmp_path, monkeypatch):
     study = create_study(cfg)
     for head, loss in zip(OUTPUT_HEADS, ("rmse", "sid", "wasserstein"), strict=True):
         study.enqueue_trial({"output_head": head, "loss": loss, "lr": 1e-3})
-    summary = run_worker(cfg, num_threads=1, handle_signals=False)
+    summary = run_worker(cfg.override(num_threads=1), handle_signals=False)
     assert summary.completed == 3 and summary.failed == 0
     trials = create_study(cfg).get_trials()
     assert sorted(t.params["output_head"] for t in trials) == sorted(OUTPUT_HEADS)

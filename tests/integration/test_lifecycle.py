@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.testing import study_trials, write_study
 from model.contract import StudyAttr
+from tests.support import study_trials, write_study
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -82,8 +82,8 @@ def test_studies_lists_the_studies_of_a_storage_with_counts(two_studies):
 def test_a_finished_study_says_so_and_add_trials_runs_more(two_studies):
     _, url, life, _ = two_studies
     r = _worker(life)  # budget spent: nothing runs, and it says why
-    assert (f"study 'life' in {url} is finished: 1 of 1 trials; extend it with --add-trials N "
-            "or start over with --fresh") in r.stderr
+    assert f"study 'life' in {url} is finished: 1 of 1 trials" in r.stderr, r.stderr
+    assert "--add-trials N" in r.stderr and "--fresh" in r.stderr  # the two ways on
     assert len(study_trials("life", url)) == 1
     r = _worker(life, "--add-trials", "2")
     assert "budget extended to 3 trials" in r.stderr
@@ -121,7 +121,7 @@ def test_delete_asks_and_removes_the_study_and_its_artifacts(two_studies):
     assert folder.is_dir() and any(folder.iterdir())
     r = _cli("delete", other)  # no terminal here: refused without --yes
     assert r.exit_code == 2, r.output
-    assert "Refused: no terminal to ask on; give --yes" in r.output and "2 trial(s)" in r.output
+    assert "Refused" in r.output and "--yes" in r.output and "2 trial(s)" in r.output
     assert "other" in _names(url) and folder.is_dir()
     r = _cli("delete", "other", "--storage", url, "--yes")  # by name in a storage
     assert r.exit_code == 0, r.output
@@ -162,8 +162,8 @@ def test_a_changed_definition_says_what_works(tmp_path):
     r = _cli("worker", study)
     assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
     assert "space.lr is [0.001,0.003] there, 0.01 here" in r.output
-    assert "Start over with --fresh (deletes its 1 trial(s) and artifacts)" in r.output
-    assert "use a new study name (--set name=c-2)" in r.output
+    assert "--fresh" in r.output and "1 trial(s)" in r.output
+    assert "--set name=c-2" in r.output
     keep = re.search(r"keep the stored definition: (.*)$", r.output.strip()).group(1)
     assert keep == "--set 'space.lr=[0.001,0.003]'"
     # each suggestion works as written

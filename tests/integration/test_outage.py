@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 import hpo
 from hpo.execution.launch import warm_cache
-from hpo.testing import start_worker, study_trials, wait_for_running, write_study
+from tests.support import start_worker, study_trials, wait_for_running, write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -13,8 +13,8 @@ import hpo
 from hpo.execution.launch import warm_cache, worker_command
 from hpo.report.data import history_of
 from hpo.study.create import open_study
-from hpo.testing import run_worker_to_end, study_trials, write_study
 from model.contract import ArtifactName, Status, TrialAttr
+from tests.support import run_worker_to_end, study_trials, write_study
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -103,7 +103,7 @@ def test_a_pruned_member_leaves_and_the_next_trial_takes_its_slot(tmp_path):
     """Trial 0 is pruned after epoch 1 inside a pack of 2: it leaves at once (one epoch
     reported), trial 2 starts in its slot while trial 1 still trains, and all end."""
     from hpo.execution.packed import PackedWorker
-    from hpo.testing import small_study_config
+    from tests.support import small_study_config
 
     cfg = small_study_config(tmp_path, "pruned", {"seed": [0, 1, 2], "epochs": 3,
                                                   "channels": [[8, 12]]}, n_trials=3,

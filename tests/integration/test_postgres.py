@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 import hpo
-from hpo.testing import write_study
 from model.contract import TrialAttr
+from tests.support import write_study
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -32,7 +32,7 @@ def test_four_workers_share_a_grid_study(tmp_path, pg_url, pg_study):
                               "epochs": 2, "subset": 200, "lr": 1e-4})
     cfg = hpo.load_study_config(path)
     assert cfg.grid_size() == 6
-    code = hpo.execution.launch(cfg, workers=4, cores=4)
+    code = hpo.launch(cfg, workers=4, cores=4)
     assert code == 0
 
     trials = optuna.load_study(study_name=pg_study, storage=pg_url).get_trials()
@@ -68,7 +68,7 @@ def test_launch_keeps_the_password_out_of_the_study_and_the_command_lines(tmp_pa
     monkeypatch.setattr(launch_module.subprocess, "Popen", popen)
     path = write_study(tmp_path / "pw.toml", pg_study, storage=url, artifacts=tmp_path / "art",
                        space={"loss": ["rmse"], "epochs": 1, "subset": 200, "lr": 1e-4})
-    assert hpo.execution.launch(hpo.load_study_config(path), workers=1, cores=1) == 0
+    assert hpo.launch(hpo.load_study_config(path), workers=1, cores=1) == 0
     [(cmd, env)] = seen
     assert secret not in " ".join(cmd) and env["SPECOPT_STORAGE"] == url
     study = optuna.load_study(study_name=pg_study, storage=pg_url)

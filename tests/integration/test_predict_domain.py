@@ -88,12 +88,12 @@ def test_out_of_domain_molecules_are_refused_with_their_reasons(trained, molecul
     out = tmp_path / "out"
     r = _predict(ckpt, good, water, chloro, squeezed, "--out", out)
     assert r.exit_code == 2, r.output
-    assert "error: 3 of 4 molecules are outside the model's training domain" in r.output
-    assert "(--force predicts them anyway, flagged)" in r.output
+    assert "error: 3 of 4 molecules" in r.output and "training domain" in r.output
+    assert "--force" in r.output  # the way out named
     assert ("refused: water.xyz (H2O): element" not in r.output
-            and "refused: water.xyz (H2O): 3 atoms, outside the training range" in r.output)
-    assert "8 valence electrons: 4 occupied valence levels, fewer than the 16" in r.output
-    assert "element Cl not in the training set (H, C, N, O" in r.output
+            and "refused: water.xyz (H2O): 3 atoms" in r.output)
+    assert "8 valence electrons" in r.output and "4 occupied valence levels" in r.output
+    assert "element Cl" in r.output and "(H, C, N, O" in r.output
     assert "refused: squeezed.xyz" in r.output and "Coulomb-matrix norm" in r.output
     assert "good.xyz" not in r.output.replace("refused: good", "")  # in domain: not refused
     assert not out.exists()  # nothing is written when a molecule is refused
@@ -121,8 +121,7 @@ def test_force_predicts_and_flags_them(trained, molecule, tmp_path):
     assert "4 occupied valence levels" in mols["out_of_domain"][1]
     assert list(mols["formula"])[1] == "H2O" and list(mols["atoms"])[1] == 3
     html = (out / "spectra.html").read_text()
-    assert "Predicted outside the model&#x27;s training domain" in html or \
-        "Predicted outside the model's training domain" in html
+    assert "Predicted outside" in html
     assert '"dash":"dash"' in html.replace(" ", "")  # the flagged curve is dashed
 
 
@@ -135,7 +134,7 @@ def test_too_many_atoms_are_refused_even_with_force(trained, tmp_path):
     big = _xyz(tmp_path / "decane.xyz", Z, R)
     r = _predict(ckpt, big, "--force", "--out", tmp_path / "out")
     assert r.exit_code == 2, r.output
-    assert "decane.xyz (C10H22): 32 atoms, more than the 29 a Coulomb matrix holds" in r.output
+    assert "decane.xyz (C10H22): 32 atoms" in r.output and "29" in r.output
     assert "even with --force" in r.output
 
 
@@ -168,7 +167,7 @@ def test_old_checkpoint_without_a_domain_skips_the_range_checks(trained, molecul
     water = _water(tmp_path)
     r = _predict(old, squeezed, "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
-    assert "note: old.pt was saved before checkpoints recorded their training domain" in r.output
+    assert "note: old.pt" in r.output and "training domain" in r.output
     r = _predict(old, water, "--out", tmp_path / "out")
     assert r.exit_code == 2 and "4 occupied valence levels" in r.output  # still checked
 
@@ -232,8 +231,7 @@ def test_levels_model_predicts_at_another_sigma_and_np(levels_checkpoint, molecu
     out = tmp_path / "out"
     r = _predict(levels_checkpoint, good, "--sigma", "0.1", "--n-points", "700", "--out", out)
     assert r.exit_code == 0, r.output
-    assert ("spectra at sigma 0.1 eV, Np 700 (the model was trained at sigma 0.5 eV, Np 300)"
-            in r.output)
+    assert "sigma 0.1 eV, Np 700" in r.output and "trained at sigma 0.5 eV, Np 300" in r.output
     spectra = _csv(out)
     assert spectra.shape == (700, 2)
     grid = np.linspace(-30.0, 0.0, 700)
@@ -249,9 +247,10 @@ def test_levels_model_predicts_at_another_sigma_and_np(levels_checkpoint, molecu
     assert got.max() > 1.2 * broaden(levels, 0.5, 700).max()
     peak = pd.read_csv(out / "molecules.csv")["strongest_peak_eV"][0]
     assert np.abs(grid - peak).argmin() == got.argmax()  # a point of the 700-point grid
-    assert _title(out) == (f"Predicted spectra (sigma 0.1 eV, Np 700) from "
-                           f"{levels_checkpoint.name} (trained at sigma 0.5 eV, Np 300)")
-    from hpo.testing import parse_report, plotly_values
+    title = _title(out)
+    assert "sigma 0.1 eV, Np 700" in title and levels_checkpoint.name in title, title
+    assert "trained at sigma 0.5 eV, Np 300" in title, title
+    from tests.support import parse_report, plotly_values
 
     fig = next(iter(parse_report(out / "spectra.html").figures.values()))
     np.testing.assert_allclose(plotly_values(fig["data"][0]["x"]), grid)
@@ -265,7 +264,7 @@ def test_levels_model_another_np_alone_keeps_its_sigma(levels_checkpoint, molecu
     good = _xyz(tmp_path / "good.xyz", Z, R)
     r = _predict(levels_checkpoint, good, "--np", "500", "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
-    assert "spectra at sigma 0.5 eV, Np 500 (the model was trained at sigma 0.5 eV" in r.output
+    assert "sigma 0.5 eV, Np 500" in r.output and "trained at sigma 0.5 eV" in r.output
     got = _csv(tmp_path / "out").iloc[:, 1].to_numpy()
     want = broaden(_levels_of(levels_checkpoint, Z, R), 0.5, 500)
     assert got.shape == (500,) and np.abs(got - want).max() < 1e-4 * want.max()
@@ -286,8 +285,9 @@ def test_default_is_the_models_own_grid(which, levels_checkpoint, trained, molec
     spectra = _csv(tmp_path / "default")
     assert spectra.shape == (300, 2)
     np.testing.assert_allclose(spectra["energy_eV"], np.linspace(-30, 0, 300), atol=1e-6)
-    assert _title(tmp_path / "default") == \
-        f"Predicted spectra (sigma 0.5 eV, Np 300) from {ckpt.name}"
+    title = _title(tmp_path / "default")
+    assert "sigma 0.5 eV, Np 300" in title and ckpt.name in title, title
+    assert "trained at" not in title, title  # the model's own grid: no note
     if which == "levels":
         want = broaden(_levels_of(ckpt, Z, R), 0.5, 300)
         got = spectra.iloc[:, 1].to_numpy()
@@ -312,20 +312,19 @@ def test_linear_model_refuses_another_grid(option, trained, molecule, tmp_path):
     assert r.exit_code == ConfigError.exit_code, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1, r.output
-    assert lines[0].startswith("error: this model predicts the spectrum at sigma 0.5 eV, Np 300 "
-                               "only (its 'linear' head")
-    assert "output_head='levels' gives any sigma and Np" in lines[0]
+    assert lines[0].startswith("error: ") and "sigma 0.5 eV, Np 300" in lines[0], lines[0]
+    assert "'linear'" in lines[0] and "output_head='levels'" in lines[0], lines[0]
     assert not out.exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("which", ["levels", "linear"])
-@pytest.mark.parametrize("option, why", [
-    (["--sigma", "nan"], "--sigma 'nan': expected a finite number"),  # the option's parser
-    (["--sigma", "0"], "sigma must be a positive number of eV, got 0.0"),
-    (["--sigma", "-0.1"], "sigma must be a positive number of eV, got -0.1"),
-    (["--n-points", "1"], "Np (number of grid points) must be an integer >= 2, got 1"),
+@pytest.mark.parametrize("option, words", [
+    (["--sigma", "nan"], ["--sigma 'nan'", "finite"]),  # the option's parser
+    (["--sigma", "0"], ["sigma", "positive", "0.0"]),
+    (["--sigma", "-0.1"], ["sigma", "positive", "-0.1"]),
+    (["--n-points", "1"], ["Np", ">= 2", "got 1"]),
 ])
-def test_impossible_grid_is_refused(which, option, why, levels_checkpoint, trained, molecule,
+def test_impossible_grid_is_refused(which, option, words, levels_checkpoint, trained, molecule,
                                     tmp_path):
     """Refused in one line whatever the head (a NaN sigma would otherwise pass a spectrum
     head's own-sigma check), and nothing written."""
@@ -334,7 +333,9 @@ def test_impossible_grid_is_refused(which, option, why, levels_checkpoint, train
     out = tmp_path / "out"
     r = _predict(ckpt, good, *option, "--out", out)
     assert r.exit_code == 2, r.output
-    assert r.output.strip().splitlines() == [f"error: {why}"]
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert all(word in lines[0] for word in words), r.output
     assert not out.exists()
 
 
@@ -360,9 +361,8 @@ def test_help_says_only_a_levels_model_changes_sigma_and_np():
     assert r.exit_code == 0, r.output
     shown = " ".join(r.output.replace("\u2502", " ").split())
     assert "--sigma" in shown and "--n-points" in shown
-    assert "Only a levels-first model (output_head levels) can change it" in shown
-    assert "a model that predicts the spectrum's grid points (linear, softplus) refuses them" \
-        in shown
+    # the heads that can and cannot change the grid
+    assert all(word in shown for word in ("levels-first", "linear", "softplus", "refuses")), shown
 
 
 # --- coordinates no molecule has (issue 20) -----------------------------------------------------

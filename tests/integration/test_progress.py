@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.cli import app
-from hpo.observe.log import FILE_ENV, LEVEL_ENV
+from hpo.execution.log import FILE_ENV, LEVEL_ENV
 from hpo.report.data import history_of
 from hpo.study.create import open_study
-from hpo.testing import write_study
 from model.contract import TrialAttr
+from tests.support import write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -30,7 +30,7 @@ def _clean_env(monkeypatch):
     for name in (LEVEL_ENV, FILE_ENV, "SPECOPT_PROGRESS"):
         monkeypatch.delenv(name, raising=False)
     yield
-    from hpo.observe.log import setup_logging
+    from hpo.execution.log import setup_logging
 
     setup_logging(progress=None)
 
@@ -43,7 +43,7 @@ def test_version():
 
 
 def test_launched_workers_get_the_logging_options(tmp_path):
-    from hpo.observe.log import log_env
+    from hpo.execution.log import log_env
 
     r = runner.invoke(app, ["-q", "--log-file", str(tmp_path / "x.log"), "studies"])
     assert r.exit_code == 0, r.output
@@ -157,7 +157,7 @@ def test_a_pruned_trial_keeps_its_curve_in_history_json_not_in_attributes(tmp_pa
 
     from hpo.execution.objective import objective
     from hpo.report.data import anytime_frame
-    from hpo.testing import small_study_config
+    from tests.support import small_study_config
 
     cfg = small_study_config(tmp_path, "pr", {"loss": "rmse", "sigma": 0.5, "epochs": 3}, 1)
     (tmp_path / "art").mkdir()

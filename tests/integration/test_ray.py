@@ -15,8 +15,8 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from hpo.testing import study_trials, write_study
 from model.contract import TrialAttr
+from tests.support import study_trials, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]

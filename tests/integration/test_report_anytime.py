@@ -11,8 +11,8 @@ import pytest
 
 from hpo.report import write_report
 from hpo.report.data import anytime_frame, history_of
-from hpo.testing import small_study_config
 from model.contract import TrialAttr
+from tests.support import small_study_config
 
 
 class PruneTrial(optuna.pruners.BasePruner):

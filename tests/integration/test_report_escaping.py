@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.report import write_report
-from hpo.testing import ReportPage
 from model.contract import StudyAttr, TrialAttr
+from tests.support import ReportPage
 
 #: An OSC sequence (sets the terminal's title) and a bell: click strips CSI colours from output
 #: that is not a terminal, not these, and a real terminal runs both.

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from hpo.report import write_report
 from hpo.report.figures import MIN_IMPORTANCE_TRIALS, accuracy_against, optuna_figures
-from hpo.testing import parse_report, plotly_values
 from model.contract import SCALE_FREE_LOSSES
+from tests.support import parse_report, plotly_values
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 runner = CliRunner()
@@ -92,7 +92,7 @@ def _study(name: str, cells: dict[float, list[float]], n_points: int = 300) -> o
 def test_repeated_trials_give_mean_and_min_max_bars():
     study = _study("seeds", {0.1: [0.70, 0.74, 0.72], 0.5: [0.93, 0.95]})
     f = accuracy_against(study, "sigma")
-    assert f.fig is not None and "mean over repeated trials, min-max bars" in f.title
+    assert f.fig is not None and "mean" in f.title and "min-max" in f.title, f.title
     plain = next(tr for tr in f.fig.data if tr.meta["metric"] == "accuracy")
     assert list(plain.x) == [0.1, 0.5]
     np.testing.assert_allclose(plain.y, [72.0, 94.0])
@@ -106,10 +106,10 @@ def test_too_few_trials_say_so_instead_of_importance_one():
     varied parameter: no importance (1.00 by construction) and no contour."""
     study = _study("few", {0.1: [0.70, 0.74, 0.72], 0.5: [0.93, 0.95, 0.94]})
     notes = {f.key: f.note for f in optuna_figures(study)}
-    assert f"at least {MIN_IMPORTANCE_TRIALS} complete trials; this study has 6" \
-        in notes["param_importances"]
+    importances = notes["param_importances"]
+    assert f"at least {MIN_IMPORTANCE_TRIALS}" in importances and "has 6" in importances
     # no surface over seeds: sigma is the one parameter left for a contour
-    assert "needs two varied parameters; this study varies 1 (sigma (eV))" in notes["contour"]
+    assert "two varied parameters" in notes["contour"] and "sigma (eV)" in notes["contour"]
     one = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
     for i, lr in enumerate([1e-4, 3e-4, 1e-3] * 4):
         one.add_trial(optuna.trial.create_trial(
@@ -140,7 +140,8 @@ def test_plotlyjs_cdn_and_directory_make_small_pages(tmp_path):
     from hpo.cli import app
 
     r = runner.invoke(app, ["report", "x", "--plotlyjs", "somewhere"])
-    assert r.exit_code != 0 and "--plotlyjs 'somewhere': one of inline, cdn, directory" in r.output
+    assert r.exit_code != 0 and "--plotlyjs 'somewhere'" in r.output, r.output
+    assert all(choice in r.output for choice in ("inline", "cdn", "directory")), r.output
     r = runner.invoke(app, ["report", "x", "--format", "png,gif"])
     assert r.exit_code != 0 and "unknown figure format 'gif'" in r.output
 
@@ -158,6 +159,7 @@ def _svg_texts(path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.browser  # kaleido draws the figure files with the system Chromium
 def test_paper_study_through_the_cli_with_published_numbers_and_figure_files(tmp_path):
     """A tiny run of the shipped paper-sigma study (1 epoch, 200 molecules), then
     `specopt report --format png,svg,pdf`: the results table and the sigma figure show the
@@ -174,7 +176,7 @@ def test_paper_study_through_the_cli_with_published_numbers_and_figure_files(tmp
     r = runner.invoke(app, ["report", "paper-sigma", "--storage", url, "--out", str(out),
                             "--format", "png,svg,pdf"])
     assert r.exit_code == 0, r.output
-    assert "fair accuracy (%), test split (model selection)" in r.output  # the best trial
+    assert "fair accuracy" in r.output and "test split" in r.output  # the best trial
     assert "figures: " in r.output
     results = pd.read_csv(out / "results.csv")
     published = dict(zip(results["sigma (eV)"], results["report (2019) accuracy (%)"],
@@ -198,7 +200,7 @@ def test_paper_study_through_the_cli_with_published_numbers_and_figure_files(tmp
     assert "sigma (eV)" in texts and HELD_OUT in texts
     assert "report (2019): accuracy (%)" in texts  # the legend
     anytime = _svg_texts(out / "figures" / "anytime.svg")
-    assert "best fair accuracy (%), test split (model selection)" in anytime
+    assert any("best fair accuracy" in t and "test split" in t for t in anytime), anytime
     assert (out / "figures" / "accuracy_vs_sigma.pdf").read_bytes()[:5] == b"%PDF-"
     md = (out / "report.md").read_text()
     assert "as PNG, SVG, PDF files" in md and "[accuracy_vs_sigma]" in md
@@ -218,8 +220,8 @@ def test_dashboard_note_names_the_splits_and_keeps_a_persons_note(report_study, 
     save_note(study, "")  # as a study that has no note (the dashboard test may have run)
     assert write_reading_note(study) is True
     note = get_note(study)
-    assert "Objective `fair_accuracy`: fair accuracy (%), test split (model selection)" in note
-    assert "`metrics`: the validation split (held out)" in note
+    assert "`fair_accuracy`" in note and "test split" in note, note  # the objective's split
+    assert "`metrics`" in note and "validation split" in note, note
     assert write_reading_note(study) is False  # unchanged: not written again
     save_note(study, "my own note")
     assert write_reading_note(study) is False and get_note(study) == "my own note"

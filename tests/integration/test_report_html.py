@@ -13,7 +13,7 @@ import pytest
 
 from hpo.report import write_report
 from hpo.report.data import history_of
-from hpo.testing import parse_report, plotly_values
+from tests.support import parse_report, plotly_values
 
 FIGURES = ("accuracy_vs_sigma", "accuracy_vs_loss", "loss_curves", "spectra",
            "accuracy_histogram", "optimization_history", "parallel_coordinate", "contour")

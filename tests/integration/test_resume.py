@@ -23,11 +23,12 @@ from hpo.report.data import history_of
 from hpo.storage.database import open_storage
 from hpo.study.config import study_config_from_dict
 from hpo.study.create import open_study
-from hpo.testing import run_worker_to_end, small_study_config, study_trials, write_study
 from model.contract import Status, TrialAttr
 from model.errors import ConfigError, TrainingFailed, WorkerInterrupted
+from tests.support import run_worker_to_end, small_study_config, study_trials, write_study
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [pytest.mark.slow,  # real worker processes, killed and restarted
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 EPOCHS = 6
 

@@ -21,8 +21,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.storage.stale import retried_trial_number
-from hpo.testing import study_trials, wait_for_running, write_study
 from model.contract import Status, TrialAttr
+from tests.support import study_trials, wait_for_running, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]

@@ -13,22 +13,23 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.execution.launch import worker_plan
-from hpo.execution.worker import run_worker
+from hpo.execution.run import run_worker
 from hpo.report.data import history_of
 from hpo.study.config import load_study_config
 from hpo.study.create import create_study
-from hpo.testing import small_study_config, write_study
+from tests.support import small_study_config, write_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
+@pytest.mark.slow
 def test_tiny_real_study_records_metrics_and_artifacts(tmp_path):
     url = f"sqlite:///{tmp_path}/tiny.db"
     path = write_study(tmp_path / "tiny.toml", "tiny", storage=url, artifacts=tmp_path / "art",
                        space={"sigma": [0.3, 0.5], "loss": "rmse", "lr": 1e-3, "epochs": 2,
                               "subset": 200, "seed": 3})
     cfg = load_study_config(path)
-    summary = run_worker(cfg, num_threads=1, handle_signals=False)
+    summary = run_worker(cfg.override(num_threads=1), handle_signals=False)
     assert summary.completed == 2 and summary.failed == 0
 
     study = create_study(cfg)
@@ -65,6 +66,7 @@ def test_tiny_real_study_records_metrics_and_artifacts(tmp_path):
     assert m["fair_accuracy"] == pytest.approx(m["accuracy"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_two_objectives(tmp_path):
     url = f"sqlite:///{tmp_path}/p.db"
     path = write_study(tmp_path / "p.toml", "p", storage=url, sampler="nsga2", n_trials=2,
@@ -74,11 +76,12 @@ def test_two_objectives(tmp_path):
                                     '["maximize", "minimize"]\n', 1)
     path.write_text(text)
     cfg = load_study_config(path)
-    assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
+    assert run_worker(cfg.override(num_threads=1), handle_signals=False).completed == 2
     for t in create_study(cfg).get_trials():
         assert t.values[1] == t.params["sigma"] and 0 < t.values[0] <= 1
 
 
+@pytest.mark.slow
 def test_skill_is_a_study_objective(tmp_path):
     """Objective ``skill`` (the share of the mean training spectrum's error removed): maximised,
     reported every epoch to Optuna, and each trial records the baseline it is measured against
@@ -87,7 +90,7 @@ def test_skill_is_a_study_objective(tmp_path):
                                                  "seed": 3}, 2, sampler={"name": "grid"},
                              objectives=["skill"])
     assert cfg.directions == ("maximize",)
-    assert run_worker(cfg, num_threads=1, handle_signals=False).completed == 2
+    assert run_worker(cfg.override(num_threads=1), handle_signals=False).completed == 2
     study = create_study(cfg)
     accuracy = {}
     for t in study.get_trials():
@@ -118,12 +121,13 @@ def test_worker_plan_divides_gpus_and_cores():
         worker_plan(0)
 
 
+@pytest.mark.slow
 def test_demo_study_runs_on_real_data(tmp_path, monkeypatch):
     """The demo definition itself, shrunk: every searched parameter goes through training."""
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     cfg = load_study_config("demo").override(
         epochs=1, subset=200, n_trials=2, dataset=os.environ.get("SPECOPT_TEST_DATASET"))
-    s = run_worker(cfg, num_threads=1, handle_signals=False)
+    s = run_worker(cfg.override(num_threads=1), handle_signals=False)
     assert s.completed + s.pruned == 2
     assert (tmp_path / "demo.db").is_file()
 

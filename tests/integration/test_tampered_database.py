@@ -230,6 +230,7 @@ def bad_names(tmp_path, monkeypatch) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_studies_lists_unsafe_stored_names_escaped(bad_names):
     r = _cli("studies", "--storage", bad_names)
     assert r.exit_code == 0, r.output
@@ -243,6 +244,7 @@ def test_studies_lists_unsafe_stored_names_escaped(bad_names):
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
+@pytest.mark.slow
 def test_no_folder_is_made_from_an_unsafe_stored_name(bad_names, tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     home = tmp_path / "home"
@@ -275,7 +277,7 @@ def test_a_name_too_long_for_a_file_is_one_line(tmp_path, monkeypatch, cmd):
 def test_one_name_rule_for_study_files_and_stored_names(tmp_path):
     from hpo.storage.home import name_problem
     from hpo.study.config import ConfigError, load_study_config
-    from hpo.testing import write_study
+    from tests.support import write_study
 
     for name in BAD_NAMES:
         assert name_problem(name), name

@@ -27,6 +27,7 @@ def _run(*args):
     return CliRunner().invoke(app, ["train", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_train_prints_metrics_and_writes_json(dataset_file, tmp_path):
     out = tmp_path / "run.json"
     ckpt = tmp_path / "ckpt"

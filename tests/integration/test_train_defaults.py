@@ -55,18 +55,18 @@ def test_help_shows_the_quick_defaults_and_full():
     r = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
     assert "--full" in r.output and "5000; --full: all" in r.output
-    assert "10; --full: 50" in r.output and "about a minute on a CPU" in r.output
+    assert "10; --full: 50" in r.output and "minute" in r.output
 
 
 def test_plan_of_the_bare_and_the_full_run():
     quick = plan(TrainConfig(**QUICK, device="cpu", num_threads=2), quick=True)
     assert quick[0].startswith("quick run: 5,000 molecules (4,5")
-    assert "10 epochs (a quick first look; --full: every molecule)" in quick[0]
+    assert "10 epochs" in quick[0] and "--full" in quick[0]
     assert "estimate: about" in quick[2] and " s (rough" in quick[2]  # seconds, not minutes
     assert not any("long run" in line for line in quick)
     full = plan(TrainConfig(device="cpu", num_threads=2), quick=False)
     assert full[0].startswith("run: 130,") and "50 epochs" in full[0]
-    assert "min (rough" in full[2] and "this is a long run on a CPU" in full[3]
+    assert "min (rough" in full[2] and "long run" in full[3]
 
 
 def test_train_says_what_it_does_before_training(tmp_path):
@@ -76,7 +76,7 @@ def test_train_says_what_it_does_before_training(tmp_path):
     out = r.output
     assert out.index("run: 100 molecules (") < out.index("completed after 2 epochs")
     assert "test for model selection" in out and "2 epochs" in out
-    assert "device: cpu, 1 thread; estimate: about" in out
+    assert "cpu, 1 thread" in out and "estimate" in out
     assert "epoch 1 took" in out and "to go" in out
     quiet = CliRunner().invoke(app, ["-q", "train", "--subset", "100", "--epochs", "2",
                                      "--device", "cpu", "--num-threads", "1"])

@@ -21,16 +21,17 @@ from optuna.trial import TrialState
 import hpo
 from hpo.execution.launch import warm_cache
 from hpo.storage.stale import retried_trial_number
-from hpo.testing import (
+from model.contract import Status, TrialAttr
+from tests.support import (
     run_worker_to_end,
     start_worker,
     study_trials,
     wait_for_running,
     write_study,
 )
-from model.contract import Status, TrialAttr
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [pytest.mark.slow,  # real worker processes, killed and restarted
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 STORAGES = ["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

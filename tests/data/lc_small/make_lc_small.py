@@ -1,24 +1,19 @@
-"""Make the small real learning-curve table that drives tests/unit/hpo/test_replay.py:
+"""Make the small real learning-curve table that drives tests/unit/bench/test_replay.py:
 10 runs (8 configurations, 2 of them again with seed 1) of the report's CNN on 300 bundled
 molecules, 5 epochs each, through bench/lc_build.py's own ``run_one`` and ``assemble`` (so the
 files have exactly the big table's format).  Made with (from the repository root):
 
-    python tests/data/lc_small/make_lc_small.py
+    python -m tests.data.lc_small.make_lc_small
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import lc_build  # noqa: E402
+from bench import lc_build
 
 OUT = Path(__file__).resolve().parent
 #: (sigma, n_points, loss, lr, batch_size): a few (sigma, loss, lr) cells, one cell with two

@@ -1,32 +1,17 @@
 """bench/train_speed.py's arithmetic: the FLOPs behind its fraction of peak, and the "before"
 network its --anatomy times against the shipped one."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from bench import train_speed
 from data_prep import prepare
 from model import SpectraCNN, TrainConfig
 from model.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-_PATH = Path(__file__).resolve().parents[3] / "bench" / "train_speed.py"
-
-
-@pytest.fixture(scope="module")
-def train_speed():
-    spec = importlib.util.spec_from_file_location("train_speed_bench", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_training_flops_per_sample_are_the_hand_count(train_speed, levels_dataset):
+def test_training_flops_per_sample_are_the_hand_count(levels_dataset):
     """Forward: 2 x H x W x Cin x Cout x 9 per convolution plus the output layer; backward:
     twice that (input and weight gradients), less the first convolution's input gradient."""
     data = prepare(levels_dataset, sigma=0.5, n_points=300, subset=200)
@@ -41,7 +26,7 @@ def test_training_flops_per_sample_are_the_hand_count(train_speed, levels_datase
     assert forward + backward == 117_569_484
 
 
-def test_report_order_puts_every_relu_back_before_its_pooling(train_speed):
+def test_report_order_puts_every_relu_back_before_its_pooling():
     torch.manual_seed(0)
     shipped = SpectraCNN(300)
     before = SpectraCNN(300)
@@ -53,7 +38,7 @@ def test_report_order_puts_every_relu_back_before_its_pooling(train_speed):
     assert torch.equal(before(x), shipped(x))
 
 
-def test_peak_is_cores_times_clock_times_flops_per_cycle(train_speed, monkeypatch):
+def test_peak_is_cores_times_clock_times_flops_per_cycle(monkeypatch):
     monkeypatch.setattr(train_speed, "CLOCK_GHZ", 2.0)
     monkeypatch.setattr(train_speed, "cpu_has_amx", lambda: True)
     cpu = torch.device("cpu")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from data_prep import DataError, LevelsDataset, load_levels, prepare, read_xyz
-from data_prep.cache import atomic_write, save_atomic
+from data_prep.cache import save_atomic
+from data_prep.files import atomic_write
 from data_prep.qm9 import read_xyz_files
 
 WATER = """3
@@ -179,6 +180,7 @@ def test_prepare_with_a_full_cache_disk_still_returns_the_data(small, tiny_disk,
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_truncated_geometries_cache_is_named_and_rebuilt(tmp_path, caplog):
     from data_prep import load_qm9pack
 

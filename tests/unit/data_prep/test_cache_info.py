@@ -32,8 +32,8 @@ def test_entries_say_what_each_file_is(filled):
     coulomb = by_name[f"coulomb/{fp}_v2.npy"]
     assert coulomb.kind == "coulomb" and coulomb.size == (root / "coulomb" / f"{fp}_v2.npy"
                                                           ).stat().st_size
-    assert coulomb.what == (f"sorted Coulomb matrices; dataset {source}, subset 200 ({fp}), "
-                            "200 molecules")
+    assert all(word in coulomb.what for word in ("Coulomb", f"dataset {source}", "subset 200",
+                                                 fp, "200 molecules")), coulomb.what
     spectra = by_name[f"spectra/{fp}_s0.3_n300_-30.0_0.0.npy"]
     assert spectra.kind == "spectra"
     assert spectra.what.startswith("spectra at sigma 0.3 eV, Np 300, window -30.0..0.0 eV; "
@@ -68,7 +68,7 @@ def test_cache_info_and_clear_through_the_cli(filled, monkeypatch):
     assert any(f"coulomb/{fp}_v2.npy  sorted Coulomb matrices" in x for x in lines)
     assert len(lines) == 1 + len(entries)
     r = runner.invoke(app, ["cache", "clear"])  # no terminal: refused
-    assert r.exit_code == 2 and "Refused: no terminal to ask on; give --yes" in r.output
+    assert r.exit_code == 2 and "Refused" in r.output and "--yes" in r.output
     assert len(cache_entries(root)) == len(entries)
     r = runner.invoke(app, ["cache", "clear", "--yes"])
     assert r.exit_code == 0 and f"cleared {root}: {len(entries)} file(s)" in r.stdout

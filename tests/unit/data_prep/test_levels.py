@@ -120,6 +120,7 @@ def test_parts_of_other_molecules_are_refused(sample, tmp_path):
                        progress=False)
 
 
+@pytest.mark.slow
 def test_parallel_processes_agree_with_one_process(sample, tmp_path):
     one = compute_levels(sample, workers=1, chunk_size=2, progress=False)
     two = compute_levels(sample, workers=2, chunk_size=2, parts_dir=tmp_path / "p",

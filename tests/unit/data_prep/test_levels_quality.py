@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from bench import levels_quality as lq
 from data_prep import load_levels
 from model.contract import HARTREE_EV
-
-_PATH = Path(__file__).resolve().parents[3] / "bench" / "levels_quality.py"
-_spec = importlib.util.spec_from_file_location("levels_quality", _PATH)
-assert _spec and _spec.loader
-lq = importlib.util.module_from_spec(_spec)
-sys.modules["levels_quality"] = lq  # dataclasses look their module up there
-_spec.loader.exec_module(lq)
 
 
 def test_agreement_of_a_shifted_and_noisy_copy():

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from hpo.execution import packed
 from hpo.execution.packed import AUTO_BUDGET_S, AUTO_STEPS, auto_pack, step_seconds, timing_config
-from hpo.execution.worker import run_worker
+from hpo.execution.run import run_worker
 from hpo.study.config import study_config_from_dict
 from model.config import TrainConfig
 
@@ -86,14 +86,15 @@ def test_answers_are_cached_per_shape():
 def test_timing_config_takes_the_studys_shape(tmp_path):
     study = study_config_from_dict({
         "name": "shape", "storage": f"sqlite:///{tmp_path}/s.db",
-        "budget": {"n_trials": 1}, "train": {"device": "cpu", "amp": "off"},
+        "budget": {"n_trials": 1}, "train": {"device": "cpu", "amp": "off", "num_threads": 1},
         "space": {"channels": [[8, 12], [16, 24]], "batch_size": {"low": 30, "high": 120},
                   "n_points": 500, "lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
-    config = timing_config(study, num_threads=1)
+    config = timing_config(study)
     assert (config.channels, config.batch_size, config.n_points) == ((8, 12), 30, 500)
     assert (config.device, config.amp, config.num_threads) == ("cpu", "off", 1)
     assert config.lr == TrainConfig().lr  # not a shape field: the default
-    assert timing_config(study, device="cuda").device == "cuda"  # the worker's device wins
+    # a worker's --device is set in the study's [train]
+    assert timing_config(study.override(device="cuda")).device == "cuda"
 
 
 def test_a_real_measurement_on_this_cpu(caplog):
@@ -127,6 +128,6 @@ def test_run_worker_with_auto_runs_the_plain_worker_when_packs_are_slower(
     assert summary.completed == 3
     assert ("packing up to" in caplog.text) == pack_faster  # the PackedWorker's first line
     assert ("packing up to 2 trials" in caplog.text) == pack_faster
-    from hpo.testing import study_trials
+    from tests.support import study_trials
 
     assert [t.state for t in study_trials("auto", cfg.storage)] == [TrialState.COMPLETE] * 3

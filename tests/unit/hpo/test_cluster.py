@@ -49,7 +49,7 @@ def test_sqlite_is_refused_where_workers_may_run_on_several_nodes(caplog):
 @pytest.mark.parametrize("on,package,extra", [("slurm", "submitit", "slurm"),
                                               ("ray", "ray", "ray")])
 def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, on, package, extra):
-    from hpo.testing import write_study
+    from tests.support import write_study
 
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
     monkeypatch.setattr(cluster, "slurm_nodes", lambda partition: 1)
@@ -64,7 +64,7 @@ def test_missing_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, on,
 
 @pytest.mark.parametrize("command", ["launch", "run"])
 def test_unknown_place_and_gpu_shares_on_slurm_are_refused(tmp_path, monkeypatch, command):
-    from hpo.testing import write_study
+    from tests.support import write_study
 
     monkeypatch.setenv("SPECOPT_HOME", str(tmp_path))
     path = write_study(tmp_path / "s.toml", "s", storage=f"sqlite:///{tmp_path}/s.db",

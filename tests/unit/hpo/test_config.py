@@ -133,11 +133,11 @@ def test_space_is_derived_from_train_config():
             study_config_from_dict({**BASE, "space": {name: bad}})
         wrong = bad[-1] if isinstance(bad, list) else bad
         assert f"space.{name}: {says(**{name: wrong})}" in str(err.value)
-    with pytest.raises(ConfigError, match=r"space.device: unknown parameter \(a \[train\]"):
+    with pytest.raises(ConfigError, match=r"space.device: .*\[train\]"):
         study_config_from_dict({**BASE, "space": {"device": "cpu"}})
     with pytest.raises(ConfigError, match=r"unknown key 'epochs' in \[train\]"):
         study_config_from_dict({**BASE, "train": {"epochs": 5}})
-    with pytest.raises(ConfigError, match=r"space.epochs: expected a number, got True"):
+    with pytest.raises(ConfigError, match=r"space.epochs: .*number.*True"):
         study_config_from_dict({**BASE, "space": {"epochs": True}})
 
 
@@ -154,7 +154,7 @@ def test_train_section_is_validated_by_train_config():
     cfg = study_config_from_dict({**BASE, "train": {"amp": True, "dataset": "x.npz",
                                                     "eval_batch_size": 64}})
     assert cfg.train.amp == "bf16" and cfg.train.dataset == "x.npz"
-    kw = cfg.train_settings(cfg.fixed(), device="cpu", num_threads=1, checkpoint_dir="/tmp/c")
+    kw = cfg.override(device="cpu").train_settings(cfg.fixed(), checkpoint_dir="/tmp/c")
     tc = TrainConfig(**kw)
     assert tc.eval_batch_size == 64 and tc.device == "cpu" and tc.epochs == 2500
     assert tc.reference_sigma == cfg.reference_sigma_value and str(tc.dataset) == "x.npz"
@@ -274,7 +274,7 @@ def test_defaults_infer_directions():
 
 
 def test_files_names_and_toml_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown study 'nope': shipped studies are .*demo"):
+    with pytest.raises(ConfigError, match="unknown study 'nope'.*demo"):
         load_study_config("nope")
     with pytest.raises(ConfigError, match="study file not found"):
         load_study_config(tmp_path / "missing.toml")
@@ -304,6 +304,7 @@ def test_network_channels_are_a_choice_of_tuples():
     assert TrainConfig(**cfg.train_settings(params)).channels == params["channels"]
 
 
+@pytest.mark.slow
 def test_every_shape_the_architecture_study_can_pick_builds_a_network():
     """Each combination of its searched shape fields is a valid network (the 4-block widths
     reach one pixel), with the levels head and MAE fixed."""
@@ -357,3 +358,11 @@ def test_a_sampler_option_of_the_wrong_type_is_refused_when_the_file_is_read(opt
         study_config_from_dict({**BASE, "sampler": {"name": "tpe", "options": options},
                                 "space": {"loss": ["rmse", "mae"]}}, source="studies/t.toml")
     assert "sampler.options" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [3, [3], [[1]], {"a": 1}, 1.5])
+def test_objectives_of_the_wrong_type_are_one_config_error(bad):
+    """``objectives = 3`` in a study file raised TypeError (a traceback) before."""
+    with pytest.raises(ConfigError, match="objectives") as err:
+        study_config_from_dict({**BASE, "objectives": bad})
+    assert "\n" not in str(err.value)

@@ -41,7 +41,7 @@ def test_status_of_an_empty_study(tmp_path):
     assert s.counts == {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
     r = runner.invoke(app, ["status", "s", "--storage", url])
     assert r.exit_code == 0, r.output
-    assert "no trials yet: 0 of 3 trials" in r.output
+    assert "no trials yet" in r.output and "0 of 3 trials" in r.output
 
 
 def _finished(study: optuna.Study, value: float | None, epochs: int, state=TrialState.COMPLETE):
@@ -85,8 +85,9 @@ def test_status_of_a_running_study_and_its_eta(tmp_path):
     assert r.exit_code == 0, r.output
     assert "running: 2 of 5 trials" in r.output
     assert "complete 1, pruned 1, failed 0, running 1, waiting 0" in r.output
-    assert "objective: fair accuracy (%), test split (model selection)" in r.output
-    assert "trial 2 (worker 0 on node1 (pid 42)) epoch 3/10, fair_accuracy 0.7" in r.output
+    assert "fair accuracy" in r.output and "test split" in r.output  # the objective
+    assert "worker 0 on node1 (pid 42)" in r.output
+    assert "epoch 3/10" in r.output and "fair_accuracy 0.7" in r.output
     assert f"best fair_accuracy 0.8 (trial {best.number}: lr=" in r.output
     assert "ETA ~42 s" in r.output
     data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
@@ -114,7 +115,8 @@ def test_best_trial_shows_its_baseline_and_skill(tmp_path):
     assert s.best.baselines == [0.85] and s.best.skill == pytest.approx(1 / 3)
     r = runner.invoke(app, ["status", "s", "--storage", url])
     assert r.exit_code == 0, r.output
-    assert f"best fair_accuracy 0.9 (baseline 0.85), skill 33.3% (trial {t.number}" in r.output
+    assert "best fair_accuracy 0.9" in r.output and "baseline 0.85" in r.output
+    assert "skill 33.3%" in r.output and f"trial {t.number}" in r.output
     data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
     assert data["best"]["baselines"] == [0.85]
     # scored on the validation split: that split's baseline and skill

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.execution.worker import run_worker
+from hpo.execution.run import run_worker
 from hpo.storage.database import StorageError, open_storage
 from hpo.storage.home import default_storage_url, mask_url, normalize_url
 from hpo.storage.journal import HeartbeatJournalStorage
@@ -113,7 +113,7 @@ def test_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["worker", "no-such-study"])
     assert r.exit_code == 2
-    assert "unknown study 'no-such-study': shipped studies are" in r.output
+    assert "unknown study 'no-such-study'" in r.output
     assert "demo" in r.output and "Traceback" not in r.output
     # a worker waits for a database that is down ($SPECOPT_OUTAGE_WAIT), then gives up
     r = runner.invoke(app, ["worker", "demo", "--storage", "postgresql://x:secret@127.0.0.1:1/d"],
@@ -205,6 +205,7 @@ def test_a_requeued_trial_inherits_no_artifact_records_and_keeps_its_origin(tmp_
 
 # --- issue 20, item 9: an unescaped '@' or ':' in a password; item 6: what a worker waits for --
 
+@pytest.mark.postgres  # the escaped URL connects to the test server
 @pytest.mark.parametrize("password", ["Xy7@Qz9", "Xy7:Qz9@Wv3", "Xy7@Qz9:Wv3/Rt5", "Xy7@Qz9?Wv3"])
 @pytest.mark.parametrize("command", ["studies", "status", "worker"])
 def test_an_unescaped_at_in_a_password_says_to_escape_it_and_shows_none_of_it(
@@ -232,6 +233,7 @@ def test_an_unescaped_at_in_a_password_says_to_escape_it_and_shows_none_of_it(
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.postgres
 def test_a_password_with_a_colon_or_slash_needs_no_escaping():
     storage = open_storage("postgresql://postgres:a:b/c#d@127.0.0.1:5432/test",
                            heartbeat_interval=None)
@@ -243,9 +245,12 @@ def test_url_schemes_are_case_insensitive(tmp_path):
     assert normalize_url("PostgreSQL://u@h/d") == "postgresql+psycopg://u@h/d"
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database",
-    "postgresql+psycopg://no_such_user@127.0.0.1:5432/test",
+@pytest.mark.slow  # a DNS resolver answers for no-such-host.invalid (without one: an outage)
+@pytest.mark.parametrize("url", [  # the server refuses them (without one: an outage)
+    pytest.param("postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database",
+                 marks=pytest.mark.postgres),
+    pytest.param("postgresql+psycopg://no_such_user@127.0.0.1:5432/test",
+                 marks=pytest.mark.postgres),
     "postgresql+psycopg://postgres@no-such-host.invalid:5432/test",
 ])
 def test_a_worker_does_not_wait_for_a_database_that_refuses_it_for_good(url, monkeypatch):
@@ -259,6 +264,7 @@ def test_a_worker_does_not_wait_for_a_database_that_refuses_it_for_good(url, mon
     assert "cannot connect" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_workers_storage_waits_for_a_server_that_is_down():
     """Item 6: before the fix a worker's storage failed at once on a refused connection."""
     start = time.monotonic()

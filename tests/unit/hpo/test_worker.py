@@ -19,7 +19,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from hpo.execution.worker import TrialError, run_worker
+from hpo.execution.run import run_worker
+from hpo.execution.worker import TrialError
 from hpo.storage.database import open_storage
 from hpo.storage.journal import HeartbeatJournalStorage
 from hpo.storage.stale import retried_trial_number
@@ -169,6 +170,7 @@ def test_training_failures_count_towards_the_budget(tmp_path):
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 def test_interruption_requeues_and_the_next_worker_runs_the_retry_first(tmp_path):
     def interrupted_at_1(trial, config, should_stop):
         x = _value(trial, config, should_stop)
@@ -228,6 +230,7 @@ def _foreign_trial(cfg, beating: bool):
     return study, trial, stop
 
 
+@pytest.mark.slow
 def test_worker_waits_while_another_runs_the_last_trial(tmp_path):
     cfg = _cfg(tmp_path, n_trials=1)
     create_study(cfg)
@@ -245,6 +248,7 @@ def test_worker_waits_while_another_runs_the_last_trial(tmp_path):
     assert [t.state for t in create_study(cfg).get_trials()] == [TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 def test_worker_retries_the_trial_of_a_worker_that_died(tmp_path):
     cfg = _cfg(tmp_path, n_trials=1)
     create_study(cfg)
@@ -257,6 +261,7 @@ def test_worker_retries_the_trial_of_a_worker_that_died(tmp_path):
     assert retry.params == failed.params
 
 
+@pytest.mark.slow
 def test_time_only_budget(tmp_path):
     def slow(trial, config, should_stop):
         time.sleep(0.2)
@@ -275,6 +280,7 @@ def test_time_only_budget(tmp_path):
 
 # --- faults (issue 9): interrupts outside the retry budget, deaths before the first heartbeat ---
 
+@pytest.mark.slow
 def test_the_same_grid_point_interrupted_five_times_is_still_queued_and_completes(tmp_path):
     """max_retry (1 here) is for dead workers: re-queues after SIGINT/SIGTERM never use it up."""
     attempts: list[float] = []
@@ -303,6 +309,7 @@ def test_the_same_grid_point_interrupted_five_times_is_still_queued_and_complete
     assert last.user_attrs[TrialAttr.ORIGIN] == retried_trial_number(last)
 
 
+@pytest.mark.slow
 def test_a_trial_that_never_had_a_heartbeat_is_retried(tmp_path):
     """A worker killed between ask() and its first heartbeat (SQLite: no heartbeat row)."""
     cfg = _cfg(tmp_path, n_trials=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from model.config import NETWORK_FIELDS, TrainConfig
+from model.config import NETWORK_FIELDS, TrainConfig, validation_message
 from model.contract import LOSSES, LR_SCHEDULES, OUTPUT_HEADS, POOLINGS
 
 
@@ -191,3 +191,20 @@ def test_settings_needing_more_memory_than_the_machine_allows_are_refused(kw):
                        cwd=Path(__file__).parents[3])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "memory" in r.stdout and "GB" in r.stdout and "Traceback" not in r.stdout
+
+
+def _error(**kw) -> ValidationError:
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(**kw)
+    return err.value
+
+
+def test_validation_message_is_one_line_naming_each_setting():
+    """The one formatter of pydantic errors (the CLI's line, a study file's)."""
+    two = _error(sigma=0, colour="red", betas=(0.9,))
+    line = validation_message(two, "t.toml")
+    assert line.startswith("t.toml: sigma: sigma must be") and "\n" not in line
+    assert "; unknown key 'colour'" in line and "; betas.1: required" in line
+    assert validation_message(two, first=True).startswith("sigma: ")
+    assert ";" not in validation_message(two, first=True)
+    assert validation_message(_error(e_min=0, e_max=-1)).startswith("empty energy window")

@@ -130,6 +130,7 @@ def test_missing_levels_are_left_out_of_the_start_or_refused(data):
 
 # --- training -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_levels_model_learns(trained, data):
     result, reports = trained
     start = Trainer(_config(), data)  # the same seed: the model before its first step
@@ -149,6 +150,7 @@ def test_a_levels_model_learns(trained, data):
 
 
 @pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.slow
 def test_every_loss_fits_a_batch_through_the_levels(data, loss):
     """Forty steps on one batch of 32 real molecules: every loss's value falls below 0.6 of
     its start (measured: 0.13 to 0.50), so its gradient reaches the levels."""
@@ -217,6 +219,7 @@ def test_predict_xyz_at_another_sigma_and_np(trained, data, tmp_path):
     assert sharp.spectra.max() > own.spectra.max()
 
 
+@pytest.mark.slow
 def test_spectrum_heads_predict_only_their_own_sigma_and_np(data, tmp_path):
     result = train(_config(output_head="softplus", epochs=1, checkpoint_dir=tmp_path), data,
                    progress=False)

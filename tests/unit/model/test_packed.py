@@ -51,6 +51,7 @@ def _same(packed: TrainResult, alone: TrainResult, rtol: float = RTOL,
                                rtol=1e-4, atol=PRED_ATOL)
 
 
+@pytest.mark.slow
 def test_members_of_a_pack_train_as_they_would_alone(datas):
     """Four members differing in sigma, loss, lr, schedule, seed, weight decay, noise, dropout
     and output head: each one's per-epoch losses, test metrics and final validation metrics
@@ -88,6 +89,7 @@ def test_batch_norm_members(datas):
         np.testing.assert_allclose(p.metrics["accuracy"], alone.metrics["accuracy"], rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_a_finished_member_leaves_and_a_new_run_takes_its_slot(datas):
     """A (2 epochs) finishes while B (4) goes on; C starts in the freed slot between epochs
     with fresh, seeded weights: all three equal their lone runs."""

@@ -63,6 +63,7 @@ class Stop(Exception):
 
 
 @pytest.mark.parametrize("stop_after", [1, 4])
+@pytest.mark.slow
 def test_resumed_run_equals_the_uninterrupted_one(tiny_data, reference, tmp_path, stop_after):
     state = tmp_path / "state.pt"
 
@@ -102,6 +103,7 @@ def test_save_interval_and_interrupt(tiny_data, tmp_path):
     assert saved is not None and saved.epoch == 2
 
 
+@pytest.mark.slow
 def test_unusable_states_start_again(tiny_data, tmp_path, caplog):
     state = tmp_path / "state.pt"
     state.write_bytes(b"\x00garbage")
@@ -149,6 +151,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumed_by_another(reference, tmp_path):
     state, out, ckpt = tmp_path / "state.pt", tmp_path / "out", tmp_path / "ckpt"
     root = Path(__file__).resolve().parents[3]
@@ -176,6 +179,7 @@ def test_sigkilled_process_resumed_by_another(reference, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+@pytest.mark.slow
 def test_state_of_another_device_kind_continues(tiny_data, tmp_path):
     """A state saved on CUDA (its generator state has another format) continues on the CPU."""
     state = tmp_path / "state.pt"

@@ -37,6 +37,7 @@ def short_run(small_data, tmp_path_factory):
     return result, reports
 
 
+@pytest.mark.slow
 def test_training_lowers_the_test_loss(short_run):
     result, reports = short_run
     losses = [r.test_loss for r in reports]
@@ -140,6 +141,7 @@ def test_checkpoint_from_another_np(short_run, tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_on_cpu(tiny_data):
     def strip(history):
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]

@@ -1,5 +1,6 @@
-"""Helpers for tests of studies and workers (tiny real studies, waiting on trial states) and of
-the HTML report (``ReportPage`` parses its figures, notes, tables and scripts)."""
+"""Helpers for tests of studies and workers (tiny real studies, waiting on trial states; also
+used by ``bench/chaos.py``) and of the HTML report (``ReportPage`` parses its figures, notes,
+tables and scripts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""hpo.replay on a small real learning-curve table (tests/data/lc_small, made by its
+"""bench/replay.py on a small real learning-curve table (tests/data/lc_small, made by its
 make_lc_small.py: 8 configurations of the report's CNN, 300 molecules, 5 epochs, 2 repeats)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpo.replay import LearningCurveTable, Strategy, replay, strategies
+from bench.replay import LearningCurveTable, Strategy, replay, strategies
 from hpo.study.config import load_study_config
 from model.errors import ConfigError
 

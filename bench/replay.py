@@ -44,16 +44,22 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.execution.worker import _tell
-from hpo.study.config import StudyConfig, build_pruner, build_sampler, study_config_from_dict
-from model.contract import LOSSES
+from hpo.execution.worker import tell_trial
+from hpo.study.config import (
+    StudyConfig,
+    build_pruner,
+    build_sampler,
+    load_study_config,
+    study_config_from_dict,
+)
+from model.contract import LOSSES, Metric, Split
 from model.errors import ConfigError
 
 __all__ = ["Answer", "LearningCurveTable", "NoiseFloor", "OBJECTIVE", "Run", "SEED_STRIDE",
            "Strategy", "Trace", "TrialRecord", "replay", "replay_config", "strategies"]
 
 #: The table's objective (maximised): the studies' sigma-fair accuracy (a fraction).
-OBJECTIVE = "fair_accuracy"
+OBJECTIVE = Metric.FAIR_ACCURACY
 #: Replay seed s gives worker i the sampler seed s * SEED_STRIDE + i (``build_sampler`` adds the
 #: worker index), so that replays with seeds 0, 1, 2 share no workers' draws.
 SEED_STRIDE = 1000
@@ -91,13 +97,13 @@ class Run:
     def val_fair(self) -> float | None:
         return self.val.get(OBJECTIVE)
 
-    def told_value(self, objective_split: str = "test") -> float | None:
+    def told_value(self, objective_split: str = Split.TEST) -> float | None:
         """What ``hpo.execution.objective`` tells for this run: the test score of the best epoch
         (the last
         recorded one when no epoch was best), or the validation score; None if it failed."""
         if self.failed or not self.fair:
             return None
-        if objective_split == "validation":
+        if objective_split == Split.VALIDATION:
             return self.val_fair
         if 1 <= self.best_epoch <= len(self.fair):
             return self.fair[self.best_epoch - 1]
@@ -371,8 +377,6 @@ def strategies(table: LearningCurveTable, space: Mapping[str, Sequence] | None =
         add("tpe+extrapolation", {"name": "tpe"}, {"name": "extrapolation"})
     except ConfigError:
         pass
-    from hpo.study.config import load_study_config
-
     for name in shipped:
         out[name] = Strategy(name, load_study_config(name), note="shipped study, as it is")
     return out
@@ -533,7 +537,7 @@ def _simulate(cfg: StudyConfig, table: LearningCurveTable, handles: list[optuna.
     def finish(worker: int, now: float, state: TrialState, value: float | None) -> None:
         nonlocal best_value, regret
         r = running.pop(worker)
-        _tell(handles[worker], r.trial, value, state=state)
+        tell_trial(handles[worker], r.trial, value, state=state)
         run = r.answer.run
         val = None
         if state == TrialState.COMPLETE:

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from data_prep import progress as bars
+from data_prep.progress import PROGRESS_ENV
 from model.errors import ConfigError
 
 __all__ = ["FILE_ENV", "LEVEL_ENV", "LOGGERS", "log_env", "setup_logging"]
@@ -120,12 +122,7 @@ _state: dict = {"level": None, "file": None, "progress": None}
 
 
 def _set_progress(progress: bool | None) -> None:
-    # data_prep imports torch: only when a bar setting is given or data_prep is loaded already,
-    # so that commands which train nothing start fast
-    if progress is not None or "data_prep.progress" in sys.modules:
-        from data_prep import progress as bars
-
-        bars.set_default(progress)
+    bars.set_default(progress)
 
 
 def log_env() -> dict[str, str]:
@@ -137,8 +134,6 @@ def log_env() -> dict[str, str]:
     if _state["file"]:
         env[FILE_ENV] = _state["file"]
     if _state["progress"] is not None:
-        from data_prep.progress import PROGRESS_ENV
-
         env[PROGRESS_ENV] = "1" if _state["progress"] else "0"
     return env
 
