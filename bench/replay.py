@@ -24,6 +24,22 @@ best epoch (lowest test loss: ``best_epoch``), or the validation one when the st
 ``objective_split = "validation"``; a diverged run reports its recorded epochs and fails in the
 next one (that epoch costs the mean of its recorded epochs, or the table's median epoch of the
 same Np and batch when it recorded none).
+
+The exactly tabular problem (issue 21; :class:`CellSpace`, what ``bench/hpo_efficiency.py`` runs):
+the search space is the table's own values, every point of it recorded.  A *cell* is one value of
+each searched key: ``"cells"`` searches (sigma, loss, lr) with Huber left out (with delta 1 it is
+SmoothL1 with beta 1: ``model/losses.py``), lr a categorical over the recorded decades, and Np and
+batch not searched; ``"full"`` searches all five keys and is refused (one line, how many cells
+have no run) until the table covers their product.  A query draws one of its cell's recorded runs
+(any Np/batch pair, any seed) with the replay's random numbers, derived from (replay seed, cell,
+how many times this replay asked that cell before): two strategies asking one cell the k-th time
+in replay seed s get the same run (common random numbers).  A cell's value is the mean over its
+completed runs of the final validation fair accuracy; the best is the best cell mean; regret is
+the best cell mean minus the mean of the incumbent's cell (the incumbent chosen by what the study
+sees: the drawn run's told test value).  No nearest neighbour: a proposal outside the cells is an
+error.  Synchronous successive halving (:func:`sync_sh`) is replayed by its own driver here
+(Optuna has no synchronous one): a batch of random cells at 1 epoch, the best 1/eta on to 5, the
+best 1/eta of those to the end, then the next batch.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ import logging
 import math
 import random
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +71,9 @@ from hpo.study.config import (
 from model.contract import LOSSES, Metric, Split
 from model.errors import ConfigError
 
-__all__ = ["Answer", "LearningCurveTable", "NoiseFloor", "OBJECTIVE", "Run", "SEED_STRIDE",
-           "Strategy", "Trace", "TrialRecord", "replay", "replay_config", "strategies"]
+__all__ = ["Answer", "CellSpace", "LearningCurveTable", "NoiseFloor", "OBJECTIVE", "Run",
+           "SEED_STRIDE", "SeedNoise", "Strategy", "Trace", "TrialRecord", "exact_strategies",
+           "replay", "replay_config", "strategies", "sync_sh"]
 
 #: The table's objective (maximised): the studies' sigma-fair accuracy (a fraction).
 OBJECTIVE = Metric.FAIR_ACCURACY
@@ -113,7 +130,10 @@ class Run:
 @dataclass(frozen=True)
 class Answer:
     run: Run
-    kind: str  # "exact" | "cell" (same sigma, loss, lr; other Np/batch) | "nearest"
+    # legacy: "exact" | "cell" (same sigma, loss, lr; other Np/batch) | "nearest";
+    # CellSpace: "draw" (one of the cell's runs)
+    kind: str
+    cell: tuple | None = None  # CellSpace: the cell asked
 
     @property
     def exact(self) -> bool:
@@ -296,6 +316,112 @@ def _with_fail_seconds(runs: list[Run]) -> list[Run]:
     return out
 
 
+# --- the exactly tabular problem -----------------------------------------------------------------
+
+#: The searched keys of each exact space.
+SPACE_KEYS: dict[str, tuple[str, ...]] = {"cells": ("sigma", "loss", "lr"), "full": _PARAMS}
+#: Losses left out of the exact spaces: Huber with delta 1 is SmoothL1 with beta 1.
+LEFT_OUT_LOSSES = ("huber",)
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """The standard deviation between seeds of one configuration (all five keys), pooled over the
+    configurations with >= 2 completed runs: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1))."""
+
+    sd: float
+    configurations: int
+    runs: int
+
+
+class CellSpace:
+    """The table as an exactly tabular problem over ``keys`` (module docstring)."""
+
+    def __init__(self, table: LearningCurveTable, space: str = "cells") -> None:
+        if space not in SPACE_KEYS:
+            raise ValueError(f"space must be one of {', '.join(SPACE_KEYS)}, got {space!r}")
+        self.table = table
+        self.name = space
+        self.keys = SPACE_KEYS[space]
+        runs = [r for r in table.runs if r.loss not in LEFT_OUT_LOSSES]
+        self.values: dict[str, list] = {
+            k: sorted({getattr(r, k) for r in runs}, key=_loss_order if k == "loss" else None)
+            for k in self.keys}
+        self.cells: dict[tuple, list[Run]] = {}
+        for r in sorted(runs, key=lambda r: r.run_id):
+            self.cells.setdefault(self.cell_of_run(r), []).append(r)
+        product = 1
+        for v in self.values.values():
+            product *= len(v)
+        self.n_cells = product
+        self.missing = product - len(self.cells)
+        if self.missing:
+            raise ConfigError(
+                f"--space {space}: {self.missing} of the {product} cells "
+                f"({' x '.join(f'{len(v)} {k}' for k, v in self.values.items())}) have no "
+                f"recorded run; the table covers {len(self.cells)}")
+        self.epochs = table.epochs
+        self.mean: dict[tuple, float | None] = {}
+        for cell, rs in self.cells.items():
+            vals = [r.val_fair for r in rs if not r.failed and r.val_fair is not None]
+            self.mean[cell] = statistics.fmean(vals) if vals else None
+        scored = {c: m for c, m in self.mean.items() if m is not None}
+        if not scored:
+            raise ValueError("the table has no completed run")
+        self.best_cell = max(sorted(scored), key=lambda c: scored[c])
+        self.best_value: float = scored[self.best_cell]
+        self.worst_value: float = min(scored.values())
+        #: G: the compute of one full grid pass: every cell trained once to its end (the mean
+        #: epochs of its runs, a diverged run's failing epoch included), epochs
+        self.grid_epochs = round(sum(statistics.fmean(r.epochs_run + r.failed for r in rs)
+                                     for rs in self.cells.values()))
+
+    def cell_of_run(self, run: Run) -> tuple:
+        return tuple(getattr(run, k) for k in self.keys)
+
+    def cell_of(self, params: Mapping[str, Any]) -> tuple:
+        """The cell of a proposal; a value not recorded is an error (no nearest neighbour)."""
+        cell = tuple(params[k] for k in self.keys)
+        if cell not in self.cells:
+            raise ConfigError(f"{dict(zip(self.keys, cell, strict=True))} is not a cell of the "
+                              f"{self.name} space (the table's values: {self.values})")
+        return cell
+
+    def draw(self, cell: tuple, seed: int, k: int) -> Run:
+        """The run answering the k-th query (from 0) of ``cell`` in replay ``seed``: common random
+        numbers (str seeds hash with SHA-512 in ``random.Random``: the same in every process)."""
+        runs = self.cells[cell]
+        return runs[random.Random(f"{seed}|{cell}|{k}").randrange(len(runs))]
+
+    def regret(self, cell: tuple) -> float:
+        """Best cell mean minus this cell's mean (a cell without a completed run: the worst)."""
+        m = self.mean[cell]
+        return self.best_value - (m if m is not None else self.worst_value)
+
+    def study_space(self) -> dict[str, Any]:
+        """The study's space: the searched keys as categoricals over the recorded values, the
+        others fixed (their value is not used: the drawn run decides)."""
+        out: dict[str, Any] = {k: list(v) for k, v in self.values.items()}
+        for k in _PARAMS:
+            if k not in out:
+                out[k] = sorted({getattr(r, k) for r in self.table.runs})[0]
+        return {**out, "epochs": self.epochs, "seed": 0}
+
+    def noise(self) -> SeedNoise | None:
+        """:class:`SeedNoise` over the whole table (Huber left out); None without a repeat."""
+        by_config: dict[str, list[float]] = {}
+        for rs in self.cells.values():
+            for r in rs:
+                if not r.failed and r.val_fair is not None:
+                    by_config.setdefault(r.config_id, []).append(r.val_fair)
+        groups = [v for v in by_config.values() if len(v) >= 2]
+        if not groups:
+            return None
+        df = sum(len(v) - 1 for v in groups)
+        ss = sum((len(v) - 1) * statistics.variance(v) for v in groups)
+        return SeedNoise(math.sqrt(ss / df), len(groups), sum(len(v) for v in groups))
+
+
 # --- strategies --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -308,6 +434,9 @@ class Strategy:
     enqueue: tuple[Mapping[str, Any], ...] = ()
     shuffle: bool = False
     note: str = ""
+    #: synchronous successive halving (:func:`sync_sh`, replayed without Optuna's sampler):
+    #: (configurations per batch, eta, rungs in epochs before the last); None: an Optuna study
+    sync_sh: tuple[int, int, tuple[int, ...]] | None = None
 
 
 def _space(table: LearningCurveTable, space: Mapping[str, Sequence] | None) -> dict[str, Any]:
@@ -382,6 +511,53 @@ def strategies(table: LearningCurveTable, space: Mapping[str, Sequence] | None =
     return out
 
 
+def exact_strategies(space: CellSpace, *, report_grid: Sequence[Sequence] | None = None,
+                     n_trials: int = 100_000, sh_batch: int = 64, sh_eta: int = 4,
+                     sh_rungs: tuple[int, ...] = (1, 5)) -> dict[str, Strategy]:
+    """The strategies of the exact problem, by name (searched over ``space.study_space()``).
+    ``report_grid``: (sigma, n_points, loss, lr, batch_size) rows of the report's runs: asked
+    as they are (a loss left out of the space as its twin: Huber as SmoothL1) in ``report-grid``,
+    and once per recorded lr in ``hand-grid-lr`` (the report's method with the learning rate
+    searched too); each run to its end, in the report's order."""
+    sp = space.study_space()
+    out: dict[str, Strategy] = {}
+
+    def add(name: str, sampler: dict, pruner: dict, note: str = "", **kw: Any) -> None:
+        out[name] = Strategy(name, _study(name, sp, sampler, pruner, n_trials), note=note, **kw)
+
+    def grid(name: str, rows: list[dict], note: str, shuffle: bool = False) -> None:
+        out[name] = Strategy(name, _study(name, sp, {"name": "random"}, {"name": "none"},
+                                          len(rows)), tuple(rows), shuffle=shuffle, note=note)
+
+    if report_grid:
+        twin = {"huber": "smoothl1"}
+        rows = [dict(zip(_PARAMS, r, strict=True)) for r in report_grid]
+        rows = [{k: (twin.get(v, v) if k == "loss" else v) for k, v in r.items()
+                 if k in space.keys} for r in rows]
+        for r in rows:
+            space.cell_of(r)
+        grid("report-grid", rows, "the report's runs, each to its end")
+        lrs = space.values["lr"] if "lr" in space.keys else []
+        grid("hand-grid-lr", [{**r, "lr": lr} for lr in lrs for r in rows],
+             "the report's runs at every recorded lr, each to its end")
+    grid("table-grid", [dict(zip(space.keys, c, strict=True)) for c in sorted(space.cells)],
+         "every cell once, in a random order (G)", shuffle=True)
+    add("random", {"name": "random"}, {"name": "none"})
+    add("tpe", {"name": "tpe"}, {"name": "none"}, "Optuna's default TPESampler()")
+    add("tpe+median", {"name": "tpe"}, {"name": "median"})
+    add("tpe+hyperband", {"name": "tpe"}, {"name": "hyperband"})
+    add("tpe+sh", {"name": "tpe"}, {"name": "successive_halving"})
+    add("random+hyperband", {"name": "random"}, {"name": "hyperband"})
+    add("gp", {"name": "gp"}, {"name": "none"})
+    with contextlib.suppress(ConfigError):
+        add("tpe+extrapolation", {"name": "tpe"}, {"name": "extrapolation"})
+    add("sync-sh", {"name": "random"}, {"name": "none"},
+        f"synchronous successive halving: {sh_batch} random cells a batch, rungs "
+        f"{', '.join(map(str, sh_rungs))} epochs, the best 1/{sh_eta} go on",
+        sync_sh=(sh_batch, sh_eta, tuple(sh_rungs)))
+    return out
+
+
 # --- replay ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -401,6 +577,7 @@ class TrialRecord:
     value: float | None  # what it told (COMPLETE only)
     val_fair: float | None  # its run's final validation fair accuracy (COMPLETE only)
     regret: float | None  # the incumbent's regret after it (None: no COMPLETE trial yet)
+    cell: tuple | None = None  # CellSpace: the cell it asked
 
 
 @dataclass
@@ -472,17 +649,23 @@ class _Running:
     done: int = 0  # epochs finished
 
 
-def replay(study: StudyConfig | Strategy, table: LearningCurveTable, seed: int,
+def replay(study: StudyConfig | Strategy, table: LearningCurveTable | CellSpace, seed: int,
            n_workers: int = 4, budget_epochs: int | None = None) -> Trace:
     """Replay one strategy (or study definition) on the table with ``n_workers`` asynchronous
     workers; stop when the epochs run by all workers reach ``budget_epochs`` (running trials are
-    cut off) or the study's ``n_trials`` have finished.  Deterministic for a seed."""
+    cut off) or the study's ``n_trials`` have finished.  Deterministic for a seed.  ``table``: a
+    :class:`CellSpace` is the exact problem (draws, seed-mean regret); a
+    :class:`LearningCurveTable` the legacy one (nearest neighbours, regret against one run)."""
     strategy = study if isinstance(study, Strategy) else Strategy(study.name, study)
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    if strategy.sync_sh is not None:
+        if not isinstance(table, CellSpace):
+            raise ValueError(f"{strategy.name}: synchronous SH replays on a CellSpace only")
+        return sync_sh(strategy, table, seed, n_workers, budget_epochs)
     cfg = replay_config(strategy.config, table, seed)
     if budget_epochs is None and cfg.n_trials is None:
         raise ValueError(f"{cfg.name}: give budget_epochs (the study has no n_trials)")
-    if n_workers < 1:
-        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     split = cfg.objective_split
     trace = Trace(strategy.name, seed, n_workers, budget_epochs, table.best_value)
     with _quiet_optuna():
@@ -501,7 +684,17 @@ def replay(study: StudyConfig | Strategy, table: LearningCurveTable, seed: int,
             random.Random(seed).shuffle(queued)
         for params in queued:
             handles[0].enqueue_trial(dict(params))
-        _simulate(cfg, table, handles, trace, split)
+        if isinstance(table, CellSpace):
+            asked: dict[tuple, int] = {}
+
+            def answer(params: Mapping[str, Any]) -> Answer:
+                cell = table.cell_of(params)
+                k = asked[cell] = asked.get(cell, -1) + 1
+                return Answer(table.draw(cell, seed, k), "draw", cell)
+
+            _simulate(cfg, table.table, handles, trace, split, answer, table.regret)
+        else:
+            _simulate(cfg, table, handles, trace, split, table.answer, None)
         best = None
         with contextlib.suppress(ValueError):  # no COMPLETE trial
             best = handles[0].best_trial.number
@@ -511,7 +704,8 @@ def replay(study: StudyConfig | Strategy, table: LearningCurveTable, seed: int,
 
 
 def _simulate(cfg: StudyConfig, table: LearningCurveTable, handles: list[optuna.Study],
-              trace: Trace, split: str) -> None:
+              trace: Trace, split: str, answer_of: Callable[[Mapping[str, Any]], Answer],
+              cell_regret: Callable[[tuple], float] | None) -> None:
     events: list[tuple[float, int]] = []  # (simulated time an epoch ends, worker): ties by worker
     running: dict[int, _Running] = {}
     asked = 0
@@ -528,7 +722,7 @@ def _simulate(cfg: StudyConfig, table: LearningCurveTable, handles: list[optuna.
             return
         asked += 1
         trial = handles[worker].ask()
-        answer = table.answer(cfg.suggest(trial))
+        answer = answer_of(cfg.suggest(trial))
         trace.answers[answer.kind] = trace.answers.get(answer.kind, 0) + 1
         r = running[worker] = _Running(trial, answer, now)
         trace.max_running = max(trace.max_running, len(running))
@@ -544,10 +738,13 @@ def _simulate(cfg: StudyConfig, table: LearningCurveTable, handles: list[optuna.
             val = run.val_fair
             if value is not None and (best_value is None or value > best_value):
                 best_value = value  # strictly better: study.best_trial keeps the first of ties
-                regret = table.best_value - (val if val is not None else -math.inf)
+                if cell_regret is not None and r.answer.cell is not None:
+                    regret = cell_regret(r.answer.cell)
+                else:
+                    regret = table.best_value - (val if val is not None else -math.inf)
         trace.trials.append(TrialRecord(
             r.trial.number, worker, state.name, run.run_id, r.answer.kind, r.done, r.start,
-            now, trace.total_epochs, trace.total_seconds, value, val, regret))
+            now, trace.total_epochs, trace.total_seconds, value, val, regret, r.answer.cell))
 
     for w in range(len(handles)):
         start(w, 0.0)
@@ -574,3 +771,124 @@ def _simulate(cfg: StudyConfig, table: LearningCurveTable, handles: list[optuna.
             return
         if w not in running:
             start(w, now)
+
+
+@dataclass
+class _Member:
+    number: int
+    answer: Answer
+    start: float
+    done: int = 0
+    worker: int = -1
+    failed: bool = False
+
+
+def sync_sh(strategy: Strategy, space: CellSpace, seed: int, n_workers: int = 4,
+            budget_epochs: int | None = None) -> Trace:
+    """Synchronous successive halving over the cells: batches of ``n`` cells drawn at random
+    (without replacement within a batch, with ``random.Random(f"sync-sh/{seed}")``), each run
+    to the first rung; at every rung (a barrier: all of the batch's runs there) the best
+    ``1/eta`` by the test fair accuracy they report at that epoch (ties: the earlier trial) go
+    on to the next rung, the others are pruned; the last rung is the end of training, where a
+    run tells its value as in :func:`replay`.  Then the next batch, until ``budget_epochs``
+    (or one batch without a budget).  The ``n_workers`` workers take the rung's runs in order,
+    one epoch at a time; the cells' runs are drawn as in :func:`replay` (common random
+    numbers)."""
+    assert strategy.sync_sh is not None
+    n, eta, rungs = strategy.sync_sh
+    targets = [e for e in rungs if e < space.epochs] + [space.epochs]
+    rng = random.Random(f"sync-sh/{seed}")
+    cells = sorted(space.cells)
+    asked: dict[tuple, int] = {}
+    trace = Trace(strategy.name, seed, n_workers, budget_epochs, space.best_value)
+    split = strategy.config.objective_split
+    number = 0
+    now = 0.0
+    best_told: float | None = None
+    regret: float | None = None
+
+    def record(m: _Member, state: str, value: float | None) -> None:
+        nonlocal best_told, regret
+        run = m.answer.run
+        better = state == "COMPLETE" and value is not None and (best_told is None
+                                                                or value > best_told)
+        if better:
+            best_told, regret = value, space.regret(m.answer.cell)
+        rec = TrialRecord(m.number, m.worker, state, run.run_id, m.answer.kind, m.done, m.start,
+                          now, trace.total_epochs, trace.total_seconds,
+                          value if state == "COMPLETE" else None,
+                          run.val_fair if state == "COMPLETE" else None, regret, m.answer.cell)
+        trace.trials.append(rec)
+        if better:
+            trace.incumbent = rec
+
+    def out_of_budget() -> bool:
+        return budget_epochs is not None and trace.total_epochs >= budget_epochs
+
+    while True:
+        batch_cells = rng.sample(cells, min(n, len(cells)))
+        batch_cells += [rng.choice(cells) for _ in range(n - len(batch_cells))]
+        alive: list[_Member] = []
+        for cell in batch_cells:
+            k = asked[cell] = asked.get(cell, -1) + 1
+            alive.append(_Member(number, Answer(space.draw(cell, seed, k), "draw", cell), now))
+            number += 1
+        for level, target in enumerate(targets):
+            last = level == len(targets) - 1
+            queue = list(alive)
+            events: list[tuple[float, int]] = []
+            running: dict[int, _Member] = {}
+
+            for w in range(n_workers):
+                _take(queue, running, events, w, now)
+            trace.max_running = max(trace.max_running, len(running))
+            while events:
+                t, w = heapq.heappop(events)
+                m = running[w]
+                trace.total_seconds += _epoch_cost(m)
+                m.done += 1
+                trace.total_epochs += 1
+                now = trace.end_time = max(now, t)
+                run = m.answer.run
+                finished = True
+                if m.done > run.epochs_run:  # the epoch a diverged run failed in
+                    m.failed = True
+                    record(m, "FAIL", None)
+                elif m.done >= target:
+                    if last:
+                        record(m, "COMPLETE", run.told_value(split))
+                else:
+                    finished = False
+                    heapq.heappush(events, (t + _epoch_cost(m), w))
+                if out_of_budget():
+                    trace.cut_off = len(running) - finished
+                    return trace
+                if finished:
+                    del running[w]
+                    _take(queue, running, events, w, t)
+            if last:
+                break
+            alive = [m for m in alive if not m.failed]
+            ranked = sorted(alive, key=lambda m: (-m.answer.run.fair[target - 1], m.number))
+            keep = max(1, len(ranked) // eta)
+            for m in sorted(ranked[keep:], key=lambda m: m.number):
+                record(m, "PRUNED", None)
+            alive = sorted(ranked[:keep], key=lambda m: m.number)
+            if not alive:
+                break
+        if budget_epochs is None:
+            return trace
+
+
+def _epoch_cost(m: _Member) -> float:
+    run = m.answer.run
+    return run.seconds[m.done] if m.done < run.epochs_run else run.fail_seconds
+
+
+def _take(queue: list[_Member], running: dict[int, _Member], events: list[tuple[float, int]],
+          worker: int, t: float) -> None:
+    """The free ``worker`` starts the next queued run (if any) at time ``t``."""
+    if queue:
+        m = running[worker] = queue.pop(0)
+        m.worker = worker
+        heapq.heappush(events, (t + _epoch_cost(m), worker))

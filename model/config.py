@@ -17,8 +17,10 @@ unions, tuples of ints or floats): ``hpo`` builds study parameters and CLI optio
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -126,7 +128,7 @@ class TrainConfig(BaseModel):
     e_max: float = _finite(default=E_MAX, ge=-ENERGY_LIMIT, le=ENERGY_LIMIT,
                            description="High end of the energy window, eV.")
     subset: int | None = Field(None, ge=20, le=MAX_MOLECULES, description="Only this many "
-                               "molecules (all when None).")
+                               "molecules (unset: all).")
     dataset: str | None = Field(
         None, description="Levels dataset: a bundled name ('gfn2-xtb', the default, or "
         "'ipea1-xtb') or a levels file.")
@@ -179,7 +181,7 @@ class TrainConfig(BaseModel):
     epochs: int = Field(50, ge=1, le=MAX_EPOCHS, description="Maximum epochs (the report: 2500).")
     patience: int | None = Field(
         None, ge=1, le=MAX_EPOCHS, description="Stop after this many epochs without a lower "
-        "test loss (None: never, as the report, which ran all its epochs).")
+        "test loss (default: never, as the report, which ran all its epochs).")
     seed: int = Field(0, ge=0, le=MAX_SEED,
                       description="Seeds weights, shuffling and Coulomb noise.")
 
@@ -195,9 +197,9 @@ class TrainConfig(BaseModel):
         "auto", description="bf16 autocast of the convolutions (the output layer stays "
         "float32): 'auto' uses it on CUDA and on CPUs with AMX.")
     compile: bool = Field(False, description="torch.compile the model for training steps "
-                          "(slower on the CPU here: 2,300 vs 3,350 samples/s).")
+                          "(measure first: slower than without on the CPUs tried).")
     num_threads: int | None = Field(None, ge=1, le=MAX_THREADS,
-                                    description="CPU threads (when None: the cores other "
+                                    description="CPU threads (default: the cores other "
                                     "processes are not busy on, at least 1).")
     eval_batch_size: int | None = Field(
         None, ge=1, le=MAX_MOLECULES, description="Molecules per evaluation batch (default: "
@@ -387,32 +389,67 @@ def memory_limit() -> tuple[int | None, str]:
     return min(found) if found else (None, "")
 
 
+def did_you_mean(word: Any, known: Any) -> str:
+    """`` (did you mean 'x'?)`` for the name of ``known`` closest to a mistyped ``word``
+    (difflib's, as click's for commands), or "" where none is close."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _quoted(text: str) -> list[str]:
+    """The quoted names of pydantic's list of allowed values (``'a', 'b' or 'c'``)."""
+    return re.findall(r"'([^']*)'", text)
+
+
+def _known_keys(model: type[BaseModel] | None, section: tuple) -> tuple[str, ...]:
+    """The keys of the (nested) model at ``section`` of ``model``; () where unknown."""
+    for part in section:
+        field = model.model_fields.get(str(part)) if model else None
+        inner = field.annotation if field else None
+        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+    return tuple(model.model_fields) if model else ()
+
+
 def validation_message(err: ValidationError, source: str | Path | None = None, *,
-                       first: bool = False) -> str:
+                       first: bool = False, model: type[BaseModel] | None = None,
+                       sep: str = "; ") -> str:
     """The one line a user reads for ``err`` (every pydantic model of specopt: a
     ``TrainConfig``, a study file): ``source: `` where given (the file, or the section the
     errors lie in), then each error as ``LOC: message`` (LOC dotted; none for a whole-model
-    rule), joined by "; "; only the first with ``first`` (a message that a validator of an
+    rule), joined by ``sep``; only the first with ``first`` (a message that a validator of an
     enclosing model raises again). Pydantic's own wording of an unknown key, a missing one and
     a wrong choice reads ``unknown key 'k' in [section]``, ``LOC: required``, ``LOC: 'x' is
     not allowed (...)``; a message ``name: text`` of a table's validator reads
-    ``LOC.name: text``."""
+    ``LOC.name: text`` (several such lines: one each).  An unknown key or value gets the
+    closest known one (:func:`did_you_mean`): the keys of ``model`` (the model validated;
+    TrainConfig's own errors find it themselves)."""
     errors = err.errors()[:1] if first else err.errors()
-    text = "; ".join(_placed(e) for e in errors)
+    if model is None and err.title == TrainConfig.__name__:
+        model = TrainConfig
+    text = sep.join(_placed(e, model) for e in errors)
     return f"{source}: {text}" if source is not None else text
 
 
-def _placed(error: ErrorDetails) -> str:
+def _placed(error: ErrorDetails, model: type[BaseModel] | None = None) -> str:
     """One error of :func:`validation_message`."""
     loc = ".".join(str(x) for x in error["loc"])
     msg, kind = error["msg"].removeprefix("Value error, "), error["type"]
     if kind == "extra_forbidden":
         section = ".".join(str(x) for x in error["loc"][:-1])
-        return f"unknown key {error['loc'][-1]!r}" + (f" in [{section}]" if section else "")
+        key = error["loc"][-1]
+        return (f"unknown key {key!r}" + (f" in [{section}]" if section else "")
+                + did_you_mean(key, _known_keys(model, error["loc"][:-1])))
     if kind == "missing":
         return f"{loc}: required"
     if kind == "literal_error" and msg.startswith("Input should be "):  # not TrainConfig's own
-        return f"{loc}: {error['input']!r} is not allowed ({msg.removeprefix('Input should be ')})"
+        allowed = msg.removeprefix("Input should be ")
+        return (f"{loc}: {error['input']!r} is not allowed"
+                f"{did_you_mean(error['input'], _quoted(allowed))}; choose one of: {allowed}")
+    return "; ".join(_entry(loc, line) for line in msg.split("\n"))
+
+
+def _entry(loc: str, msg: str) -> str:
+    """``msg`` placed at ``loc``: ``LOC.name: text`` for a table's entry ``name: text``."""
     name, sep, rest = msg.partition(": ")
     if loc and sep and name.isidentifier():  # a table's entry named by its validator
         return f"{loc}.{name}: {rest}"
@@ -441,5 +478,6 @@ def _sentence(error: ErrorDetails) -> str:
         n = ctx["max_length"]
         return f"{name} takes at most {n} {'entry' if n == 1 else 'entries'}, got {value!r}"
     if kind == "literal_error":
-        return f"unknown {name} {value!r}; choose one of: {ctx['expected']}"
+        return (f"unknown {name} {value!r}{did_you_mean(value, _quoted(ctx['expected']))}; "
+                f"choose one of: {ctx['expected']}")
     return error["msg"].removeprefix("Value error, ")

@@ -272,6 +272,17 @@ def metric_scale(name: str) -> float:
     return METRIC_LABELS[name][1] if name in METRIC_LABELS else 1.0
 
 
+def metric_text(name: str, value: float, digits: int = 4, *, label: bool = True) -> str:
+    """``"fair accuracy 92.31%"``, ``"W1 0.1234 eV"``: a stored value as a person reads it, in
+    the unit of its label (:data:`METRIC_LABELS`, :func:`metric_scale`); any other name as
+    stored.  ``label=False``: the value and unit only (``"92.31%"``)."""
+    full = metric_label(name)
+    bare, _, unit = full.rpartition(" (") if full.endswith(")") else (full, "", "")
+    shown = f"{value * metric_scale(name):.{digits}g}" + (
+        "%" if unit == "%)" else f" {unit[:-1]}" if unit else "")
+    return f"{bare} {shown}" if label else shown
+
+
 def objective_label(name: str, split: str | None) -> str:
     """``"fair accuracy (%), test split (model selection)"``: an objective as shown, with the
     split it is scored on (parameter objectives, such as sigma, have none)."""

@@ -161,12 +161,13 @@ class Molecule:
 
 @dataclass
 class XyzPrediction:
-    names: list[str]  # one per file: "water.xyz (H2O)", made unique
+    names: list[str]  # one per predicted molecule: "water.xyz (H2O)", made unique
     spectra: np.ndarray  # (molecules, Np) float64
     grid: np.ndarray  # (Np,) eV
     meta: dict  # the checkpoint's metadata (sigma, Np, window, config, domain, ...)
-    molecules: list[Molecule] = field(default_factory=list)
+    molecules: list[Molecule] = field(default_factory=list)  # the predicted ones, as names
     notes: list[str] = field(default_factory=list)  # checks skipped (an older checkpoint)
+    refused: list[Molecule] = field(default_factory=list)  # left out (``partial``): not predicted
 
     @property
     def flags(self) -> list[str]:
@@ -222,8 +223,11 @@ def domain_reasons(Z: np.ndarray, coulomb_norm: float | None, domain: dict | Non
         reasons.append(f"{n} atoms, outside the training range {lo}..{hi}")
     valence = valence_electrons(Z)
     if valence // 2 < N_LEVELS:
+        # A spectrum is the 16 highest occupied levels broadened; the datasets hold valence
+        # levels only, so a molecule with fewer has no spectrum the model learnt to give.
         reasons.append(f"{valence} valence electrons: {valence // 2} occupied valence levels, "
-                       f"fewer than the {N_LEVELS} the model predicts")
+                       f"fewer than the {N_LEVELS} highest occupied levels the model predicts "
+                       f"(every training molecule has at least {N_LEVELS})")
     if valence % 2:
         reasons.append(f"{valence} valence electrons, an odd number (a radical; the training "
                        "molecules are closed-shell)")
@@ -254,13 +258,15 @@ def _check_grid(meta: dict, sigma: float | None, n_points: int | None) -> None:
 
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
                 force: bool = False, *, sigma: float | None = None,
-                n_points: int | None = None) -> XyzPrediction:
+                n_points: int | None = None, partial: bool = False) -> XyzPrediction:
     """The spectrum of every ``.xyz`` molecule with the model in ``checkpoint``, each checked
     against the model's training domain first (:func:`domain_reasons`). Molecules outside it
     raise :class:`OutOfDomain` (a ``DataError`` naming each with its reasons) unless ``force``:
     then they are predicted and flagged (``XyzPrediction.molecules``, ``.flags``); one with more
-    atoms than a Coulomb matrix holds is refused even so. Bad files and checkpoints raise
-    ``DataError`` (one line naming the file).
+    atoms than a Coulomb matrix holds is refused even so. ``partial``: the molecules that can be
+    predicted are, the refused ones are left out (``XyzPrediction.refused``, with their
+    reasons), and :class:`OutOfDomain` is raised only when none is left. Bad files and
+    checkpoints raise ``DataError`` (one line naming the file).
 
     ``sigma`` / ``n_points``: spectra at another width and grid than the model was trained for,
     which a model that predicts levels gives (any other raises ``ConfigError`` before reading a
@@ -306,13 +312,15 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path],
         molecules.append(Molecule(name, p, formula(Z), len(Z), valence_electrons(Z), norm,
                                   domain_reasons(Z, norm, domain, R)))
         matrices.append(matrix)
-    refused = [m for m in molecules if not m.in_domain]
     too_big = [m for m in molecules if m.coulomb_norm is None]
-    if too_big and force:
-        raise OutOfDomain(too_big, len(molecules), force_helps=False)
-    if refused and not force:
-        raise OutOfDomain(refused, len(molecules), force_helps=len(too_big) < len(refused))
-    spectra = np.asarray(predict(net, np.stack([m for m in matrices if m is not None]),
+    refused = too_big if force else [m for m in molecules if not m.in_domain]
+    if refused and (not partial or len(refused) == len(molecules)):
+        raise OutOfDomain(refused, len(molecules),
+                          force_helps=not force and len(too_big) < len(refused))
+    left_out = {id(m) for m in refused}
+    kept = [i for i, m in enumerate(molecules) if id(m) not in left_out]
+    spectra = np.asarray(predict(net, np.stack([np.asarray(matrices[i]) for i in kept]),
                                  sigma=sigma, n_points=n_points), np.float64)
     grid = np.asarray(meta["grid"], np.float64)
-    return XyzPrediction(names, spectra, grid, meta, molecules, notes)
+    return XyzPrediction([names[i] for i in kept], spectra, grid, meta,
+                         [molecules[i] for i in kept], notes, refused)

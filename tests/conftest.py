@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -34,7 +35,40 @@ def _isolated_cache(tmp_path_factory):
     os.environ["SPECOPT_CACHE"] = str(tmp_path_factory.mktemp("specopt-cache"))
     os.environ["SPECOPT_HOME"] = str(tmp_path_factory.getbasetemp())
     os.environ.pop("SPECOPT_RUNS", None)
+    # temporary files of the product and of what it starts (trial work folders, launch specs,
+    # Ray's sessions) go inside the session's folder too, never loose in /tmp: a short name, as
+    # Ray's socket paths must stay under 108 characters
+    tmp = tmp_path_factory.mktemp("t", numbered=False)
+    old = os.environ.get("TMPDIR")
+    # for a folder that another user (postgres) must enter: pytest's folders are root's 0700
+    os.environ["SPECOPT_TEST_SYSTEM_TMP"] = tempfile.gettempdir()
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     yield
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
+
+
+#: files at least this big are removed from the session's folder after a passing session
+_BIG = 1 << 20
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Pytest keeps its last three session folders; after a session that passed, keep their
+    small files (study databases, logs) and remove the big ones (checkpoints, the data cache,
+    the hostile-input tests' big files), which made one folder about 700 MB."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if exitstatus != 0 or factory is None or factory._basetemp is None:
+        return
+    for path in factory.getbasetemp().rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size >= _BIG:
+                path.unlink()
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -66,8 +66,21 @@ def _help_as_written(cmd: TyperCommand | TyperGroup) -> None:
                             *((p, "help") for p in cmd.params)]:
             if getattr(owner, attr, None):
                 setattr(owner, attr, as_written(getattr(owner, attr)))
+    _flags_untyped(cmd)
     for sub in getattr(cmd, "commands", {}).values():
         _help_as_written(sub)
+
+
+def _flags_untyped(cmd: TyperCommand | TyperGroup) -> None:
+    """Show a flag (``--fresh``, ``--help``) as a flag: typer shows its type (``<bool>``) as if
+    it took a value; an empty metavar shows none.  The help option is made on first use, so it
+    is made here (with the help names of a plain context: the app sets no others)."""
+    from typer._click.core import Context
+
+    for param in [*cmd.params, cmd.get_help_option(Context(cmd))]:
+        if param is not None and getattr(param, "is_bool_flag", False) \
+                and param.metavar is None:
+            param.metavar = ""
 
 
 class SpecoptGroup(TyperGroup):
@@ -77,6 +90,10 @@ class SpecoptGroup(TyperGroup):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         _help_as_written(self)  # typer builds a fresh tree of commands for each run
+
+    def format_help(self, ctx, formatter):
+        _flags_untyped(self)  # typer adds --install-completion after __init__
+        return super().format_help(ctx, formatter)
 
     def invoke(self, ctx):
         try:

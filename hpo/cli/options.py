@@ -30,15 +30,19 @@ STUDY_HELP = "a shipped study name (see `specopt studies`) or the path of a stud
 STORED_STUDY_HELP = ("a shipped study name (see `specopt studies`), a study .toml file, or a "
                      "study name in --storage")
 
-StorageOpt = typer.Option(None, "--storage", help="storage URL: sqlite:///FILE, "
-                          "postgresql+psycopg://USER:PASS@HOST:PORT/DB or journal:///FILE "
-                          "(default: the study file's, else sqlite:///$SPECOPT_HOME/STUDY.db; "
-                          "$SPECOPT_HOME defaults to ./runs)")
-ArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder (checkpoints, "
-                            "predictions; default: $SPECOPT_HOME/STUDY/artifacts/<storage>); "
-                            "must be shared by workers on several machines")
-StoredArtifactsOpt = typer.Option(None, "--artifacts", help="artifact folder of the study "
-                                  "(default: the one the study recorded)")
+#: No word of a help text is wider than 40 characters: rich cuts one wider than its column
+#: at 80 columns.
+StorageOpt = typer.Option(None, "--storage", metavar="URL", help="storage URL: "
+                          "sqlite:///FILE, journal:///FILE or a PostgreSQL URL "
+                          "(postgresql+psycopg://USER:PASS@HOST/DB); default: the study file's, "
+                          "else sqlite:///$SPECOPT_HOME/STUDY.db ($SPECOPT_HOME: ./runs "
+                          "unless set)")
+ArtifactsOpt = typer.Option(None, "--artifacts", metavar="FOLDER", help="artifact folder "
+                            "(checkpoints, predictions; default: "
+                            "$SPECOPT_HOME/STUDY/artifacts/<storage>); must be shared by "
+                            "workers on several machines")
+StoredArtifactsOpt = typer.Option(None, "--artifacts", metavar="FOLDER", help="artifact folder "
+                                  "of the study (default: the one the study recorded)")
 #: Worker processes one command starts, and GPUs or CPU cores of one worker: beyond any node.
 MAX_WORKERS = 1024
 MAX_PER_WORKER = 1024
@@ -56,20 +60,24 @@ def number_option(default: Any, *decls: str, kind: type = int, low: float | None
     return typer.Option(default, *decls, parser=str, callback=check, metavar=metavar, **kw)
 
 
+#: The help panel of the budget options.
+BUDGET_PANEL = "Budget"
 NTrialsOpt = number_option(None, "--n-trials", help="trial budget across all workers "
-                           "(default: the study file's; grid studies: the grid size)")
+                           "(default: the study file's; grid studies: the grid size)",
+                           rich_help_panel=BUDGET_PANEL)
 TimeoutOpt = number_option(None, "--timeout", kind=float, help="wall-time budget of each "
-                           "worker, seconds")
+                           "worker, seconds", rich_help_panel=BUDGET_PANEL)
 WorkersOpt = number_option(2, "--workers", "-w", low=1, high=MAX_WORKERS,
                            help="worker processes")
 WorkerIndexOpt = number_option(None, "--worker-index", low=0, help="distinguishes workers' "
                                "sampler seeds (default: from the host name and process id)")
-ReportOutOpt = typer.Option(None, "--out", help="report folder (default: "
+ReportOutOpt = typer.Option(None, "--out", metavar="FOLDER", help="report folder (default: "
                             "$SPECOPT_HOME/STUDY/report)")
 AddTrialsOpt = number_option(None, "--add-trials", low=1, high=MAX_TRIALS, metavar="N",
                              help="extend the "
                             "study's trial budget by N (stored with the study: every worker "
-                            "sees it; give it to one command, not to each worker)")
+                            "sees it; give it to one command, not to each worker)",
+                             rich_help_panel=BUDGET_PANEL)
 FreshOpt = typer.Option(False, "--fresh", help="delete the study and its artifacts first and "
                         "start over (asks; --yes to skip the question)")
 YesOpt = typer.Option(False, "--yes", "-y", help="do not ask before deleting (required where "
@@ -84,11 +92,10 @@ PrintConfigOpt = typer.Option(False, "--print-config", help="print the resolved 
 
 PackOpt = typer.Option(
     None, "--pack", metavar="K|auto", help="train up to K trials at once in each worker as one "
-    "batched model (each with its own weights, optimiser, lr, loss, sigma, data order; reported "
-    "and pruned on its own; a finished trial's slot is refilled at once). Trials of another Np, "
-    "batch size or network shape form packs of their own. auto: K measured on the device (a "
-    "few timed steps of K = 1, 2, 4, ... within its memory, logged), 1 (no packing) when packs "
-    "are not faster, as on most CPUs")
+    "batched model, each with its own weights, optimiser, lr, loss, sigma, data order and "
+    "pruning; trials of another Np, batch size or network shape form packs of their own. auto: "
+    "the fastest K, timed on the device within its memory (1 where packs are not faster, as on "
+    "most CPUs)")
 
 #: Extra spellings of some options (short forms, and the old worker --threads).
 ALIASES = {"n_points": ("--np",), "num_threads": ("--threads",)}
@@ -202,13 +209,42 @@ def _help(name: str) -> str:
     return text
 
 
-def _parameter(name: str, default_shown: Callable[[str], str | None]) -> inspect.Parameter:
+#: The help panels of the training options, in the order shown, with the fields each holds
+#: (the first: every field no other panel names, a new one too); the settings most changed
+#: come first (:data:`COMMON`).
+TRAINING_PANEL = "Training settings"
+PANELS = {TRAINING_PANEL: (),
+          "Network": ("channels", "convs_per_block", "kernel_size", "pooling", "batch_norm",
+                      "dropout", "output_head"),
+          "Device and speed": ("device", "num_threads", "amp", "compile", "eval_batch_size",
+                               "checkpoint_dir")}
+COMMON = ("epochs", "subset", "sigma", "n_points", "loss", "lr", "batch_size", "seed")
+#: Said once in each panel's title where the defaults are a study's (not on every option).
+STUDY_DEFAULT = " (default: the study's)"
+
+
+def panel_of(name: str) -> str:
+    """The help panel of the training setting ``name``."""
+    return next((p for p, names in PANELS.items() if name in names), TRAINING_PANEL)
+
+
+def _shown_order(names: Iterable[str]) -> list[str]:
+    """``names`` by panel, the common settings first in theirs, else in TrainConfig's order."""
+    panels, names = list(PANELS), list(names)
+    return sorted(names, key=lambda n: (panels.index(panel_of(n)),
+                                        COMMON.index(n) if n in COMMON else len(COMMON),
+                                        names.index(n)))
+
+
+def _parameter(name: str, default_shown: Callable[[str], str | None],
+               study: bool) -> inspect.Parameter:
     flag = _flag(name)
     typ = _option_type(name)
     decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag, *ALIASES.get(name, ())]
     metavar = {int: "INTEGER", float: "NUMBER"}.get(setting_type(name))  # numbers read as text
     option = typer.Option(None, *decls, help=_help(name), show_default=default_shown(name) or False,
-                          rich_help_panel="Training settings", metavar=metavar)
+                          rich_help_panel=panel_of(name) + (STUDY_DEFAULT if study else ""),
+                          metavar=metavar)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                              annotation=typ | None)
 
@@ -224,7 +260,7 @@ def with_train_options(fields: Iterable[str], *, study: bool = False):
     """A decorator: the command gets one option per TrainConfig field in ``fields`` and is called
     with ``settings``, the dict of those given (``{name: value}``), as its first argument."""
     fields = tuple(fields)
-    shown = (lambda name: "the study's") if study else _train_default
+    shown = (lambda name: None) if study else _train_default  # a study's: in the panel's title
 
     def decorate(fn: Callable) -> Callable:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
@@ -238,7 +274,7 @@ def with_train_options(fields: Iterable[str], *, study: bool = False):
             return fn(settings, **kwargs)
 
         command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [*own, *(_parameter(n, shown) for n in fields)])
+            [*own, *(_parameter(n, shown, study) for n in _shown_order(fields))])
         command.__annotations__ = {}
         del command.__wrapped__  # typer reads __signature__, not the wrapped function's
         return command

@@ -109,7 +109,8 @@ def export_best(
 
 def predict(
     checkpoint: Path = typer.Argument(..., help=f"a {ArtifactName.CHECKPOINT} (from `specopt "
-                                      "export-best` or `specopt train --checkpoint-dir`)"),
+                                      "train`, which prints its path, or `specopt "
+                                      "export-best`)"),
     xyz: list[Path] = typer.Argument(..., help="molecules as QM9-style .xyz files"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default: "
                                     "$SPECOPT_HOME/predictions)"),
@@ -127,7 +128,7 @@ def predict(
 ) -> None:
     """Predict the spectra of new molecules (.xyz) with a saved model: CSVs and a plot.
 
-    Each molecule is checked against the model's training domain first: its elements, atom count, at least 16 occupied valence levels (valence electrons / 2) and its Coulomb-matrix norm within the training range. Molecules outside it are refused, each with its reasons, unless --force.
+    Each molecule is checked against the model's training domain first: its elements, atom count, at least 16 occupied valence levels (valence electrons / 2; the model predicts the 16 highest: benzene, with 15, is out) and its Coulomb-matrix norm within the training range. Molecules outside it are refused, each with its reasons on a line of its own, and the others are predicted and written; --force predicts them too, flagged. The exit status is 2 only when no molecule was predicted (every one refused) or a file cannot be read (that stops the run), else 0.
 
     The spectra come at the sigma and Np the model was trained for. A levels-first model (trained with output_head levels: it predicts the 16 levels and broadens them) also gives them at any other --sigma and --n-points, from the same checkpoint; a model that predicts the spectrum's grid points (linear, softplus) refuses them.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
@@ -135,11 +136,14 @@ def predict(
 
     try:
         paths = predict_xyz(checkpoint, xyz, out or predictions_dir(), force=force, sigma=sigma,
-                            n_points=n_points)
-    except OutOfDomain as err:
+                            n_points=n_points, partial=True)
+    except OutOfDomain as err:  # every molecule refused: nothing predicted, nothing written
         for m in err.refused:
             typer.echo(f"refused: {shown(m.name)}: {'; '.join(m.reasons)}", err=True)
-        raise DataError(err.summary.replace(" (force=True)", "")) from None
+        raise DataError("nothing predicted: " + err.summary.replace(" (force=True)", "")) \
+            from None
+    for m in paths.refused:
+        typer.echo(f"refused: {shown(m.name)}: {'; '.join(m.reasons)}", err=True)
     for note in paths.notes:
         typer.echo(f"note: {note}", err=True)
     for name, s, flag in zip(paths.names, paths.spectra, paths.flags, strict=True):
@@ -152,6 +156,13 @@ def predict(
     typer.echo(f"spectra (CSV): {shown(paths.csv)}")
     typer.echo(f"molecules (CSV): {shown(paths.molecules_csv)}")
     typer.echo(f"plot: {shown(paths.html)}")
+    if paths.refused:  # said last, where it is seen: the outputs lack these molecules
+        helps = not force and any(m.coulomb_norm is not None for m in paths.refused)
+        how = ("--force predicts them anyway, flagged" if helps
+               else "a Coulomb matrix cannot hold them, even with --force")
+        typer.echo(f"note: {len(paths.refused)} of {len(paths.refused) + len(paths.names)} "
+                   f"molecules refused, outside the model's training domain ({how}); "
+                   f"{len(paths.names)} predicted", err=True)
 
 
 def dashboard(

@@ -7,6 +7,7 @@ import typer
 from hpo.cli.options import STORED_STUDY_HELP, StorageOpt, echo_json
 from hpo.observe.status import status as study_status
 from hpo.storage.home import shown_name
+from model.contract import Metric, Split, metric_text
 
 
 def duration(seconds: float) -> str:
@@ -18,8 +19,10 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _value(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
+def _value(name: str, x: float | None) -> str:
+    """``fair accuracy 92.31%``: in the unit of the label (accuracies in %)."""
+    return metric_text(name, x) if x is not None else metric_text(name, 0).replace(
+        metric_text(name, 0, label=False), "-")
 
 
 def _params(params: dict) -> str:
@@ -42,20 +45,23 @@ def status_text(s) -> list[str]:
     for r in s.running:
         where = f"epoch {r.epoch or 0}/{r.epochs or '?'}"
         speed = f", {r.seconds_per_epoch:.3g} s/epoch" if r.seconds_per_epoch else ""
+        # every epoch's value is the model-selection split's, whatever the objective's split
         out.append(f"  running: trial {r.number} (worker {r.worker or '?'}) {where}, "
-                   f"{first} {_value(r.value)}{speed}")
+                   f"{Split.TEST} {_value(first, r.value)}{speed}")
     if s.best is not None:
         bases = s.best.baselines or [None] * len(s.best.values)
-        shown = ", ".join(f"{n} {v:.4g}" + ("" if b is None else f" (baseline {b:.4g})")
+        shown = ", ".join(_value(n, v) + ("" if b is None else
+                                         f" (baseline {metric_text(n, b, label=False)})")
                           for n, v, b in zip(s.objectives, s.best.values, bases, strict=False))
-        if s.best.skill is not None and "skill" not in s.objectives:
-            shown += f", skill {100 * s.best.skill:.1f}%"
+        if s.best.skill is not None and Metric.SKILL not in s.objectives:
+            shown += f", {metric_text(Metric.SKILL, s.best.skill, 3)}"
         front = f" ({s.pareto_size} on the Pareto front)" if s.pareto_size else ""
-        out.append(f"  best {shown} (trial {s.best.number}: {_params(s.best.params)}){front}")
+        out.append(f"  best on the {s.objective_split} split: {shown} (trial {s.best.number}: "
+                   f"{_params(s.best.params)}){front}")
     if s.state == "finished":
         out.append("  the budget is spent: --add-trials N (worker, launch, run) runs more")
     elif s.eta_seconds is not None:
-        workers = max(1, len(s.running))
+        workers = max(1, s.workers)
         out.append(f"  ETA ~{duration(s.eta_seconds)} ({s.seconds_per_epoch:.3g} s/epoch, "
                    f"{s.epochs_per_trial:.3g} epochs per trial, {workers} worker(s)"
                    + (", if one is started" if not s.running else "") + ")")
@@ -68,9 +74,13 @@ def status_text(s) -> list[str]:
 def status(
     study: str = typer.Argument(..., help=STORED_STUDY_HELP),
     storage: str | None = StorageOpt,
-    json_out: bool = typer.Option(False, "--json", help="print the status as JSON"),
+    json_out: bool = typer.Option(
+        False, "--json", help="print the status as JSON: values as stored (accuracies and "
+        "skill as fractions, 0.923 = 92.3 %); running values on the test split, the best "
+        "trial's values, baselines and skill on objective_split; workers: what the ETA "
+        "divides the work by"),
 ) -> None:
-    """Where STUDY stands: trials done / budget, counts per state, the running trials (worker, epoch, last value), the best so far and an ETA from the measured seconds per epoch."""  # noqa: E501 - typer keeps line breaks
+    """Where STUDY stands: trials done / budget, counts per state, the running trials (worker, epoch, last value on the test split), the best so far (on the objective's split, with the baseline and skill there; accuracies in %) and an ETA from the measured seconds per epoch."""  # noqa: E501 - typer keeps line breaks
     s = study_status(study, storage)
     if json_out:
         echo_json(s.to_dict())

@@ -51,6 +51,7 @@ from hpo.observe.lifecycle import (
     stored_studies,
     study_artifact_folder,
 )
+from hpo.storage.database import study_databases
 from hpo.storage.home import default_storage_url, home, mask_url, normalize_url, shown_name
 from hpo.study.config import (
     SET_BY_STUDY,
@@ -134,7 +135,7 @@ def _stored_studies(storage: str) -> None:
 def _run_here() -> None:
     """Where the studies run with the default storage are (SQLite files under the home)."""
     root = home()
-    files = sorted(root.glob("*.db")) if root.is_dir() else []
+    files = study_databases(root)  # not an MLflow store or another program's database
     if files:
         typer.echo(f"\nstored under {root} (SPECOPT_HOME): "
                    f"{', '.join(shown_name(f.name) for f in files)}; "
@@ -160,8 +161,9 @@ def _delete(name: str, url: str, config: StudyConfig | None, study, artifacts, y
     left = (f"; kept other files in {d.artifacts}: {', '.join(map(shown_name, d.kept[:5]))}"
             if d.kept else "")
     where = f" in {d.artifacts}" if d.artifacts is not None else ""
+    outputs = f"; removed {d.outputs} (reports, exports, logs)" if d.outputs else ""
     typer.echo(f"deleted study {name!r} ({d.trials} trials) and {d.removed_files} artifact "
-               f"file(s){where}{left}", err=True)
+               f"file(s){where}{left}{outputs}", err=True)
 
 
 def _lifecycle(cfg: StudyConfig, storage: str | None, fresh: bool, add: int | None,
@@ -385,7 +387,7 @@ def delete(
                                           "(default: the one the study recorded)"),
     yes: bool = YesOpt,
 ) -> None:
-    """Delete STUDY from its storage, with its artifacts (checkpoints, training states, predictions). Asks first; --yes skips the question (needed where there is no terminal). Reports and exports are kept."""  # noqa: E501
+    """Delete STUDY from its storage, with its artifacts (checkpoints, training states, predictions). Also removes $SPECOPT_HOME/STUDY/ (its report, export and SLURM logs; kept while another storage's study of that name has artifacts there) and the study's lock file beside a database in the home; the database file itself stays. Asks first; --yes skips the question (needed where there is no terminal)."""  # noqa: E501
     config: StudyConfig | None
     try:
         config = load_study_config(study)

@@ -3,11 +3,14 @@
 A bare ``specopt train`` is a quick first look (:data:`QUICK`: a subset and a few epochs, about a
 minute on a CPU); ``--full`` trains as ``TrainConfig`` says (every molecule, 50 epochs). The
 quick values are this command's own: ``TrainConfig``'s defaults are also the study files' and
-the search space's, and stay the report's."""
+the search space's, and stay the report's. Every run keeps its best model (the checkpoint
+``specopt predict`` reads) in ``--out``, by default a new folder under
+``$SPECOPT_HOME/train/``, and prints where."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import typer
 import model
 from data_prep.dataset import TEST, TRAIN, check_output, load_levels
 from hpo.cli.options import (
+    TRAINING_PANEL,
     PrintConfigOpt,
     SetOpt,
     echo_json,
@@ -24,8 +28,9 @@ from hpo.cli.options import (
     with_train_options,
 )
 from hpo.escape import json_text
+from hpo.storage.home import home
 from model.config import TrainConfig
-from model.contract import Split, metric_scale, split_label
+from model.contract import ArtifactName, Split, metric_scale, split_label
 
 #: The settings a bare ``specopt train`` changes from TrainConfig's: a minute's run on a CPU.
 QUICK = {"subset": 5000, "epochs": 10}
@@ -95,14 +100,27 @@ def plan(config: TrainConfig, quick: bool) -> list[str]:
     return lines
 
 
-_train_fields = [f for f in TrainConfig.model_fields if f not in QUICK]
+def default_out_dir() -> Path:
+    """A new folder for one run's model: ``$SPECOPT_HOME/train/<start time>`` (``-2``, ``-3``
+    after it when two runs start within a second)."""
+    base = home() / "train"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out, n = base / stamp, 1
+    while out.exists():
+        n += 1
+        out = base / f"{stamp}-{n}"
+    return out
+
+
+# checkpoint_dir is this command's --out (with a default), not a generated option
+_train_fields = [f for f in TrainConfig.model_fields if f not in QUICK and f != "checkpoint_dir"]
 
 
 def _quick_option(name: str, metavar: str) -> Any:
     field = TrainConfig.model_fields[name]
     return number_option(None, f"--{name}", metavar=metavar, show_default=f"{QUICK[name]}; "
                          f"--full: {field.get_default() or 'all'}",
-                         help=f"{field.description}", rich_help_panel="Training settings")
+                         help=f"{field.description}", rich_help_panel=TRAINING_PANEL)
 
 
 @with_train_options(_train_fields)
@@ -113,17 +131,30 @@ def train(
     full: bool = typer.Option(False, "--full", help="train as TrainConfig says (every molecule, "
                               f"{TrainConfig.model_fields['epochs'].default} epochs) instead of "
                               "the quick first look"),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the validation "
-                                         "metrics, history and settings to this JSON file."),
+    out: Path | None = typer.Option(
+        None, "--out", metavar="FOLDER",
+        show_default="a new folder $SPECOPT_HOME/train/<start time>",
+        help=f"where the best model is kept, as FOLDER/{ArtifactName.CHECKPOINT} (the file "
+        "`specopt predict` reads; its path is printed at the end)"),
+    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", hidden=True,
+                                               help="--out's old name"),
+    json_out: Path | None = typer.Option(None, "--json", metavar="FILE", help="Also write the "
+                                         "validation metrics, history and settings to this "
+                                         "JSON file."),
     sets: list[str] = SetOpt,
     print_config: bool = PrintConfigOpt,
 ) -> None:
     """Train the report's CNN once and print its metrics on the held-out validation split.
 
     Model selection and early stopping use the test split; the metrics come from the validation split (held out). Defaults are the report's settings (TrainConfig's), except that a bare `specopt train` is a quick first look: 5000 molecules and 10 epochs, about a minute on a CPU. --full trains on every molecule for 50 epochs (over an hour on a 2-core CPU). It prints what it is about to do and an estimate of the time first.
+
+    The best model (the best epoch on the test split) is saved as it trains, to $SPECOPT_HOME/train/<start time>/checkpoint.pt unless --out, and its path printed at the end: `specopt predict PATH molecule.xyz` predicts with it.
     """  # noqa: E501 - typer keeps line breaks: one line per paragraph
     given = {k: v for k, v in (("subset", subset), ("epochs", epochs)) if v is not None}
     extra = {**settings, **given, **parse_sets(sets)}
+    out = out if out is not None else checkpoint_dir
+    if out is not None:  # --out, else --set checkpoint_dir=..., else a new folder (below)
+        extra["checkpoint_dir"] = out
     defaults = {} if full else {k: v for k, v in QUICK.items() if k not in extra}
     if "subset" in defaults:  # a quick look at a dataset smaller than the quick subset: all
         if len(load_levels(extra.get("dataset"))) <= QUICK["subset"]:
@@ -132,10 +163,14 @@ def train(
     if print_config:
         echo_json(config.model_dump(mode="json"))
         return
-    if json_out:  # said before the run, not after it
-        check_output(json_out)
+    if config.checkpoint_dir is None:  # made here, not printed by --print-config
+        config = config.model_copy(update={"checkpoint_dir": default_out_dir()})
+    saved = Path(config.checkpoint_dir or default_out_dir()) / ArtifactName.CHECKPOINT
+    for path in (json_out, saved):  # said before the run, not after it
+        if path is not None:
+            check_output(path)
     quiet = logging.getLogger("specopt").getEffectiveLevel() > logging.INFO  # specopt -q
-    for line in plan(config, quick=bool(defaults)):
+    for line in [*plan(config, quick=bool(defaults)), f"model: kept in {saved}"]:
         if not quiet or "long run" in line:
             typer.echo(line)
 
@@ -153,8 +188,9 @@ def train(
                f"{result.best_test_loss:.4g} in epoch {result.best_epoch}")
     typer.echo(f"{split_label(Split.VALIDATION)}, {len(result.val_index)} molecules:")
     typer.echo(_metrics_table(result.metrics, result.baseline.get(Split.VALIDATION)))
-    if result.checkpoint_path:
-        typer.echo(f"checkpoint: {result.checkpoint_path}")
+    if result.checkpoint_path and result.checkpoint_path.is_file():
+        typer.echo(f"model saved: {result.checkpoint_path} (predict with it: specopt predict "
+                   f"{result.checkpoint_path} molecule.xyz)")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json_text({

@@ -72,7 +72,14 @@ from hpo.storage.artifacts import store_folder
 from hpo.storage.optuna_private import study_storage, trial_id
 from hpo.storage.stale import retried_trial_number, retry_history
 from hpo.study.config import StudyConfig
-from model.contract import PARAMETER_OBJECTIVES, ArtifactName, Split, Status, TrialAttr
+from model.contract import (
+    PARAMETER_OBJECTIVES,
+    ArtifactName,
+    Split,
+    Status,
+    TrialAttr,
+    metric_text,
+)
 from model.errors import TrainingFailed, WorkerInterrupted
 
 _log = logging.getLogger("specopt.training")
@@ -151,8 +158,8 @@ def _provenance_summary(provenance: dict, limit: int = 3000) -> dict:
 
 
 class EpochLog:
-    """A trial's epoch lines: ``[study worker 0] trial 3 epoch 5/20: accuracy 0.8123, 1.9
-    s/epoch``.  At INFO at most one every ``interval`` seconds (with every epoch when epochs are
+    """A trial's epoch lines: ``[study worker 0] trial 3 epoch 5/20: test fair accuracy 81.23%,
+    1.9 s/epoch``.  At INFO at most one every ``interval`` seconds (with every epoch when epochs are
     slower than that), the first and the last epoch always; the others at DEBUG (``-v``).  Each
     INFO line also updates the trial's ``progress`` attribute (``specopt status``), so the
     database sees one write per line, not per epoch."""
@@ -168,7 +175,9 @@ class EpochLog:
     def _values(self, entry: dict) -> str:
         metrics = entry.get("test_metrics") or {}
         # per-epoch values are the model-selection split's, whatever the objective_split
-        shown = [f"test {n} {metrics[n]:.4g}" for n in self.names if metrics.get(n) is not None]
+        # in the unit of the metric's label, as `specopt status` shows it (accuracies in %)
+        shown = [f"{Split.TEST} {metric_text(n, metrics[n])}" for n in self.names
+                 if metrics.get(n) is not None]
         if not shown and entry.get("test_loss") is not None:
             shown = [f"test loss {entry['test_loss']:.4g}"]
         return ", ".join(shown)
@@ -307,7 +316,8 @@ def objective(trial: optuna.Trial, config: StudyConfig, *, artifact_store=None,
         if single and value is not None:
             trial.report(value, step=int(entry["epoch"]))
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {entry['epoch']} ({first} {value})")
+                raise optuna.TrialPruned(f"pruned at epoch {entry['epoch']} ({Split.TEST} "
+                                         f"{metric_text(first, value)})")
         faults.inject(f"epoch_end_{entry['epoch']}")
         if should_stop is not None and should_stop():
             raise WorkerInterrupted(f"stopped by a signal after epoch {entry['epoch']}")

@@ -63,7 +63,7 @@ from hpo.storage.stale import (
 from hpo.study.budget import Action, budget_state, next_action, study_budget
 from hpo.study.config import StudyConfig
 from hpo.study.create import artifact_dir, create_study, storage_url
-from model.contract import Status, TrialAttr
+from model.contract import Status, TrialAttr, metric_text
 from model.errors import (
     ConfigError,
     DataError,
@@ -463,7 +463,9 @@ class Worker:
                 raise
             self._stop_for(trial, err, infrastructure_message(full))
         if frozen.state == TrialState.COMPLETE:
-            shown = ", ".join(f"{v:.4g}" for v in frozen.values)
+            shown = ", ".join(metric_text(n, v) for n, v in zip(
+                self.config.objectives, frozen.values, strict=False))
+            shown += f" ({self.config.objective_split} split)"
             _log.info(f"{label} trial {trial.number} complete: {shown}")
         return frozen.state
 

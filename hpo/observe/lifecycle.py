@@ -1,6 +1,6 @@
 """A study's life after its first run: list the studies of a storage with their counts, tell a
 finished study from one with work left, extend its budget (``--add-trials``), delete it with its
-artifacts (``specopt delete``, ``--fresh``)."""
+artifacts, its outputs under the home and its lock files (``specopt delete``, ``--fresh``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from hpo.storage.artifacts import recorded_artifact_dir
 from hpo.storage.database import StorageError, open_storage
 from hpo.storage.home import (
     contained,
+    home,
+    inside_home,
     is_dir,
     is_file,
     mask_url,
@@ -160,6 +162,8 @@ class Deleted:
     artifacts: Path | None  # the folder removed, or the one artifacts were removed from
     removed_files: int = 0
     kept: list[str] = field(default_factory=list)  # other files of a shared artifact folder
+    outputs: Path | None = None  # $SPECOPT_HOME/<study>/ removed whole (reports, exports, logs)
+    locks: list[Path] = field(default_factory=list)  # the study's lock files removed
 
 
 def study_artifact_folder(name: str, url: str, config: StudyConfig | None,
@@ -211,7 +215,39 @@ def delete_study(name: str, url: str, folder: Path | None) -> Deleted:
         else:
             removed, kept = _remove_own_artifacts(folder, _own_artifacts(folder, trials, storage))
     optuna.delete_study(study_name=name, storage=storage)
-    return Deleted(name, url, len(trials), folder, removed, kept)
+    return Deleted(name, url, len(trials), folder, removed, kept, _remove_outputs(name),
+                   _remove_locks(name, url))
+
+
+def _remove_outputs(name: str) -> Path | None:
+    """Remove ``$SPECOPT_HOME/<study>/`` (report, export, SLURM logs) once no other storage's
+    study of that name keeps artifacts in it (its ``artifacts/<storage-key>/``); the folder as
+    the home has it, never a folder a symlink leads to outside (:func:`contained`)."""
+    if name_problem(name):
+        return None
+    folder = study_dir(name)
+    if not is_dir(folder) or folder.is_symlink():
+        return None
+    contained(home(), folder.name, "the study folder")
+    arts = folder / "artifacts"
+    if is_dir(arts) and any(arts.iterdir()):
+        return None  # another storage's study of this name still has its artifacts here
+    shutil.rmtree(folder)
+    return folder
+
+
+def _remove_locks(name: str, url: str) -> list[Path]:
+    """The study's claim-lock files beside its SQLite or journal file (:mod:`hpo.storage.locks`),
+    removed when that file lies in the home."""
+    f = storage_file(url)
+    if f is None or not inside_home(f):
+        return []
+    suffix = "claim" if url.startswith("journal:///") else "lock"
+    lock = f.with_name(f"{f.name}.{name}.{suffix}")
+    if not is_file(lock) or lock.is_symlink():
+        return []
+    lock.unlink()
+    return [lock]
 
 
 def _own_artifacts(folder: Path, trials: list, storage) -> list[Path]:

@@ -8,8 +8,16 @@ are the median of what trials recorded (``seconds_per_epoch`` of finished trials
 ``progress`` attribute of running ones, else their time since start per epoch reported), the
 epochs a new trial runs are the mean of the finished trials' (pruned trials run fewer; before
 any finished, the running trials' totals), and the work left (the running trials' remaining
-epochs plus the trials not started yet) is shared by the workers running now.  Data preparation
-and start-up are not counted: the ETA is a lower bound when a worker has yet to start.
+epochs plus the trials not started yet) is shared by the workers running now: the RUNNING
+trials (a packed worker runs several at once), or more when a worker whose trial ended in the
+last :data:`BETWEEN_TRIALS` seconds has no RUNNING trial yet (it is claiming or starting its
+next one), never more than the trials left to run.  Data preparation
+and start-up are not counted: the ETA is a lower bound when a worker has yet to start (no
+worker is seen before its first trial).
+
+Values are as stored (accuracies and skill as fractions; ``specopt status`` shows them in % as
+:data:`model.contract.METRIC_LABELS` labels them): a running trial's value is on the test split
+(every epoch's is), the best trial's values, baselines and skill on ``objective_split``.
 The best trial comes with the mean-training-spectrum baseline's value of each objective on the
 objective's split (``TrialAttr.BASELINE``) and its skill there: what its score is read against."""
 
@@ -32,6 +40,9 @@ from hpo.study.create import open_study
 from model.contract import Split, StudyAttr, TrialAttr, objective_label
 
 __all__ = ["BestTrial", "RunningTrial", "StudyStatus", "status", "study_status"]
+#: Seconds after its trial ended that a worker still counts as running (claiming and starting
+#: its next trial) when it has no RUNNING trial.
+BETWEEN_TRIALS = 60.0
 State = Literal["empty", "running", "stopped", "finished"]
 #: The states counted, by the names shown (Optuna's FAIL as "failed").
 COUNTED = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
@@ -45,7 +56,7 @@ class RunningTrial:
     worker: str | None  # "0 on host (pid 123)" as the worker recorded it
     epoch: int | None  # epochs done (of this trial, resumed ones included)
     epochs: int | None  # its epochs in total (early stopping may end it sooner)
-    value: float | None  # the first objective at the last epoch reported
+    value: float | None  # the first objective at the last epoch reported (test split)
     seconds_per_epoch: float | None
     running_seconds: float | None  # since the trial started
 
@@ -72,12 +83,14 @@ class StudyStatus:
     objectives: list[str]
     directions: list[str]
     objective_labels: list[str] = field(default_factory=list)  # with the split and its role
+    objective_split: str = "test"  # of the best trial's values, baselines and skill
     running: list[RunningTrial] = field(default_factory=list)
     best: BestTrial | None = None  # one objective: the best; several: the first's best
     pareto_size: int | None = None  # several objectives: trials on the Pareto front
     seconds_per_epoch: float | None = None
     epochs_per_trial: float | None = None
     eta_seconds: float | None = None  # None: unknown (no budget, or nothing measured yet)
+    workers: int = 0  # running (see the module docstring): what the ETA divides the work by
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,20 +216,35 @@ def study_status(study: optuna.Study, storage_url: str = "",
         state = "finished"
     else:
         state = "running" if running else "stopped"
+    not_started = max(0, n_trials - budget.finished - len(running)) if n_trials else 0
+    workers = _workers(trials, now, len(running), not_started) if running else 0
     eta: float | None = None
     if state == "finished":
         eta = 0.0
     elif n_trials is not None and seconds_per_epoch and epochs_per_trial:
         left = sum(max(0, (r.epochs or epochs_per_trial) - (r.epoch or 0)) for r in running)
-        left += max(0, n_trials - budget.finished - len(running)) * epochs_per_trial
-        eta = left * seconds_per_epoch / max(1, len(running))
+        left += not_started * epochs_per_trial
+        eta = left * seconds_per_epoch / max(1, workers)
+    split = str(study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT) or Split.TEST)
     return StudyStatus(
         study=study.study_name, storage=mask_url(storage_url) if storage_url else "",
         state=state, n_trials=n_trials, finished=budget.finished, counts=counts,
         objectives=_objectives(study),
-        objective_labels=[objective_label(n, study.user_attrs.get(StudyAttr.OBJECTIVE_SPLIT))
-                          for n in _objectives(study)],
+        objective_labels=[objective_label(n, split) for n in _objectives(study)],
+        objective_split=split,
         directions=[d.name.lower() for d in study.directions], running=running, best=best,
         pareto_size=pareto, seconds_per_epoch=seconds_per_epoch,
-        epochs_per_trial=epochs_per_trial, eta_seconds=eta)
+        epochs_per_trial=epochs_per_trial, eta_seconds=eta, workers=workers)
+
+
+def _workers(trials: list[FrozenTrial], now: dt.datetime, running: int, not_started: int) -> int:
+    """The workers running now (see the module docstring): the RUNNING trials, plus the workers
+    whose trial ended in the last :data:`BETWEEN_TRIALS` s and that run none, at most as many
+    as there are trials to run."""
+    busy = {_worker(t.user_attrs) for t in trials if t.state == TrialState.RUNNING}
+    between = {w for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               and t.datetime_complete
+               and (now - t.datetime_complete).total_seconds() <= BETWEEN_TRIALS
+               and (w := _worker(t.user_attrs)) is not None and w not in busy}
+    return min(running + len(between), running + not_started)
 

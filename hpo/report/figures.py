@@ -13,22 +13,25 @@ predictions artifact), becomes a note saying why, never an exception."""
 from __future__ import annotations
 
 import html
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
+import plotly.colors
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 
 from hpo.observe.status import baseline_of
-from hpo.report import paper
+from hpo.report import paper, style
 from hpo.report.data import (
     GROUP_SETTINGS,
     Predictions,
     anytime_frame,
+    best_trial,
     complete_trials,
     history_of,
     is_scale_free,
@@ -80,6 +83,10 @@ class Figure:
     fig: go.Figure | None = None
     note: str = ""
 
+    def __post_init__(self) -> None:
+        if self.fig is not None:  # one look for every figure, the prediction page's too
+            style.apply(self.fig)
+
 
 def _label(study: optuna.Study, trial) -> str:
     s = trial_settings(trial, study_fixed_settings(study))
@@ -97,19 +104,38 @@ def _objective_split(study: optuna.Study) -> str | None:
     return str(split) if split else None
 
 
-def loss_curves(study: optuna.Study) -> Figure:
-    """Train and test loss per epoch of every trial with a history (pruned ones too)."""
+#: Above this many trials with a history, the loss curves name only the best trial in their
+#: legend (one entry per trial would fill the figure); the others are drawn in grey.
+MAX_LEGEND_TRIALS = 12
+_OTHERS_COLOR = "#B0B0B0"
+
+
+def loss_curves(study: optuna.Study, store=None) -> Figure:
+    """Train and test loss per epoch of every trial with a history (pruned ones too), and the
+    test accuracy. Losses of different kinds differ in scale (logcosh ~100x cosine), so each
+    loss has its own row of panels (its own y-axes, named by it); the accuracy panel, one
+    scale for all, spans the rows. ``store``: where the ``history.json`` files are (default:
+    the folder the study recorded)."""
     title = "Train and test loss per epoch"
-    trials = [t for t in study.get_trials(deepcopy=False) if history_of(t, study)]
+    fixed = study_fixed_settings(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if history_of(t, study, store)]
     if not trials:
         return Figure("loss_curves", title, note="No trial has a training history yet.")
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "train loss", "test loss (model-selection split)",
-        "accuracy (%), test split (model selection)"))
+    loss_of = {t.number: str(trial_settings(t, fixed).get("loss")) for t in trials}
+    losses = sorted(set(loss_of.values()), key=lambda v: _sort_x("loss", v))
+    rows = len(losses)
+    fig = make_subplots(rows=rows, cols=3, horizontal_spacing=0.09,
+                        vertical_spacing=0.12 / rows,
+                        specs=[[{}, {}, {"rowspan": rows} if r == 0 else None]
+                               for r in range(rows)])
+    many = len(trials) > MAX_LEGEND_TRIALS
+    best = _best_number(study)
     colors = _palette(len(trials))
-    all_positive = True
+    positive = dict.fromkeys(losses, True)
+    others_shown = False
     for t, color in zip(trials, colors, strict=True):
-        h = history_of(t, study)
+        h = history_of(t, study, store)
+        row = losses.index(loss_of[t.number]) + 1
         epochs = [e.get("epoch") for e in h]
         name = _label(study, t) + ("" if t.state == TrialState.COMPLETE
                                    else f" [{t.state.name.lower()}]")
@@ -117,21 +143,40 @@ def loss_curves(study: optuna.Study) -> Figure:
         test = [e.get("test_loss") for e in h]
         acc = [None if (e.get("test_metrics") or {}).get("accuracy") is None
                else 100.0 * e["test_metrics"]["accuracy"] for e in h]
-        all_positive &= all(v is None or v > 0 for v in train + test)
-        common = dict(mode="lines", legendgroup=str(t.number), line=dict(color=color),
+        positive[loss_of[t.number]] &= all(v is None or v > 0 for v in train + test)
+        show, width = True, 2.0
+        if many and t.number != best:  # the crowd in grey, one legend entry for all of it
+            color, width, show = _OTHERS_COLOR, 1.0, not others_shown
+            name, others_shown = f"other trials ({len(trials) - (best is not None)})", True
+        common = dict(mode="lines", legendgroup="others" if color == _OTHERS_COLOR
+                      else str(t.number), line=dict(color=color, width=width),
                       meta={"trial": t.number})
-        fig.add_trace(go.Scatter(x=epochs, y=train, name=name, **common), row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=train, name=name, showlegend=show, **common),
+                      row=row, col=1)
         fig.add_trace(go.Scatter(x=epochs, y=test, name=name, showlegend=False, **common),
-                      row=1, col=2)
+                      row=row, col=2)
         fig.add_trace(go.Scatter(x=epochs, y=acc, name=name, showlegend=False, **common),
                       row=1, col=3)
-    for col in (1, 2, 3):
-        fig.update_xaxes(title_text="epoch", row=1, col=col)
-    if all_positive:
-        fig.update_yaxes(type="log", row=1, col=1)
-        fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_layout(height=420, legend=dict(font=dict(size=10)), margin=dict(t=50))
+    if many:  # the best trial on top of the grey crowd
+        fig.data = sorted(fig.data, key=lambda tr: tr.meta["trial"] == best)
+    for row, loss in enumerate(losses, start=1):
+        for col, which in ((1, "train"), (2, "test")):
+            fig.update_yaxes(title_text=plain(f"{which} loss ({loss})"), row=row, col=col)
+            if positive[loss]:  # labels at 1, 2, 5 of each decade, not at every digit
+                fig.update_yaxes(type="log", **style.LOG_TICKS, row=row, col=col)
+            if row == rows:
+                fig.update_xaxes(title_text="epoch", row=row, col=col)
+    fig.update_xaxes(title_text="epoch", row=1, col=3)
+    fig.update_yaxes(title_text=f"accuracy (%), {Split.TEST} split", row=1, col=3)
+    fig.update_layout(height=160 + 280 * rows)
+    if rows > 1:
+        title += f" (one row per loss: {', '.join(losses)} differ in scale)"
     return Figure("loss_curves", title, fig)
+
+
+def _best_number(study: optuna.Study) -> int | None:
+    best = best_trial(study)
+    return None if best is None else best.number
 
 
 def best_worst_spectra(pred: Predictions | None, trial_number: int | None,
@@ -160,8 +205,11 @@ def best_worst_spectra(pred: Predictions | None, trial_number: int | None,
                                  line=dict(color="#d62728", dash="dash"), showlegend=col == 1,
                                  meta={**meta, "series": "prediction"}), row=1, col=col)
         fig.update_xaxes(title_text="energy (eV)", row=1, col=col)
-    fig.update_yaxes(title_text="intensity", row=1, col=1)
-    fig.update_layout(height=400, margin=dict(t=50))
+    fig.update_yaxes(title_text=style.INTENSITY)  # both panels
+    # the legend inside the first panel's top left (no level lies near -30 eV): above the
+    # plot it would cover the panels' titles
+    fig.update_layout(height=420, legend=dict(x=0.01, xanchor="left", y=0.99, yanchor="top",
+                                              bgcolor="rgba(255,255,255,0.85)"))
     return Figure("spectra", title + f" (trial #{trial_number})", fig)
 
 
@@ -180,16 +228,13 @@ def accuracy_histogram(pred: Predictions | None, trial_number: int | None,
     fig.add_vline(x=float(acc.mean()), line=dict(color="black", dash="dash"),
                   annotation_text=f"mean {acc.mean():.1f}%")
     fig.update_layout(xaxis_title="accuracy (%)", yaxis_title="spectra", height=380,
-                      margin=dict(t=40), bargap=0.05)
+                      bargap=0.05, showlegend=False)
     return Figure("accuracy_histogram", title + f" (trial #{trial_number}, {len(acc)} spectra)",
                   fig)
 
 
 def _palette(n: int) -> list[str]:
-    import plotly.colors
-
-    base = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3
-    return [base[i % len(base)] for i in range(n)]
+    return [style.COLORS[i % len(style.COLORS)] for i in range(n)]
 
 
 def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure],
@@ -209,10 +254,129 @@ def _optuna_figure(key: str, title: str, make: Callable[[], go.Figure],
                         if not isinstance(w.message, optuna.exceptions.ExperimentalWarning))
         return Figure(key, title, note="Not available for this study"
                       + (f": {why}" if why else " (no data to plot)."))
-    fig.update_layout(title=None, margin=dict(t=40))
+    _restyle_optuna(fig)
     if height:
         fig.update_layout(height=height)
     return Figure(key, title, fig)
+
+
+def _restyle_optuna(fig: go.Figure) -> None:
+    """Optuna's own layout (title, legend at the right, background, margins, "Best Value")
+    gives way to the report's template and words."""
+    fig.update_layout(title=None)
+    fig.layout.legend = None
+    fig.layout.plot_bgcolor = None
+    fig.layout.margin = None
+    for tr in fig.data:
+        if tr.name == "Best Value":
+            tr.name = "best so far"
+        bars = [getattr(tr, "colorbar", None), getattr(getattr(tr, "marker", None), "colorbar",
+                                                        None)]
+        for bar in bars:  # a vertical title: a long objective name does not widen the figure
+            if bar is not None and bar.title.text:
+                bar.title.side = "right"
+    words = {"Trial": "trial", "Hyperparameter": "parameter",
+             "Hyperparameter Importance": "importance"}
+    for axes in (fig.for_each_xaxis, fig.for_each_yaxis):
+        axes(lambda ax: ax.update(title_text=words[ax.title.text])
+             if ax.title.text in words else None)
+    for axes in (fig.for_each_xaxis, fig.for_each_yaxis):  # a log axis: labels at 1, 2, 5
+        axes(lambda ax: ax.update(**style.LOG_TICKS) if ax.type == "log" else None)
+
+
+def _decimals(step: float) -> int:
+    """Decimals that show a multiple of ``step`` exactly (0.25 -> 2, 25 -> 0)."""
+    for d in range(12):
+        if abs(round(step, d) - step) <= 1e-9 * abs(step):
+            return d
+    return 12
+
+
+def nice_ticks(lo: float, hi: float, log: bool = False) -> list[tuple[float, str]]:
+    """Ticks of an axis from ``lo`` to ``hi`` (>= 2 where lo < hi): (value, text), the texts
+    all different. Linear: multiples of 1, 2, 2.5 or 5 x 10^k, shown with the decimals the step
+    needs; ``log``: 1-2-5 steps of each decade, where decades alone give fewer than two."""
+    if lo == hi:
+        return [(lo, f"{lo:.6g}")]
+    if log:
+        k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        for mantissas in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+            found = [float(f"{m}e{k}") for k in range(k0, k1 + 1) for m in mantissas]
+            found = [v for v in found if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+            if len(found) >= 2:
+                return [(v, f"{v:g}") for v in found]
+    raw = (hi - lo) / 4
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    d = _decimals(step)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = []
+    i = first
+    while i * step <= hi + 1e-9 * step:
+        ticks.append(round(i * step, d + 3))
+        i += 1
+    return [(v, f"{v:.{d}f}") for v in ticks]
+
+
+def _parallel_axes(fig: go.Figure, study: optuna.Study, value: Callable, objective: str,
+                   colorbar: str) -> None:
+    """Optuna's parallel coordinates with ticks that never repeat (it shows 5 values at 3
+    significant digits: 92.31 .. 92.35 are "92.3" five times): every numeric axis gets
+    :func:`nice_ticks`; axes named by their labels; the colour bar titled upright."""
+    trials = [t for t in complete_trials(study)
+              if t.values is not None and all(math.isfinite(v) for v in t.values)]
+    if not trials:
+        return
+    params = sorted({p for t in trials for p in t.params})  # Optuna's order of the axes
+    axes: list[tuple[list, bool, bool]] = [([value(t) for t in trials], True, False)]
+    for p in params:
+        dists = [t.distributions[p] for t in trials if p in t.params]
+        numeric = len(dists) == len(trials) and not any(
+            isinstance(d, optuna.distributions.CategoricalDistribution) for d in dists)
+        log = numeric and all(getattr(d, "log", False) for d in dists)
+        axes.append(([t.params.get(p) for t in trials], numeric, log))
+    font = dict(size=style.FONT_SIZE - 3)
+    tick = dict(font=font, bgcolor="rgba(255,255,255,0.85)")  # readable over the lines
+    kept, added = [], []
+    for a in fig.layout.annotations:
+        k = a.x if isinstance(a.x, int | float) and a.xref in (None, "x") else None
+        if k is not None and int(k) == k and 0 <= k < len(axes) and axes[int(k)][1]:
+            continue  # a numeric axis: its ticks are made again below
+        kept.append(a.update(**tick) if k is not None else a)
+    for k, (values, numeric, log) in enumerate(axes):
+        if not numeric:
+            continue
+        lo, hi = float(min(values)), float(max(values))
+        f = math.log10 if log else float
+        for v, text in nice_ticks(lo, hi, log):
+            y = 0.5 if lo == hi else (f(v) - f(lo)) / (f(hi) - f(lo))
+            added.append(go.layout.Annotation(x=k, y=y, text=text, showarrow=False,
+                                              xanchor="right", xshift=-4, **tick))
+    fig.layout.annotations = [*kept, *added]
+    fig.update_xaxes(ticktext=[plain(objective), *(plain(setting_label(p)) for p in params)],
+                     showline=False, ticks="")
+    # Optuna paints the best trials nearly white: a scale from light to dark blue instead,
+    # the better trials darker and drawn on top.
+    better_high = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    scale = plotly.colors.sample_colorscale("Blues", [0.3 + 0.7 * i / 8 for i in range(9)])
+    lines = [tr for tr in fig.data if tr.mode == "lines" and tr.customdata is not None]
+
+    def darkness(tr) -> float:
+        y0 = tr.y[0] if tr.y and tr.y[0] is not None else 0.5
+        return y0 if better_high else 1 - y0
+
+    for tr in lines:
+        dark = darkness(tr)
+        tr.line.color = plotly.colors.sample_colorscale(scale, [min(1.0, max(0.0, dark))])[0]
+        tr.opacity = 0.8
+    others = [tr for tr in fig.data if tr not in lines]
+    lines.sort(key=darkness)
+    fig.data = [*lines, *others]
+    for tr in fig.data:
+        if tr.marker is not None and tr.marker.colorbar is not None:
+            tr.marker.colorbar.title = dict(text=colorbar, side="right")
+            tr.marker.colorscale = scale
+            tr.marker.reversescale = not better_high
 
 
 def varied_settings(study: optuna.Study) -> dict[str, list]:
@@ -283,9 +447,13 @@ def optuna_figures(study: optuna.Study) -> list[Figure]:
     else:
         figs.append(_optuna_figure("param_importances", title, lambda: vis.plot_param_importances(
             study, target=target if multi else None, target_name=shown)))
-    figs.append(_optuna_figure("parallel_coordinate", f"Parallel coordinates ({target_name})",
-                               lambda: vis.plot_parallel_coordinate(
-                                   study, target=target, target_name=shown)))
+    parallel = _optuna_figure("parallel_coordinate", f"Parallel coordinates ({target_name})",
+                              lambda: vis.plot_parallel_coordinate(
+                                  study, target=target, target_name=shown))
+    if parallel.fig is not None:
+        _parallel_axes(parallel.fig, study, target or (lambda t: t.value),
+                       metric_label(names[0]), shown)
+    figs.append(parallel)
     title = f"Contour ({target_name})"
     varied = [k for k in varied if k != "seed"]  # no surface over seeds: the spread is noise
     if len(varied) < 2:
@@ -378,7 +546,7 @@ def anytime(study: optuna.Study) -> Figure:
                 hoverinfo="x+text", meta={"series": state, "x": x}), row=1, col=col)
         fig.update_xaxes(title_text=axis_title, rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text=plain(f"best {label}"), row=1, col=1)
-    fig.update_layout(height=420, margin=dict(t=40), legend=dict(font=dict(size=10)))
+    fig.update_layout(height=420)
     return Figure("anytime", title, fig)
 
 
@@ -489,7 +657,7 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
         return Figure(key, title, note=f"The study does not vary {label} (its complete trials "
                       f"all have {shown}): nothing to draw against it.")
     ref = study.user_attrs.get(StudyAttr.REFERENCE_SIGMA)
-    fair_name = metric_label(Metric.FAIR_ACCURACY) + (f", re-broadened to {ref} eV" if ref else "")
+    fair_name = metric_label(Metric.FAIR_ACCURACY)  # its reference sigma: in the title
     points = report_points(study, setting)
     colors = _palette(len(points))
     categorical = setting == "loss" or not all(
@@ -502,33 +670,34 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
         scaled = sorted({str(p.settings.get("loss")) for p in pts
                          if is_scale_free(p.settings.get("loss"))})
         plain_name = metric_label(Metric.ACCURACY) + (
-            f" ({', '.join(scaled)}: on normalised predictions)" if scaled else "")
+            ", on normalised predictions" if scaled else "")
+        # one legend group per series, titled by it: short entries, no prefix repeated
+        group = dict(legendgroup=prefix, legendgrouptitle_text=plain(prefix)) if prefix else {}
         for metric, name in ((Metric.ACCURACY, plain_name), (Metric.FAIR_ACCURACY, fair_name)):
             stats = [_spread(getattr(p, metric)) for p in pts]
             repeated |= any(len(p.trials) > 1 for p in pts)
             hover = [f"trials {', '.join(f'#{n}' for n in p.trials)}" + (
                 f" (mean of {len(p.trials)}, min-max bars)" if len(p.trials) > 1 else "")
                 for p in pts]
-            style = _METRIC_STYLE[metric]
+            look = _METRIC_STYLE[metric]
             fig.add_trace(go.Scatter(
                 x=xs, y=[m for m, _, _ in stats],
                 error_y=dict(type="data", array=[hi for _, hi, _ in stats],
                              arrayminus=[lo for _, _, lo in stats], visible=True),
                 mode="markers" if categorical else "lines+markers",
-                name=plain(f"{prefix}: {name}" if prefix else name),
-                line=dict(color=color, dash=style["dash"]),
-                marker=dict(color=color, symbol=style["symbol"], size=style["size"],
+                name=plain(name), **group,
+                line=dict(color=color, dash=look["dash"]),
+                marker=dict(color=color, symbol=look["symbol"], size=look["size"],
                             line=dict(width=2, color=color)),
                 text=hover, hoverinfo="x+y+text",
                 meta={"metric": metric, "series": {k: v for k, v in series},
                       "trials": [p.trials for p in pts]}))
             base = [_spread(getattr(p, f"baseline_{metric}"))[0] for p in pts]
             if any(v is not None for v in base):
-                bname = baseline_label(metric) + (
-                    f", re-broadened to {ref} eV" if metric == Metric.FAIR_ACCURACY and ref else "")
+                bname = baseline_label(metric)
                 fig.add_trace(go.Scatter(
                     x=xs, y=base, mode="markers" if categorical else "lines+markers",
-                    name=plain(f"{prefix}: {bname}" if prefix else bname), opacity=0.6,
+                    name=plain(bname), **group, opacity=0.6,
                     line=dict(color=color, dash=_BASELINE_STYLE["dash"], width=1),
                     marker=dict(color=color, symbol=_BASELINE_STYLE["symbol"],
                                 size=_BASELINE_STYLE["size"]),
@@ -555,10 +724,11 @@ def accuracy_against(study: optuna.Study, setting: str) -> Figure:
     elif setting == "n_points":
         fig.update_xaxes(tickvals=sorted(int(v) for v in values))
     fig.update_layout(xaxis_title=plain(label), yaxis_title=plain(f"accuracy (%), {HELD_OUT}"),
-                      height=420, margin=dict(t=40), legend=dict(font=dict(size=10)),
-                      template="plotly_white")
+                      height=420)
     if repeated:
         title += ": mean over repeated trials, min-max bars"
+    if ref:
+        title += f" (fair accuracy: prediction and target re-broadened to {ref} eV)"
     return Figure(key, title, fig)
 
 

@@ -12,6 +12,10 @@ Names in MLflow: ``validation_<metric>`` are the held-out split's final metrics,
 ``selection_<metric>`` the model-selection (test) split's at the best epoch, ``objective_<name>``
 the study's objective values; the curves are ``train_loss``, ``test_loss``, ``test_<metric>``
 (the model-selection split, each epoch) and ``epoch_seconds``.
+
+Units: values as stored, not as ``specopt status`` and the report show them: accuracies and
+skill are fractions (``validation_fair_accuracy`` 0.923 is the report's 92.3 %, see
+:data:`model.contract.METRIC_LABELS`), energies and sigma in eV.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ class PredictPaths:
     sigma: float | None = None  # eV: the width the spectra were predicted at
     trained_sigma: float | None = None  # eV: the model's own (what it was trained for)
     trained_n_points: int | None = None  # the model's own Np
+    refused: list = field(default_factory=list)  # model.inference.Molecule: not predicted
 
     @property
     def n_points(self) -> int:
@@ -62,14 +63,17 @@ def _grid_text(sigma, n_points) -> str:
 
 def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir: str | Path,
                 force: bool = False, *, sigma: float | None = None,
-                n_points: int | None = None) -> PredictPaths:
+                n_points: int | None = None, partial: bool = False) -> PredictPaths:
     """Predict the spectrum of every ``.xyz`` molecule with the model in ``checkpoint``; write
     ``spectra.csv`` (energy column, one column per molecule), ``molecules.csv`` (one row per
     molecule: formula, atoms, valence electrons, Coulomb norm, ``in_domain`` and
     ``out_of_domain``, the reasons) and ``spectra.html`` (a plot that works offline) into
     ``out_dir``. Molecules outside the model's training domain raise
     ``model.inference.OutOfDomain`` (nothing is written) unless ``force``: then they are
-    predicted and flagged in both CSVs and the plot. Bad files raise ``DataError`` (one line).
+    predicted and flagged in both CSVs and the plot. ``partial``: the molecules that can be
+    predicted are written, the refused ones left out of the spectra (``PredictPaths.refused``;
+    in ``molecules.csv`` after the predicted ones, ``predicted`` false, and named on the plot's
+    page); ``OutOfDomain`` only when none is left. Bad files raise ``DataError`` (one line).
 
     ``sigma`` (eV) / ``n_points``: the spectra at another width and on another grid over the
     model's window (default: the model's own); only a model that predicts levels
@@ -81,7 +85,8 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
 
     from model.inference import predict_xyz as predict_spectra  # torch: out of the report's import
 
-    found = predict_spectra(checkpoint, xyz_files, force=force, sigma=sigma, n_points=n_points)
+    found = predict_spectra(checkpoint, xyz_files, force=force, sigma=sigma, n_points=n_points,
+                            partial=partial)
     names, spectra, grid, meta = found.names, found.spectra, found.grid, found.meta
     flags = found.flags
     shown = [f"{n} {OUT_OF_DOMAIN}" if f else n for n, f in zip(names, flags, strict=True)]
@@ -91,13 +96,15 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
     df = pd.DataFrame(np.column_stack([grid, *spectra]), columns=["energy_eV", *shown])
     csv_path = write_csv(df, out / "spectra.csv", float_format="%.9g")
     molecules_csv = out / "molecules.csv"
+    peaks = [grid[int(s.argmax())] for s in spectra] + [None] * len(found.refused)
     write_csv(pd.DataFrame([{
         "molecule": m.name, "file": str(m.path), "formula": m.formula,
         "atoms": m.n_atoms, "valence_electrons": m.valence_electrons,
-        "coulomb_norm": m.coulomb_norm, "strongest_peak_eV": grid[int(s.argmax())],
-        "in_domain": m.in_domain, "out_of_domain": "; ".join(m.reasons),
-    } for m, s in zip(found.molecules, spectra, strict=True)]), molecules_csv,
-        float_format="%.6g")
+        "coulomb_norm": m.coulomb_norm, "predicted": peak is not None,
+        "strongest_peak_eV": peak, "in_domain": m.in_domain,
+        "out_of_domain": "; ".join(m.reasons),
+    } for m, peak in zip([*found.molecules, *found.refused], peaks, strict=True)]),
+        molecules_csv, float_format="%.6g")
 
     fig = go.Figure()
     for n, s, f in zip(shown, spectra, flags, strict=True):
@@ -119,9 +126,13 @@ def predict_xyz(checkpoint: str | Path, xyz_files: Sequence[str | Path], out_dir
                "<p class='warning'><b>Predicted outside the model's training domain (dashed; "
                "these spectra are not to be trusted):</b></p><ul>"
                + "".join(f"<li>{esc(n)}: {esc(f)}</li>" for n, f in flagged) + "</ul>")
+    if found.refused:
+        warning += ("<p><b>Not predicted (outside the model's training domain):</b></p><ul>"
+                    + "".join(f"<li>{esc(m.name)}: {esc('; '.join(m.reasons))}</li>"
+                              for m in found.refused) + "</ul>")
     notes = "".join(f"<p>{esc(n)}</p>" for n in found.notes)
     html_path = out / "spectra.html"
     html_path.write_text(page(title, [f"<h1>{esc(title)}</h1>" + warning + notes,
                                       figure_html(Figure("spectra", "", fig))]))
     return PredictPaths(csv_path, html_path, names, spectra, grid, molecules_csv, flags,
-                        found.notes, shown_sigma, trained_sigma, trained_n)
+                        found.notes, shown_sigma, trained_sigma, trained_n, found.refused)

@@ -216,9 +216,9 @@ def _figures(study: optuna.Study, store: Any, problems: list[str]) -> list[Figur
             log.warning("report: %s", why)
     number = best.number if best is not None else None
     optuna_figs = optuna_figures(study)  # the anytime plot right after the optimisation history
-    return [*report_figures(study), loss_curves(study), best_worst_spectra(pred, number, why),
-            accuracy_histogram(pred, number, why), *optuna_figs[:1], anytime(study),
-            *optuna_figs[1:]]
+    return [*report_figures(study), loss_curves(study, store),
+            best_worst_spectra(pred, number, why), accuracy_histogram(pred, number, why),
+            *optuna_figs[:1], anytime(study), *optuna_figs[1:]]
 
 
 def _problems_note(problems: list[str]) -> str:

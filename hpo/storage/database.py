@@ -22,7 +22,7 @@ from hpo.storage.resilience import ResilientStorage, first_line, outage_wait, re
 from hpo.storage.stale import _retry_callback
 from model.errors import StorageError
 
-__all__ = ["StorageError", "open_storage"]
+__all__ = ["StorageError", "open_storage", "sqlite_problem", "study_databases"]
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
@@ -68,6 +68,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = 30, grace_period:
     sqlite_path: Path | None = None
     if url.startswith("sqlite:///"):
         sqlite_path = path = _path_of(url, "sqlite:///")
+        if not heartbeat_interval and path.is_file():
+            # a reader (no heartbeats) never writes Optuna's tables into another file
+            problem = sqlite_problem(path)
+            if problem is not None:
+                raise StorageError(f"storage {shown}: {path} is {problem}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _sqlite_wal(path, shown)
@@ -160,6 +165,44 @@ def _report_damage(engine, path: Path, shown: str) -> None:
     event.listen(engine, "handle_error", handle_error)
 
 
+def sqlite_problem(path: Path) -> str | None:
+    """Why the SQLite file ``path`` is no study storage, with what to do (None: it is one,
+    i.e. it holds Optuna's tables and no other program's).  Read-only and cheap: one query of
+    the file's table names, nothing created or changed."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True, timeout=5)) as con:
+            tables = {r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+    except sqlite3.DatabaseError as err:
+        code = getattr(err, "sqlite_errorcode", 0) or 0
+        if code & 0xFF == _SQLITE_NOTADB:
+            return ("not a SQLite database: give a study's .db file, or restore this one from a "
+                    "backup")
+        return None  # locked, unreadable: opening it says what is wrong
+    fix = "give a study's storage, e.g. sqlite:///runs/STUDY.db"
+    if {"experiments", "runs", "metrics"} <= tables:
+        return ("an MLflow tracking store (specopt export-mlflow writes one), not a study "
+                f"storage: browse it with `mlflow ui --backend-store-uri sqlite:///{path}`; "
+                + fix)
+    foreign = sorted(tables - optuna_table_names())
+    if foreign:
+        return (f"not a specopt (Optuna) storage: it holds another program's tables "
+                f"({', '.join(foreign[:5])}); {fix}")
+    if "studies" not in tables:
+        return f"an empty SQLite database, not a study storage (no study was created in it); {fix}"
+    return None
+
+
+def study_databases(folder: Path) -> list[Path]:
+    """The ``*.db`` files of ``folder`` that are study storages (:func:`sqlite_problem`):
+    an MLflow store, an empty or foreign database there is no study."""
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob("*.db")) if p.is_file() and sqlite_problem(p) is None]
+
+
 def _sqlite_wal(path: Path, shown: str, wait: float = 60.0) -> None:
     """Put the SQLite file in WAL mode (readers do not block the writer; several local workers
     share the file). Switching can fail at once with "database is locked" while another
@@ -172,12 +215,8 @@ def _sqlite_wal(path: Path, shown: str, wait: float = 60.0) -> None:
                 tables = {r[0] for r in con.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND "
                     "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
-                foreign = sorted(tables - optuna_table_names())
-                if foreign:
-                    raise StorageError(
-                        f"storage {shown}: {path} is not a specopt (Optuna) storage: it holds "
-                        f"another program's tables ({', '.join(foreign[:5])}); give another "
-                        "file, e.g. sqlite:///runs/STUDY.db")
+                if tables - optuna_table_names():
+                    raise StorageError(f"storage {shown}: {path} is {sqlite_problem(path)}")
                 con.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as err:

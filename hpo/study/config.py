@@ -53,7 +53,7 @@ from pydantic import (
 import studies
 from hpo.storage.home import NAME_MAX_BYTES, is_file, name_problem
 from hpo.study.pruners import CurveExtrapolationPruner
-from model.config import TrainConfig, refuse_bool_numbers, validation_message
+from model.config import TrainConfig, did_you_mean, refuse_bool_numbers, validation_message
 from model.contract import (
     MAX_SECONDS,
     METRICS,
@@ -210,7 +210,8 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
     """A space entry from its TOML form: scalar (fixed), list (choice), table (range)."""
     if name not in space_fields():
         hint = " (a [train] setting)" if name in TRAIN_SECTION else ""
-        raise ValueError(f"unknown parameter{hint} (known: {', '.join(space_fields())})")
+        raise ValueError(f"unknown parameter{hint}{did_you_mean(name, space_fields())} "
+                         f"(known: {', '.join(space_fields())})")
     if isinstance(raw, ParamSpec):
         return raw
     sequence = _is_sequence(name)
@@ -346,8 +347,8 @@ class _TrainSection(_Section):
         known = {k: v for k, v in data.items() if k in TRAIN_SECTION}
         try:
             cfg = TrainConfig.model_validate(known)
-        except ValidationError as err:
-            raise ValueError(validation_message(err, first=True)) from None
+        except ValidationError as err:  # each error a line: the study's message places them
+            raise ValueError(validation_message(err, sep="\n")) from None
         values = cfg.model_dump(mode="json", include=set(TRAIN_SECTION))
         return {**data, **values}
 
@@ -408,7 +409,8 @@ class StudyConfig(_Section):
         allowed = (*METRICS, *PARAMETER_OBJECTIVES)
         for name in v:
             if not isinstance(name, str) or name not in allowed:
-                raise ValueError(f"unknown objective {name!r} (known: {', '.join(allowed)})")
+                raise ValueError(f"unknown objective {name!r}{did_you_mean(name, allowed)} "
+                                 f"(known: {', '.join(allowed)})")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate objectives in {list(v)}")
         return tuple(v)
@@ -418,12 +420,14 @@ class StudyConfig(_Section):
     def _space(cls, v):
         if not isinstance(v, dict):
             raise ValueError("must be a table")
-        out = {}
+        out, bad = {}, []
         for name, raw in v.items():
             try:
                 out[name] = parse_param(name, raw)
             except ValueError as err:
-                raise ValueError(f"{name}: {err}") from None
+                bad.append(f"{name}: {err}")
+        if bad:  # every bad entry, one a line: the study's message places each
+            raise ValueError("\n".join(bad))
         return {n: out.get(n) or ParamSpec(name=n, kind="fixed", value=_default(n))
                 for n in space_fields()}
 
@@ -594,8 +598,9 @@ def _resolve_key(key: str) -> list[str]:
     if "." in key:
         path = key.split(".")
         if path[0] not in _TOP_LEVEL or path[0] == "source":
-            raise ConfigError(f"override {key!r}: unknown key {path[0]!r} (known: "
-                              f"{', '.join(k for k in _TOP_LEVEL if k != 'source')})")
+            known = [k for k in _TOP_LEVEL if k != "source"]
+            raise ConfigError(f"override {key!r}: unknown key {path[0]!r}"
+                              f"{did_you_mean(path[0], known)} (known: {', '.join(known)})")
         return path
     if key in _TOP_LEVEL and key != "source":
         return [key]
@@ -606,7 +611,10 @@ def _resolve_key(key: str) -> list[str]:
     for section, keys in _SECTIONS.items():
         if key in keys:
             return [section, key]
-    raise ConfigError(f"override {key!r}: not a study key, training setting or budget key")
+    bare = [*(k for k in _TOP_LEVEL if k != "source"), *space_fields(), *TRAIN_SECTION,
+            *(k for keys in _SECTIONS.values() for k in keys)]
+    raise ConfigError(f"override {key!r}: not a study key, training setting or budget key"
+                      f"{did_you_mean(key, bare)}")
 
 
 def study_config_from_dict(data: dict, source: str | Path | None = None) -> StudyConfig:
@@ -620,7 +628,7 @@ def study_config_from_dict(data: dict, source: str | Path | None = None) -> Stud
         cfg = StudyConfig.model_validate({**data, "source": None if source is None
                                           else str(source)})
     except ValidationError as err:
-        raise ConfigError(validation_message(err, where)) from None
+        raise ConfigError(validation_message(err, where, model=StudyConfig)) from None
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     return cfg
@@ -642,8 +650,9 @@ def study_path(name_or_path: str | Path) -> Path:
     shipped = studies.DIR / f"{s}.toml"
     if is_file(shipped):
         return shipped
-    raise ConfigError(f"unknown study {s!r}: shipped studies are {', '.join(shipped_studies())} "
-                      "(or give the path of a .toml file)")
+    raise ConfigError(f"unknown study {s!r}{did_you_mean(s, shipped_studies())}: shipped "
+                      f"studies are {', '.join(shipped_studies())} (or give the path of a .toml "
+                      "file)")
 #: The largest study file read, in MiB: a study is a page of text; a bigger file is refused
 #: before it fills memory.
 MAX_STUDY_MIB = 1

@@ -171,3 +171,30 @@ def test_a_changed_definition_says_what_works(tmp_path):
     assert "is finished: 1 of 1 trials" in r.stderr
     r = _worker(study, "--set", "name=c-2")
     assert len(study_trials("c-2", url)) == 1
+
+
+def test_delete_removes_the_studys_outputs_and_lock_in_the_home(tmp_path, monkeypatch):
+    """In the home: the report, export and log folders under ``<study>/`` and the claim lock
+    beside ``<study>.db`` go with the study; the database file stays, and a study of the same
+    name in another storage keeps the folder while it has artifacts there."""
+    home = tmp_path / "runs"
+    monkeypatch.setenv("SPECOPT_HOME", str(home))
+    study = write_study(tmp_path / "h.toml", "h", space=SPACE, storage=f"sqlite:///{home}/h.db",
+                        sampler="random", n_trials=1)
+    _worker(study)
+    for kind in ("report", "export", "slurm"):  # as report, export-best and SLURM write them
+        (home / "h" / kind).mkdir(parents=True, exist_ok=True)
+        (home / "h" / kind / "x.txt").write_text("x")
+    lock = home / "h.db.h.lock"
+    assert lock.is_file() and (home / "h" / "artifacts").is_dir()
+    other = f"sqlite:///{home / 'other.db'}"  # the same name in a second storage
+    _worker(study, "--storage", other)
+    r = _cli("delete", study, "--storage", other, "--yes")
+    assert r.exit_code == 0, r.output
+    assert (home / "h" / "report" / "x.txt").is_file()  # the first storage's study keeps it
+    assert not (home / "other.db.h.lock").exists()
+    r = _cli("delete", study, "--yes")
+    assert r.exit_code == 0, r.output
+    assert f"removed {home / 'h'}" in r.output
+    assert not (home / "h").exists() and not lock.exists()
+    assert (home / "h.db").is_file() and _names(f"sqlite:///{home / 'h.db'}") == []

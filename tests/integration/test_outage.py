@@ -77,7 +77,8 @@ class OwnPostgres:
 @pytest.fixture
 def own_pg():
     # not under pytest's tmp folder: the postgres user cannot enter root's 0700 folders
-    folder = Path(tempfile.mkdtemp(prefix="specopt-own-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix="specopt-own-pg-",  # removed below
+                                   dir=os.environ.get("SPECOPT_TEST_SYSTEM_TMP")))
     os.chmod(folder, 0o755)
     try:
         server = OwnPostgres(folder / "pg")

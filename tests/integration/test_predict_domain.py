@@ -87,19 +87,56 @@ def test_out_of_domain_molecules_are_refused_with_their_reasons(trained, molecul
     squeezed = _xyz(tmp_path / "squeezed.xyz", Z, R * 0.15)  # same atoms, closer
     out = tmp_path / "out"
     r = _predict(ckpt, good, water, chloro, squeezed, "--out", out)
-    assert r.exit_code == 2, r.output
-    assert "error: 3 of 4 molecules" in r.output and "training domain" in r.output
-    assert "--force" in r.output  # the way out named
+    # the molecule inside the domain is predicted, each other refused on a line of its own
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    refused = [line for line in lines if line.startswith("refused: ")]
+    assert [line.split(" (")[0] for line in refused] == [
+        "refused: water.xyz", "refused: chloro.xyz", "refused: squeezed.xyz"], r.output
     assert ("refused: water.xyz (H2O): element" not in r.output
             and "refused: water.xyz (H2O): 3 atoms" in r.output)
     assert "8 valence electrons" in r.output and "4 occupied valence levels" in r.output
     assert "element Cl" in r.output and "(H, C, N, O" in r.output
-    assert "refused: squeezed.xyz" in r.output and "Coulomb-matrix norm" in r.output
-    assert "good.xyz" not in r.output.replace("refused: good", "")  # in domain: not refused
-    assert not out.exists()  # nothing is written when a molecule is refused
-    r = _predict(ckpt, good, "--out", out)
+    assert "Coulomb-matrix norm" in refused[2]
+    assert any(line.startswith("good.xyz (C") and "strongest peak at" in line for line in lines)
+    assert "3 of 4 molecules" in r.output and "--force" in r.output  # the way out named
+    spectra = pd.read_csv(out / "spectra.csv")
+    assert list(spectra.columns)[0] == "energy_eV" and len(spectra.columns) == 2
+    assert spectra.columns[1].startswith("good.xyz (C")
+    mols = pd.read_csv(out / "molecules.csv", keep_default_na=False)
+    assert list(mols["molecule"].str.split(" ").str[0]) == [
+        "good.xyz", "water.xyz", "chloro.xyz", "squeezed.xyz"]
+    assert list(mols["predicted"]) == [True, False, False, False]
+    assert list(mols["in_domain"]) == [True, False, False, False]
+    assert "4 occupied valence levels" in mols["out_of_domain"][1]
+    assert mols["strongest_peak_eV"][1] == ""  # not predicted: no peak
+    html = (out / "spectra.html").read_text()
+    assert "Not predicted" in html and "chloro.xyz" in html
+
+
+def test_nothing_predicted_is_an_error_and_writes_nothing(trained, molecule, tmp_path):
+    ckpt, _, _ = trained
+    water = _water(tmp_path)
+    cl = molecule[0].copy()
+    cl[np.flatnonzero(cl == 1)[0]] = 17
+    chloro = _xyz(tmp_path / "chloro.xyz", cl, molecule[1])
+    out = tmp_path / "out"
+    r = _predict(ckpt, water, chloro, "--out", out)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines[:2]] == ["refused: water.xyz",
+                                                           "refused: chloro.xyz"], r.output
+    assert lines[2].startswith("error: nothing predicted: 2 of 2 molecules"), r.output
+    assert "--force" in lines[2] and len(lines) == 3, r.output
+    assert not out.exists()  # nothing is written when nothing is predicted
+
+
+def test_help_says_how_partial_refusals_end():
+    r = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "100"})
     assert r.exit_code == 0, r.output
-    assert "good.xyz (C" in r.output and "strongest peak at" in r.output
+    shown = " ".join(r.output.replace("\u2502", " ").split())
+    assert "only when no molecule was predicted" in shown, shown
+    assert "each with its reasons" in shown and "the others are predicted" in shown, shown
 
 
 def test_force_predicts_and_flags_them(trained, molecule, tmp_path):
@@ -148,6 +185,16 @@ def test_python_api_returns_the_flags(trained, molecule, tmp_path):
     with pytest.raises(OutOfDomain) as err:
         predict_spectra(ckpt, [good, water])
     assert [m.name for m in err.value.refused] == ["water.xyz (H2O)"]
+    # partial: the molecules inside the domain predicted, the others left out with reasons
+    part = predict_spectra(ckpt, [good, water], partial=True)
+    assert part.names == [part.molecules[0].name] and part.spectra.shape == (1, 300)
+    assert [m.name for m in part.refused] == ["water.xyz (H2O)"] and part.flags == [""]
+    assert "4 occupied valence levels" in "; ".join(part.refused[0].reasons)
+    with pytest.raises(OutOfDomain, match="1 of 1 molecules"):
+        predict_spectra(ckpt, [water], partial=True)  # nothing inside: nothing to predict
+    written = predict_xyz(ckpt, [good, water], tmp_path / "partial", partial=True)
+    assert written.names == part.names and [m.name for m in written.refused] == \
+        ["water.xyz (H2O)"]
     found = predict_spectra(ckpt, [good, water], force=True)
     assert found.flags[0] == "" and "4 occupied valence levels" in found.flags[1]
     assert [m.in_domain for m in found.molecules] == [True, False]
@@ -411,3 +458,20 @@ def test_huge_grid_asked_of_a_levels_model_is_one_line(levels_checkpoint, molecu
         assert r.exit_code == 2, r.output
         assert r.output.startswith("error: ") and "at most" in r.output
         assert "Traceback" not in r.output
+
+
+# --- the README's worked example (docs/examples) ------------------------------------------------
+
+def test_readme_example_toluene_predicted_benzene_refused(trained, repo_root, tmp_path):
+    """The README's command: toluene (QM9 molecule 930) is predicted, benzene refused with why:
+    15 occupied valence levels, one fewer than the 16 the model predicts."""
+    ckpt, _, _ = trained
+    examples = repo_root / "docs" / "examples"
+    out = tmp_path / "out"
+    r = _predict(ckpt, examples / "toluene.xyz", examples / "benzene.xyz", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "toluene.xyz (C7H8): strongest peak at" in r.output
+    refused = [line for line in r.output.splitlines() if line.startswith("refused: ")]
+    assert len(refused) == 1 and refused[0].startswith("refused: benzene.xyz (C6H6): "), r.output
+    assert "15 occupied valence levels" in refused[0] and "16" in refused[0], refused[0]
+    assert list(pd.read_csv(out / "spectra.csv").columns) == ["energy_eV", "toluene.xyz (C7H8)"]

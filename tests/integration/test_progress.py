@@ -65,13 +65,14 @@ def test_worker_epoch_lines_log_file_status_and_compact_attrs(tmp_path):
                             "--worker-index", "0", "--threads", "1"])
     assert r.exit_code == 0, r.output
     # one line per epoch at -v: trial, epoch/total, the objective's name and value, s/epoch
-    lines = re.findall(r"\[p worker 0\] trial (\d) epoch (\d)/3: test fair_accuracy ([0-9.e-]+), "
+    lines = re.findall(r"\[p worker 0\] trial (\d) epoch (\d)/3: test fair accuracy ([0-9.e-]+)%, "
                        r"([0-9.e-]+) s/epoch", r.output)
     assert sorted((int(t), int(e)) for t, e, _, _ in lines) == [
         (t, e) for t in (0, 1) for e in (1, 2, 3)], r.output
-    assert all(0 <= float(v) <= 1 and float(s) > 0 for _, _, v, s in lines)
+    assert all(0 <= float(v) <= 100 and float(s) > 0 for _, _, v, s in lines)  # in %
     text = log_file.read_text()
-    assert "trial 1 epoch 3/3: test fair_accuracy" in text and "trial 0 complete" in text
+    assert "trial 1 epoch 3/3: test fair accuracy" in text
+    assert re.search(r"trial 0 complete: fair accuracy [0-9.]+% \(test split\)", text), text
     # Optuna's own line, in the same format (time, level, logger name)
     assert re.search(r"^\d{4}-\d\d-\d\d [\d:]{8} INFO optuna[\w.]*: A new study created",
                      text, re.M), text
@@ -91,7 +92,8 @@ def test_worker_epoch_lines_log_file_status_and_compact_attrs(tmp_path):
     # status of the finished study: through the command, text and JSON
     r = runner.invoke(app, ["status", str(study_file)])
     assert r.exit_code == 0, r.output
-    assert "finished: 2 of 2 trials" in r.output and "best fair_accuracy" in r.output
+    assert "finished: 2 of 2 trials" in r.output
+    assert "best on the test split: fair accuracy" in r.output
     r = runner.invoke(app, ["status", "p", "--storage", url, "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
@@ -185,4 +187,4 @@ def test_launched_workers_log_to_the_same_file(tmp_path):
     text = log_file.read_text()
     assert "specopt.launch: worker 0: pid" in text  # the launching process
     # the worker process (python -m hpo.cli worker) got the file through its environment
-    assert re.search(r"\[l worker 0\] trial 0 epoch 2/2: test fair_accuracy", text), text
+    assert re.search(r"\[l worker 0\] trial 0 epoch 2/2: test fair accuracy", text), text

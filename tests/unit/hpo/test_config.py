@@ -366,3 +366,47 @@ def test_objectives_of_the_wrong_type_are_one_config_error(bad):
     with pytest.raises(ConfigError, match="objectives") as err:
         study_config_from_dict({**BASE, "objectives": bad})
     assert "\n" not in str(err.value)
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        study_config_from_dict(data, source="t.toml")
+    return str(err.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"space": {"loss": "rmes"}}, "space.loss: unknown loss 'rmes' (did you mean 'rmse'?)"),
+    ({"space": {"epohcs": 3}}, "space.epohcs: unknown parameter (did you mean 'epochs'?)"),
+    ({"budgt": {"n_trials": 3}}, "unknown key 'budgt' (did you mean 'budget'?)"),
+    ({"budget": {"n_trails": 3}}, "unknown key 'n_trails' in [budget] (did you mean 'n_trials'?)"),
+    ({"train": {"devcie": "cpu"}}, "unknown key 'devcie' in [train] (did you mean 'device'?)"),
+    ({"sampler": {"name": "tpee"}}, "sampler.name: 'tpee' is not allowed (did you mean 'tpe'?)"),
+    ({"objectives": ["fair_acuracy"]}, "unknown objective 'fair_acuracy' (did you mean "
+                                       "'fair_accuracy'?)"),
+    ({"space": {"output_head": "level"}}, "(did you mean 'levels'?)"),
+])
+def test_a_typo_in_a_study_file_suggests_the_closest_name(change, message):
+    assert message in _error({**BASE, **change})
+
+
+def test_a_name_far_from_any_suggests_none():
+    assert "did you mean" not in _error({**BASE, "space": {"loss": "zzzz"}})
+    assert "did you mean" not in _error({**BASE, "qqqqqq": 1})
+
+
+@pytest.mark.parametrize("change, messages", [
+    ({"sampler": {"name": "tpee"}, "budget": {"n_trials": -3}},
+     ["sampler.name: 'tpee'", "budget.n_trials: must be between 1"]),
+    ({"budgt": {"n_trials": 3}, "heartbeat": {"max_retry": "x"}},
+     ["unknown key 'budgt'", "heartbeat.max_retry"]),
+    ({"space": {"loss": "rmes", "epohcs": 3, "lr": -1.0}},
+     ["space.loss: unknown loss 'rmes'", "space.epohcs: unknown parameter", "space.lr: "]),
+    ({"train": {"device": "tpu", "num_threads": 0}},
+     ["train.device: ", "train.num_threads: num_threads must be at least 1"]),
+])
+def test_every_bad_value_of_a_study_file_is_reported(change, messages):
+    """All of them, in one line joined by '; ' (it said only the first)."""
+    text = _error({**BASE, **change})
+    assert "\n" not in text
+    for message in messages:
+        assert message in text, (message, text)

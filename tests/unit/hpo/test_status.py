@@ -6,6 +6,7 @@ DEBUG."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from hpo.cli import app
 from hpo.execution.objective import EpochLog
-from hpo.observe.status import study_status
+from hpo.observe.status import BETWEEN_TRIALS, study_status
 from model.contract import StudyAttr, TrialAttr
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -87,11 +88,13 @@ def test_status_of_a_running_study_and_its_eta(tmp_path):
     assert "complete 1, pruned 1, failed 0, running 1, waiting 0" in r.output
     assert "fair accuracy" in r.output and "test split" in r.output  # the objective
     assert "worker 0 on node1 (pid 42)" in r.output
-    assert "epoch 3/10" in r.output and "fair_accuracy 0.7" in r.output
-    assert f"best fair_accuracy 0.8 (trial {best.number}: lr=" in r.output
+    # in the label's unit (%), with the split named
+    assert "epoch 3/10, test fair accuracy 70%" in r.output
+    assert f"best on the test split: fair accuracy 80% (trial {best.number}: lr=" in r.output
     assert "ETA ~42 s" in r.output
     data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
     assert data["running"][0]["epoch"] == 3 and data["eta_seconds"] == pytest.approx(42.0)
+    assert data["objective_split"] == "test" and data["workers"] == 1
 
     # the worker died: its trial is failed and re-queued; nobody runs: stopped, ETA for 1 worker
     study.tell(t, state=TrialState.FAIL)
@@ -115,7 +118,7 @@ def test_best_trial_shows_its_baseline_and_skill(tmp_path):
     assert s.best.baselines == [0.85] and s.best.skill == pytest.approx(1 / 3)
     r = runner.invoke(app, ["status", "s", "--storage", url])
     assert r.exit_code == 0, r.output
-    assert "best fair_accuracy 0.9" in r.output and "baseline 0.85" in r.output
+    assert "best on the test split: fair accuracy 90% (baseline 85%)" in r.output
     assert "skill 33.3%" in r.output and f"trial {t.number}" in r.output
     data = json.loads(runner.invoke(app, ["status", "s", "--storage", url, "--json"]).output)
     assert data["best"]["baselines"] == [0.85]
@@ -123,6 +126,44 @@ def test_best_trial_shows_its_baseline_and_skill(tmp_path):
     study.set_user_attr(StudyAttr.OBJECTIVE_SPLIT, "validation")
     s = study_status(study, url)
     assert s.best is not None and s.best.baselines == [0.84] and s.best.skill == 0.25
+    r = runner.invoke(app, ["status", "s", "--storage", url])
+    assert "best on the validation split: fair accuracy 90% (baseline 84%), skill 25%" in \
+        r.output
+
+
+def _running(study: optuna.Study, index: int, epoch: int) -> optuna.Trial:
+    """A trial a worker runs: its worker recorded, ``epoch`` of 10 epochs reported."""
+    t = study.ask()
+    t.set_user_attr(TrialAttr.WORKER, {"host": "node1", "pid": 40 + index, "index": index})
+    t.set_user_attr(TrialAttr.PROGRESS, {"epoch": epoch, "epochs": 10, "value": 0.6,
+                                         "seconds_per_epoch": 2.0})
+    return t
+
+
+def test_the_eta_counts_every_worker_running(tmp_path):
+    """Two workers: the ETA shares the work between them, also while one of them is between
+    two trials (its trial just ended, the next one not asked yet)."""
+    study, url = _study(tmp_path, 6)
+    _finished(study, 0.8, 10)  # 2 s/epoch, 10 epochs per trial
+    a, b = _running(study, 0, 4), _running(study, 1, 6)
+    s = study_status(study, url)
+    # left: 6 + 4 epochs of the running ones, 3 trials x 10 not started: 40 epochs x 2 s / 2
+    assert (s.workers, len(s.running)) == (2, 2) and s.eta_seconds == pytest.approx(40.0)
+    r = runner.invoke(app, ["status", "s", "--storage", url])
+    assert "ETA ~40 s" in r.output and "2 worker(s)" in r.output, r.output
+    # worker 1 finished its trial a moment ago and is claiming the next: still 2 workers
+    b.set_user_attr(TrialAttr.EPOCHS_RUN, 10)
+    study.tell(b, 0.7)
+    s = study_status(study, url)
+    assert (s.workers, len(s.running)) == (2, 1)
+    assert s.eta_seconds == pytest.approx((6 + 3 * 10) * 2.0 / 2)
+    # a minute later it still has no trial: it is gone
+    later = dt.datetime.now() + dt.timedelta(seconds=BETWEEN_TRIALS + 5)
+    assert study_status(study, url, now=later).workers == 1
+    # never more workers than trials left: the last trial runs on one
+    study.set_user_attr(StudyAttr.N_TRIALS, 3)
+    assert study_status(study, url).workers == 1
+    del a
 
 
 def test_status_of_a_missing_study_is_one_line(tmp_path):
@@ -153,9 +194,10 @@ def test_epoch_lines_at_most_one_per_interval_first_and_last_always(caplog):
     log.finish()  # stopped early after epoch 5 (patience, pruning): its line at INFO
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     info = [m for lvl, m in lines if lvl == logging.INFO]
-    assert info == ["[s worker 0] trial 7 epoch 1/6: test fair_accuracy 0.51, 0.5 s/epoch",
-                    "[s worker 0] trial 7 epoch 4/6: test fair_accuracy 0.54, 0.5 s/epoch",
-                    "[s worker 0] trial 7 epoch 5/6: test fair_accuracy 0.55, 0.5 s/epoch"]
+    # in the label's unit, as `specopt status` shows it; the progress attribute as stored
+    assert info == ["[s worker 0] trial 7 epoch 1/6: test fair accuracy 51%, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 4/6: test fair accuracy 54%, 0.5 s/epoch",
+                    "[s worker 0] trial 7 epoch 5/6: test fair accuracy 55%, 0.5 s/epoch"]
     assert [m.split(" epoch ")[1][0] for lvl, m in lines if lvl == logging.DEBUG] == \
         ["2", "3", "5"]
     assert [a["epoch"] for a in trial.attrs] == [1, 4, 5]  # one write per INFO line
