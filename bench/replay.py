@@ -465,6 +465,19 @@ def _study(name: str, space: dict, sampler: dict, pruner: dict, n_trials: int) -
         "space": space})
 
 
+
+#: The Optuna sampler + pruner strategies of both problems: (name, sampler, pruner, note).
+#: Optuna 5's default TPESampler() is multivariate with a constant liar already.
+SAMPLER_PRUNER = (
+    ("random", "random", "none", ""),
+    ("tpe", "tpe", "none", "Optuna's default TPESampler()"),
+    ("tpe+median", "tpe", "median", ""),
+    ("tpe+hyperband", "tpe", "hyperband", ""),
+    ("tpe+sh", "tpe", "successive_halving", ""),
+    ("random+hyperband", "random", "hyperband", ""),
+    ("gp", "gp", "none", ""),
+)
+
 def strategies(table: LearningCurveTable, space: Mapping[str, Sequence] | None = None, *,
                report_grid: Sequence[Sequence] | None = None,
                shipped: Sequence[str] = ("demo", "full-tpe"),
@@ -494,14 +507,8 @@ def strategies(table: LearningCurveTable, space: Mapping[str, Sequence] | None =
     out["table-grid"] = Strategy(
         "table-grid", _study("table-grid", sp, {"name": "random"}, {"name": "none"}, len(grid)),
         grid, shuffle=True, note="every seed-0 configuration, in a random order (reference)")
-    add("random", {"name": "random"}, {"name": "none"})
-    # Optuna 5's default TPESampler() is multivariate with a constant liar already.
-    add("tpe", {"name": "tpe"}, {"name": "none"}, "Optuna's default TPESampler()")
-    add("tpe+median", {"name": "tpe"}, {"name": "median"})
-    add("tpe+hyperband", {"name": "tpe"}, {"name": "hyperband"})
-    add("tpe+sh", {"name": "tpe"}, {"name": "successive_halving"})
-    add("random+hyperband", {"name": "random"}, {"name": "hyperband"})
-    add("gp", {"name": "gp"}, {"name": "none"})
+    for name, sampler, pruner, note in SAMPLER_PRUNER:
+        add(name, {"name": sampler}, {"name": pruner}, note)
     try:  # the learning-curve extrapolation pruner, where hpo.study.config knows it
         add("tpe+extrapolation", {"name": "tpe"}, {"name": "extrapolation"})
     except ConfigError:
@@ -542,13 +549,8 @@ def exact_strategies(space: CellSpace, *, report_grid: Sequence[Sequence] | None
              "the report's runs at every recorded lr, each to its end")
     grid("table-grid", [dict(zip(space.keys, c, strict=True)) for c in sorted(space.cells)],
          "every cell once, in a random order (G)", shuffle=True)
-    add("random", {"name": "random"}, {"name": "none"})
-    add("tpe", {"name": "tpe"}, {"name": "none"}, "Optuna's default TPESampler()")
-    add("tpe+median", {"name": "tpe"}, {"name": "median"})
-    add("tpe+hyperband", {"name": "tpe"}, {"name": "hyperband"})
-    add("tpe+sh", {"name": "tpe"}, {"name": "successive_halving"})
-    add("random+hyperband", {"name": "random"}, {"name": "hyperband"})
-    add("gp", {"name": "gp"}, {"name": "none"})
+    for name, sampler, pruner, note in SAMPLER_PRUNER:
+        add(name, {"name": sampler}, {"name": pruner}, note)
     with contextlib.suppress(ConfigError):
         add("tpe+extrapolation", {"name": "tpe"}, {"name": "extrapolation"})
     add("sync-sh", {"name": "random"}, {"name": "none"},
