@@ -163,9 +163,9 @@ def train(
     if print_config:
         echo_json(config.model_dump(mode="json"))
         return
-    if config.checkpoint_dir is None:  # made here, not printed by --print-config
-        config = config.model_copy(update={"checkpoint_dir": default_out_dir()})
-    saved = Path(config.checkpoint_dir or default_out_dir()) / ArtifactName.CHECKPOINT
+    folder = config.checkpoint_dir or default_out_dir()  # made here, not printed by --print-config
+    config = config.model_copy(update={"checkpoint_dir": folder})
+    saved = Path(folder) / ArtifactName.CHECKPOINT
     for path in (json_out, saved):  # said before the run, not after it
         if path is not None:
             check_output(path)
